@@ -1,0 +1,192 @@
+"""Signed log records: what a log entry is, how it is signed, and the rules it obeys.
+
+An entry is the RFC 8785 bytes of ``{"rec": <record>, "sig": <base64 Ed25519
+signature over the RFC 8785 bytes of the record>}``. Because "rec" sorts
+before "sig", the signed bytes appear verbatim inside the entry. Record kinds
+and fields are listed in docs/bundle-format.md; ``parse_entry`` enforces them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import nacl.signing
+
+from .canonical import CanonicalizationError, canonical_bytes
+from .errors import RecordError
+from .note import Verifier
+
+__all__ = [
+    "CLOCK_STATES",
+    "KINDS",
+    "RECORD_VERSION",
+    "Entry",
+    "format_time",
+    "make_entry",
+    "parse_entry",
+    "parse_time",
+]
+
+RECORD_VERSION = 1
+KINDS = ("reading", "gap", "event")
+CLOCK_STATES = ("synced", "unsynced", "unknown")
+_TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z")
+_HEX8 = re.compile(r"[0-9a-f]{8}")
+
+
+def format_time(ns: int) -> str:
+    """RFC 3339 UTC with microseconds, e.g. ``2026-11-21T05:09:56.123456Z``."""
+    secs, rem = divmod(ns, 1_000_000_000)
+    stamp = datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{stamp}.{rem // 1000:06d}Z"
+
+
+def parse_time(text: str) -> datetime:
+    if not isinstance(text, str) or not _TIME_RE.fullmatch(text):
+        raise RecordError(f"time {text!r} is not RFC 3339 UTC (YYYY-MM-DDTHH:MM:SS[.f]Z)")
+    whole, _, frac = text[:-1].partition(".")
+    try:
+        dt = datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+    except ValueError as exc:
+        raise RecordError(f"time {text!r} is not a real date") from exc
+    return dt.replace(microsecond=int((frac + "000000")[:6]))
+
+
+def make_entry(record: Mapping[str, Any], signing_key: nacl.signing.SigningKey) -> bytes:
+    """Sign ``record`` and return the entry bytes that go into the log."""
+    body = canonical_bytes(record)
+    sig = base64.b64encode(signing_key.sign(body).signature)
+    return b'{"rec":' + body + b',"sig":"' + sig + b'"}'
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A parsed entry. ``rec`` is the record as decoded JSON."""
+
+    raw: bytes
+    rec: Mapping[str, Any]
+    signed: bytes
+    signature: bytes
+
+    @property
+    def kind(self) -> str:
+        return str(self.rec["kind"])
+
+    @property
+    def index(self) -> int:
+        return int(self.rec["index"])
+
+    @property
+    def key(self) -> str:
+        return str(self.rec["key"])
+
+    @property
+    def sensor(self) -> str | None:
+        s = self.rec.get("sensor")
+        return None if s is None else str(s)
+
+    @property
+    def seq(self) -> int | None:
+        s = self.rec.get("seq")
+        return None if s is None else int(s)
+
+    def verify_signature(self, verifier: Verifier) -> bool:
+        return verifier.verify(self.signed, self.signature)
+
+
+def _need(rec: Mapping[str, Any], name: str, typ: type | tuple[type, ...]) -> Any:
+    if name not in rec:
+        raise RecordError(f"field {name!r} is missing")
+    value = rec[name]
+    if not isinstance(value, typ) or isinstance(value, bool) and bool not in _as_tuple(typ):
+        raise RecordError(f"field {name!r} has the wrong type ({type(value).__name__})")
+    return value
+
+
+def _as_tuple(typ: type | tuple[type, ...]) -> tuple[type, ...]:
+    return typ if isinstance(typ, tuple) else (typ,)
+
+
+def _nonneg(rec: Mapping[str, Any], name: str) -> int:
+    value: int = _need(rec, name, int)
+    if value < 0:
+        raise RecordError(f"field {name!r} is negative")
+    return value
+
+
+def _check_record(rec: Mapping[str, Any]) -> None:
+    if _need(rec, "v", int) != RECORD_VERSION:
+        raise RecordError(f"record version {rec['v']} is not {RECORD_VERSION}")
+    kind = _need(rec, "kind", str)
+    if kind not in KINDS:
+        raise RecordError(f"record kind {kind!r} is not one of {', '.join(KINDS)}")
+    _need(rec, "device", str)
+    if not _HEX8.fullmatch(_need(rec, "key", str)):
+        raise RecordError("field 'key' is not 8 lower-case hex digits")
+    _nonneg(rec, "index")
+    parse_time(_need(rec, "time", str))
+    if _need(rec, "clock", str) not in CLOCK_STATES:
+        raise RecordError(f"field 'clock' is not one of {', '.join(CLOCK_STATES)}")
+    if kind in ("reading", "gap"):
+        _need(rec, "sensor", str)
+        _nonneg(rec, "seq")
+    if kind == "reading":
+        values = _need(rec, "values", list)
+        if not values:
+            raise RecordError("a reading has no values")
+        for v in values:
+            if not isinstance(v, dict):
+                raise RecordError("a value is not an object")
+            _need(v, "q", str)
+            _need(v, "u", str)
+            _need(v, "v", (int, float))
+        if "sensor_time" in rec:
+            parse_time(rec["sensor_time"])
+        if "src_seq" in rec:
+            _nonneg(rec, "src_seq")
+    elif kind == "gap":
+        _need(rec, "reason", str)
+        start, end = parse_time(_need(rec, "from", str)), parse_time(_need(rec, "to", str))
+        if end < start:
+            raise RecordError("a gap ends before it starts")
+        if ("src_seq_from" in rec) != ("src_seq_to" in rec):
+            raise RecordError("a gap names src_seq_from without src_seq_to or the reverse")
+        if "src_seq_from" in rec and _nonneg(rec, "src_seq_to") < _nonneg(rec, "src_seq_from"):
+            raise RecordError("a gap's src_seq_to is below its src_seq_from")
+    else:
+        _need(rec, "event", str)
+
+
+def parse_entry(raw: bytes) -> Entry:
+    """Parse and check an entry's shape; the signature is checked by the caller."""
+    try:
+        doc = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise RecordError(f"entry is not JSON: {exc}") from exc
+    if not isinstance(doc, dict) or set(doc) != {"rec", "sig"}:
+        raise RecordError('entry is not an object with exactly "rec" and "sig"')
+    rec, sig_text = doc["rec"], doc["sig"]
+    if not isinstance(rec, dict) or not isinstance(sig_text, str):
+        raise RecordError('entry "rec" is not an object or "sig" is not a string')
+    try:
+        signed = canonical_bytes(rec)
+    except CanonicalizationError as exc:
+        raise RecordError(f"entry has no canonical form: {exc}") from exc
+    # "rec" sorts before "sig", so the canonical entry is this concatenation.
+    if raw != b'{"rec":' + signed + b',"sig":' + json.dumps(sig_text).encode() + b"}":
+        raise RecordError("entry is not in RFC 8785 canonical form")
+    try:
+        signature = base64.b64decode(sig_text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise RecordError("signature is not base64") from exc
+    if len(signature) != 64:
+        raise RecordError(f"signature is {len(signature)} bytes, not 64")
+    _check_record(rec)
+    return Entry(raw, rec, signed, signature)
