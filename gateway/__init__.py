@@ -1,0 +1,1 @@
+"""The riverseal edge gateway: sources, the signed Merkle log, checkpoints, anchors."""
