@@ -380,7 +380,7 @@ class EzoCircuit:
             return _ER
         if args == ["?"]:
             enabled = [self._id(f) for f in fields if f in self._settings.outputs]
-            return _Answer(_GENERIC_S, (",".join(["?", "O", *enabled]),))
+            return _Answer(_GENERIC_S, ("?,O," + ",".join(enabled),))
         by_lower = {f.lower(): f for f in fields}
         if len(args) != 2 or args[0].lower() not in by_lower or args[1] not in ("0", "1"):
             return _ER
