@@ -213,7 +213,7 @@ class Bundle:
             )
 
         def items(name: str) -> list[Any]:
-            value = _get(doc, name, list, "bundle")
+            value: list[Any] = _get(doc, name, list, "bundle")
             return value
 
         checkpoints = items("checkpoints")

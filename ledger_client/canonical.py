@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import json
 import math
+from json.encoder import encode_basestring
 from typing import Any
 
 __all__ = ["CanonicalizationError", "canonical_bytes", "format_number", "is_canonical"]
 
 _MAX_SAFE_INT = 2**53 - 1
-_encode_str = json.JSONEncoder(ensure_ascii=False).encode
+# json's C string escaper with ensure_ascii off: the escapes ECMAScript's
+# JSON.stringify writes (\" \\ \b \f \n \r \t, other controls as \u00xx).
+_encode_str = encode_basestring
 
 
 class CanonicalizationError(ValueError):
@@ -35,6 +38,11 @@ def format_number(x: float | int) -> str:
         raise CanonicalizationError(f"{x} has no JSON form")
     if x == 0:
         return "0"
+    r = repr(x)
+    # Fast path: Python writes 1e-4 <= |x| < 1e16 in plain notation with the same
+    # shortest digits ECMAScript uses there; only integral values differ ("412.0").
+    if "e" not in r and not r.endswith(".0"):
+        return r
     # repr gives the shortest round-trip digits; re-lay them out per ECMA-262 7.1.12.1.
     sign = "-" if x < 0 else ""
     digits, exp = _shortest_digits(abs(x))
@@ -75,58 +83,80 @@ def _shortest_digits(x: float) -> tuple[str, int]:
 
 
 def _utf16_key(s: str) -> bytes:
-    return s.encode("utf-16-be")
+    return s.encode("utf-16-be", "surrogatepass")
+
+
+def _sorted_keys(obj: dict[Any, Any]) -> list[str]:
+    for key in obj:
+        if not isinstance(key, str):
+            raise CanonicalizationError(f"object key {key!r} is not a string")
+    keys: list[str] = sorted(obj)
+    # Code point order equals UTF-16 code unit order unless a key holds a
+    # character beyond the BMP; only then is the slower key needed.
+    if not "".join(keys).isascii():
+        keys.sort(key=_utf16_key)
+    return keys
 
 
 def _encode(value: Any, out: list[str]) -> None:
-    if value is None:
+    t = type(value)
+    if t is str:
+        out.append(_encode_str(value))
+    elif t is int or t is float:
+        out.append(format_number(value))
+    elif t is dict:
+        _encode_dict(value, out)
+    elif t is list or t is tuple:
+        _encode_list(value, out)
+    elif value is None:
         out.append("null")
     elif value is True:
         out.append("true")
     elif value is False:
         out.append("false")
+    # Subclasses (str enums, OrderedDict, ...) take the same paths, just later.
     elif isinstance(value, str):
-        _check_str(value)
         out.append(_encode_str(value))
     elif isinstance(value, int | float):
         out.append(format_number(value))
     elif isinstance(value, dict):
-        out.append("{")
-        first = True
-        for key in sorted(value, key=_utf16_key):
-            if not isinstance(key, str):
-                raise CanonicalizationError(f"object key {key!r} is not a string")
-            if not first:
-                out.append(",")
-            first = False
-            _check_str(key)
-            out.append(_encode_str(key))
-            out.append(":")
-            _encode(value[key], out)
-        out.append("}")
+        _encode_dict(value, out)
     elif isinstance(value, list | tuple):
-        out.append("[")
-        for i, item in enumerate(value):
-            if i:
-                out.append(",")
-            _encode(item, out)
-        out.append("]")
+        _encode_list(value, out)
     else:
         raise CanonicalizationError(f"{type(value).__name__} has no JSON form")
 
 
-def _check_str(s: str) -> None:
-    try:
-        s.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise CanonicalizationError("string holds a lone surrogate") from exc
+def _encode_dict(value: dict[Any, Any], out: list[str]) -> None:
+    out.append("{")
+    first = True
+    for key in _sorted_keys(value):
+        if not first:
+            out.append(",")
+        first = False
+        out.append(_encode_str(key))
+        out.append(":")
+        _encode(value[key], out)
+    out.append("}")
+
+
+def _encode_list(value: list[Any] | tuple[Any, ...], out: list[str]) -> None:
+    out.append("[")
+    for i, item in enumerate(value):
+        if i:
+            out.append(",")
+        _encode(item, out)
+    out.append("]")
 
 
 def canonical_bytes(value: Any) -> bytes:
     """The RFC 8785 UTF-8 bytes of ``value``."""
     out: list[str] = []
     _encode(value, out)
-    return "".join(out).encode("utf-8")
+    try:
+        return "".join(out).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise CanonicalizationError("string holds a lone surrogate") from exc
 
 
 def is_canonical(data: bytes) -> bool:

@@ -46,7 +46,13 @@ class Checkpoint:
         if len(lines) < 3 or any(not line for line in lines):
             raise MalformedNote("checkpoint body needs origin, size and root on non-empty lines")
         origin, size_text, root_text, *ext = lines
-        if not size_text.isdigit() or (size_text != "0" and size_text.startswith("0")):
+        # isascii: str.isdigit() also accepts digits such as "²" that int() rejects;
+        # the length bound keeps int() below its digit limit (sizes fit in 64 bits).
+        if (
+            not (size_text.isascii() and size_text.isdigit())
+            or len(size_text) > 20
+            or (size_text != "0" and size_text.startswith("0"))
+        ):
             raise MalformedNote(f"checkpoint size {size_text!r} is not a plain decimal")
         try:
             root = base64.b64decode(root_text, validate=True)

@@ -37,7 +37,8 @@ __all__ = [
 RECORD_VERSION = 1
 KINDS = ("reading", "gap", "event")
 CLOCK_STATES = ("synced", "unsynced", "unknown")
-_TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z")
+# re.ASCII: \d must not match other scripts' digits, which int() would accept.
+_TIME_RE = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?Z", re.ASCII)
 _HEX8 = re.compile(r"[0-9a-f]{8}")
 
 
@@ -49,14 +50,23 @@ def format_time(ns: int) -> str:
 
 
 def parse_time(text: str) -> datetime:
-    if not isinstance(text, str) or not _TIME_RE.fullmatch(text):
+    m = _TIME_RE.fullmatch(text) if isinstance(text, str) else None
+    if m is None:
         raise RecordError(f"time {text!r} is not RFC 3339 UTC (YYYY-MM-DDTHH:MM:SS[.f]Z)")
-    whole, _, frac = text[:-1].partition(".")
+    year, month, day, hour, minute, second, frac = m.groups()
     try:
-        dt = datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+        return datetime(
+            int(year),
+            int(month),
+            int(day),
+            int(hour),
+            int(minute),
+            int(second),
+            int(((frac or "") + "000000")[:6]),
+            tzinfo=UTC,
+        )
     except ValueError as exc:
         raise RecordError(f"time {text!r} is not a real date") from exc
-    return dt.replace(microsecond=int((frac + "000000")[:6]))
 
 
 def make_entry(record: Mapping[str, Any], signing_key: nacl.signing.SigningKey) -> bytes:
@@ -105,7 +115,7 @@ def _need(rec: Mapping[str, Any], name: str, typ: type | tuple[type, ...]) -> An
     if name not in rec:
         raise RecordError(f"field {name!r} is missing")
     value = rec[name]
-    if not isinstance(value, typ) or isinstance(value, bool) and bool not in _as_tuple(typ):
+    if not isinstance(value, typ) or (isinstance(value, bool) and bool not in _as_tuple(typ)):
         raise RecordError(f"field {name!r} has the wrong type ({type(value).__name__})")
     return value
 
