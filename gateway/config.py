@@ -124,7 +124,9 @@ class _Table:
     def _key(self, name: str) -> str:
         return f"{self.where}.{name}" if self.where else name
 
-    def get(self, name: str, typ: type[T], default: T | None = None, *, required: bool = False) -> T:
+    def get(
+        self, name: str, typ: type[T], default: T | None = None, *, required: bool = False
+    ) -> T:
         self.used.add(name)
         if name not in self.data:
             if required or default is None:
@@ -170,14 +172,18 @@ def _parse_log(t: _Table | None) -> LogConfig:
         return d
     every = t.get("checkpoint_every_entries", int, d.checkpoint_every_entries)
     cfg = LogConfig(
-        checkpoint_every_entries=t.check("checkpoint_every_entries", every, _positive, "must be > 0"),
+        checkpoint_every_entries=t.check(
+            "checkpoint_every_entries", every, _positive, "must be > 0"
+        ),
         checkpoint_every_seconds=t.check(
             "checkpoint_every_seconds",
             t.get("checkpoint_every_seconds", float, d.checkpoint_every_seconds),
             _positive,
             "must be > 0",
         ),
-        max_batch=t.check("max_batch", t.get("max_batch", int, d.max_batch), _positive, "must be > 0"),
+        max_batch=t.check(
+            "max_batch", t.get("max_batch", int, d.max_batch), _positive, "must be > 0"
+        ),
         queue_size=t.check(
             "queue_size", t.get("queue_size", int, d.queue_size), _positive, "must be > 0"
         ),
@@ -212,7 +218,9 @@ def _parse_mqtt(t: _Table | None) -> MqttConfig | None:
         client_id=t.get("client_id", str, ""),
         username=t.optional("username", str),
         password=t.optional("password", str),
-        keepalive=t.check("keepalive", t.get("keepalive", int, d.keepalive), _positive, "must be > 0"),
+        keepalive=t.check(
+            "keepalive", t.get("keepalive", int, d.keepalive), _positive, "must be > 0"
+        ),
         max_payload_bytes=t.check(
             "max_payload_bytes",
             t.get("max_payload_bytes", int, d.max_payload_bytes),
@@ -246,7 +254,12 @@ def _parse_sensor(t: _Table) -> SensorConfig:
         )
     elif driver == "mqtt":
         topic = t.get("topic", str, required=True)
-        t.check("topic", topic, lambda s: bool(s) and "#" not in s and "+" not in s, "must be a plain topic")
+        t.check(
+            "topic",
+            topic,
+            lambda s: bool(s) and "#" not in s and "+" not in s,
+            "must be a plain topic",
+        )
         interval = t.get("interval_s", float, 60.0)
         sensor = MqttSensorConfig(
             id=sid,

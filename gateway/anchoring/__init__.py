@@ -1,0 +1,1 @@
+"""Anchoring checkpoint digests to ledgers: the backend interface and the state machine."""

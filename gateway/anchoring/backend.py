@@ -1,0 +1,34 @@
+"""What a ledger backend must do to anchor a checkpoint digest.
+
+An anchor moves pending → included → final. ``submit`` starts it (and may
+already finish it); ``poll`` advances it from the receipt alone, so the state
+survives a restart in the store. Backends raise LedgerUnavailable for what
+a retry may fix and LedgerRejected for what it will not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+__all__ = ["AnchorBackend", "AnchorProgress", "AnchorState"]
+
+AnchorState = Literal["pending", "included", "final"]
+
+
+@dataclass(frozen=True)
+class AnchorProgress:
+    state: AnchorState
+    receipt: Mapping[str, Any] = field(default_factory=dict)
+
+
+class AnchorBackend(Protocol):
+    name: str
+    """Stable label stored with each anchor ("local", "evm:<chain>", "rfc3161:<tsa>")."""
+
+    async def submit(self, digest: bytes, checkpoint_size: int) -> AnchorProgress: ...
+
+    async def poll(self, digest: bytes, receipt: Mapping[str, Any]) -> AnchorProgress: ...
+
+    async def aclose(self) -> None: ...

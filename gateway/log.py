@@ -1,0 +1,202 @@
+"""The signed Merkle log: turns readings, gaps and events into signed entries.
+
+``Log`` owns the in-memory right edge of the tree and the per-sensor sequence
+counters, builds and signs each record, and hands whole batches to the store
+in one transaction. If a commit fails, the in-memory state is rolled back with
+it, so memory and disk never disagree about the tree.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ledger_client.checkpoint import Checkpoint, sign_checkpoint
+from ledger_client.merkle import Frontier, leaf_hash
+from ledger_client.records import RECORD_VERSION, format_time, make_entry
+
+from .clock import ClockState, clock_state
+from .errors import StoreError
+from .keys import DeviceKey
+from .sources.base import Gap, Reading
+from .store import CheckpointRow, EntryRow, Store
+
+__all__ = ["Event", "Log", "LogItem"]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that happened to the box itself: boot, config change, clock step."""
+
+    name: str
+    time_ns: int
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+LogItem = Reading | Gap | Event
+
+
+class Log:
+    def __init__(
+        self,
+        store: Store,
+        key: DeviceKey,
+        *,
+        clock: Callable[[], int] = time.time_ns,
+        clock_state: Callable[[], ClockState] = clock_state,
+    ) -> None:
+        self.store = store
+        self.key = key
+        self._clock = clock
+        self._clock_state = clock_state
+        self._frontier = Frontier()
+        self._seqs: dict[str, int] = {}
+        self._last_checkpoint: CheckpointRow | None = None
+        self._base: dict[str, Any] = {
+            "v": RECORD_VERSION,
+            "device": key.device_id,
+            "key": key.key_id_hex,
+        }
+
+    async def open(self) -> None:
+        """Load the tree edge and counters; bind a new database to this device."""
+        device = await self.store.get_meta("device_id")
+        if device is None:
+            await self.store.set_meta("device_id", self.key.device_id)
+            await self.store.set_meta("origin", self.key.origin)
+            await self.store.set_meta("vkey", self.key.vkey)
+            await self.store.set_meta("created", format_time(self._clock()))
+        elif device != self.key.device_id:
+            raise StoreError(
+                f"log database {self.store.path} belongs to device {device}, "
+                f"but the key is for {self.key.device_id}"
+            )
+        size = await self.store.size()
+        wanted = Frontier.nodes_for(size)
+        found = await self.store.nodes(wanted)
+        self._frontier = Frontier(size, [found[n] for n in wanted])
+        self._seqs = await self.store.last_seqs()
+        self._last_checkpoint = await self.store.latest_checkpoint()
+
+    @property
+    def size(self) -> int:
+        return self._frontier.size
+
+    @property
+    def last_checkpoint(self) -> CheckpointRow | None:
+        return self._last_checkpoint
+
+    def root(self) -> bytes:
+        return self._frontier.root()
+
+    async def append(
+        self, items: Sequence[LogItem], *, checkpoint: bool = False
+    ) -> list[int | None]:
+        """Sign and commit ``items``; each result is its log index, or None for a duplicate.
+
+        With ``checkpoint``, a checkpoint of the new size is signed in the
+        same transaction.
+        """
+        keys = {
+            (it.sensor, it.dedup_key)
+            for it in items
+            if isinstance(it, Reading) and it.dedup_key is not None
+        }
+        seen = await self.store.existing_dedup(keys) if keys else set()
+        saved_frontier, saved_seqs = self._frontier.copy(), dict(self._seqs)
+        clock = self._clock_state()
+        rows: list[EntryRow] = []
+        nodes: list[tuple[int, int, bytes]] = []
+        results: list[int | None] = []
+        for it in items:
+            if isinstance(it, Reading) and it.dedup_key is not None:
+                k = (it.sensor, it.dedup_key)
+                if k in seen:
+                    results.append(None)
+                    continue
+                seen.add(k)
+            index = self._frontier.size
+            rec, row_meta = self._record(it, index, clock)
+            data = make_entry(rec, self.key.signing_key)
+            nodes.extend(self._frontier.append(leaf_hash(data)))
+            rows.append(EntryRow(index, rec["kind"], *row_meta, data))
+            results.append(index)
+        cp_row = None
+        if checkpoint and self._frontier.size > self.checkpointed_size:
+            cp_row = self._sign_checkpoint()
+        try:
+            if rows or cp_row is not None:
+                await self.store.commit_batch(rows, nodes, cp_row)
+        except BaseException:
+            self._frontier, self._seqs = saved_frontier, saved_seqs
+            raise
+        if cp_row is not None:
+            self._last_checkpoint = cp_row
+        return results
+
+    @property
+    def checkpointed_size(self) -> int:
+        return self._last_checkpoint.size if self._last_checkpoint else 0
+
+    async def checkpoint(self) -> CheckpointRow | None:
+        """Sign a checkpoint of everything committed, if anything is new."""
+        if self._frontier.size <= self.checkpointed_size:
+            return None
+        cp = self._sign_checkpoint()
+        await self.store.add_checkpoint(cp)
+        self._last_checkpoint = cp
+        return cp
+
+    def _sign_checkpoint(self) -> CheckpointRow:
+        cp = Checkpoint(self.key.origin, self._frontier.size, self._frontier.root())
+        note = sign_checkpoint(cp, self.key.signer)
+        return CheckpointRow(cp.size, cp.root, note, self._clock())
+
+    def _next_seq(self, sensor: str) -> int:
+        seq = self._seqs.get(sensor, -1) + 1
+        self._seqs[sensor] = seq
+        return seq
+
+    def _record(
+        self, it: LogItem, index: int, clock: ClockState
+    ) -> tuple[dict[str, Any], tuple[str | None, int | None, int, str | None]]:
+        rec = dict(self._base)
+        rec["index"] = index
+        rec["clock"] = clock
+        if isinstance(it, Reading):
+            seq = self._next_seq(it.sensor)
+            rec.update(
+                kind="reading",
+                time=format_time(it.received_ns),
+                sensor=it.sensor,
+                seq=seq,
+                values=[{"q": v.quantity, "v": v.value, "u": v.unit} for v in it.values],
+            )
+            if it.sensor_time is not None:
+                rec["sensor_time"] = it.sensor_time
+            if it.src_seq is not None:
+                rec["src_seq"] = it.src_seq
+            if it.raw is not None:
+                rec["raw"] = it.raw
+            return rec, (it.sensor, seq, it.received_ns, it.dedup_key)
+        if isinstance(it, Gap):
+            seq = self._next_seq(it.sensor)
+            now = self._clock()
+            rec.update(
+                kind="gap",
+                time=format_time(now),
+                sensor=it.sensor,
+                seq=seq,
+                reason=it.reason,
+                **{"from": format_time(it.from_ns), "to": format_time(it.to_ns)},
+            )
+            if it.src_seq_from is not None and it.src_seq_to is not None:
+                rec["src_seq_from"] = it.src_seq_from
+                rec["src_seq_to"] = it.src_seq_to
+            return rec, (it.sensor, seq, now, None)
+        rec.update(kind="event", time=format_time(it.time_ns), event=it.name)
+        if it.detail:
+            rec["detail"] = dict(it.detail)
+        return rec, (None, None, it.time_ns, None)
