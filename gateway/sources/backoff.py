@@ -40,7 +40,7 @@ class Backoff:
         self.base_s = base_s
         self.cap_s = cap_s
         self.attempt = 0
-        self._rng = rng if rng is not None else random.Random()
+        self._rng = rng if rng is not None else random.Random()  # noqa: S311  # jitter, not secrets
 
     def next_delay(self) -> float:
         """The delay before the next attempt; counts the attempt."""

@@ -73,7 +73,7 @@ class SerialLink:
         self._max_line = max_line
         self._max_pending = max_pending_lines
         self._write_timeout_s = write_timeout_s
-        self._serial: serial.SerialBase | None = None
+        self._serial: serial.Serial | None = None
         self._fd = -1
         self._loop: asyncio.AbstractEventLoop | None = None
         self._buffer = b""
@@ -131,7 +131,7 @@ class SerialLink:
 
     # -- IO ----------------------------------------------------------------------
 
-    async def readline(self, timeout: float) -> bytes:
+    async def readline(self, timeout: float) -> bytes:  # noqa: ASYNC109  # a per-call deadline is the API
         """The next line without its terminator.
 
         Raises:
@@ -201,7 +201,12 @@ class SerialLink:
         assert self._loop is not None
         ready = self._loop.create_future()
         fd = self._fd
-        self._loop.add_writer(fd, lambda: ready.done() or ready.set_result(None))
+
+        def on_writable() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        self._loop.add_writer(fd, on_writable)
         try:
             async with asyncio.timeout(self._write_timeout_s):
                 await ready
