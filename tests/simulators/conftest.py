@@ -1,0 +1,19 @@
+"""Fixtures for the simulator tests: a real Mosquitto broker per test."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sim_broker import MOSQUITTO, Broker
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Broker]:
+    if not Path(MOSQUITTO).exists():
+        pytest.skip("mosquitto is not installed")
+    broker = Broker(tmp_path)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
