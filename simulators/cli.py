@@ -1,0 +1,142 @@
+"""`sensor-sim`: run simulated sensors until interrupted.
+
+    sensor-sim ezo --kind ph --link /tmp/ph0 [--seed N] [--delay-scale 1.0] [--upper-case]
+    sensor-sim mqtt --host 127.0.0.1 --port 1883 --topic riverseal/site1/node1 --interval 1
+                    [--count N] [--quantities temperature,turbidity]
+
+Both exit 0 on SIGINT or SIGTERM; `mqtt --count N` also exits 0 once N
+messages are acknowledged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from typing import Any, get_args
+
+from simulators.ezo import EzoCircuit, EzoKind
+from simulators.mqtt_node import QUANTITIES, MqttNode
+from simulators.pty_link import EzoPtyDevice
+from simulators.river import RiverModel
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sensor-sim", description=__doc__.splitlines()[0])
+    parser.add_argument("--log-level", default="WARNING", help="Python logging level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ezo = sub.add_parser("ezo", help="an Atlas Scientific EZO circuit on a pty")
+    ezo.add_argument("--kind", choices=get_args(EzoKind), required=True)
+    ezo.add_argument("--link", type=Path, help="symlink to create to the pty (a stable name)")
+    ezo.add_argument("--seed", type=int, default=0, help="river and fault seed")
+    ezo.add_argument("--delay-scale", type=float, default=1.0, help="scale processing delays")
+    ezo.add_argument("--upper-case", action="store_true", help="upper-case reply identifiers")
+    ezo.add_argument("--firmware", default="2.16")
+    ezo.add_argument("--name", default="")
+
+    mqtt = sub.add_parser("mqtt", help="an MQTT sensor node")
+    mqtt.add_argument("--host", default="127.0.0.1")
+    mqtt.add_argument("--port", type=int, default=1883)
+    mqtt.add_argument("--topic", default="riverseal/site1/node1")
+    mqtt.add_argument("--interval", type=float, default=1.0, help="seconds between messages")
+    mqtt.add_argument("--count", type=int, help="stop after this many messages")
+    mqtt.add_argument(
+        "--quantities",
+        default=",".join(QUANTITIES),
+        help=f"comma-separated subset of {','.join(QUANTITIES)}",
+    )
+    mqtt.add_argument("--node-id", default="node1", help="MQTT client identifier")
+    mqtt.add_argument("--seed", type=int, default=0)
+    mqtt.add_argument("--malformed-every", type=int, default=0)
+    mqtt.add_argument("--duplicate-every", type=int, default=0)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        work = _ezo(args) if args.command == "ezo" else _mqtt(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        return asyncio.run(_until_signalled(work))
+    except OSError as exc:  # e.g. --link names a regular file, or no pty available
+        print(f"sensor-sim: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # before our handler was installed: still a clean stop
+        return 0
+
+
+def _ezo(args: argparse.Namespace) -> Coroutine[Any, Any, None]:
+    river = RiverModel(seed=args.seed)
+    circuit = EzoCircuit(
+        args.kind,
+        river,
+        firmware=args.firmware,
+        name=args.name,
+        upper_case_replies=args.upper_case,
+        seed=args.seed,
+        delay_scale=args.delay_scale,
+    )
+
+    async def serve() -> None:
+        async with EzoPtyDevice(circuit, args.link) as device:
+            link = f" (link {device.link_path})" if device.link_path else ""
+            print(f"{args.kind} EZO on {device.device_path}{link}", flush=True)
+            await asyncio.Event().wait()  # until cancelled by a signal
+
+    return serve()
+
+
+def _mqtt(args: argparse.Namespace) -> Coroutine[Any, Any, None]:
+    node = MqttNode(
+        args.host,
+        args.port,
+        args.topic,
+        [q.strip() for q in args.quantities.split(",") if q.strip()],
+        RiverModel(seed=args.seed),
+        args.interval,
+        args.node_id,
+        args.seed,
+        malformed_every=args.malformed_every,
+        duplicate_every=args.duplicate_every,
+    )
+
+    async def publish() -> None:
+        print(f"MQTT node {args.node_id} -> {args.host}:{args.port} {args.topic}", flush=True)
+        await node.run(args.count)
+
+    return publish()
+
+
+async def _until_signalled(work: Coroutine[Any, Any, None]) -> int:
+    """Run `work` until it finishes or SIGINT/SIGTERM arrives; 0 either way.
+
+    `work` prints its banner only once it runs, which is after the handlers are
+    installed, so a client that waits for the banner can signal at once.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.create_task(work, name="sensor-sim")
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
