@@ -1,0 +1,62 @@
+"""Fixtures shared by every test package.
+
+``mosquitto``: one real Mosquitto broker for the whole session, on a free
+127.0.0.1 port, with a throwaway config (anonymous, no persistence). Yields
+``(host, port)``. Tests that need their own broker (to stop and restart it)
+override this fixture closer to them (see tests/simulators/conftest.py).
+Tests on the shared broker use client ids and topics of their own.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    if not Path(MOSQUITTO).exists():
+        pytest.skip("mosquitto is not installed")
+    workdir = tmp_path_factory.mktemp("mosquitto")
+    host, port = "127.0.0.1", _free_port()
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} {host}\nallow_anonymous true\npersistence false\nlog_dest stderr\n"
+    )
+    log_path = workdir / "mosquitto.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"mosquitto exited early:\n{log_path.read_text()}")
+            try:
+                socket.create_connection((host, port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("mosquitto did not start listening") from None
+                time.sleep(0.02)
+        yield host, port
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
