@@ -253,7 +253,23 @@ class Store:
             await self._insert_checkpoint(cp)
 
     async def nodes(self, wanted: Iterable[Node]) -> dict[Node, bytes]:
-        """Fetch stored subtree hashes; one range query per tree level."""
+        """Fetch stored subtree hashes: one query for a few, a range query per level for many."""
+        wanted = list(wanted)
+        if len(wanted) <= 100:  # one proof's worth: one query, point lookups OR-ed
+            rows: Iterable[Any] = []
+            if wanted:
+                where = " OR ".join(["(level = ? AND idx = ?)"] * len(wanted))
+                async with _mapped("reading subtree hashes"):
+                    cur = await self.db.execute(
+                        f"SELECT level, idx, hash FROM nodes WHERE {where}",
+                        [v for n in wanted for v in n],
+                    )
+                    rows = await cur.fetchall()
+            found = {Node(int(lv), int(i)): bytes(h) for lv, i, h in rows}
+            if len(found) != len(set(wanted)):
+                missing = next(n for n in wanted if n not in found)
+                raise StoreError(f"log database is missing subtree hashes, e.g. {missing}")
+            return found
         by_level: dict[int, list[int]] = {}
         for n in wanted:
             by_level.setdefault(n.level, []).append(n.index)

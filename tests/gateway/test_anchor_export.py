@@ -71,12 +71,15 @@ async def test_export_windows_are_contiguous_and_linked(tmp_path: Path) -> None:
         await log.open()
         for hour in range(6):  # 6 hours, 10 readings each, a checkpoint per hour
             await log.append(
-                [reading(f"s{i % 2}", t + hour * 3600 * 10**9 + i) for i in range(10)], checkpoint=True
+                [reading(f"s{i % 2}", t + hour * 3600 * 10**9 + i) for i in range(10)],
+                checkpoint=True,
             )
         b = await export_bundle(log, since_ns=t + 2 * 3600 * 10**9, until_ns=t + 4 * 3600 * 10**9)
         with pytest.raises(ExportEmpty):
             await export_bundle(log, since_ns=t + 99 * 3600 * 10**9)
-    assert [e.index for e in b.entries] == list(range(20, 41))  # contiguous, hours 2..4 (first of hour 4)
+    assert [e.index for e in b.entries] == list(
+        range(20, 41)
+    )  # contiguous, hours 2..4 (first of hour 4)
     cps = [open_checkpoint(n, [key.signer.verifier()]) for n in b.checkpoints]
     assert [c.size for c in cps] == [20, 30, 40, 50]  # the one before the window links it
     for e in b.entries:

@@ -43,14 +43,26 @@ def test_a_good_config_parses_with_documented_defaults(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("edit", "where", "problem"),
     [
-        (('circuit = "ph"', 'circuit = "ph"\nbaudrate = 9601'), "sensor[0].baudrate", "9601 is not one of"),
-        (("circuit = \"ph\"", 'circuit = "chlorine"'), "sensor[0].circuit", "is not one of"),
-        (("driver = \"ezo\"", 'driver = "ezo"\nbauderate = 9600'), "sensor[0].bauderate", "a typo"),
-        (("id = \"node-1\"", 'id = "ph-1"'), "sensor[1].id", "used by two sensors"),
+        (
+            ('circuit = "ph"', 'circuit = "ph"\nbaudrate = 9601'),
+            "sensor[0].baudrate",
+            "9601 is not one of",
+        ),
+        (('circuit = "ph"', 'circuit = "chlorine"'), "sensor[0].circuit", "is not one of"),
+        (('driver = "ezo"', 'driver = "ezo"\nbauderate = 9600'), "sensor[0].bauderate", "a typo"),
+        (('id = "node-1"', 'id = "ph-1"'), "sensor[1].id", "used by two sensors"),
         (('host = "127.0.0.1"', 'host = "127.0.0.1"\nport = 99999'), "mqtt.port", "not a TCP port"),
         (('driver = "mqtt"', 'driver = "modbus"'), "sensor[1].driver", "is not one of"),
-        (('[device]', '[device]\n[log]\ncheckpoint_every_entries = 0'), "log.checkpoint_every_entries", "> 0"),
-        (('topic = "riverseal/site/node-1"', 'topic = "riverseal/#"'), "sensor[1].topic", "plain topic"),
+        (
+            ("[device]", "[device]\n[log]\ncheckpoint_every_entries = 0"),
+            "log.checkpoint_every_entries",
+            "> 0",
+        ),
+        (
+            ('topic = "riverseal/site/node-1"', 'topic = "riverseal/#"'),
+            "sensor[1].topic",
+            "plain topic",
+        ),
     ],
 )
 def test_broken_configs_name_the_key_and_the_problem(
@@ -89,7 +101,9 @@ def test_device_key_is_private_and_never_overwritten(tmp_path: Path) -> None:
         load_device_key(path)
 
 
-def test_cli_init_prints_what_to_register(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_init_prints_what_to_register(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["init", str(tmp_path / "box")]) == 0
     out = capsys.readouterr().out
     key = load_device_key(tmp_path / "box" / "device.key")
@@ -99,10 +113,14 @@ def test_cli_init_prints_what_to_register(tmp_path: Path, capsys: pytest.Capture
     assert "refusing to overwrite" in capsys.readouterr().err
 
 
-def test_cli_run_refuses_a_broken_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_run_refuses_a_broken_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     main(["init", str(tmp_path)])
     cfg = tmp_path / "gateway.toml"
-    cfg.write_text(cfg.read_text().replace("checkpoint_every_seconds = 60", "checkpoint_every_seconds = -1"))
+    cfg.write_text(
+        cfg.read_text().replace("checkpoint_every_seconds = 60", "checkpoint_every_seconds = -1")
+    )
     assert main(["run", "--config", str(cfg)]) == 1
     err = capsys.readouterr().err
     assert "log.checkpoint_every_seconds" in err and "must be > 0" in err

@@ -31,7 +31,9 @@ def key(tmp_path: Path) -> DeviceKey:
     return create_device_key(tmp_path / "device.key")
 
 
-async def test_entries_are_signed_records_with_sequence_numbers(tmp_path: Path, key: DeviceKey) -> None:
+async def test_entries_are_signed_records_with_sequence_numbers(
+    tmp_path: Path, key: DeviceKey
+) -> None:
     async with Store(tmp_path / "log.sqlite") as store:
         log = Log(store, key)
         await log.open()
@@ -51,11 +53,16 @@ async def test_stored_proofs_match_an_independent_tree(tmp_path: Path, key: Devi
         log = Log(store, key)
         await log.open()
         for batch in range(7):  # uneven batches and checkpoints in between
-            await log.append([reading(f"s{i % 3}", i) for i in range(batch * 5 + 1)], checkpoint=batch % 2 == 0)
+            await log.append(
+                [reading(f"s{i % 3}", i) for i in range(batch * 5 + 1)], checkpoint=batch % 2 == 0
+            )
         await log.checkpoint()
         bundle = await export_bundle(log)
     tree = merkle.MerkleTree(e.entry for e in bundle.entries)
-    roots = {cp.size: cp.root for cp in (open_checkpoint(n, [key.signer.verifier()]) for n in bundle.checkpoints)}
+    roots = {
+        cp.size: cp.root
+        for cp in (open_checkpoint(n, [key.signer.verifier()]) for n in bundle.checkpoints)
+    }
     for size, root in roots.items():
         assert tree.root(size) == root
     for e in bundle.entries:
@@ -65,17 +72,25 @@ async def test_stored_proofs_match_an_independent_tree(tmp_path: Path, key: Devi
         merkle.verify_consistency(c.size1, c.size2, roots[c.size1], roots[c.size2], c.proof)
 
 
-async def test_duplicates_are_not_logged_twice_even_after_reopen(tmp_path: Path, key: DeviceKey) -> None:
+async def test_duplicates_are_not_logged_twice_even_after_reopen(
+    tmp_path: Path, key: DeviceKey
+) -> None:
     db = tmp_path / "log.sqlite"
     async with Store(db) as store:
         log = Log(store, key)
         await log.open()
-        assert await log.append([reading("n", 1, "src_seq:1"), reading("n", 1, "src_seq:1")]) == [0, None]
+        assert await log.append([reading("n", 1, "src_seq:1"), reading("n", 1, "src_seq:1")]) == [
+            0,
+            None,
+        ]
         assert await log.append([reading("other", 1, "src_seq:1")]) == [1]  # keys are per sensor
     async with Store(db) as store:
         log = Log(store, key)
         await log.open()
-        assert await log.append([reading("n", 1, "src_seq:1"), reading("n", 2, "src_seq:2")]) == [None, 2]
+        assert await log.append([reading("n", 1, "src_seq:1"), reading("n", 2, "src_seq:2")]) == [
+            None,
+            2,
+        ]
         rows = [r async for r in store.entries(0, 10)]
     assert [parse_entry(r.data).seq for r in rows] == [0, 0, 1]
 
@@ -96,7 +111,9 @@ async def test_reopen_restores_the_tree_and_counters(tmp_path: Path, key: Device
     assert parse_entry(last.data).seq == 37
 
 
-async def test_a_failed_commit_leaves_memory_and_disk_in_step(tmp_path: Path, key: DeviceKey) -> None:
+async def test_a_failed_commit_leaves_memory_and_disk_in_step(
+    tmp_path: Path, key: DeviceKey
+) -> None:
     db = tmp_path / "log.sqlite"
     async with Store(db) as store:
         log = Log(store, key)
@@ -131,26 +148,35 @@ async def test_gap_and_event_records(tmp_path: Path, key: DeviceKey) -> None:
     async with Store(tmp_path / "log.sqlite") as store:
         log = Log(store, key)
         await log.open()
-        await log.append([
-            Event("boot", now, {"version": "x"}),
-            reading("a", 1),
-            Gap("a", "sensor silent", now, now + 10**9, 4, 6),
-        ])
+        await log.append(
+            [
+                Event("boot", now, {"version": "x"}),
+                reading("a", 1),
+                Gap("a", "sensor silent", now, now + 10**9, 4, 6),
+            ]
+        )
         rows = [parse_entry(r.data) async for r in store.entries(0, 2)]
     assert [e.kind for e in rows] == ["event", "reading", "gap"]
     assert rows[0].rec["event"] == "boot" and rows[0].sensor is None
     assert (rows[2].seq, rows[2].rec["src_seq_from"], rows[2].rec["src_seq_to"]) == (1, 4, 6)
 
 
-async def test_ingest_group_commits_and_checkpoints_by_count_and_time(tmp_path: Path, key: DeviceKey) -> None:
+async def test_ingest_group_commits_and_checkpoints_by_count_and_time(
+    tmp_path: Path, key: DeviceKey
+) -> None:
     async with Store(tmp_path / "log.sqlite") as store:
         log = Log(store, key)
         await log.open()
         seen = []
-        ingest = Ingest(log, LogConfig(checkpoint_every_entries=100, checkpoint_every_seconds=0.3),
-                        on_checkpoint=seen.append)
+        ingest = Ingest(
+            log,
+            LogConfig(checkpoint_every_entries=100, checkpoint_every_seconds=0.3, max_batch=50),
+            on_checkpoint=seen.append,
+        )
         writer = asyncio.create_task(ingest.run())
-        results = await asyncio.gather(*(ingest.submit(reading(f"s{i % 4}", i)) for i in range(250)))
+        results = await asyncio.gather(
+            *(ingest.submit(reading(f"s{i % 4}", i)) for i in range(250))
+        )
         assert all(results)
         assert ingest.stats.batches < 250  # readings shared transactions
         sizes = [cp.size for cp in seen]
