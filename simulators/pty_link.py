@@ -91,7 +91,6 @@ class PtyLink:
     async def __aenter__(self) -> Self:
         if self._state is not _State.NEW:
             raise RuntimeError("a PtyLink cannot be reopened")
-        self._check_link_path()
         self._plug()
         name = self._link_path or self._device_path
         self._writer = asyncio.get_running_loop().create_task(
@@ -133,6 +132,7 @@ class PtyLink:
             raise FileExistsError(f"{path} exists and is not a symlink; refusing to replace it")
 
     def _plug(self) -> None:
+        self._check_link_path()
         master, slave = pty.openpty()
         tty.setraw(slave)  # raw mode also turns echo off: a CR must arrive as a CR
         os.set_blocking(master, False)
@@ -141,7 +141,6 @@ class PtyLink:
         asyncio.get_running_loop().add_reader(master, self._on_readable)
         self._state = _State.PLUGGED
         if self._link_path is not None:
-            self._check_link_path()
             # Build the new symlink aside and rename it over the old one, so a
             # client never sees the path missing while we repoint it.
             tmp = self._link_path.with_name(f".{self._link_path.name}.{os.getpid()}.tmp")
