@@ -46,10 +46,11 @@ class Faults:
     """Pending faults. Counts are consumed as they fire.
 
     error_next: the next N `R`/`RT` commands answer `*ER` instead of a reading.
-    garbage_next: the next N commands are answered after a line of binary garbage.
     silent_next: the next N commands are lost: not executed, not answered.
-    stale_lines: before the next answer, emit N old continuous-mode readings.
-    spontaneous_reset: before the next answer, reboot (`*RS`, `*RE`).
+    The rest fire when the next command that is not lost arrives, before its answer:
+    garbage_next: a line of high-bit garbage ending in CR (one per command, N times).
+    stale_lines: N old continuous-mode readings, oldest first.
+    spontaneous_reset: a reboot (`*RS`, `*RE`; volatile state resets, Status reason W).
     """
 
     error_next: int = 0
