@@ -178,17 +178,18 @@ def root_from_inclusion_proof(
     _check_proof(proof, inclusion_proof_length(index, size))
     # RFC 9162 §2.1.3.2, step by step.
     fn, sn, r = index, size - 1, leaf_hash
+    sha256 = hashlib.sha256  # node_hash, inlined: this loop is the verifier's hot path
     for p in proof:
         if sn == 0:  # unreachable after the length check; kept as the RFC states it
             raise MalformedProof("inclusion proof is longer than the path")
         if fn & 1 or fn == sn:
-            r = node_hash(p, r)
+            r = sha256(b"\x01" + p + r).digest()
             if not fn & 1:
                 while fn and not fn & 1:
                     fn >>= 1
                     sn >>= 1
         else:
-            r = node_hash(r, p)
+            r = sha256(b"\x01" + r + p).digest()
         fn >>= 1
         sn >>= 1
     if sn != 0:

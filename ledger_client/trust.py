@@ -1,0 +1,150 @@
+"""Trust files: the keys a regulator trusts, kept apart from any bundle.
+
+A trust file is UTF-8 text (a leading byte order mark is tolerated). Blank
+lines are ignored, and so is everything from a token that starts with ``#`` to
+the end of its line. Every other line is a directive followed by
+whitespace-separated arguments::
+
+    # riverseal station 0a1b2c, key received on site 2026-03-01
+    key riverseal.example/gw/0a1b2c+1c2d3e4f+AVr... 2026-03-01T00:00:00Z
+
+    key <vkey> [valid_from [valid_until]]
+        a device key (C2SP verifier key string). The optional times are RFC 3339
+        UTC (``YYYY-MM-DDTHH:MM:SS[.ffffff]Z``); ``-`` leaves that end open. A record
+        signed by this key must have ``valid_from <= time <= valid_until``.
+
+Any other line is an error that names its line number. New directives (issue 4
+adds e.g. ``evm-sender <address>``) are one parser function each in
+``_DIRECTIVES``, plus a field on ``TrustList``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from .errors import LedgerClientError, MalformedError
+from .note import Verifier
+from .records import parse_time
+
+__all__ = ["MalformedTrust", "TrustList", "TrustedKey", "parse_trust"]
+
+
+class MalformedTrust(MalformedError):
+    """A trust file cannot be read; ``line`` is the 1-based line at fault, if any."""
+
+    def __init__(self, message: str, line: int | None = None) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+@dataclass(frozen=True)
+class TrustedKey:
+    """A device key and the window of record times it may sign (``None``: open)."""
+
+    verifier: Verifier
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+
+    @property
+    def key_id(self) -> str:
+        """The C2SP key ID in lower-case hex, as records name it in ``key``."""
+        return self.verifier.key_id.hex()
+
+    def covers(self, when: datetime) -> bool:
+        """Whether ``when`` lies inside the validity window (both ends included)."""
+        if self.valid_from is not None and when < self.valid_from:
+            return False
+        return self.valid_until is None or when <= self.valid_until
+
+    def window(self) -> str:
+        """The window as text, e.g. ``from 2026-03-01T00:00:00+00:00 (open end)``."""
+        start = "the beginning" if self.valid_from is None else self.valid_from.isoformat()
+        end = "open end" if self.valid_until is None else self.valid_until.isoformat()
+        return f"{start} to {end}"
+
+
+@dataclass(frozen=True)
+class TrustList:
+    """Everything a trust file says. An empty list trusts nothing."""
+
+    keys: tuple[TrustedKey, ...] = ()
+
+
+@dataclass
+class _Builder:
+    keys: list[TrustedKey] = field(default_factory=list)
+    key_lines: dict[tuple[str, bytes], int] = field(default_factory=dict)
+
+    def build(self) -> TrustList:
+        return TrustList(keys=tuple(self.keys))
+
+
+def _time_arg(text: str, what: str) -> datetime | None:
+    if text == "-":
+        return None
+    try:
+        return parse_time(text)
+    except LedgerClientError as exc:
+        raise MalformedTrust(f"{what}: {exc}") from exc
+
+
+def _key(args: list[str], out: _Builder, line: int) -> None:
+    if not 1 <= len(args) <= 3:
+        raise MalformedTrust("expected: key <vkey> [valid_from [valid_until]]")
+    verifier = Verifier.from_vkey(args[0])
+    valid_from = _time_arg(args[1], "valid_from") if len(args) > 1 else None
+    valid_until = _time_arg(args[2], "valid_until") if len(args) > 2 else None
+    if valid_from is not None and valid_until is not None and valid_until < valid_from:
+        raise MalformedTrust("valid_until is before valid_from")
+    ident = (verifier.name, verifier.public_key)
+    if ident in out.key_lines:
+        raise MalformedTrust(
+            f"key {verifier.key_id.hex()} is already listed on line {out.key_lines[ident]}"
+        )
+    out.key_lines[ident] = line
+    out.keys.append(TrustedKey(verifier, valid_from, valid_until))
+
+
+# directive -> parser(arguments, builder, line number)
+_DIRECTIVES: dict[str, Callable[[list[str], _Builder, int], None]] = {
+    "key": _key,
+}
+
+
+def parse_trust(data: str | bytes) -> TrustList:
+    """Parse a trust file. Raises MalformedTrust naming the line at fault.
+
+    A file that trusts no key at all is an error too: an empty policy would
+    make every bundle fail for a reason that has nothing to do with it.
+    """
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise MalformedTrust(f"trust file is not UTF-8 text (byte {exc.start})") from exc
+    data = data.removeprefix("\ufeff")
+    out = _Builder()
+    for number, line in enumerate(data.splitlines(), start=1):
+        tokens = line.split()
+        for i, token in enumerate(tokens):
+            if token.startswith("#"):
+                del tokens[i:]
+                break
+        if not tokens:
+            continue
+        directive, args = tokens[0], tokens[1:]
+        parser = _DIRECTIVES.get(directive)
+        if parser is None:
+            known = ", ".join(sorted(_DIRECTIVES))
+            raise MalformedTrust(
+                f"line {number}: unknown directive {directive!r} (known: {known})", number
+            )
+        try:
+            parser(args, out, number)
+        except LedgerClientError as exc:
+            raise MalformedTrust(f"line {number}: {exc}", number) from exc
+    if not out.keys:
+        raise MalformedTrust("trust file names no key (expected lines: key <vkey> ...)")
+    return out.build()

@@ -1,0 +1,815 @@
+"""The bundle verifier: a fixed, numbered, fail-closed checklist.
+
+``verify_bundle`` is pure: it takes a parsed ``Bundle``, the keys to trust and
+the verification time, does no IO, never raises for anything a bundle holds,
+and returns a ``Report``. It does not stop at the first problem: every failure
+is collected, each naming the entry (or checkpoint), the check and the reason.
+
+The steps, in order (docs/bundle-format.md §6 is the normative list):
+
+1. keys          parse the bundle's device keys; trust the trust list if given,
+                 else the bundle's own keys (reported as NOT independently trusted)
+2. record        each entry is a canonical, well-formed record of this device
+                 at the index the bundle puts it
+3. signature     Ed25519 by the key the record names, at a time inside its window
+4. inclusion     the entry's leaf hash and inclusion proof lead to the root of
+                 the checkpoint it names, the smallest one that covers it
+5. checkpoint    every checkpoint is signed by a trusted key, has this origin,
+                 and the sizes strictly ascend
+6. consistency   each consecutive pair of checkpoints is linked by a valid proof
+7. anchors       each receipt commits to its checkpoint's digest; "local" ones
+                 are checked offline, other backends are present but unchecked
+8. completeness  indexes are contiguous; per sensor, ``seq`` steps by one and
+                 every ``src_seq`` jump is covered by a gap record; every
+                 entry lies below the largest checkpoint
+
+A bundle verifies when no step has a failure.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+from .bundle import AnchorReceipt, Bundle
+from .checkpoint import Checkpoint
+from .errors import LedgerClientError, MalformedProof, ProofError, RecordError
+from .merkle import HASH_SIZE, leaf_hash, verify_consistency, verify_inclusion
+from .note import Verifier, open_note, split_note
+from .records import Entry, parse_entry, parse_time
+from .trust import TrustedKey, TrustList
+
+__all__ = [
+    "LOCAL_STATUS",
+    "STEPS",
+    "UNCHECKED_STATUS",
+    "AnchorResult",
+    "Failure",
+    "Report",
+    "SensorCounts",
+    "StepResult",
+    "verify_bundle",
+]
+
+STEPS: tuple[str, ...] = (
+    "keys",
+    "record",
+    "signature",
+    "inclusion",
+    "checkpoint",
+    "consistency",
+    "anchors",
+    "completeness",
+)
+_STEP_NUMBER = {name: i for i, name in enumerate(STEPS, start=1)}
+
+LOCAL_STATUS = "local, not independent"
+UNCHECKED_STATUS = "present but unchecked (offline)"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One thing that does not verify.
+
+    ``entry`` is the log index of the entry at fault (or missing), ``checkpoint``
+    the tree size of the checkpoint at fault; either or both may be None.
+    """
+
+    check: str
+    reason: str
+    entry: int | None = None
+    checkpoint: int | None = None
+
+    def __str__(self) -> str:
+        if self.entry is not None:
+            return f"entry {self.entry}: {self.check}: {self.reason}"
+        if self.checkpoint is not None:
+            return f"checkpoint {self.checkpoint}: {self.check}: {self.reason}"
+        return f"{self.check}: {self.reason}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "entry": self.entry,
+            "checkpoint": self.checkpoint,
+            "check": self.check,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """How one step went: ``passed`` items (keys, entries, checkpoints, ...) and
+    ``failed`` problems found. ``skipped`` items could not be checked because an
+    earlier step already failed them (an entry whose record does not parse has no
+    signature to check)."""
+
+    number: int
+    name: str
+    passed: int
+    failed: int
+    skipped: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "step": self.number,
+            "name": self.name,
+            "ok": self.ok,
+            "passed": self.passed,
+            "failed": self.failed,
+            "skipped": self.skipped,
+        }
+
+
+@dataclass(frozen=True)
+class AnchorResult:
+    """The outcome for one anchor receipt. ``status`` is LOCAL_STATUS,
+    UNCHECKED_STATUS, or ``failed: <reason>``."""
+
+    checkpoint: int
+    backend: str
+    state: str
+    status: str
+
+    @property
+    def ok(self) -> bool:
+        return not self.status.startswith("failed")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "checkpoint": self.checkpoint,
+            "backend": self.backend,
+            "state": self.state,
+            "status": self.status,
+            "ok": self.ok,
+        }
+
+
+@dataclass(frozen=True)
+class SensorCounts:
+    readings: int = 0
+    gaps: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"readings": self.readings, "gaps": self.gaps}
+
+
+@dataclass(frozen=True)
+class Report:
+    """What ``verify_bundle`` found. ``verified`` is True exactly when there are no failures."""
+
+    verified: bool
+    entries: int
+    failures: tuple[Failure, ...]
+    steps: tuple[StepResult, ...]
+    origin: str
+    device: str
+    keys_trusted: bool
+    keys: tuple[str, ...]
+    ignored_keys: tuple[str, ...]
+    sensors: Mapping[str, SensorCounts]
+    events: int
+    first_index: int | None
+    last_index: int | None
+    first_time: str | None
+    last_time: str | None
+    checkpoints: tuple[int, ...]
+    anchors: tuple[AnchorResult, ...]
+    notes: tuple[str, ...]
+    checked_at: str
+
+    def step(self, name: str) -> StepResult:
+        return self.steps[_STEP_NUMBER[name] - 1]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "verified": self.verified,
+            "entries": self.entries,
+            "origin": self.origin,
+            "device": self.device,
+            "keys_trusted": self.keys_trusted,
+            "keys": list(self.keys),
+            "ignored_keys": list(self.ignored_keys),
+            "first_index": self.first_index,
+            "last_index": self.last_index,
+            "first_time": self.first_time,
+            "last_time": self.last_time,
+            "checkpoints": list(self.checkpoints),
+            "steps": [s.to_json() for s in self.steps],
+            "sensors": {name: c.to_json() for name, c in sorted(self.sensors.items())},
+            "events": self.events,
+            "anchors": [a.to_json() for a in self.anchors],
+            "notes": list(self.notes),
+            "checked_at": self.checked_at,
+            "failures": [f.to_json() for f in self.failures],
+        }
+
+
+class _Rec(NamedTuple):
+    """What steps 8 and the summary need of a parsed record."""
+
+    index: int  # type: ignore[assignment]  # the record's own index (shadows tuple.index)
+    position: int
+    kind: str
+    sensor: str | None
+    seq: int | None
+    src_seq: int | None
+    src_range: tuple[int, int] | None
+    time_key: str  # the time in the fixed 27-character form, which sorts chronologically
+    time: str
+    synced: bool
+
+
+def _time_key(text: str) -> str:
+    """``text`` (already valid) as YYYY-MM-DDTHH:MM:SS.ffffffZ, which sorts by time."""
+    if len(text) == 27:  # the form writers use: nothing to do
+        return text
+    return _standard_time(parse_time(text))
+
+
+def _standard_time(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class _CheckpointInfo:
+    position: int
+    checkpoint: Checkpoint
+    trusted: bool
+
+
+@dataclass
+class _Tally:
+    passed: int = 0
+    skipped: int = 0
+
+
+@dataclass
+class _Run:
+    bundle: Bundle
+    now: datetime
+    failures: list[Failure] = field(default_factory=list)
+    by_step: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STEPS, 0))
+    tally: dict[str, _Tally] = field(default_factory=lambda: {s: _Tally() for s in STEPS})
+    notes: list[str] = field(default_factory=list)
+    # step 1
+    keys: dict[str, list[TrustedKey]] = field(default_factory=dict)
+    ignored: dict[str, str] = field(default_factory=dict)  # key id -> vkey
+    keys_trusted: bool = False
+    # step 5
+    checkpoints: dict[int, _CheckpointInfo] = field(default_factory=dict)
+    sizes: list[int] = field(default_factory=list)
+    # step 2 output: one compact tuple per parsed record (few live objects keep GC cheap)
+    parsed: list[_Rec] = field(default_factory=list)
+
+    def fail(
+        self, check: str, reason: str, entry: int | None = None, checkpoint: int | None = None
+    ) -> None:
+        self.failures.append(Failure(check, reason, entry, checkpoint))
+        self.by_step[check] += 1
+
+    def passed(self, check: str, n: int = 1) -> None:
+        self.tally[check].passed += n
+
+
+def verify_bundle(
+    bundle: Bundle,
+    trusted: TrustList | Iterable[TrustedKey | Verifier] | None = None,
+    *,
+    now: datetime,
+) -> Report:
+    """Run the checklist over ``bundle``.
+
+    ``trusted``: the regulator's keys (a TrustList, TrustedKeys or bare
+    Verifiers). With None, the bundle's own keys are used and the report says
+    they are not independently trusted. An empty collection trusts nothing.
+    ``now`` is the verification time (timezone-aware); it is recorded in the
+    report and records dated after it are noted.
+    """
+    run = _Run(bundle, now)
+    _step_keys(run, trusted)
+    _step_checkpoints(run)  # numbered 5, but 4 needs its results
+    _steps_entries(run)
+    _step_consistency(run)
+    anchors = _step_anchors(run)
+    sensors, events = _step_completeness(run)
+
+    steps = tuple(
+        StepResult(
+            _STEP_NUMBER[name],
+            name,
+            run.tally[name].passed,
+            run.by_step[name],
+            run.tally[name].skipped,
+        )
+        for name in STEPS
+    )
+    indexes = [bundle.entries[r.position].index for r in run.parsed]
+    times = [(r.time_key, r.time) for r in run.parsed]
+    first = min(times)[1] if times else None
+    last = max(times)[1] if times else None
+    now_key = _standard_time(now)
+    future = sum(1 for key, _ in times if key > now_key)
+    if future:
+        run.notes.append(
+            f"{future} record(s) are dated after the verification time {now.isoformat()}"
+        )
+    unsynced = sum(1 for r in run.parsed if not r.synced)
+    if unsynced:
+        run.notes.append(f"{unsynced} record(s) were made while the gateway clock was not synced")
+    return Report(
+        verified=not run.failures,
+        entries=len(bundle.entries),
+        failures=tuple(run.failures),
+        steps=steps,
+        origin=bundle.origin,
+        device=bundle.device,
+        keys_trusted=run.keys_trusted,
+        keys=tuple(sorted(run.keys)),
+        ignored_keys=tuple(sorted(run.ignored)),
+        sensors=sensors,
+        events=events,
+        first_index=min(indexes) if indexes else None,
+        last_index=max(indexes) if indexes else None,
+        first_time=first,
+        last_time=last,
+        checkpoints=tuple(run.sizes),
+        anchors=tuple(anchors),
+        notes=tuple(run.notes),
+        checked_at=now.isoformat(),
+    )
+
+
+# --- step 1: keys -------------------------------------------------------------------------
+
+
+def _window_time(text: str | None, what: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        return parse_time(text)
+    except LedgerClientError as exc:
+        raise RecordError(f"{what}: {exc}") from exc
+
+
+def _step_keys(run: _Run, trusted: TrustList | Iterable[TrustedKey | Verifier] | None) -> None:
+    bundle_keys: list[TrustedKey] = []
+    for i, dk in enumerate(run.bundle.keys):
+        try:
+            verifier = Verifier.from_vkey(dk.vkey)
+            valid_from = _window_time(dk.valid_from, "valid_from")
+            valid_until = _window_time(dk.valid_until, "valid_until")
+        except LedgerClientError as exc:
+            run.fail("keys", f"keys[{i}]: {exc}")
+            continue
+        bundle_keys.append(TrustedKey(verifier, valid_from, valid_until))
+
+    if trusted is None:
+        in_force = bundle_keys
+        run.keys_trusted = False
+        run.notes.append(
+            "the keys come from the bundle itself and are NOT independently trusted "
+            "(give a trust file to check them)"
+        )
+        if not in_force:
+            run.fail("keys", "the bundle names no usable device key and no trust list was given")
+    else:
+        items = trusted.keys if isinstance(trusted, TrustList) else tuple(trusted)
+        in_force = [k if isinstance(k, TrustedKey) else TrustedKey(k) for k in items]
+        run.keys_trusted = True
+        if not in_force:
+            run.fail("keys", "the trust list names no key, so nothing can verify")
+        known = {(k.verifier.name, k.verifier.public_key) for k in in_force}
+        for k in bundle_keys:
+            if (k.verifier.name, k.verifier.public_key) not in known:
+                run.ignored[k.key_id] = k.verifier.to_vkey()
+        if run.ignored:
+            run.notes.append(
+                "bundle key(s) not in the trust list, ignored: " + ", ".join(sorted(run.ignored))
+            )
+    for k in in_force:
+        run.keys.setdefault(k.key_id, []).append(k)
+    run.passed("keys", len(in_force))
+
+
+# --- step 5: checkpoints ------------------------------------------------------------------
+
+
+def _step_checkpoints(run: _Run) -> None:
+    verifiers = [k.verifier for ks in run.keys.values() for k in ks]
+    previous: int | None = None
+    for pos, note in enumerate(run.bundle.checkpoints):
+        try:
+            text, _ = split_note(note)
+            cp = Checkpoint.parse(text)
+        except LedgerClientError as exc:
+            run.fail("checkpoint", f"checkpoints[{pos}] cannot be read: {exc}")
+            continue
+        ok = True
+        trusted = False
+        if verifiers:
+            try:
+                open_note(note, verifiers)
+                trusted = True
+            except LedgerClientError as exc:
+                run.fail("checkpoint", str(exc), checkpoint=cp.size)
+                ok = False
+        else:
+            run.fail("checkpoint", "no trusted key to check its signature", checkpoint=cp.size)
+            ok = False
+        if cp.origin != run.bundle.origin:
+            run.fail(
+                "checkpoint",
+                f"origin {cp.origin!r} is not the bundle's origin {run.bundle.origin!r}",
+                checkpoint=cp.size,
+            )
+            ok = trusted = False
+        if cp.size == 0:
+            run.fail("checkpoint", "an empty checkpoint proves nothing", checkpoint=0)
+            ok = False
+        if previous is not None and cp.size <= previous:
+            run.fail(
+                "checkpoint",
+                f"size {cp.size} does not ascend from the previous checkpoint's {previous}",
+                checkpoint=cp.size,
+            )
+            ok = False
+        previous = cp.size if previous is None else max(previous, cp.size)
+        if cp.size in run.checkpoints:
+            ok = False  # the duplicate was named above; keep the first for what follows
+        else:
+            run.checkpoints[cp.size] = _CheckpointInfo(pos, cp, trusted)
+        if ok:
+            run.passed("checkpoint")
+    run.sizes = sorted(run.checkpoints)
+
+
+# --- steps 2, 3, 4: per entry -------------------------------------------------------------
+
+
+def _steps_entries(run: _Run) -> None:
+    bundle = run.bundle
+    keys = run.keys
+    ignored = run.ignored
+    cps = run.checkpoints
+    sizes = run.sizes
+    device = bundle.device
+    fail = run.fail
+    n_record = n_sig = n_incl = skipped = 0
+    for pos, be in enumerate(bundle.entries):
+        index = be.index
+        # 2 record
+        entry: Entry | None
+        try:
+            entry = parse_entry(be.entry)
+        except LedgerClientError as exc:
+            fail("record", str(exc), entry=index)
+            entry = None
+        if entry is not None:
+            rec = entry.rec
+            ok = True
+            if rec["index"] != index:
+                fail("record", f"the record says index {rec['index']}", entry=index)
+                ok = False
+            if rec["device"] != device:
+                fail(
+                    "record",
+                    f"the record is from device {rec['device']!r}, not {device!r}",
+                    entry=index,
+                )
+                ok = False
+            n_record += ok
+            run.parsed.append(_compact(rec, pos))
+            # 3 signature
+            kid = rec["key"]
+            candidates = keys.get(kid)
+            if candidates is None:
+                why = "which is not in the trust list" if kid in ignored else "which is unknown"
+                fail("signature", f"signed with key {kid}, {why}", entry=index)
+            elif not any(k.verifier.verify(entry.signed, entry.signature) for k in candidates):
+                fail("signature", f"does not verify under key {kid}", entry=index)
+            elif not any(_covers(k, rec["time"]) for k in candidates):
+                fail(
+                    "signature",
+                    f"record time {rec['time']} is outside the validity window of key {kid} "
+                    f"({candidates[0].window()})",
+                    entry=index,
+                )
+            else:
+                n_sig += 1
+        else:
+            skipped += 1
+        # 4 inclusion
+        n_incl += _check_inclusion(
+            run, pos, index, be.checkpoint, be.entry, be.inclusion, cps, sizes
+        )
+    run.passed("record", n_record)
+    run.passed("signature", n_sig)
+    run.tally["signature"].skipped = skipped
+    run.passed("inclusion", n_incl)
+
+
+def _compact(rec: Mapping[str, Any], position: int) -> _Rec:
+    src_range = None
+    if "src_seq_from" in rec:
+        src_range = (rec["src_seq_from"], rec["src_seq_to"])
+    time = rec["time"]
+    return _Rec(
+        rec["index"],
+        position,
+        rec["kind"],
+        rec.get("sensor"),
+        rec.get("seq"),
+        rec.get("src_seq"),
+        src_range,
+        _time_key(time),
+        time,
+        rec["clock"] == "synced",
+    )
+
+
+def _covers(key: TrustedKey, time: str) -> bool:
+    if key.valid_from is None and key.valid_until is None:
+        return True
+    return key.covers(parse_time(time))
+
+
+def _check_inclusion(
+    run: _Run,
+    pos: int,
+    index: int,
+    named: int,
+    raw: bytes,
+    proof: Sequence[bytes],
+    cps: Mapping[int, _CheckpointInfo],
+    sizes: Sequence[int],
+) -> bool:
+    ok = True
+    at = bisect.bisect_right(sizes, index)
+    covering = sizes[at] if at < len(sizes) else None
+    info = cps.get(named)
+    if info is None:
+        run.fail(
+            "inclusion",
+            f"names checkpoint {named}, which is not in the bundle",
+            entry=index,
+            checkpoint=named,
+        )
+        return False
+    if covering != named and index >= 0:
+        should = "no checkpoint covers it" if covering is None else f"it should be {covering}"
+        run.fail(
+            "inclusion",
+            f"names checkpoint {named}, but {should} (the smallest checkpoint above the index)",
+            entry=index,
+            checkpoint=named,
+        )
+        ok = False
+    cp = info.checkpoint
+    try:
+        verify_inclusion(index, cp.size, leaf_hash(raw), proof, cp.root)
+    except ProofError:
+        run.fail(
+            "inclusion",
+            f"the proof does not lead to the root of checkpoint {cp.size}",
+            entry=index,
+            checkpoint=cp.size,
+        )
+        return False
+    except MalformedProof as exc:
+        run.fail(
+            "inclusion",
+            f"bad proof against checkpoint {cp.size}: {exc}",
+            entry=index,
+            checkpoint=cp.size,
+        )
+        return False
+    if not info.trusted:
+        run.fail(
+            "inclusion",
+            f"checkpoint {cp.size} is not signed by a trusted key",
+            entry=index,
+            checkpoint=cp.size,
+        )
+        return False
+    return ok
+
+
+# --- step 6: consistency ------------------------------------------------------------------
+
+
+def _step_consistency(run: _Run) -> None:
+    proofs: dict[tuple[int, int], tuple[bytes, ...]] = {}
+    for c in run.bundle.consistency:
+        pair = (c.size1, c.size2)
+        if pair in proofs:
+            run.fail(
+                "consistency",
+                f"more than one proof from size {c.size1} to {c.size2}",
+                checkpoint=c.size2,
+            )
+            continue
+        proofs[pair] = c.proof
+    for size1, size2 in itertools.pairwise(run.sizes):
+        proof = proofs.pop((size1, size2), None)
+        if proof is None:
+            run.fail(
+                "consistency",
+                f"no consistency proof from checkpoint {size1} to checkpoint {size2}",
+                checkpoint=size2,
+            )
+            continue
+        root1 = run.checkpoints[size1].checkpoint.root
+        root2 = run.checkpoints[size2].checkpoint.root
+        try:
+            verify_consistency(size1, size2, root1, root2, proof)
+        except LedgerClientError as exc:
+            run.fail(
+                "consistency",
+                f"checkpoint {size1} is not proven a prefix of it: {exc}",
+                checkpoint=size2,
+            )
+            continue
+        run.passed("consistency")
+    for size1, size2 in sorted(proofs):
+        run.fail(
+            "consistency",
+            f"a proof from size {size1} to {size2} links no consecutive pair of checkpoints",
+            checkpoint=size2,
+        )
+
+
+# --- step 7: anchors ----------------------------------------------------------------------
+
+
+def _check_local_receipt(anchor: AnchorReceipt) -> str | None:
+    receipt = anchor.receipt
+    journal, seq, when = receipt.get("journal"), receipt.get("seq"), receipt.get("time")
+    if not isinstance(journal, str) or not journal:
+        return "the receipt has no journal name"
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+        return "the receipt's seq is not a non-negative integer"
+    try:
+        parse_time(str(when))
+    except LedgerClientError:
+        return f"the receipt's time {when!r} is not RFC 3339 UTC"
+    if anchor.state != "final":
+        return f"a local anchor is final once journalled, not {anchor.state!r}"
+    return None
+
+
+def _step_anchors(run: _Run) -> list[AnchorResult]:
+    results: list[AnchorResult] = []
+    for anchor in run.bundle.anchors:
+        info = run.checkpoints.get(anchor.checkpoint)
+        problem: str | None = None
+        if info is None:
+            problem = f"names checkpoint {anchor.checkpoint}, which is not in the bundle"
+        elif len(anchor.digest) != HASH_SIZE:
+            problem = f"the digest is {len(anchor.digest)} bytes, not {HASH_SIZE}"
+        elif anchor.digest != info.checkpoint.digest():
+            problem = "the digest is not the checkpoint's digest"
+        elif anchor.backend == "local":
+            problem = _check_local_receipt(anchor)
+        if problem is not None:
+            run.fail("anchors", f"{anchor.backend} anchor: {problem}", checkpoint=anchor.checkpoint)
+            status = f"failed: {problem}"
+        else:
+            run.passed("anchors")
+            status = LOCAL_STATUS if anchor.backend == "local" else UNCHECKED_STATUS
+        results.append(AnchorResult(anchor.checkpoint, anchor.backend, anchor.state, status))
+    if not run.bundle.anchors:
+        run.notes.append("the bundle holds no anchor receipt")
+    else:
+        # Offline, nothing is checked against a ledger the box does not control (issue 4).
+        run.notes.append(
+            "no anchor was checked against an independent ledger "
+            "(local anchors are kept by the box itself; others need an online check)"
+        )
+    return results
+
+
+# --- step 8: completeness -----------------------------------------------------------------
+
+
+def _range_text(lo: int, hi: int) -> str:
+    return str(lo) if lo == hi else f"{lo}–{hi}"
+
+
+def _uncovered(lo: int, hi: int, ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of [lo, hi] that no range covers."""
+    holes: list[tuple[int, int]] = []
+    at = lo
+    for start, end in sorted(ranges):
+        if end < at:
+            continue
+        if start > hi:
+            break
+        if start > at:
+            holes.append((at, start - 1))
+        at = max(at, end + 1)
+        if at > hi:
+            break
+    if at <= hi:
+        holes.append((at, hi))
+    return holes
+
+
+def _step_completeness(run: _Run) -> tuple[dict[str, SensorCounts], int]:
+    entries = run.bundle.entries
+    failed_entries: set[int] = set()
+
+    def fail(reason: str, entry: int | None) -> None:
+        run.fail("completeness", reason, entry=entry)
+        if entry is not None:
+            failed_entries.add(entry)
+
+    if not entries:
+        fail("the bundle holds no entries", None)
+    # Indexes: ascending, no duplicates, no holes.
+    seen: set[int] = set()
+    highest: int | None = None
+    for be in entries:
+        i = be.index
+        if i in seen:
+            fail("appears more than once", i)
+        elif highest is not None and i < highest:
+            fail(f"out of order (listed after entry {highest})", i)
+        seen.add(i)
+        highest = i if highest is None else max(highest, i)
+    present = sorted(seen)
+    for a, b in itertools.pairwise(present):
+        if b > a + 1:
+            more = "" if b == a + 2 else f", and so are {_range_text(a + 2, b - 1)}"
+            fail(f"missing{more} (indexes jump from {a} to {b})", a + 1)
+    # Coverage by the largest checkpoint.
+    largest = run.sizes[-1] if run.sizes else None
+    for i in present:
+        if largest is None or i >= largest:
+            what = "there is no checkpoint" if largest is None else f"the largest is {largest}"
+            fail(f"not covered by any checkpoint ({what})", i)
+
+    # Per sensor, in index order: seq steps by one; src_seq jumps are covered by gaps.
+    readings: dict[str, int] = {}
+    gaps: dict[str, int] = {}
+    events = 0
+    last_seq: dict[str, tuple[int, int]] = {}  # sensor -> (seq, index)
+    last_src: dict[str, tuple[int, int]] = {}  # sensor -> (src_seq, index)
+    gap_ranges: dict[str, list[tuple[int, int]]] = {}  # src_seq ranges since last_src
+    for r in sorted(run.parsed, key=lambda r: (r.index, r.position)):
+        index = r.index
+        if r.kind == "event":
+            events += 1
+            continue
+        sensor = r.sensor
+        seq = r.seq
+        if sensor is None or seq is None:  # parse_entry guarantees both for readings and gaps
+            continue
+        prev = last_seq.get(sensor)
+        if prev is not None:
+            pseq, pindex = prev
+            if seq > pseq + 1:
+                fail(
+                    f"sensor {sensor}: seq {_range_text(pseq + 1, seq - 1)} missing "
+                    f"(seq jumps from {pseq} at entry {pindex} to {seq})",
+                    index,
+                )
+            elif seq <= pseq:
+                fail(
+                    f"sensor {sensor}: seq {seq} does not follow seq {pseq} of entry {pindex}",
+                    index,
+                )
+        last_seq[sensor] = (seq, index)
+        if r.kind == "gap":
+            gaps[sensor] = gaps.get(sensor, 0) + 1
+            if r.src_range is not None:
+                gap_ranges.setdefault(sensor, []).append(r.src_range)
+            continue
+        readings[sensor] = readings.get(sensor, 0) + 1
+        src = r.src_seq
+        if src is None:
+            continue
+        prev_src = last_src.get(sensor)
+        if prev_src is not None and src > prev_src[0] + 1:
+            holes = _uncovered(prev_src[0] + 1, src - 1, gap_ranges.get(sensor, ()))
+            if holes:
+                text = ", ".join(_range_text(a, b) for a, b in holes)
+                fail(
+                    f"sensor {sensor}: src_seq {text} skipped after entry {prev_src[1]} "
+                    "and no gap record covers it",
+                    index,
+                )
+        last_src[sensor] = (src, index)
+        gap_ranges.pop(sensor, None)
+
+    run.passed("completeness", sum(1 for i in present if i not in failed_entries))
+    names = sorted(set(readings) | set(gaps))
+    sensors = {s: SensorCounts(readings.get(s, 0), gaps.get(s, 0)) for s in names}
+    return sensors, events
