@@ -123,6 +123,7 @@ class Gateway:
                     await ingest.close()
                     await writer
                     anchoring.cancel()
+                    await asyncio.gather(anchoring, return_exceptions=True)
                     await anchorer.step()  # anchor the final checkpoint before leaving
                     status.cancel()
                     self._status_snapshot()

@@ -103,7 +103,9 @@ class Ingest:
         while True:
             batch: list[tuple[LogItem, asyncio.Future[int | None]]] = []
             try:
-                first = await asyncio.wait_for(self._queue.get(), self._wait_timeout())
+                # asyncio.timeout, not wait_for (which can swallow a cancellation on 3.11).
+                async with asyncio.timeout(self._wait_timeout()):
+                    first = await self._queue.get()
             except TimeoutError:
                 first = None
                 if self._stopping:

@@ -77,8 +77,11 @@ class Anchorer:
             for st in self.status.values():
                 if st.next_try > self._monotonic():
                     delay = min(delay, st.next_try - self._monotonic())
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+            # cancellation that races with the event being set.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(delay, 0.05))
+                async with asyncio.timeout(max(delay, 0.05)):
+                    await self._wake.wait()
 
     async def step(self) -> None:
         """One pass: for every backend, anchor the newest checkpoint and poll open anchors."""
