@@ -163,9 +163,28 @@ def is_canonical(data: bytes) -> bool:
     """True when ``data`` parses as JSON and is already in canonical form."""
     try:
         value = json.loads(data, parse_constant=_reject_constant)
-        return canonical_bytes(value) == data
+        try:
+            return canonical_bytes(value) == data
+        except CanonicalizationError:
+            # An integral double beyond 2^53 is written without a fraction
+            # ("1e20" as 100000000000000000000); read such literals as doubles.
+            value = json.loads(data, parse_constant=_reject_constant, parse_int=number_from_int)
+            return canonical_bytes(value) == data
     except (ValueError, RecursionError):
         return False
+
+
+def number_from_int(literal: str) -> int | float:
+    """A JSON integer literal as RFC 8785 reads it: an int inside ±(2^53 - 1), else a double.
+
+    RFC 8785 writes an integral double such as 1e20 as ``100000000000000000000``;
+    json.loads alone would read that back as an int that has no canonical form.
+    Give this to ``json.loads(parse_int=...)`` to read such text back as the
+    double it came from (the canonical check then rejects any literal that is
+    not exactly a double's shortest form).
+    """
+    value = int(literal)
+    return value if -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT else float(literal)
 
 
 def _reject_constant(name: str) -> Any:

@@ -20,7 +20,7 @@ from typing import Any
 
 import nacl.signing
 
-from .canonical import CanonicalizationError, canonical_bytes
+from .canonical import CanonicalizationError, canonical_bytes, number_from_int
 from .errors import RecordError
 from .note import Verifier
 
@@ -180,7 +180,13 @@ def parse_entry(raw: bytes) -> Entry:
     try:
         signed = canonical_bytes(rec)
     except CanonicalizationError as exc:
-        raise RecordError(f"entry has no canonical form: {exc}") from exc
+        # Perhaps an integral double beyond 2^53 (make_entry writes 1e20 as
+        # 100000000000000000000): read integer literals as RFC 8785 does and retry.
+        try:
+            rec = json.loads(raw, parse_int=number_from_int)["rec"]
+            signed = canonical_bytes(rec)
+        except (CanonicalizationError, ValueError, RecursionError):
+            raise RecordError(f"entry has no canonical form: {exc}") from exc
     # "rec" sorts before "sig", so the canonical entry is this concatenation.
     if raw != b'{"rec":' + signed + b',"sig":' + encode_basestring_ascii(sig_text).encode() + b"}":
         raise RecordError("entry is not in RFC 8785 canonical form")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import itertools
 import pstats
 import sys
 import tempfile
@@ -73,7 +74,7 @@ def build(n: int, every: int = 1000) -> Bundle:
         entries.append(BundleEntry(i, raws[i], size, tuple(tree.inclusion_proof(i, size))))
     consistency = tuple(
         ConsistencyProof(a, b, tuple(tree.consistency_proof(a, b)))
-        for a, b in zip(sizes, sizes[1:], strict=False)
+        for a, b in itertools.pairwise(sizes)
     )
     return Bundle(
         origin=ORIGIN,
