@@ -30,7 +30,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
     if not Path(MOSQUITTO).exists():
-        pytest.skip("mosquitto is not installed")
+        pytest.fail("mosquitto is not installed: run scripts/setup --dev")
     workdir = tmp_path_factory.mktemp("mosquitto")
     host, port = "127.0.0.1", _free_port()
     conf = workdir / "mosquitto.conf"

@@ -21,7 +21,7 @@ def shared() -> Path:
     """The shared folder checked out beside the repository (test vectors, reference docs)."""
     path = SHARED.resolve()
     if not path.is_dir():
-        pytest.skip(f"shared test vectors not found at {path}")
+        pytest.fail(f"shared test vectors not found at {path} (../shared must sit beside the repo)")
     return path
 
 

@@ -10,7 +10,7 @@ from sim_broker import MOSQUITTO, Broker
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[Broker]:
     if not Path(MOSQUITTO).exists():
-        pytest.skip("mosquitto is not installed")
+        pytest.fail("mosquitto is not installed: run scripts/setup --dev")
     broker = Broker(tmp_path)
     broker.start()
     try:
