@@ -62,7 +62,7 @@ def _prepare(out: Path) -> Path:
 
 async def run_demo(*, seconds: float = 20.0, out: Path = Path("riverseal-demo")) -> int:
     t0 = time.monotonic()
-    out = out.resolve()
+    out = out.resolve()  # noqa: ASYNC240 - once, before anything runs
     station = _prepare(out)
     devdir = station / "dev"
     devdir.mkdir()
@@ -102,7 +102,8 @@ async def run_demo(*, seconds: float = 20.0, out: Path = Path("riverseal-demo"))
                 )
         stop.set()
         await run
-    assert gw.ingest is not None and gw.anchorer is not None
+    assert gw.ingest is not None
+    assert gw.anchorer is not None
     ingest, anchorer = gw.ingest, gw.anchorer
 
     bundle_path = out / "bundle.json"

@@ -133,7 +133,7 @@ class Ingest:
             results = await self.log.append(items, checkpoint=checkpoint)
         except GatewayError as exc:
             self.stats.failed_batches += 1
-            log.exception("commit of %d items failed: %s", len(items), exc)
+            log.exception("commit of %d items failed", len(items))
             for _, fut in batch:
                 if not fut.done():
                     fut.set_exception(exc)

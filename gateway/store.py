@@ -252,9 +252,9 @@ class Store:
         async with _mapped("writing a checkpoint"):
             await self._insert_checkpoint(cp)
 
-    async def nodes(self, wanted: Iterable[Node]) -> dict[Node, bytes]:
+    async def nodes(self, nodes: Iterable[Node]) -> dict[Node, bytes]:
         """Fetch stored subtree hashes: one query for a few, a range query per level for many."""
-        wanted = list(wanted)
+        wanted = list(nodes)
         if len(wanted) <= 100:  # one proof's worth: one query, point lookups OR-ed
             rows: Iterable[Any] = []
             if wanted:
@@ -267,8 +267,8 @@ class Store:
                     rows = await cur.fetchall()
             found = {Node(int(lv), int(i)): bytes(h) for lv, i, h in rows}
             if len(found) != len(set(wanted)):
-                missing = next(n for n in wanted if n not in found)
-                raise StoreError(f"log database is missing subtree hashes, e.g. {missing}")
+                absent = next(x for x in wanted if x not in found)
+                raise StoreError(f"log database is missing subtree hashes, e.g. {absent}")
             return found
         by_level: dict[int, list[int]] = {}
         for n in wanted:
@@ -292,9 +292,7 @@ class Store:
                         (level, lo, hi),
                     )
                     out.update((Node(level, int(i)), bytes(h)) for i, h in await cur.fetchall())
-        missing = [
-            n for lv, idxs in by_level.items() for n in (Node(lv, i) for i in idxs) if n not in out
-        ]
+        missing = [x for x in wanted if x not in out]
         if missing:
             raise StoreError(f"log database is missing subtree hashes, e.g. {missing[0]}")
         return out

@@ -43,7 +43,9 @@ def test_demo_ends_with_a_verified_bundle_in_under_a_minute(tmp_path: Path) -> N
     )
     assert verify.returncode == 0
     verdict = json.loads(verify.stdout)
-    assert verdict["verified"] and verdict["entries"] >= 30 and verdict["failures"] == []
+    assert verdict["verified"]
+    assert verdict["entries"] >= 30
+    assert verdict["failures"] == []
     # Running it again replaces the demo station, never anything else.
     again = subprocess.run(
         [sys.executable, "-m", "gateway", "demo", "--seconds", "3", "--out", str(out)],

@@ -107,7 +107,8 @@ def test_cli_init_prints_what_to_register(
     assert main(["init", str(tmp_path / "box")]) == 0
     out = capsys.readouterr().out
     key = load_device_key(tmp_path / "box" / "device.key")
-    assert key.device_id in out and key.vkey in out
+    assert key.device_id in out
+    assert key.vkey in out
     assert main(["check", "--config", str(tmp_path / "box" / "gateway.toml")]) == 0
     assert main(["init", str(tmp_path / "box")]) == 1
     assert "refusing to overwrite" in capsys.readouterr().err
@@ -123,4 +124,5 @@ def test_cli_run_refuses_a_broken_config(
     )
     assert main(["run", "--config", str(cfg)]) == 1
     err = capsys.readouterr().err
-    assert "log.checkpoint_every_seconds" in err and "must be > 0" in err
+    assert "log.checkpoint_every_seconds" in err
+    assert "must be > 0" in err

@@ -107,7 +107,7 @@ async def test_reopen_restores_the_tree_and_counters(tmp_path: Path, key: Device
         await log.open()
         assert (log.root(), log.size) == (root, size)
         await log.append([reading("a", 99)])
-        last = [r async for r in store.entries(37, 37)][0]
+        last = next(r async for r in store.entries(37, 37))
     assert parse_entry(last.data).seq == 37
 
 
@@ -157,7 +157,8 @@ async def test_gap_and_event_records(tmp_path: Path, key: DeviceKey) -> None:
         )
         rows = [parse_entry(r.data) async for r in store.entries(0, 2)]
     assert [e.kind for e in rows] == ["event", "reading", "gap"]
-    assert rows[0].rec["event"] == "boot" and rows[0].sensor is None
+    assert rows[0].rec["event"] == "boot"
+    assert rows[0].sensor is None
     assert (rows[2].seq, rows[2].rec["src_seq_from"], rows[2].rec["src_seq_to"]) == (1, 4, 6)
 
 
@@ -180,7 +181,9 @@ async def test_ingest_group_commits_and_checkpoints_by_count_and_time(
         assert all(results)
         assert ingest.stats.batches < 250  # readings shared transactions
         sizes = [cp.size for cp in seen]
-        assert len(sizes) >= 2 and sizes[0] >= 100 and sizes == sorted(set(sizes))
+        assert len(sizes) >= 2
+        assert sizes[0] >= 100
+        assert sizes == sorted(set(sizes))
         await ingest.submit(reading("late", 1.0))
         await asyncio.sleep(0.6)  # the time trigger signs the tail without new readings
         assert log.checkpointed_size == 251
