@@ -107,7 +107,7 @@ async def test_reopen_restores_the_tree_and_counters(tmp_path: Path, key: Device
         await log.open()
         assert (log.root(), log.size) == (root, size)
         await log.append([reading("a", 99)])
-        last = next(r async for r in store.entries(37, 37))
+        (last,) = [r async for r in store.entries(37, 37)]
     assert parse_entry(last.data).seq == 37
 
 
