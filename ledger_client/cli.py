@@ -113,31 +113,35 @@ def _print_json(doc: dict[str, Any]) -> None:
 def print_report(report: Report, name: str, out: TextIO) -> None:
     """The human report: summary, numbered checklist, failures, verdict."""
     w = out.write
-    w(f"bundle   {name}\n")
-    w(f"origin   {report.origin}\n")
-    w(f"device   {report.device}\n")
+
+    def field(label: str, text: str) -> None:
+        w(f"{label:<12}{text}\n")
+
+    field("bundle", name)
+    field("origin", report.origin)
+    field("device", report.device)
+    keys = ", ".join(report.keys) or "none"
     if report.keys_trusted:
-        w(f"keys     {', '.join(report.keys) or 'none'} (from your trust file)\n")
+        field("keys", f"{keys} (from your trust file)")
     else:
-        keys = ", ".join(report.keys) or "none"
-        w(f"keys     {keys} (from the bundle itself: NOT independently trusted)\n")
+        field("keys", f"{keys} (from the bundle itself: NOT independently trusted)")
     if report.first_index is not None:
-        w(
-            f"entries  {report.entries} (index {report.first_index}–{report.last_index}), "
-            f"{report.first_time} to {report.last_time}\n"
+        field(
+            "entries",
+            f"{report.entries} (index {report.first_index}–{report.last_index}), "
+            f"{report.first_time} to {report.last_time}",
         )
     else:
-        w(f"entries  {report.entries}\n")
-    sizes = ", ".join(str(s) for s in report.checkpoints) or "none"
-    w(f"checkpoints  sizes {sizes}\n")
+        field("entries", str(report.entries))
+    field("checkpoints", ", ".join(str(s) for s in report.checkpoints) or "none")
     if report.sensors:
         parts = []
         for sensor, c in sorted(report.sensors.items()):
             gaps = f", {c.gaps} gap{'s' if c.gaps != 1 else ''}" if c.gaps else ""
             parts.append(f"{sensor} {c.readings} reading{'s' if c.readings != 1 else ''}{gaps}")
-        w(f"sensors  {'; '.join(parts)}\n")
+        field("sensors", "; ".join(parts))
     for a in report.anchors:
-        w(f"anchor   checkpoint {a.checkpoint}, {a.backend} ({a.state}): {a.status}\n")
+        field("anchor", f"checkpoint {a.checkpoint}, {a.backend} ({a.state}): {a.status}")
     w("\n")
     width = max(len(s.name) for s in report.steps)
     for s in report.steps:

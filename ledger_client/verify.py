@@ -327,7 +327,7 @@ def verify_bundle(
     return Report(
         verified=not run.failures,
         entries=len(bundle.entries),
-        failures=tuple(run.failures),
+        failures=tuple(sorted(run.failures, key=lambda f: _STEP_NUMBER[f.check])),
         steps=steps,
         origin=bundle.origin,
         device=bundle.device,
