@@ -5,8 +5,6 @@ Pure and synchronous: it reads bytes and returns values or raises a
 the only third-party dependency is PyNaCl.
 """
 
-from __future__ import annotations
-
 from .bundle import AnchorReceipt, Bundle, BundleEntry, ConsistencyProof, DeviceKey
 from .checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from .errors import (
