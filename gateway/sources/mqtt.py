@@ -267,6 +267,8 @@ class MqttSource:
         self._tracks: dict[str, _Track] = {}
         self.connected = False
         """True while connected and subscribed."""
+        self.connections = 0
+        """Successful connections so far (each one subscribed)."""
 
     async def run(self, sink: Sink) -> None:
         """Read until cancelled; reconnect after failures. Never raises for bad input."""
@@ -301,6 +303,7 @@ class MqttSource:
                 await self._subscribe(client, sink)
                 log.info("mqtt: connected to %s as %s", where, self.client_id)
                 self.connected = True
+                self.connections += 1
                 self._backoff.reset()
                 async for message in client.messages:
                     await self._handle(client, message, sink)

@@ -220,12 +220,12 @@ async def test_readings_arrive_on_a_fixed_cadence(
     assert sink.rejects == []
     # Fixed cadence: each answer takes REPLY_DELAY_S, yet five intervals are 0.5 s, not 0.6 s.
     polls = [t for t, c in fake.commands if c == "R"]
-    assert polls[5] - polls[0] == pytest.approx(0.5, abs=0.04)
+    assert polls[5] - polls[0] == pytest.approx(0.5, abs=0.05)
     gaps_ns = [
         b.received_ns - a.received_ns
         for a, b in zip(sink.readings, sink.readings[1:], strict=False)
     ]
-    assert all(60e6 < g < 140e6 for g in gaps_ns), gaps_ns
+    assert all(50e6 < g < 150e6 for g in gaps_ns), gaps_ns
 
 
 @pytest.mark.parametrize(
