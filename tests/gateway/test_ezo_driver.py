@@ -2,7 +2,7 @@
 
 A minimal scripted EZO circuit (``FakeEzo``) answers on the pty master; the
 driver opens the slave through a symlink that plays ``/dev/serial/by-id``.
-The last tests drive the full simulator (simulators.pty_link.EzoPtyDevice)
+The last tests drive the full simulator (simulators.EzoPtyDevice)
 and compare readings with the river model it serves.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import tty
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,9 +19,14 @@ from typing import TYPE_CHECKING
 import pytest
 
 from gateway.config import EzoSensorConfig
-from gateway.sources.backoff import Backoff
+from gateway.errors import ProtocolError, SensorError, SensorTimeout
+from gateway.sources.backoff import Backoff, backoff_bound
 from gateway.sources.base import Value
 from gateway.sources.ezo import EzoSource
+from gateway.sources.serial_link import SerialLink
+from simulators.ezo import EzoCircuit
+from simulators.pty_link import EzoPtyDevice
+from simulators.river import RiverModel
 
 if TYPE_CHECKING:
     from conftest import RecordingSink
@@ -423,10 +429,6 @@ async def test_cancel_closes_the_port(
 
 # -- against the full simulator --------------------------------------------------------
 
-pty_link = pytest.importorskip("simulators.pty_link")
-sim_ezo = pytest.importorskip("simulators.ezo")
-sim_river = pytest.importorskip("simulators.river")
-
 SIM_NOW = 1_767_272_400.0
 
 
@@ -443,9 +445,9 @@ SIM_NOW = 1_767_272_400.0
 async def test_simulator_readings_match_the_river(
     link: Path, sink: RecordingSink, circuit: str, expected: Callable[[object], tuple[Value, ...]]
 ) -> None:
-    river = sim_river.RiverModel(seed=7)
-    circuit_sim = sim_ezo.EzoCircuit(circuit, river, delay_scale=0.02)
-    async with pty_link.EzoPtyDevice(circuit_sim, link, clock=lambda: SIM_NOW):
+    river = RiverModel(seed=7)
+    circuit_sim = EzoCircuit(circuit, river, delay_scale=0.02)
+    async with EzoPtyDevice(circuit_sim, link, clock=lambda: SIM_NOW):
         task = asyncio.create_task(source(link, circuit, interval=0.1, timeout=0.5).run(sink))
         await sink.wait_for(lambda: len(sink.readings) >= 3)
         await stop(task)
@@ -456,9 +458,9 @@ async def test_simulator_readings_match_the_river(
 
 
 async def test_simulator_faults_and_replug(link: Path, sink: RecordingSink) -> None:
-    river = sim_river.RiverModel(seed=7)
-    circuit_sim = sim_ezo.EzoCircuit("ph", river, delay_scale=0.02)
-    async with pty_link.EzoPtyDevice(circuit_sim, link, clock=lambda: SIM_NOW) as device:
+    river = RiverModel(seed=7)
+    circuit_sim = EzoCircuit("ph", river, delay_scale=0.02)
+    async with EzoPtyDevice(circuit_sim, link, clock=lambda: SIM_NOW) as device:
         task = asyncio.create_task(source(link, interval=0.1, timeout=0.5).run(sink))
         await sink.wait_for(lambda: len(sink.readings) >= 1)
         circuit_sim.inject(error_next=1, garbage_next=1, stale_lines=2)
@@ -479,3 +481,121 @@ async def test_simulator_faults_and_replug(link: Path, sink: RecordingSink) -> N
     value = round(river.sample(SIM_NOW).ph, 3)
     assert {r.values for r in sink.readings} == {(Value("ph", value, "pH"),)}
     assert set(sink.reject_counts()) <= {"error-reply", "garbage"}
+
+
+async def test_old_firmware_gets_response_1(
+    link: Path, fakes: list[FakeEzo], sink: RecordingSink
+) -> None:
+    fake = make_fake(fakes, link)
+    original = fake._answer
+
+    def old_firmware(command: str) -> None:
+        if command.upper() == "*OK,1":
+            fake.later(b"*ER\r")
+        elif command.upper() == "RESPONSE,1":
+            fake.later(b"*OK\r")
+        else:
+            original(command)
+
+    fake._answer = old_firmware  # type: ignore[method-assign]
+    task = asyncio.create_task(source(link, interval=0.05).run(sink))
+    await sink.wait_for(lambda: len(sink.readings) >= 1)
+    await stop(task)
+    assert fake.command_names()[:4] == ["*OK,1", "*OK,1", "RESPONSE,1", "C,0"]
+
+
+# -- the serial link and the back-off on their own -----------------------------------------
+
+
+@pytest.fixture
+def pty_pair() -> Iterator[tuple[int, str]]:
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    try:
+        yield master, os.ttyname(slave)
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+async def test_link_splits_lines_and_drops_empty_ones(pty_pair: tuple[int, str]) -> None:
+    master, path = pty_pair
+    async with SerialLink(path, 9600, sensor="s") as port:
+        os.write(master, b"one\r\ntwo\n\r\rthr")
+        assert await port.readline(1.0) == b"one"
+        assert await port.readline(1.0) == b"two"
+        os.write(master, b"ee\r")
+        assert await port.readline(1.0) == b"three"
+        with pytest.raises(SensorTimeout):
+            await port.readline(0.05)
+        await port.write(b"R\r")
+        assert os.read(master, 100) == b"R\r"
+
+
+async def test_link_discards_overlong_lines_in_pieces(pty_pair: tuple[int, str]) -> None:
+    master, path = pty_pair
+    async with SerialLink(path, 9600, sensor="s", max_line=16) as port:
+        os.write(master, b"x" * 10)
+        await asyncio.sleep(0.02)
+        os.write(master, b"x" * 10)  # over the limit before its terminator arrives
+        await asyncio.sleep(0.02)
+        os.write(master, b"x" * 50 + b"\rok\r" + b"y" * 17 + b"\rfine\r")
+        with pytest.raises(ProtocolError, match="longer than 16 bytes"):
+            await port.readline(1.0)
+        assert await port.readline(1.0) == b"ok"
+        with pytest.raises(ProtocolError):
+            await port.readline(1.0)
+        assert await port.readline(1.0) == b"fine"
+
+
+async def test_link_discard_input(pty_pair: tuple[int, str]) -> None:
+    master, path = pty_pair
+    async with SerialLink(path, 9600, sensor="s") as port:
+        os.write(master, b"stale\rstale\rhalf")
+        await asyncio.sleep(0.05)
+        port.discard_input()
+        os.write(master, b"new\r")
+        assert await port.readline(1.0) == b"new"
+
+
+async def test_link_reports_hangup_and_missing_ports(tmp_path: Path) -> None:
+    with pytest.raises(SensorError, match="cannot open"):
+        async with SerialLink(str(tmp_path / "nothing"), 9600, sensor="s"):
+            pass
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    path = os.ttyname(slave)
+    async with SerialLink(path, 9600, sensor="s") as port:
+        os.write(master, b"last\r")
+        await asyncio.sleep(0.05)
+        os.close(master)
+        os.close(slave)
+        assert await port.readline(1.0) == b"last"  # lines before the hang-up still count
+        with pytest.raises(SensorError) as info:
+            await port.readline(1.0)
+        assert not isinstance(info.value, SensorTimeout)
+        with pytest.raises(SensorError):
+            await port.write(b"R\r")
+
+
+def test_backoff_bounds_grow_to_the_cap_and_reset() -> None:
+    assert [backoff_bound(n, 0.5, 30.0) for n in range(8)] == [
+        0.5,
+        1.0,
+        2.0,
+        4.0,
+        8.0,
+        16.0,
+        30.0,
+        30.0,
+    ]
+    assert backoff_bound(10_000, 0.5, 30.0) == 30.0
+    b = Backoff(0.5, 30.0, rng=random.Random(1))
+    delays = [b.next_delay() for _ in range(10)]
+    assert all(0 <= d <= backoff_bound(n, 0.5, 30.0) for n, d in enumerate(delays))
+    assert b.attempt == 10
+    b.reset()
+    assert b.attempt == 0
+    assert b.next_delay() <= 0.5
+    with pytest.raises(ValueError):
+        Backoff(0, 1)
