@@ -19,7 +19,10 @@ acknowledged (PUBACK) only after ``Sink.submit`` has returned, so a reading
 the log never committed is redelivered by the broker. A malformed message is
 rejected and still acknowledged: redelivering it would not make it valid.
 Duplicates (redelivery, a node re-sending a seq) carry the same dedup key
-``src_seq:<seq>`` and are dropped by the sink. A forward jump in a node's seq
+``src_seq:<seq>`` and are dropped by the sink. A node whose counter restarts
+at 0 collides with seqs logged before; such a reading (same seq, newer sensor
+time than the last one logged) is dropped by that key too, and reported as
+``seq-reused`` rather than lost silently. A forward jump in a node's seq
 is recorded as a signed Gap before the reading that revealed it.
 ``aiomqtt.MqttError`` and ``OSError`` become ``SensorError`` in ``_session``
 and nowhere else; the supervisor in ``run`` reconnects after a capped,
@@ -228,6 +231,8 @@ class _Track:
 
     seq: int
     received_ns: int
+    time: str
+    """Sensor time, normalised: comparable as a string."""
 
 
 class MqttSource:
@@ -370,9 +375,21 @@ class MqttSource:
             dedup_key=f"src_seq:{parsed.seq}",
         )
         if not await sink.submit(reading):
+            if track is not None and parsed.seq <= track.seq and parsed.time > track.time:
+                # Newer than the last reading, yet its seq is logged already: the
+                # node's counter went back (a restart) and collides with old
+                # readings. The dedup key drops it; count that, never lose it silently.
+                sink.reject(
+                    sensor,
+                    "seq-reused",
+                    f"{topic}: seq {parsed.seq} at {parsed.time} is already logged with "
+                    f"another reading; the node's counter went back from {track.seq} "
+                    "(restart?), so this reading was not logged",
+                )
+                return
             log.debug("mqtt: %s seq %d is a duplicate", sensor, parsed.seq)
             if track is None or parsed.seq > track.seq:
-                self._tracks[sensor] = _Track(parsed.seq, received_ns)
+                self._tracks[sensor] = _Track(parsed.seq, received_ns, parsed.time)
             return
         if track is not None and parsed.seq < track.seq:
             log.info(
@@ -381,7 +398,7 @@ class MqttSource:
                 track.seq,
                 parsed.seq,
             )
-        self._tracks[sensor] = _Track(parsed.seq, received_ns)
+        self._tracks[sensor] = _Track(parsed.seq, received_ns, parsed.time)
 
     def _ack(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         rc = _paho(client).ack(message.mid, message.qos)

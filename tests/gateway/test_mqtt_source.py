@@ -351,6 +351,27 @@ async def test_sequence_jumps_become_gaps_and_resets_are_accepted(
     ]
 
 
+async def test_a_restarted_counter_colliding_with_logged_seqs_is_reported(
+    mosquitto: tuple[str, int],
+    names: tuple[str, str],
+    publisher: aiomqtt.Client,
+    sink: RecordingSink,
+) -> None:
+    src = make_source(mosquitto, names)
+    task = await start(src, sink)
+    topic = f"{names[1]}/node-1"
+    first, second = payload(0, t="2026-11-21T05:00:00Z"), payload(1, t="2026-11-21T05:01:00Z")
+    for body in (first, second, first, payload(0, t="2026-11-21T05:02:00Z")):
+        await publisher.publish(topic, body, qos=1)
+    await sink.wait_for(lambda: len(sink.submitted) == 4)
+    await stop(task)
+    assert sink.returned == [True, True, False, False]
+    # the old redelivered message is a plain duplicate; the restarted node's seq 0 is not
+    assert sink.reject_counts() == {"seq-reused": 1}
+    assert "seq 0 at 2026-11-21T05:02:00.000000Z" in sink.rejects[0][2]
+    assert "went back from 1" in sink.rejects[0][2]
+
+
 async def test_ack_waits_for_the_commit(
     mosquitto: tuple[str, int],
     names: tuple[str, str],
