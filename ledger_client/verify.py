@@ -5,7 +5,7 @@ the verification time, does no IO, never raises for anything a bundle holds,
 and returns a ``Report``. It does not stop at the first problem: every failure
 is collected, each naming the entry (or checkpoint), the check and the reason.
 
-The steps, in order (docs/bundle-format.md §6 is the normative list):
+The steps, in order (docs/bundle-format.md §9 is the normative list):
 
 1. keys          parse the bundle's device keys; trust the trust list if given,
                  else the bundle's own keys (reported as NOT independently trusted)
@@ -293,6 +293,8 @@ def verify_bundle(
     ``now`` is the verification time (timezone-aware); it is recorded in the
     report and records dated after it are noted.
     """
+    if now.tzinfo is None:
+        raise ValueError("verify_bundle needs a timezone-aware now, e.g. datetime.now(UTC)")
     run = _Run(bundle, now)
     _step_keys(run, trusted)
     _step_checkpoints(run)  # numbered 5, but 4 needs its results

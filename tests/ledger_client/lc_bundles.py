@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -93,7 +94,7 @@ class BundleMaker:
             rec["src_seq_from"], rec["src_seq_to"] = src
         return rec
 
-    def event(self, name: str, detail: str | None = None) -> dict[str, Any]:
+    def event(self, name: str, detail: Any = None) -> dict[str, Any]:
         rec: dict[str, Any] = {
             "kind": "event",
             "time": self._time(),
@@ -107,7 +108,7 @@ class BundleMaker:
     def standard_records(self) -> list[dict[str, Any]]:
         """62 records: a boot event, readings from 3 sensors round-robin, and one
         dropped do-1 reading explained by a gap record covering its src_seq."""
-        recs = [self.event("boot", "riverseal 0.1.0")]
+        recs = [self.event("boot", {"software": "riverseal 0.1.0"})]
         for i in range(20):
             for sensor in SENSORS:
                 if sensor == "do-1" and i == 12:
@@ -180,6 +181,18 @@ class BundleMaker:
             exported=format_time(T0_NS + 2 * 10**13),
             exporter="riverseal tests",
         )
+
+
+def doc_example() -> Bundle:
+    """The worked example of docs/bundle-format.md §9: four entries, two checkpoints."""
+    m = BundleMaker()
+    records = [
+        m.event("boot", {"software": "riverseal 0.1.0"}),
+        m.reading("ph-1"),
+        m.gap("ph-1", "timeout", (101, 101)),
+        m.reading("ph-1", skip_src=1),
+    ]
+    return dataclasses.replace(m.build(records, [2, 4]), exporter="riverseal 0.1.0")
 
 
 def bundle_doc(bundle: Bundle) -> dict[str, Any]:
