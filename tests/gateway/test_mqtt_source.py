@@ -17,6 +17,8 @@ from gateway.errors import ProtocolError
 from gateway.sources.backoff import Backoff
 from gateway.sources.base import Gap, Reading, Value
 from gateway.sources.mqtt import MqttSource, ParsedPayload, PayloadError, parse_payload
+from simulators.mqtt_node import MqttNode
+from simulators.river import RiverModel
 
 if TYPE_CHECKING:
     from conftest import RecordingSink
@@ -461,3 +463,38 @@ async def test_cancel_leaves_no_tasks_behind(
     await stop(task)
     await asyncio.sleep(0.05)
     assert asyncio.all_tasks() - before == set()
+
+
+async def test_simulated_node_end_to_end(
+    mosquitto: tuple[str, int], names: tuple[str, str], sink: RecordingSink
+) -> None:
+    """The contract with simulators/mqtt_node.py: faults included, nothing lost, no gaps."""
+    now = 1_767_272_400.0
+    river = RiverModel(seed=3)
+    node = MqttNode(
+        mosquitto[0],
+        mosquitto[1],
+        f"{names[1]}/node-1",
+        ["temperature", "ph", "do_sat"],
+        river,
+        interval_s=0.02,
+        node_id=f"{names[0]}-node",
+        malformed_every=3,
+        duplicate_every=4,
+        clock=lambda: now,
+    )
+    task = await start(make_source(mosquitto, names), sink)
+    await node.run(count=8)
+    await sink.wait_for(lambda: len(sink.submitted) == 10 and len(sink.rejects) == 2)
+    await stop(task)
+    state = river.sample(now)
+    expected = (
+        Value("temperature", round(state.temperature_c, 3), "Cel"),
+        Value("ph", round(state.ph, 3), "pH"),
+        Value("do_sat", round(state.do_sat_pct, 1), "/100"),
+    )
+    assert [r.src_seq for r in sink.readings] == list(range(8))
+    assert all(r.values == expected for r in sink.readings)
+    assert sink.returned.count(False) == 2  # seqs 3 and 7 were sent twice
+    assert sink.reject_counts() == {"not-utf8": 2}  # after seqs 2 and 5
+    assert sink.gaps == []
