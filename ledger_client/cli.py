@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from .bundle import Bundle
+from .bundle import MAX_BUNDLE_BYTES, Bundle
 from .errors import LedgerClientError
 from .trust import TrustList, parse_trust
 from .verify import Report, verify_bundle
@@ -58,6 +58,8 @@ def _one_line(text: str) -> str:
 
 def _read(path: Path, what: str) -> bytes:
     try:
+        if path.stat().st_size > MAX_BUNDLE_BYTES:
+            raise _Unreadable(f"{what} {str(path)!r} is larger than {MAX_BUNDLE_BYTES} bytes")
         return path.read_bytes()
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__

@@ -495,23 +495,26 @@ def _steps_entries(run: _Run) -> None:
             if candidates is None:
                 why = "which is not in the trust list" if kid in ignored else "which is unknown"
                 fail("signature", f"signed with key {kid}, {why}", entry=index)
-            elif not any(k.verifier.verify(entry.signed, entry.signature) for k in candidates):
-                fail("signature", f"does not verify under key {kid}", entry=index)
-            elif not any(_covers(k, rec["time"]) for k in candidates):
-                fail(
-                    "signature",
-                    f"record time {rec['time']} is outside the validity window of key {kid} "
-                    f"({candidates[0].window()})",
-                    entry=index,
-                )
             else:
-                n_sig += 1
+                # Usually one candidate; several only if 4-byte key IDs collide.
+                signers = [
+                    k for k in candidates if k.verifier.verify(entry.signed, entry.signature)
+                ]
+                if not signers:
+                    fail("signature", f"does not verify under key {kid}", entry=index)
+                elif not any(_covers(k, rec["time"]) for k in signers):
+                    fail(
+                        "signature",
+                        f"record time {rec['time']} is outside the validity window of key {kid} "
+                        f"({signers[0].window()})",
+                        entry=index,
+                    )
+                else:
+                    n_sig += 1
         else:
             skipped += 1
         # 4 inclusion
-        n_incl += _check_inclusion(
-            run, pos, index, be.checkpoint, be.entry, be.inclusion, cps, sizes
-        )
+        n_incl += _check_inclusion(run, index, be.checkpoint, be.entry, be.inclusion, cps, sizes)
     run.passed("record", n_record)
     run.passed("signature", n_sig)
     run.tally["signature"].skipped = skipped
@@ -545,7 +548,6 @@ def _covers(key: TrustedKey, time: str) -> bool:
 
 def _check_inclusion(
     run: _Run,
-    pos: int,
     index: int,
     named: int,
     raw: bytes,

@@ -581,3 +581,20 @@ def test_verify_is_deterministic(bundle: Bundle) -> None:
     a = verify_bundle(bundle, now=NOW)
     b = verify_bundle(bundle, now=NOW)
     assert a == b
+
+
+def test_colliding_key_ids_need_one_key_that_both_signs_and_covers(
+    bundle: Bundle, maker: BundleMaker
+) -> None:
+    import dataclasses
+    from datetime import UTC, datetime
+
+    real = maker.signer.verifier()
+    other = Signer.from_seed(ORIGIN, OTHER_SEED).verifier()
+    twin = dataclasses.replace(other, key_id=real.key_id)  # a 4-byte key ID collision
+    early = datetime(2026, 3, 1, 0, 0, 30, tzinfo=UTC)
+    # The real key's window ends early; the twin covers everything but signed nothing.
+    trust = [TrustedKey(real, None, early), TrustedKey(twin)]
+    report = verify_bundle(bundle, trust, now=NOW)
+    assert named(report, "signature") == set(range(1, 62))
+    assert all("validity window" in f.reason for f in report.failures if f.check == "signature")
