@@ -67,8 +67,8 @@ async def bench_append(db: Path, key_path: Path, n: int, producers: int) -> Log:
     per = n // producers
 
     async def producer(p: int) -> None:
-        for i in range(per):
-            v = 7.0 + random.random()  # noqa: S311
+        for _i in range(per):
+            v = 7.0 + random.random()
             await ingest.submit(
                 Reading(
                     f"probe-{p % 20}",
@@ -93,7 +93,7 @@ async def bench_append(db: Path, key_path: Path, n: int, producers: int) -> Log:
 
 async def bench_proofs(log: Log, n: int) -> None:
     size = log.size
-    idx = [random.randrange(size) for _ in range(n)]  # noqa: S311
+    idx = [random.randrange(size) for _ in range(n)]
     t = time.perf_counter()
     for i in idx:
         plan = merkle.inclusion_plan(i, size)

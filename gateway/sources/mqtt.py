@@ -18,11 +18,10 @@ Messages are handled one at a time, in arrival order, and each is
 acknowledged (PUBACK) only after ``Sink.submit`` has returned, so a reading
 the log never committed is redelivered by the broker. A malformed message is
 rejected and still acknowledged: redelivering it would not make it valid.
-Duplicates (redelivery, a node re-sending a seq) carry the same dedup key
-``src_seq:<seq>`` and are dropped by the sink. A node whose counter restarts
-at 0 collides with seqs logged before; such a reading (same seq, newer sensor
-time than the last one logged) is dropped by that key too, and reported as
-``seq-reused`` rather than lost silently. A forward jump in a node's seq
+Duplicates (redelivery, a node re-sending a message) carry the same dedup key
+``src_seq:<seq>@<time>`` and are dropped by the sink. The node's own time is
+in the key so that a node whose counter restarts at 0 is not mistaken for a
+duplicate of what it sent before the restart. A forward jump in a node's seq
 is recorded as a signed Gap before the reading that revealed it.
 ``aiomqtt.MqttError`` and ``OSError`` become ``SensorError`` in ``_session``
 and nowhere else; the supervisor in ``run`` reconnects after a capped,
@@ -372,21 +371,9 @@ class MqttSource:
             sensor_time=parsed.time,
             src_seq=parsed.seq,
             raw=parsed.text if len(parsed.text) <= MAX_RAW_CHARS else None,
-            dedup_key=f"src_seq:{parsed.seq}",
+            dedup_key=f"src_seq:{parsed.seq}@{parsed.time}",
         )
         if not await sink.submit(reading):
-            if track is not None and parsed.seq <= track.seq and parsed.time > track.time:
-                # Newer than the last reading, yet its seq is logged already: the
-                # node's counter went back (a restart) and collides with old
-                # readings. The dedup key drops it; count that, never lose it silently.
-                sink.reject(
-                    sensor,
-                    "seq-reused",
-                    f"{topic}: seq {parsed.seq} at {parsed.time} is already logged with "
-                    f"another reading; the node's counter went back from {track.seq} "
-                    "(restart?), so this reading was not logged",
-                )
-                return
             log.debug("mqtt: %s seq %d is a duplicate", sensor, parsed.seq)
             if track is None or parsed.seq > track.seq:
                 self._tracks[sensor] = _Track(parsed.seq, received_ns, parsed.time)
