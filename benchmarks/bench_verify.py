@@ -1,6 +1,6 @@
 """Measure verify_bundle throughput on a synthetic bundle.
 
-    .venv/bin/python tests/ledger_client/bench_verify.py [ENTRIES] [--profile]
+    .venv/bin/python benchmarks/bench_verify.py [ENTRIES] [--profile]
 
 Builds a bundle of ENTRIES (default 100 000) readings from 4 sensors, with a
 checkpoint every 1 000 entries, writes it to a temporary file, then times on
