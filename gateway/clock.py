@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import sys
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 __all__ = ["ClockState", "clock_state"]
 
@@ -34,14 +36,26 @@ class _Timex(ctypes.Structure):
     ]
 
 
-def clock_state() -> ClockState:
+@functools.cache
+def _adjtimex() -> Callable[[Any], int] | None:
+    # Resolved once: find_library runs ldconfig, far too slow for every commit.
     if not sys.platform.startswith("linux"):
-        return "unknown"
+        return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        tx = _Timex()
-        rc = libc.adjtimex(ctypes.byref(tx))
+        fn: Callable[[Any], int] = ctypes.CDLL(ctypes.util.find_library("c")).adjtimex
     except (OSError, AttributeError):
+        return None
+    return fn
+
+
+def clock_state() -> ClockState:
+    adjtimex = _adjtimex()
+    if adjtimex is None:
+        return "unknown"
+    tx = _Timex()
+    try:
+        rc = adjtimex(ctypes.byref(tx))
+    except OSError:
         return "unknown"
     if rc < 0:
         return "unknown"
