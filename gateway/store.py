@@ -64,6 +64,8 @@ CREATE TABLE anchors (
     updated_ns INTEGER NOT NULL,
     PRIMARY KEY (checkpoint, backend)
 );
+CREATE INDEX anchors_by_backend ON anchors (backend, checkpoint);
+CREATE INDEX anchors_open ON anchors (backend, checkpoint) WHERE state != 'final';
 """
 
 
@@ -363,6 +365,29 @@ class Store:
                     (backend,),
                 )
             return [_anchor_row(r) for r in await cur.fetchall()]
+
+    async def open_anchors(self, backend: str) -> list[AnchorRow]:
+        """Anchors of ``backend`` not yet final: the few the anchorer must poll."""
+        async with _mapped("reading anchors"):
+            cur = await self.db.execute(
+                f"SELECT {_ANCHOR_COLS} FROM anchors WHERE backend = ? AND state != 'final' "
+                "ORDER BY checkpoint",
+                (backend,),
+            )
+            return [_anchor_row(r) for r in await cur.fetchall()]
+
+    async def anchor_marks(self, backend: str) -> tuple[int | None, int | None]:
+        """(newest final, newest of any state) anchored checkpoint size of ``backend``."""
+        async with _mapped("reading anchors"):
+            cur = await self.db.execute(
+                "SELECT (SELECT MAX(checkpoint) FROM anchors "
+                "        WHERE backend = ?1 AND state = 'final'),"
+                "       (SELECT MAX(checkpoint) FROM anchors WHERE backend = ?1)",
+                (backend,),
+            )
+            row = await cur.fetchone()
+        assert row is not None
+        return (None if row[0] is None else int(row[0]), None if row[1] is None else int(row[1]))
 
     async def put_anchor(self, row: AnchorRow) -> None:
         async with _mapped("writing an anchor"):

@@ -104,17 +104,12 @@ class Anchorer:
 
     async def _step_backend(self, backend: AnchorBackend, latest: CheckpointRow | None) -> None:
         st = self.status[backend.name]
-        rows = await self.store.anchors(backend.name)
-        for row in rows:
-            if row.state != "final":
-                await self._advance(
-                    backend, row, await backend.poll(row.digest, json.loads(row.receipt))
-                )
-        rows = await self.store.anchors(backend.name)
-        finals = [r.checkpoint for r in rows if r.state == "final"]
-        st.last_final = max(finals) if finals else None
-        st.pending = [r.checkpoint for r in rows if r.state != "final"]
-        if latest is None or any(r.checkpoint >= latest.size for r in rows):
+        for row in await self.store.open_anchors(backend.name):
+            receipt = json.loads(row.receipt)
+            await self._advance(backend, row, await backend.poll(row.digest, receipt))
+        st.pending = [r.checkpoint for r in await self.store.open_anchors(backend.name)]
+        st.last_final, newest = await self.store.anchor_marks(backend.name)
+        if latest is None or (newest is not None and newest >= latest.size):
             return
         if st.pending:
             return  # one anchor in flight per backend; the newest goes next
