@@ -103,8 +103,7 @@ async def run_demo(*, seconds: float = 20.0, out: Path = Path("riverseal-demo"))
         stop.set()
         await run
     assert gw.ingest is not None
-    assert gw.anchorer is not None
-    ingest, anchorer = gw.ingest, gw.anchorer
+    ingest = gw.ingest
 
     bundle_path = out / "bundle.json"
     async with Store(cfg.db_path) as store:
@@ -136,5 +135,4 @@ async def run_demo(*, seconds: float = 20.0, out: Path = Path("riverseal-demo"))
     print(f"bundle:       {bundle_path}")
     print(f"verify it yourself:  ledger-verify {bundle_path} --trust {trust}")
     print(f"done in {time.monotonic() - t0:.1f} s")
-    del anchorer
     return 0 if verdict == 0 else 1

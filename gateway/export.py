@@ -89,10 +89,11 @@ async def export_bundle(
         entries.append(BundleEntry(row.index, row.data, size, resolve(plan)))
     consistency = [ConsistencyProof(a, b, resolve(p)) for a, b, p in cons_plans]
 
+    in_bundle = set(cp_sizes)
     anchors = [
         AnchorReceipt(a.checkpoint, a.backend, a.digest, a.state, json.loads(a.receipt))
         for a in await store.anchors()
-        if a.checkpoint in set(cp_sizes) and a.state != "pending"
+        if a.checkpoint in in_bundle and a.state != "pending"
     ]
     vkey = await store.get_meta("vkey") or log.key.vkey
     created = await store.get_meta("created")
