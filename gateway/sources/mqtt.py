@@ -119,16 +119,22 @@ def _parse_time(text: str, bad: Callable[[str], PayloadError]) -> str:
     return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _exact_keys(
+    obj: dict[str, Any], keys: tuple[str, ...], where: str, bad: Callable[[str], PayloadError]
+) -> None:
+    missing = [k for k in keys if k not in obj]
+    if missing:
+        raise bad(f"{where} is missing {missing[0]!r}")
+    extra = sorted(set(obj) - set(keys))
+    if extra:
+        raise bad(f"{where} has unknown key {extra[0]!r}")
+
+
 def _parse_value(index: int, item: object, bad: Callable[[str], PayloadError]) -> Value:
     where = f"values[{index}]"
     if not isinstance(item, dict):
         raise bad(f"{where} must be an object, got {type(item).__name__}")
-    missing = [k for k in _VALUE_KEYS if k not in item]
-    if missing:
-        raise bad(f"{where} is missing {missing[0]!r}")
-    extra = sorted(set(item) - set(_VALUE_KEYS))
-    if extra:
-        raise bad(f"{where} has unknown key {extra[0]!r}")
+    _exact_keys(item, _VALUE_KEYS, where, bad)
     names: dict[str, str] = {}
     for key in ("q", "u"):
         name = item[key]
@@ -179,12 +185,7 @@ def parse_payload(
         raise bad(f"payload is not JSON: {exc}", "not-json") from None
     if not isinstance(doc, dict):
         raise bad(f"payload must be a JSON object, got {type(doc).__name__}")
-    missing = [k for k in _KEYS if k not in doc]
-    if missing:
-        raise bad(f"payload is missing {missing[0]!r}")
-    extra = sorted(set(doc) - set(_KEYS))
-    if extra:
-        raise bad(f"payload has unknown key {extra[0]!r}")
+    _exact_keys(doc, _KEYS, "payload", bad)
     seq = doc["seq"]
     if isinstance(seq, bool) or not isinstance(seq, int):
         raise bad(f"seq must be an integer, got {type(seq).__name__}")
