@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import os
-import random
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +25,7 @@ from ledger_client.records import format_time
 from .anchoring.anchorer import Anchorer
 from .anchoring.backend import AnchorBackend
 from .anchoring.local import LocalJournal
+from .backoff import Backoff
 from .config import EzoSensorConfig, GatewayConfig, MqttSensorConfig
 from .errors import GatewayError
 from .ingest import Ingest
@@ -140,7 +140,7 @@ class Gateway:
         return {"version": VERSION, "config_sha256": cfg_hash, "pid": os.getpid()}
 
     async def _supervise(self, source: Source, ingest: Ingest) -> None:
-        attempt = 0
+        backoff = Backoff(base_s=1.0, cap_s=_RESTART_CAP_S)
         while True:
             started = time.monotonic()
             try:
@@ -150,8 +150,9 @@ class Gateway:
                 log.error("source %s stopped: %s", source.name, exc)
             except Exception:
                 log.exception("source %s crashed; restarting it", source.name)
-            attempt = 0 if time.monotonic() - started > _RESTART_CAP_S else attempt + 1
-            await asyncio.sleep(random.uniform(0, min(_RESTART_CAP_S, 2.0**attempt)))  # noqa: S311
+            if time.monotonic() - started > _RESTART_CAP_S:
+                backoff.reset()  # it ran well for a while: this is a new failure
+            await backoff.sleep()
 
     def status(self) -> dict[str, Any]:
         ing, anc = self.ingest, self.anchorer

@@ -14,13 +14,13 @@ import contextlib
 import dataclasses
 import json
 import logging
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ledger_client.checkpoint import Checkpoint
 
+from ..backoff import Backoff
 from ..errors import AnchorError, LedgerRejected
 from ..store import AnchorRow, CheckpointRow, Store
 from .backend import AnchorBackend, AnchorProgress
@@ -38,6 +38,7 @@ class BackendStatus:
     last_error: str | None = None
     failures: int = 0
     next_try: float = 0.0
+    backoff: Backoff = field(default_factory=Backoff)
 
 
 def _digest(cp: CheckpointRow) -> bytes:
@@ -58,12 +59,14 @@ class Anchorer:
     ) -> None:
         self.store = store
         self.backends = list(backends)
-        self.retry_max = retry_max_seconds
         self.poll_seconds = poll_seconds
         self._clock = clock
         self._monotonic = monotonic
         self._wake = asyncio.Event()
-        self.status = {b.name: BackendStatus(b.name) for b in self.backends}
+        self.status = {
+            b.name: BackendStatus(b.name, backoff=Backoff(base_s=1.0, cap_s=retry_max_seconds))
+            for b in self.backends
+        }
 
     def notify(self, _cp: CheckpointRow | None = None) -> None:
         """A new checkpoint exists; look at it soon."""
@@ -95,12 +98,13 @@ class Anchorer:
             except AnchorError as exc:
                 st.failures += 1
                 st.last_error = str(exc)
-                delay = random.uniform(0, min(self.retry_max, 2.0 ** min(st.failures, 16)))  # noqa: S311
+                delay = st.backoff.next_delay()
                 st.next_try = self._monotonic() + delay
                 log.warning("anchor %s: %s (retry in %.1f s)", backend.name, exc, delay)
             else:
                 st.failures = 0
                 st.next_try = 0.0
+                st.backoff.reset()
 
     async def _step_backend(self, backend: AnchorBackend, latest: CheckpointRow | None) -> None:
         st = self.status[backend.name]

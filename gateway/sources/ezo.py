@@ -38,9 +38,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from gateway.backoff import Backoff
 from gateway.config import EzoSensorConfig
 from gateway.errors import ProtocolError, SensorError, SensorTimeout
-from gateway.sources.backoff import Backoff
 from gateway.sources.base import Reading, Sink, Value
 from gateway.sources.serial_link import MAX_LINE_BYTES, SerialLink
 

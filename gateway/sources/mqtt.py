@@ -44,9 +44,9 @@ from typing import Any
 import aiomqtt
 import paho.mqtt.client as paho
 
+from gateway.backoff import Backoff
 from gateway.config import MqttConfig, MqttSensorConfig
 from gateway.errors import ProtocolError, SensorError
-from gateway.sources.backoff import Backoff
 from gateway.sources.base import Gap, Reading, Sink, Value
 
 __all__ = ["MAX_RAW_CHARS", "MqttSource", "ParsedPayload", "PayloadError", "parse_payload"]

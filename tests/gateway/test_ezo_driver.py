@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from gateway.backoff import Backoff, backoff_bound
 from gateway.config import EzoSensorConfig
 from gateway.errors import ProtocolError, SensorError, SensorTimeout
-from gateway.sources.backoff import Backoff, backoff_bound
 from gateway.sources.base import Value
 from gateway.sources.ezo import EzoSource
 from gateway.sources.serial_link import SerialLink

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING
 import aiomqtt
 import pytest
 
+from gateway.backoff import Backoff
 from gateway.config import MqttConfig, MqttSensorConfig
 from gateway.errors import ProtocolError
-from gateway.sources.backoff import Backoff
 from gateway.sources.base import Gap, Reading, Value
 from gateway.sources.mqtt import MqttSource, ParsedPayload, PayloadError, parse_payload
 from simulators.mqtt_node import MqttNode

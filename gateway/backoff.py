@@ -1,4 +1,4 @@
-"""Capped, jittered exponential back-off for reconnecting drivers.
+"""Capped, jittered exponential back-off: reconnecting drivers, restarts, anchor retries.
 
 Attempt ``n`` (counting from 0) waits a delay drawn uniformly from
 ``[0, min(cap, base * 2**n)]`` ("full jitter"), so a fleet of boxes that lost
