@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ledger_client.checkpoint import Checkpoint
+from ledger_client.note import split_note
 
 from ..backoff import Backoff
 from ..errors import AnchorError, LedgerRejected
@@ -42,8 +43,7 @@ class BackendStatus:
 
 
 def _digest(cp: CheckpointRow) -> bytes:
-    body = cp.note[: cp.note.rfind("\n\n") + 1]
-    return Checkpoint.parse(body).digest()
+    return Checkpoint.parse(split_note(cp.note)[0]).digest()
 
 
 class Anchorer:
