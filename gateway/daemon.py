@@ -24,41 +24,23 @@ from ledger_client.records import format_time
 
 from .anchoring.anchorer import Anchorer
 from .anchoring.backend import AnchorBackend
-from .anchoring.local import LocalJournal
+from .anchoring.registry import build_backends
 from .backoff import Backoff
-from .config import EzoSensorConfig, GatewayConfig, MqttSensorConfig
+from .config import GatewayConfig
 from .errors import GatewayError
 from .ingest import Ingest
 from .keys import DeviceKey, load_device_key
-from .log import Event, Log
-from .sources.base import Source
+from .log import Log
+from .sources.base import Event, Source
+from .sources.registry import build_sources
 from .store import Store
 
-__all__ = ["Gateway", "build_sources"]
+__all__ = ["Gateway"]
 
 log = logging.getLogger(__name__)
 
 VERSION = "0.1.0"
 _RESTART_CAP_S = 60.0
-
-
-def build_sources(config: GatewayConfig, device_id: str) -> list[Source]:
-    """One source per EZO sensor, one MQTT connection for all MQTT sensors."""
-    sources: list[Source] = []
-    mqtt_sensors: list[MqttSensorConfig] = []
-    for s in config.sensors:
-        if isinstance(s, EzoSensorConfig):
-            from .sources.ezo import EzoSource
-
-            sources.append(EzoSource(s))
-        else:
-            mqtt_sensors.append(s)
-    if mqtt_sensors:
-        from .sources.mqtt import MqttSource
-
-        assert config.mqtt is not None  # parse_config guarantees it
-        sources.append(MqttSource(config.mqtt, mqtt_sensors, device_id=device_id))
-    return sources
 
 
 class Gateway:
@@ -83,9 +65,7 @@ class Gateway:
         cfg = self.config
         self.key = key = load_device_key(cfg.key_file)
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
-        backends = list(self._backends) if self._backends is not None else []
-        if self._backends is None and cfg.anchor.local:
-            backends.append(LocalJournal(cfg.anchor_journal_path))
+        backends = list(self._backends) if self._backends is not None else build_backends(cfg)
         sources = (
             list(self._sources) if self._sources is not None else build_sources(cfg, key.device_id)
         )

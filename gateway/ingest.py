@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 from .config import LogConfig
 from .errors import GatewayError
-from .log import Event, Log, LogItem
-from .sources.base import Gap, Reading
+from .log import Log, LogItem
+from .sources.base import Event, Gap, Reading
 from .store import CheckpointRow
 
 __all__ = ["Ingest", "IngestStats"]

@@ -9,8 +9,7 @@ it, so memory and disk never disagree about the tree.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ledger_client.checkpoint import Checkpoint, sign_checkpoint
@@ -20,19 +19,10 @@ from ledger_client.records import RECORD_VERSION, format_time, make_entry
 from .clock import ClockState, clock_state
 from .errors import StoreError
 from .keys import DeviceKey
-from .sources.base import Gap, Reading
+from .sources.base import Event, Gap, Reading
 from .store import CheckpointRow, EntryRow, Store
 
 __all__ = ["Event", "Log", "LogItem"]
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """Something that happened to the box itself: boot, config change, clock step."""
-
-    name: str
-    time_ns: int
-    detail: Mapping[str, Any] = field(default_factory=dict)
 
 
 LogItem = Reading | Gap | Event

@@ -10,10 +10,21 @@ carries on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-__all__ = ["Gap", "Reading", "Sink", "Source", "Value"]
+__all__ = [
+    "Event",
+    "Exchange",
+    "Found",
+    "Gap",
+    "ProbeResult",
+    "Reading",
+    "Sink",
+    "Source",
+    "Value",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +62,16 @@ class Gap:
     src_seq_to: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that happened to the box or a sensor: boot, config change, clock
+    step, a probe identifying itself at start."""
+
+    name: str
+    time_ns: int
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
 class Sink(Protocol):
     async def submit(self, reading: Reading) -> bool:
         """Commit a reading; True if logged now, False if its dedup key was already logged."""
@@ -58,6 +79,10 @@ class Sink(Protocol):
 
     async def submit_gap(self, gap: Gap) -> None:
         """Commit a gap record."""
+        ...
+
+    async def submit_event(self, event: Event) -> None:
+        """Commit an event record (e.g. ``sensor-info`` with what the probe said it is)."""
         ...
 
     def reject(self, sensor: str, reason: str, detail: str) -> None:
@@ -71,3 +96,38 @@ class Source(Protocol):
     async def run(self, sink: Sink) -> None:
         """Read until cancelled, reconnecting as needed; never raises for bad input."""
         ...
+
+
+# --- what the technician's tools (``gateway probe``, ``gateway scan``) print ---------------
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """One request and its reply on the wire, as text a technician can read
+    (non-printable bytes escaped; ``sent`` is empty for unsolicited lines)."""
+
+    sent: str
+    received: str
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """``gateway probe SENSOR``: the raw exchanges of one reading and what they parsed to."""
+
+    sensor: str
+    exchanges: tuple[Exchange, ...]
+    reading: Reading | None
+    error: str | None = None
+    """Why no reading came back, in words a technician can act on."""
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """``gateway scan``: one device found on a port, with a config snippet to paste."""
+
+    port: str
+    driver: str
+    description: str
+    snippet: str
+    """A complete ``[[sensor]]`` TOML table for this device."""

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from gateway.sources.base import Gap, Reading
+from gateway.sources.base import Event, Gap, Reading
 
 
 class RecordingSink:
@@ -26,7 +26,11 @@ class RecordingSink:
         self.returned: list[bool] = []
         self.gate: asyncio.Event | None = None
         self.events: list[object] = []  # readings and gaps in commit order
+        self.records: list[Event] = []  # event records (e.g. sensor-info)
         self._keys: set[tuple[str, str]] = set()
+
+    async def submit_event(self, event: Event) -> None:
+        self.records.append(event)
 
     async def submit(self, reading: Reading) -> bool:
         self.submitted.append(reading)

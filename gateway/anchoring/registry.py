@@ -1,0 +1,16 @@
+"""Which ledger backends a configuration asks for."""
+
+from __future__ import annotations
+
+from ..config import GatewayConfig
+from .backend import AnchorBackend
+from .local import LocalJournal
+
+__all__ = ["build_backends"]
+
+
+def build_backends(config: GatewayConfig) -> list[AnchorBackend]:
+    backends: list[AnchorBackend] = []
+    if config.anchor.local:
+        backends.append(LocalJournal(config.anchor_journal_path))
+    return backends

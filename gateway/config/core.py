@@ -1,0 +1,131 @@
+"""The configuration file as a whole: ``[device]``, ``[log]`` and the sections it gathers."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ConfigError
+from .anchors import AnchorConfig, parse_anchor
+from .mqtt import MqttConfig, MqttSensorConfig, parse_mqtt
+from .sensors import SensorConfig, parse_sensor
+from .table import Table, positive
+
+__all__ = ["GatewayConfig", "LogConfig", "load_config", "parse_config"]
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    checkpoint_every_entries: int = 1000
+    """Sign a checkpoint after this many new entries..."""
+    checkpoint_every_seconds: float = 60.0
+    """...or after this long with new entries, whichever comes first."""
+    max_batch: int = 1024
+    """Most readings committed in one transaction (group commit)."""
+    queue_size: int = 10_000
+    """Readings waiting for commit before sources are made to wait (back-pressure)."""
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    path: Path
+    key_file: Path
+    data_dir: Path
+    origin: str | None = None
+    log: LogConfig = field(default_factory=LogConfig)
+    anchor: AnchorConfig = field(default_factory=AnchorConfig)
+    mqtt: MqttConfig | None = None
+    sensors: tuple[SensorConfig, ...] = ()
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "log.sqlite"
+
+    @property
+    def anchor_journal_path(self) -> Path:
+        return self.data_dir / "anchors-local.sqlite"
+
+
+def _parse_log(t: Table | None) -> LogConfig:
+    d = LogConfig()
+    if t is None:
+        return d
+    every = t.get("checkpoint_every_entries", int, d.checkpoint_every_entries)
+    cfg = LogConfig(
+        checkpoint_every_entries=t.check(
+            "checkpoint_every_entries", every, positive, "must be > 0"
+        ),
+        checkpoint_every_seconds=t.check(
+            "checkpoint_every_seconds",
+            t.get("checkpoint_every_seconds", float, d.checkpoint_every_seconds),
+            positive,
+            "must be > 0",
+        ),
+        max_batch=t.check(
+            "max_batch", t.get("max_batch", int, d.max_batch), positive, "must be > 0"
+        ),
+        queue_size=t.check(
+            "queue_size", t.get("queue_size", int, d.queue_size), positive, "must be > 0"
+        ),
+    )
+    t.done()
+    return cfg
+
+
+def parse_config(text: str, path: Path) -> GatewayConfig:
+    """Parse config text; relative paths are taken from the config file's folder."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), f"is not valid TOML: {exc}") from exc
+    root = Table(data, "")
+    base = path.parent
+    device = root.table("device")
+    if device is None:
+        raise ConfigError(f"{path}: [device]", "section is required but missing")
+    key_file = base / device.get("key_file", str, "device.key")
+    data_dir = base / device.get("data_dir", str, "data")
+    origin = device.optional("origin", str)
+    device.done()
+    log = _parse_log(root.table("log"))
+    anchor = parse_anchor(root.table("anchor"))
+    mqtt = parse_mqtt(root.table("mqtt"))
+    sensors_raw = root.data.get("sensor", [])
+    root.used.add("sensor")
+    if not isinstance(sensors_raw, list):
+        raise ConfigError("sensor", "must be an array of tables ([[sensor]])")
+    sensors = tuple(parse_sensor(Table(s, f"sensor[{i}]")) for i, s in enumerate(sensors_raw))
+    root.done()
+    seen: set[str] = set()
+    for i, s in enumerate(sensors):
+        if s.id in seen:
+            raise ConfigError(f"sensor[{i}].id", f"{s.id!r} is used by two sensors")
+        seen.add(s.id)
+        if isinstance(s, MqttSensorConfig) and mqtt is None:
+            raise ConfigError(f"sensor[{i}].driver", "mqtt sensors need an [mqtt] section")
+    return GatewayConfig(
+        path=path,
+        key_file=key_file,
+        data_dir=data_dir,
+        origin=origin,
+        log=log,
+        anchor=anchor,
+        mqtt=mqtt,
+        sensors=sensors,
+    )
+
+
+def load_config(path: Path) -> GatewayConfig:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot be read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), "is not UTF-8 text") from exc
+    try:
+        return parse_config(text, path)
+    except ConfigError as exc:
+        if exc.where.startswith(str(path)):
+            raise
+        raise ConfigError(f"{path}: {exc.where}", exc.problem) from None
