@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from .anchors import AnchorChecker
 from .bundle import MAX_BUNDLE_BYTES, Bundle
 from .errors import LedgerClientError
 from .trust import TrustList, parse_trust
@@ -50,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print a machine-readable verdict")
     return p
+
+
+def _anchor_checkers(args: argparse.Namespace, trust: TrustList | None) -> list[AnchorChecker]:
+    """The online checks asked for on the command line (none: receipts stay unchecked)."""
+    checkers: list[AnchorChecker] = []
+    return checkers
 
 
 def _one_line(text: str) -> str:
@@ -100,7 +107,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             _print_json({"verified": False, "error": message, "entries": 0, "failures": []})
         return EXIT_UNREADABLE
-    report = verify_bundle(bundle, trust, now=datetime.now(UTC))
+    try:
+        checkers = _anchor_checkers(args, trust)
+    except LedgerClientError as exc:
+        message = _one_line(str(exc))
+        print(f"{_PROG}: {message}", file=sys.stderr)
+        if args.json:
+            _print_json({"verified": False, "error": message, "entries": 0, "failures": []})
+        return EXIT_UNREADABLE
+    report = verify_bundle(bundle, trust, now=datetime.now(UTC), anchor_checkers=checkers)
     if args.json:
         _print_json(report.to_json())
     else:
@@ -143,7 +158,12 @@ def print_report(report: Report, name: str, out: TextIO) -> None:
             parts.append(f"{sensor} {c.readings} reading{'s' if c.readings != 1 else ''}{gaps}")
         field("sensors", "; ".join(parts))
     for a in report.anchors:
-        field("anchor", f"checkpoint {a.checkpoint}, {a.backend} ({a.state}): {a.status}")
+        text = f"checkpoint {a.checkpoint}, {a.backend} ({a.state}): {a.status}"
+        if a.verified:
+            text += f" at {a.time}: {a.detail}"
+        field("anchor", text)
+    for r in report.recorded_by:
+        field("recorded", f"entries {r.first}–{r.last} no later than {r.time} ({r.backend})")
     w("\n")
     width = max(len(s.name) for s in report.steps)
     for s in report.steps:

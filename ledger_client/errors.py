@@ -10,13 +10,17 @@ Split by who is at fault::
     └── VerificationError             well-formed, but it does not verify
         ├── ProofError                a Merkle proof does not lead to the claimed root
         ├── SignatureError            no trusted signature, or a trusted one fails
-        └── RecordError               a record breaks the record rules
+        ├── RecordError               a record breaks the record rules
+        └── AnchorCheckError          a ledger does not confirm an anchor receipt
+    LedgerUnreachable                 the ledger to check against could not be asked
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "AnchorCheckError",
     "LedgerClientError",
+    "LedgerUnreachable",
     "MalformedBundle",
     "MalformedError",
     "MalformedNote",
@@ -65,3 +69,13 @@ class SignatureError(VerificationError):
 
 class RecordError(VerificationError):
     """A record is not canonical, misses a field, or breaks a record rule."""
+
+
+class AnchorCheckError(VerificationError):
+    """An anchor receipt is not confirmed by the ledger it names (wrong calldata,
+    sender, chain, imprint, signer; missing transaction; not final)."""
+
+
+class LedgerUnreachable(LedgerClientError):
+    """The ledger (an RPC node, a TSA chain file) could not be consulted; nothing
+    about the receipt was decided, so the verdict cannot be "verified"."""

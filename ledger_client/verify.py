@@ -18,7 +18,9 @@ The steps, in order (docs/bundle-format.md §9 is the normative list):
                  and the sizes strictly ascend
 6. consistency   each consecutive pair of checkpoints is linked by a valid proof
 7. anchors       each receipt commits to its checkpoint's digest; "local" ones
-                 are checked offline, other backends are present but unchecked
+                 are checked offline; others are confirmed by an AnchorChecker
+                 (the regulator's own node, TSA roots) when one is given, and
+                 are otherwise reported as present but unchecked, never verified
 8. completeness  indexes are contiguous; per sensor, ``seq`` steps by one and
                  every ``src_seq`` jump is covered by a gap record; every
                  entry lies below the largest checkpoint
@@ -35,6 +37,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+from .anchors import AnchorChecker
 from .bundle import AnchorReceipt, Bundle
 from .checkpoint import Checkpoint
 from .errors import LedgerClientError, MalformedProof, ProofError, RecordError
@@ -47,8 +50,10 @@ __all__ = [
     "LOCAL_STATUS",
     "STEPS",
     "UNCHECKED_STATUS",
+    "VERIFIED_STATUS",
     "AnchorResult",
     "Failure",
+    "RecordedBy",
     "Report",
     "SensorCounts",
     "StepResult",
@@ -69,6 +74,7 @@ _STEP_NUMBER = {name: i for i, name in enumerate(STEPS, start=1)}
 
 LOCAL_STATUS = "local, not independent"
 UNCHECKED_STATUS = "present but unchecked (offline)"
+VERIFIED_STATUS = "verified"
 
 
 @dataclass(frozen=True)
@@ -131,25 +137,51 @@ class StepResult:
 @dataclass(frozen=True)
 class AnchorResult:
     """The outcome for one anchor receipt. ``status`` is LOCAL_STATUS,
-    UNCHECKED_STATUS, or ``failed: <reason>``."""
+    UNCHECKED_STATUS, VERIFIED_STATUS, or ``failed: <reason>``; a verified
+    one carries the ledger's time and what was confirmed."""
 
     checkpoint: int
     backend: str
     state: str
     status: str
+    time: str | None = None
+    detail: str | None = None
 
     @property
     def ok(self) -> bool:
         return not self.status.startswith("failed")
 
+    @property
+    def verified(self) -> bool:
+        return self.status == VERIFIED_STATUS
+
     def to_json(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "checkpoint": self.checkpoint,
             "backend": self.backend,
             "state": self.state,
             "status": self.status,
             "ok": self.ok,
         }
+        if self.time is not None:
+            doc["time"] = self.time
+        if self.detail is not None:
+            doc["detail"] = self.detail
+        return doc
+
+
+@dataclass(frozen=True)
+class RecordedBy:
+    """Entries ``first``–``last`` were recorded no later than ``time``: the earliest
+    independently verified anchor of a checkpoint that covers them."""
+
+    first: int
+    last: int
+    time: str
+    backend: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"first": self.first, "last": self.last, "time": self.time, "backend": self.backend}
 
 
 @dataclass(frozen=True)
@@ -184,6 +216,7 @@ class Report:
     anchors: tuple[AnchorResult, ...]
     notes: tuple[str, ...]
     checked_at: str
+    recorded_by: tuple[RecordedBy, ...] = ()
 
     def step(self, name: str) -> StepResult:
         return self.steps[_STEP_NUMBER[name] - 1]
@@ -206,6 +239,7 @@ class Report:
             "sensors": {name: c.to_json() for name, c in sorted(self.sensors.items())},
             "events": self.events,
             "anchors": [a.to_json() for a in self.anchors],
+            "recorded_by": [r.to_json() for r in self.recorded_by],
             "notes": list(self.notes),
             "checked_at": self.checked_at,
             "failures": [f.to_json() for f in self.failures],
@@ -284,6 +318,7 @@ def verify_bundle(
     trusted: TrustList | Iterable[TrustedKey | Verifier] | None = None,
     *,
     now: datetime,
+    anchor_checkers: Sequence[AnchorChecker] = (),
 ) -> Report:
     """Run the checklist over ``bundle``.
 
@@ -291,7 +326,8 @@ def verify_bundle(
     Verifiers). With None, the bundle's own keys are used and the report says
     they are not independently trusted. An empty collection trusts nothing.
     ``now`` is the verification time (timezone-aware); it is recorded in the
-    report and records dated after it are noted.
+    report and records dated after it are noted. ``anchor_checkers`` confirm
+    non-local receipts against independent ledgers (the only IO, theirs).
     """
     if now.tzinfo is None:
         raise ValueError("verify_bundle needs a timezone-aware now, e.g. datetime.now(UTC)")
@@ -300,7 +336,7 @@ def verify_bundle(
     _step_checkpoints(run)  # numbered 5, but 4 needs its results
     _steps_entries(run)
     _step_consistency(run)
-    anchors = _step_anchors(run)
+    anchors = _step_anchors(run, anchor_checkers)
     sensors, events = _step_completeness(run)
 
     steps = tuple(
@@ -346,6 +382,7 @@ def verify_bundle(
         anchors=tuple(anchors),
         notes=tuple(run.notes),
         checked_at=now.isoformat(),
+        recorded_by=_recorded_by(anchors, run.sizes),
     )
 
 
@@ -363,7 +400,14 @@ def _window_time(text: str | None, what: str) -> datetime | None:
 
 def _step_keys(run: _Run, trusted: TrustList | Iterable[TrustedKey | Verifier] | None) -> None:
     bundle_keys: list[TrustedKey] = []
+    first_seen: dict[str, int] = {}
     for i, dk in enumerate(run.bundle.keys):
+        if dk.vkey in first_seen:
+            # Harmless on its face, but an exporter never writes it: refuse, as with
+            # any other edit to the bundle.
+            run.fail("keys", f"keys[{i}] repeats keys[{first_seen[dk.vkey]}]")
+            continue
+        first_seen[dk.vkey] = i
         try:
             verifier = Verifier.from_vkey(dk.vkey)
             valid_from = _window_time(dk.valid_from, "valid_from")
@@ -669,7 +713,7 @@ def _check_local_receipt(anchor: AnchorReceipt) -> str | None:
     return None
 
 
-def _step_anchors(run: _Run) -> list[AnchorResult]:
+def _step_anchors(run: _Run, checkers: Sequence[AnchorChecker]) -> list[AnchorResult]:
     results: list[AnchorResult] = []
     for anchor in run.bundle.anchors:
         info = run.checkpoints.get(anchor.checkpoint)
@@ -683,21 +727,91 @@ def _step_anchors(run: _Run) -> list[AnchorResult]:
         elif anchor.backend == "local":
             problem = _check_local_receipt(anchor)
         if problem is not None:
-            run.fail("anchors", f"{anchor.backend} anchor: {problem}", checkpoint=anchor.checkpoint)
-            status = f"failed: {problem}"
-        else:
+            results.append(_failed_anchor(run, anchor, problem))
+            continue
+        if anchor.backend == "local":
             run.passed("anchors")
-            status = LOCAL_STATUS if anchor.backend == "local" else UNCHECKED_STATUS
-        results.append(AnchorResult(anchor.checkpoint, anchor.backend, anchor.state, status))
+            results.append(
+                AnchorResult(anchor.checkpoint, anchor.backend, anchor.state, LOCAL_STATUS)
+            )
+            continue
+        checker = next((c for c in checkers if c.handles(anchor.backend)), None)
+        if checker is None:
+            run.passed("anchors")
+            results.append(
+                AnchorResult(anchor.checkpoint, anchor.backend, anchor.state, UNCHECKED_STATUS)
+            )
+            continue
+        try:
+            evidence = checker.check(anchor)
+        except LedgerClientError as exc:
+            results.append(_failed_anchor(run, anchor, str(exc)))
+            continue
+        if evidence.time.tzinfo is None:  # a checker bug must not pass as a verdict
+            results.append(_failed_anchor(run, anchor, "the checker gave a time with no zone"))
+            continue
+        run.passed("anchors")
+        results.append(
+            AnchorResult(
+                anchor.checkpoint,
+                anchor.backend,
+                anchor.state,
+                VERIFIED_STATUS,
+                time=_standard_time(evidence.time),
+                detail=evidence.detail,
+            )
+        )
     if not run.bundle.anchors:
         run.notes.append("the bundle holds no anchor receipt")
-    else:
-        # Offline, nothing is checked against a ledger the box does not control (issue 4).
+    elif not any(r.verified for r in results):
         run.notes.append(
             "no anchor was checked against an independent ledger "
             "(local anchors are kept by the box itself; others need an online check)"
         )
+    unchecked = sum(1 for r in results if r.status == UNCHECKED_STATUS)
+    if unchecked and any(r.verified for r in results):
+        run.notes.append(f"{unchecked} anchor receipt(s) had no checker and were not checked")
     return results
+
+
+def _failed_anchor(run: _Run, anchor: AnchorReceipt, problem: str) -> AnchorResult:
+    run.fail("anchors", f"{anchor.backend} anchor: {problem}", checkpoint=anchor.checkpoint)
+    return AnchorResult(anchor.checkpoint, anchor.backend, anchor.state, f"failed: {problem}")
+
+
+def _recorded_by(anchors: Sequence[AnchorResult], sizes: Sequence[int]) -> tuple[RecordedBy, ...]:
+    """For each run of entries, the earliest verified anchor time of a checkpoint covering it.
+
+    Entry i is covered by every checkpoint of size > i, so walking the sizes
+    from the largest down, the running minimum is the best bound.
+    """
+    best: dict[int, tuple[str, str]] = {}
+    for a in anchors:
+        if a.verified and a.time is not None:
+            current = best.get(a.checkpoint)
+            if current is None or a.time < current[0]:
+                best[a.checkpoint] = (a.time, a.backend)
+    if not best:
+        return ()
+    ordered = sorted(set(sizes) | set(best))
+    out: list[RecordedBy] = []
+    running: tuple[str, str] | None = None
+    for i in range(len(ordered) - 1, -1, -1):
+        size = ordered[i]
+        here = best.get(size)
+        if here is not None and (running is None or here[0] < running[0]):
+            running = here
+        if running is None:
+            continue
+        first = ordered[i - 1] if i > 0 else 0
+        if first >= size:
+            continue
+        if out and (out[-1].time, out[-1].backend) == running and out[-1].first == size:
+            out[-1] = RecordedBy(first, out[-1].last, running[0], running[1])
+        else:
+            out.append(RecordedBy(first, size - 1, running[0], running[1]))
+    out.reverse()
+    return tuple(out)
 
 
 # --- step 8: completeness -----------------------------------------------------------------
