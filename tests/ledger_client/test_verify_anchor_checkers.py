@@ -11,14 +11,14 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime
 
+from lc_bundles import NOW, BundleMaker
+
 from ledger_client.anchors import AnchorEvidence
 from ledger_client.bundle import AnchorReceipt, Bundle
 from ledger_client.checkpoint import Checkpoint
 from ledger_client.errors import AnchorCheckError, LedgerUnreachable
 from ledger_client.note import split_note
 from ledger_client.verify import UNCHECKED_STATUS, VERIFIED_STATUS, verify_bundle
-
-from lc_bundles import NOW, BundleMaker
 
 
 class Ledger:
@@ -93,7 +93,7 @@ def test_a_contradicting_or_unreachable_ledger_fails_the_anchor_step() -> None:
 
 
 def test_a_checker_time_without_a_zone_is_not_a_verdict() -> None:
-    ledger = Ledger({4: datetime(2026, 5, 1, 10), 8: t(9), 12: t(11)})  # noqa: DTZ001
+    ledger = Ledger({4: datetime(2026, 5, 1, 10), 8: t(9), 12: t(11)})
     report = verify_bundle(_anchored([4, 8, 12]), now=NOW, anchor_checkers=[ledger])
     assert not report.verified
     assert [f.checkpoint for f in report.failures] == [4]
