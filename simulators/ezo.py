@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from simulators.river import RiverModel, RiverState
+from simulators.river import RiverState, WaterSource
 
 __all__ = ["EzoCircuit", "EzoKind", "Faults", "Reply"]
 
@@ -137,7 +137,7 @@ class _Settings:
 
 
 class EzoCircuit:
-    """One EZO circuit answering from a `RiverModel`.
+    """One EZO circuit answering from a `RiverModel` (or a drifting `Probe` in one).
 
     Args:
         kind: which circuit: "ph", "do", "ec", "orp" or "rtd".
@@ -153,7 +153,7 @@ class EzoCircuit:
     def __init__(
         self,
         kind: EzoKind,
-        river: RiverModel,
+        river: WaterSource,
         *,
         firmware: str = "2.16",
         name: str = "",
