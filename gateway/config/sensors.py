@@ -11,15 +11,17 @@ from collections.abc import Callable
 from ..errors import ConfigError
 from .ezo import EzoSensorConfig, parse_ezo
 from .mqtt import MqttSensorConfig, parse_mqtt_sensor
+from .sdi12 import Sdi12SensorConfig, parse_sdi12
 from .table import Table
 
 __all__ = ["SENSOR_DRIVERS", "SensorConfig", "parse_sensor"]
 
-SensorConfig = EzoSensorConfig | MqttSensorConfig
+SensorConfig = EzoSensorConfig | MqttSensorConfig | Sdi12SensorConfig
 
 SENSOR_DRIVERS: dict[str, Callable[[Table, str, str | None], SensorConfig]] = {
     "ezo": parse_ezo,
     "mqtt": parse_mqtt_sensor,
+    "sdi12": parse_sdi12,
 }
 
 

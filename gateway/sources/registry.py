@@ -7,13 +7,15 @@ sensors never imports the MQTT stack.
 from __future__ import annotations
 
 from ..config import EzoSensorConfig, GatewayConfig, MqttSensorConfig
+from ..config.sdi12 import check_sdi12_buses
 from .base import Source
 
 __all__ = ["build_sources"]
 
 
 def build_sources(config: GatewayConfig, device_id: str) -> list[Source]:
-    """One source per serial sensor, one MQTT connection for all MQTT sensors."""
+    """One source per serial sensor, one per SDI-12 adapter port (serving every address
+    on it), one MQTT connection for all MQTT sensors."""
     sources: list[Source] = []
     mqtt_sensors: list[MqttSensorConfig] = []
     for s in config.sensors:
@@ -23,6 +25,10 @@ def build_sources(config: GatewayConfig, device_id: str) -> list[Source]:
             sources.append(EzoSource(s))
         elif isinstance(s, MqttSensorConfig):
             mqtt_sensors.append(s)
+    for sdi12_sensors in check_sdi12_buses(config.sensors).values():
+        from .sdi12 import Sdi12Source
+
+        sources.append(Sdi12Source(sdi12_sensors))
     if mqtt_sensors:
         from .mqtt import MqttSource
 
