@@ -9,6 +9,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from .anchors import AnchorConfig, parse_anchor
 from .mqtt import MqttConfig, MqttSensorConfig, parse_mqtt
+from .qc import QcConfig, parse_qc
 from .sensors import SensorConfig, parse_sensor
 from .table import Table, positive
 
@@ -37,6 +38,7 @@ class GatewayConfig:
     anchor: AnchorConfig = field(default_factory=AnchorConfig)
     mqtt: MqttConfig | None = None
     sensors: tuple[SensorConfig, ...] = ()
+    qc: QcConfig = field(default_factory=QcConfig)
 
     @property
     def db_path(self) -> Path:
@@ -96,6 +98,7 @@ def parse_config(text: str, path: Path) -> GatewayConfig:
     if not isinstance(sensors_raw, list):
         raise ConfigError("sensor", "must be an array of tables ([[sensor]])")
     sensors = tuple(parse_sensor(Table(s, f"sensor[{i}]")) for i, s in enumerate(sensors_raw))
+    qc = parse_qc(root.table("qc"), {s.id for s in sensors})
     root.done()
     seen: set[str] = set()
     for i, s in enumerate(sensors):
@@ -113,6 +116,7 @@ def parse_config(text: str, path: Path) -> GatewayConfig:
         anchor=anchor,
         mqtt=mqtt,
         sensors=sensors,
+        qc=qc,
     )
 
 
