@@ -1,13 +1,29 @@
-"""The ``[mqtt]`` broker connection and ``driver = "mqtt"`` sensors."""
+"""The ``[mqtt]`` broker connection and ``driver = "mqtt"`` sensors.
+
+TLS is on when ``tls_ca`` is set: the broker's certificate must chain to that
+CA and name the host the gateway connects to (certificate and hostname checks
+cannot be turned off; there is deliberately no ``tls_insecure``). Add
+``tls_cert`` and ``tls_key`` for mutual TLS. TLS file paths must be absolute.
+
+A sensor's ``topic`` is an MQTT filter (``+``, ``#``, and one ``{id}`` level
+whose text becomes the ``{id}`` in the sensor's ``id``); see
+``gateway.sources.mqtt_topics`` for matching and precedence. ``format`` is
+``"json"`` (the riverseal contract) or ``"senml"`` (RFC 8428); ``names`` maps
+SenML names to quantities for one sensor (``gateway.sources.mqtt_senml``).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
+from ..errors import ConfigError
 from .table import Table, positive
 
 __all__ = ["MqttConfig", "MqttSensorConfig", "parse_mqtt", "parse_mqtt_sensor"]
+
+_ID = "{id}"
 
 
 @dataclass(frozen=True)
@@ -21,22 +37,53 @@ class MqttConfig:
     keepalive: int = 30
     max_payload_bytes: int = 65_536
     """Larger payloads are rejected and counted, never parsed."""
+    max_inflight: int = 1000
+    """Messages received but not yet committed and acknowledged; reading pauses at this."""
+    tls_ca: Path | None = None
+    """CA certificate(s), PEM: setting it turns TLS on."""
+    tls_cert: Path | None = None
+    """Client certificate, PEM, for mutual TLS (with ``tls_key``)."""
+    tls_key: Path | None = None
 
 
 @dataclass(frozen=True)
 class MqttSensorConfig:
     id: str
+    """The sensor id, or a template containing ``{id}`` when the topic has an ``{id}`` level."""
     topic: str
     interval_s: float = 60.0
     site: str | None = None
+    format: Literal["json", "senml"] = "json"
+    names: tuple[tuple[str, str], ...] = ()
+    """SenML name (full or short) → quantity, checked before the default table."""
     driver: Literal["mqtt"] = "mqtt"
+
+
+def _tls_path(t: Table, name: str) -> Path | None:
+    text = t.optional(name, str)
+    if text is None:
+        return None
+    path = Path(text)
+    t.check(name, text, lambda _: path.is_absolute(), "must be an absolute path")
+    return path
 
 
 def parse_mqtt(t: Table | None) -> MqttConfig | None:
     if t is None:
         return None
+    if "tls_insecure" in t.data:
+        raise ConfigError(
+            f"{t.where}.tls_insecure",
+            "does not exist: certificate and hostname verification are always on; "
+            "give the broker's CA in tls_ca",
+        )
     d = MqttConfig()
     port = t.get("port", int, d.port)
+    tls_ca, tls_cert, tls_key = (_tls_path(t, k) for k in ("tls_ca", "tls_cert", "tls_key"))
+    if (tls_cert is None) != (tls_key is None):
+        raise ConfigError(f"{t.where}.tls_cert", "tls_cert and tls_key go together")
+    if tls_cert is not None and tls_ca is None:
+        raise ConfigError(f"{t.where}.tls_cert", "a client certificate needs TLS: set tls_ca")
     cfg = MqttConfig(
         host=t.get("host", str, d.host),
         port=t.check("port", port, lambda p: 0 < p < 65536, "is not a TCP port"),
@@ -52,23 +99,68 @@ def parse_mqtt(t: Table | None) -> MqttConfig | None:
             positive,
             "must be > 0",
         ),
+        max_inflight=t.check(
+            "max_inflight", t.get("max_inflight", int, d.max_inflight), positive, "must be > 0"
+        ),
+        tls_ca=tls_ca,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
     )
+    if cfg.password is not None and cfg.username is None:
+        raise ConfigError(f"{t.where}.password", "a password needs a username")
     t.done()
     return cfg
 
 
+def _filter_problem(topic: str) -> str | None:
+    if not topic:
+        return "must not be empty"
+    levels = topic.split("/")
+    for i, level in enumerate(levels):
+        if "#" in level and (level != "#" or i != len(levels) - 1):
+            return "may use '#' only as the whole last level"
+        if "+" in level and level != "+":
+            return "may use '+' only as a whole level"
+        if ("{" in level or "}" in level) and level != _ID:
+            return "may use '{id}' only as a whole level"
+    if levels.count(_ID) > 1:
+        return "may have only one '{id}' level"
+    return None
+
+
 def parse_mqtt_sensor(t: Table, sid: str, site: str | None) -> MqttSensorConfig:
     topic = t.get("topic", str, required=True)
-    t.check(
-        "topic",
-        topic,
-        lambda s: bool(s) and "#" not in s and "+" not in s,
-        "must be a plain topic",
-    )
+    problem = _filter_problem(topic)
+    t.check("topic", topic, lambda _: problem is None, str(problem))
+    if (_ID in topic.split("/")) != (_ID in sid):
+        raise ConfigError(
+            f"{t.where}.id",
+            f"{sid!r}: an '{{id}}' level in the topic and '{{id}}' in the id go together",
+        )
+    if sid.count(_ID) > 1:
+        raise ConfigError(f"{t.where}.id", f"{sid!r} may contain '{{id}}' only once")
     interval = t.get("interval_s", float, 60.0)
+    fmt = t.get("format", str, "json")
+    t.check("format", fmt, lambda f: f in ("json", "senml"), "is not one of 'json', 'senml'")
+    names: list[tuple[str, str]] = []
+    table = t.table("names")
+    if table is not None:
+        if fmt != "senml":
+            raise ConfigError(f"{t.where}.names", "only applies to format = 'senml'")
+        for name in table.data:
+            quantity = table.get(name, str)
+            table.check(
+                name,
+                quantity,
+                lambda q: 0 < len(q) <= 64 and q.isprintable(),
+                "must be a quantity name of 1 to 64 printable characters",
+            )
+            names.append((name, quantity))
     return MqttSensorConfig(
         id=sid,
         topic=topic,
         interval_s=t.check("interval_s", interval, positive, "must be > 0"),
         site=site,
+        format="senml" if fmt == "senml" else "json",
+        names=tuple(names),
     )

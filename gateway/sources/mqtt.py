@@ -1,215 +1,174 @@
 """MQTT sensor nodes: one broker connection for every MQTT sensor.
 
-Payload contract (with simulators/mqtt_node.py), one UTF-8 JSON object::
-
-    {"seq": 17, "time": "2026-11-21T05:09:56.123Z",
-     "values": [{"q": "temperature", "v": 14.213, "u": "Cel"}, ...]}
-
-``parse_payload`` is pure and strict: exactly these three keys; ``seq`` an
-integer in [0, 2**63); ``time`` RFC 3339 (normalised to UTC,
-``YYYY-MM-DDTHH:MM:SS.ffffffZ``); ``values`` a non-empty list of objects with
-exactly ``q`` (quantity, unique within the payload), ``v`` (a finite JSON
-number, not a boolean) and ``u`` (unit). Anything else raises PayloadError,
-a ProtocolError whose ``reason`` is a short label for ``Sink.reject``.
+Payloads (the riverseal JSON contract, SenML) are checked by the pure
+``gateway.sources.mqtt_payload``; topics are routed to sensors by the pure
+``gateway.sources.mqtt_topics``. This module is the IO around them.
 
 ``MqttSource`` keeps a persistent session (``clean_session=False``, a stable
-client id) and subscribes every sensor topic at QoS 1 after every connect.
-Messages are handled one at a time, in arrival order, and each is
-acknowledged (PUBACK) only after ``Sink.submit`` has returned, so a reading
-the log never committed is redelivered by the broker. A malformed message is
-rejected and still acknowledged: redelivering it would not make it valid.
+client id) and subscribes every sensor filter at QoS 1 after every connect.
+Messages are decoded and routed one at a time in arrival order; their
+commits run concurrently (so the log's group commit can batch them), and each
+message is acknowledged (PUBACK) only after every record it produced has been
+committed, in arrival order (MQTT 3.1.1 §4.6). A reading the log never
+committed is therefore redelivered by the broker. At most
+``max_inflight`` messages wait for their commit; reading pauses beyond that.
+A malformed message is rejected and still acknowledged: redelivering it would
+not make it valid.
+
 Duplicates (redelivery, a node re-sending a message) carry the same dedup key
-``src_seq:<seq>@<time>`` and are dropped by the sink. The node's own time is
-in the key so that a node whose counter restarts at 0 is not mistaken for a
-duplicate of what it sent before the restart. A forward jump in a node's seq
-is recorded as a signed Gap before the reading that revealed it.
-``aiomqtt.MqttError`` and ``OSError`` become ``SensorError`` in ``_session``
-and nowhere else; the supervisor in ``run`` reconnects after a capped,
-jittered back-off.
+and are dropped by the sink. A forward jump in a node's ``seq`` (JSON
+contract) is recorded as a signed Gap before the reading that revealed it; a
+``seq`` that goes back with a newer node time is a restarted node, not a gap.
+Silence (no message for longer than a sensor's interval) is not detected here:
+the gateway's central silence tracker does that for every driver.
+
+TLS: with ``tls_ca`` set, the broker certificate must chain to that CA and
+match the host name (always checked); ``tls_cert``/``tls_key`` add a client
+certificate. ``aiomqtt.MqttError``, ``OSError`` and ``ssl.SSLError`` become
+``SensorError`` naming the broker and the cause in ``_session`` and nowhere
+else; the supervisor in ``run`` reconnects after a capped, jittered back-off.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import math
-import re
+import os
+import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import aiomqtt
 import paho.mqtt.client as paho
+from aiomqtt.exceptions import MqttConnectError
 
 from gateway.backoff import Backoff
 from gateway.config import MqttConfig, MqttSensorConfig
-from gateway.errors import ProtocolError, SensorError
-from gateway.sources.base import Gap, Reading, Sink, Value
+from gateway.errors import GatewayError, SensorError
+from gateway.sources.base import Exchange, Gap, ProbeResult, Reading, Sink
+from gateway.sources.mqtt_payload import (
+    MAX_RAW_CHARS,
+    Decoded,
+    ParsedPayload,
+    PayloadError,
+    decode,
+    parse_payload,
+)
+from gateway.sources.mqtt_topics import Route, TopicRouter
 
-__all__ = ["MAX_RAW_CHARS", "MqttSource", "ParsedPayload", "PayloadError", "parse_payload"]
+__all__ = [
+    "MAX_RAW_CHARS",
+    "MqttSource",
+    "ParsedPayload",
+    "PayloadError",
+    "explain_mqtt_error",
+    "parse_payload",
+    "probe_mqtt",
+    "tls_context",
+]
 
 log = logging.getLogger(__name__)
 
-MAX_RAW_CHARS = 1024
-"""Payloads up to this many characters are kept verbatim in ``Reading.raw``."""
-
-_MAX_SEQ = 2**63  # the log stores seq as a signed 64-bit integer
-_MAX_NAME = 64
-_KEYS = ("seq", "time", "values")
-_VALUE_KEYS = ("q", "v", "u")
-_RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
-    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))"
-)
+_NAME = "mqtt"
+_PROBE_MAX_WAIT_S = 300.0
+_PROBE_SHOW_CHARS = 2000
 
 
-class PayloadError(ProtocolError):
-    """A message that breaks the payload contract; ``reason`` labels it for ``Sink.reject``."""
-
-    def __init__(self, sensor: str, reason: str, problem: str) -> None:
-        super().__init__(sensor, problem)
-        self.reason = reason
+def _where(config: MqttConfig) -> str:
+    scheme = "mqtts" if config.tls_ca is not None else "mqtt"
+    return f"broker {scheme}://{config.host}:{config.port}"
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedPayload:
-    seq: int
-    time: str
-    """RFC 3339 UTC with microseconds, e.g. ``2026-11-21T05:09:56.123000Z``."""
-    values: tuple[Value, ...]
-    text: str
-    """The payload as received, decoded."""
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise ValueError(f"duplicate key {key!r}")
-        obj[key] = value
-    return obj
-
-
-def _parse_time(text: str, bad: Callable[[str], PayloadError]) -> str:
-    match = _RFC3339.fullmatch(text)
-    if match is None:
-        raise bad(f"time {text!r} is not an RFC 3339 date-time")
-    year, month, day, hour, minute, second = (int(g) for g in match.group(1, 2, 3, 4, 5, 6))
-    fraction = (match.group(7) or "").ljust(6, "0")[:6]
-    if match.group(8):
-        tz = UTC
-    else:
-        sign = 1 if match.group(9) == "+" else -1
-        hours, minutes = int(match.group(10)), int(match.group(11))
-        if hours > 23 or minutes > 59:
-            raise bad(f"time {text!r} has an invalid UTC offset")
-        tz = timezone(sign * timedelta(hours=hours, minutes=minutes))
-    try:
-        moment = datetime(year, month, day, hour, minute, second, int(fraction), tzinfo=tz)
-        utc = moment.astimezone(UTC)
-    except (ValueError, OverflowError) as exc:
-        raise bad(f"time {text!r} is not a valid date-time ({exc})") from None
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _exact_keys(
-    obj: dict[str, Any], keys: tuple[str, ...], where: str, bad: Callable[[str], PayloadError]
-) -> None:
-    missing = [k for k in keys if k not in obj]
-    if missing:
-        raise bad(f"{where} is missing {missing[0]!r}")
-    extra = sorted(set(obj) - set(keys))
-    if extra:
-        raise bad(f"{where} has unknown key {extra[0]!r}")
-
-
-def _parse_value(index: int, item: object, bad: Callable[[str], PayloadError]) -> Value:
-    where = f"values[{index}]"
-    if not isinstance(item, dict):
-        raise bad(f"{where} must be an object, got {type(item).__name__}")
-    _exact_keys(item, _VALUE_KEYS, where, bad)
-    names: dict[str, str] = {}
-    for key in ("q", "u"):
-        name = item[key]
-        if not isinstance(name, str):
-            raise bad(f"{where}.{key} must be a string, got {type(name).__name__}")
-        if not name or len(name) > _MAX_NAME or not name.isprintable():
-            raise bad(f"{where}.{key} {name!r} must be 1 to {_MAX_NAME} printable characters")
-        names[key] = name
-    number = item["v"]
-    if isinstance(number, bool) or not isinstance(number, int | float):
-        raise bad(f"{where}.v must be a number, got {type(number).__name__}")
-    try:
-        value = float(number)
-    except OverflowError:
-        value = math.inf
-    if not math.isfinite(value):
-        raise bad(f"{where}.v is not a finite number")
-    return Value(names["q"], value, names["u"])
-
-
-def parse_payload(
-    topic: str, payload: bytes, max_bytes: int, *, sensor: str | None = None
-) -> ParsedPayload:
-    """Check one message against the payload contract.
-
-    ``sensor`` names the sensor in errors (default: the topic).
+def tls_context(config: MqttConfig) -> ssl.SSLContext | None:
+    """The TLS context for ``config`` (None without ``tls_ca``): only ``tls_ca`` is
+    trusted, the host name is checked, TLS 1.2 at least.
 
     Raises:
-        PayloadError: with ``reason`` one of ``too-large``, ``not-utf8``,
-            ``not-json``, ``bad-payload``; the message names the field.
+        SensorError: a TLS file is missing, unreadable or not PEM; names the broker and file.
     """
-    who = sensor or topic
+    if config.tls_ca is None:
+        return None
+    where = _where(config)
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(config.tls_ca))
+    except OSError as exc:  # ssl.SSLError is an OSError too
+        raise SensorError(_NAME, f"{where}: CA file {config.tls_ca}: {_file_problem(exc)}") from exc
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if config.tls_cert is not None and config.tls_key is not None:
+        try:
+            context.load_cert_chain(str(config.tls_cert), str(config.tls_key))
+        except OSError as exc:
+            raise SensorError(
+                _NAME,
+                f"{where}: client certificate {config.tls_cert} / key {config.tls_key}: "
+                f"{_file_problem(exc)}",
+            ) from exc
+    return context
 
-    def bad(problem: str, reason: str = "bad-payload") -> PayloadError:
-        return PayloadError(who, reason, problem)
 
-    if len(payload) > max_bytes:
-        raise bad(
-            f"payload of {len(payload)} bytes is over the {max_bytes}-byte limit", "too-large"
+def _file_problem(exc: OSError) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return f"not a usable PEM file ({exc.reason or exc})"
+    return exc.strerror or str(exc)
+
+
+def explain_mqtt_error(exc: BaseException) -> str:
+    """A technician's reading of a connection failure (login refused, TLS, refused port)."""
+    if isinstance(exc, MqttConnectError) and exc.rc is not None:
+        code = exc.rc if isinstance(exc.rc, int) else int(exc.rc.value)
+        if code in (4, 134):
+            return (
+                "the broker refused the login: bad username or password "
+                "(check [mqtt] username and password)"
+            )
+        if code in (5, 135):
+            return (
+                "the broker refused the login: not authorised "
+                "(check [mqtt] username and password, and the broker's access rules)"
+            )
+    text = str(exc) or type(exc).__name__
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        if "mismatch" in text:
+            return (
+                f"TLS handshake failed: the broker's certificate does not name this host ({text})"
+            )
+        return (
+            "TLS handshake failed: the broker's certificate is not signed by the CA in "
+            f"[mqtt] tls_ca ({text})"
         )
-    try:
-        text = payload.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise bad(f"payload is not UTF-8 (byte {exc.start})", "not-utf8") from None
-    try:
-        doc = json.loads(text, parse_constant=_no_constants, object_pairs_hook=_unique_keys)
-    except (ValueError, RecursionError) as exc:
-        raise bad(f"payload is not JSON: {exc}", "not-json") from None
-    if not isinstance(doc, dict):
-        raise bad(f"payload must be a JSON object, got {type(doc).__name__}")
-    _exact_keys(doc, _KEYS, "payload", bad)
-    seq = doc["seq"]
-    if isinstance(seq, bool) or not isinstance(seq, int):
-        raise bad(f"seq must be an integer, got {type(seq).__name__}")
-    if not 0 <= seq < _MAX_SEQ:
-        raise bad(f"seq {seq} is out of range [0, 2**63)")
-    stamp = doc["time"]
-    if not isinstance(stamp, str):
-        raise bad(f"time must be a string, got {type(stamp).__name__}")
-    sensor_time = _parse_time(stamp, bad)
-    items = doc["values"]
-    if not isinstance(items, list):
-        raise bad(f"values must be a list, got {type(items).__name__}")
-    if not items:
-        raise bad("values is empty")
-    values = tuple(_parse_value(i, item, bad) for i, item in enumerate(items))
-    seen: set[str] = set()
-    for i, v in enumerate(values):
-        if v.quantity in seen:
-            raise bad(f"values[{i}].q {v.quantity!r} repeats an earlier quantity")
-        seen.add(v.quantity)
-    return ParsedPayload(seq, sensor_time, values, text)
+    if "SSL" in text or "TLS" in text:
+        return f"TLS handshake failed: {text}"
+    if "Connection refused" in text:
+        return f"connection refused ({text}): is the broker running and listening on that port?"
+    return text
 
 
-# -- the driver -----------------------------------------------------------------------
+@dataclass
+class _Track:
+    """What we last saw from one node (memory only; unknown after a start)."""
+
+    seq: int
+    received_ns: int
+    time: str
+    """Sensor time, normalised: comparable as a string."""
+
+
+def _readings(sensor: str, decoded: Decoded, received_ns: int) -> list[Reading]:
+    raw = decoded.text if len(decoded.text) <= MAX_RAW_CHARS else None
+    return [
+        Reading(
+            sensor,
+            s.values,
+            received_ns,
+            sensor_time=s.time,
+            src_seq=s.seq,
+            raw=raw,
+            dedup_key=s.dedup_key,
+        )
+        for s in decoded.samples
+    ]
 
 
 def _paho(client: aiomqtt.Client) -> paho.Client:
@@ -219,20 +178,33 @@ def _paho(client: aiomqtt.Client) -> paho.Client:
     as a message arrives, before we have committed it. At-least-once delivery
     into the log needs PUBACK after the commit, so we reach into the wrapped
     client: ``manual_ack_set(True)`` before connecting, then ``ack(mid, qos)``
-    per message after ``Sink.submit`` returns (in arrival order, as MQTT 3.1.1
-    §4.6 requires). Revisit when moving to aiomqtt 3, which drops paho.
+    per message after its commit (in arrival order, as MQTT 3.1.1 §4.6
+    requires). Revisit when moving to aiomqtt 3, which drops paho.
     """
     return client._client
 
 
-@dataclass
-class _Track:
-    """What we last logged for one sensor (memory only; unknown after a start)."""
+def _client(config: MqttConfig, identifier: str, *, persistent: bool) -> aiomqtt.Client:
+    return aiomqtt.Client(
+        config.host,
+        config.port,
+        username=config.username,
+        password=config.password,
+        identifier=identifier,
+        clean_session=not persistent,
+        keepalive=config.keepalive,
+        protocol=aiomqtt.ProtocolVersion.V311,
+        tls_context=tls_context(config),
+    )
 
-    seq: int
-    received_ns: int
-    time: str
-    """Sensor time, normalised: comparable as a string."""
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return _first_error(exc)
+        if not isinstance(exc, asyncio.CancelledError):
+            return exc
+    return group.exceptions[0]
 
 
 class MqttSource:
@@ -240,13 +212,16 @@ class MqttSource:
 
     Args:
         config: broker connection settings.
-        sensors: the MQTT sensors; each has its own topic.
+        sensors: the MQTT sensors; each has its own topic filter.
         device_id: the gateway's id; the default client id is ``riverseal-<device_id>``.
         clock: receive time source, ``time.time_ns`` by default.
         backoff: reconnect delays (default: 0.5 s doubling to 30 s, jittered).
+
+    Raises:
+        ConfigError: two sensors have the same topic filter.
     """
 
-    name = "mqtt"
+    name = _NAME
 
     def __init__(
         self,
@@ -259,14 +234,8 @@ class MqttSource:
     ) -> None:
         self.config = config
         self.client_id = config.client_id or f"riverseal-{device_id}"
-        self._by_topic: dict[str, str] = {}
-        for sensor in sensors:
-            if sensor.topic in self._by_topic:
-                raise ValueError(
-                    f"sensors {self._by_topic[sensor.topic]!r} and {sensor.id!r} share topic "
-                    f"{sensor.topic!r}"
-                )
-            self._by_topic[sensor.topic] = sensor.id
+        self.router = TopicRouter(sensors)
+        self._names = {s.id: dict(s.names) for s in sensors}
         self._clock = clock
         self._backoff = backoff if backoff is not None else Backoff()
         self._tracks: dict[str, _Track] = {}
@@ -274,6 +243,8 @@ class MqttSource:
         """True while connected and subscribed."""
         self.connections = 0
         """Successful connections so far (each one subscribed)."""
+        self.last_error: str | None = None
+        """Why the last connection ended or failed, as logged."""
 
     async def run(self, sink: Sink) -> None:
         """Read until cancelled; reconnect after failures. Never raises for bad input."""
@@ -281,114 +252,231 @@ class MqttSource:
             try:
                 await self._session(sink)
             except SensorError as exc:
+                self.last_error = str(exc)
                 delay = self._backoff.next_delay()
                 log.warning("mqtt: %s; reconnecting in %.2f s", exc.problem, delay)
                 await asyncio.sleep(delay)
 
-    def _client(self) -> aiomqtt.Client:
-        cfg = self.config
-        client = aiomqtt.Client(
-            cfg.host,
-            cfg.port,
-            username=cfg.username,
-            password=cfg.password,
-            identifier=self.client_id,
-            clean_session=False,
-            keepalive=cfg.keepalive,
-            protocol=aiomqtt.ProtocolVersion.V311,
-        )
-        _paho(client).manual_ack_set(True)
-        return client
-
     async def _session(self, sink: Sink) -> None:
         """One connection, from connect to failure; the error boundary of this driver."""
-        where = f"broker {self.config.host}:{self.config.port}"
+        where = _where(self.config)
         try:
-            async with self._client() as client:
+            async with _client(self.config, self.client_id, persistent=True) as client:
+                _paho(client).manual_ack_set(True)
                 await self._subscribe(client, sink)
                 log.info("mqtt: connected to %s as %s", where, self.client_id)
                 self.connected = True
                 self.connections += 1
                 self._backoff.reset()
-                async for message in client.messages:
-                    await self._handle(client, message, sink)
-        except aiomqtt.MqttError as exc:
-            raise SensorError(self.name, f"{where}: {exc}") from exc
-        except OSError as exc:
-            raise SensorError(self.name, f"{where}: {exc}") from exc
+                await self._pump(client, sink)
+        except (aiomqtt.MqttError, OSError) as exc:
+            raise SensorError(self.name, f"{where}: {explain_mqtt_error(exc)}") from exc
+        except BaseExceptionGroup as group:
+            first = _first_error(group)
+            if isinstance(first, aiomqtt.MqttError | OSError):
+                raise SensorError(self.name, f"{where}: {explain_mqtt_error(first)}") from first
+            raise first from None
         finally:
             self.connected = False
-        raise SensorError(self.name, f"{where}: message stream ended")
 
     async def _subscribe(self, client: aiomqtt.Client, sink: Sink) -> None:
-        topics = list(self._by_topic)
-        if not topics:
+        filters = self.router.subscriptions()
+        if not filters:
             return
-        granted = await client.subscribe([(topic, 1) for topic in topics])
+        granted = await client.subscribe([(f, 1) for f in filters])
         codes = [code if isinstance(code, int) else int(code.value) for code in granted]
-        for topic, qos in zip(topics, codes, strict=False):
+        for topic, qos in zip(filters, codes, strict=False):
             if qos not in (0, 1, 2):
                 sink.reject(
-                    self._by_topic[topic],
+                    self.name,
                     "subscribe-refused",
                     f"broker refused the subscription to {topic!r} (code {qos})",
                 )
 
-    async def _handle(self, client: aiomqtt.Client, message: aiomqtt.Message, sink: Sink) -> None:
+    async def _pump(self, client: aiomqtt.Client, sink: Sink) -> None:
+        """Route and decode in order, commit concurrently, acknowledge in order."""
+        inflight: asyncio.Queue[tuple[aiomqtt.Message, list[asyncio.Task[Any]]]] = asyncio.Queue(
+            self.config.max_inflight
+        )
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._acknowledge(client, inflight), name="mqtt.acknowledge")
+            async for message in client.messages:
+                work = [
+                    tg.create_task(job, name="mqtt.commit") for job in self._handle(message, sink)
+                ]
+                await inflight.put((message, work))
+            raise SensorError(self.name, f"{_where(self.config)}: message stream ended")
+
+    async def _acknowledge(
+        self,
+        client: aiomqtt.Client,
+        inflight: asyncio.Queue[tuple[aiomqtt.Message, list[asyncio.Task[Any]]]],
+    ) -> None:
+        mqtt = _paho(client)
+        while True:
+            message, work = await inflight.get()
+            for task in work:
+                await task  # a failed commit ends the session: no PUBACK, so redelivery
+            rc = mqtt.ack(message.mid, message.qos)
+            if rc != paho.MQTT_ERR_SUCCESS:
+                raise aiomqtt.MqttCodeError(rc, f"could not acknowledge message {message.mid}")
+
+    def _handle(self, message: aiomqtt.Message, sink: Sink) -> list[Coroutine[Any, Any, object]]:
+        """Decode one message and update the per-node state, in arrival order; return the
+        commits it needs, in order (a gap before the reading that revealed it)."""
         received_ns = self._clock()
         topic = message.topic.value
-        sensor = self._by_topic.get(topic)
-        if sensor is None:
-            # A subscription left in the persistent session by an older config.
-            log.warning("mqtt: message on unconfigured topic %r ignored", topic)
-        else:
-            await self._process(sensor, topic, message.payload, received_ns, sink)
-        self._ack(client, message)
-
-    async def _process(
-        self, sensor: str, topic: str, payload: bytes, received_ns: int, sink: Sink
-    ) -> None:
+        route = self.router.route(topic)
+        if route is None:
+            # E.g. a subscription left in the persistent session by an older config.
+            sink.reject(self.name, "no-sensor", f"{topic!r} matches no sensor's topic")
+            return []
         try:
-            parsed = parse_payload(topic, payload, self.config.max_payload_bytes, sensor=sensor)
+            sensor = route.sensor_id(message.topic.value.split("/"))
+        except ValueError as exc:
+            sink.reject(route.sensor.id, "bad-topic", f"{topic}: {exc}")
+            return []
+        payload = message.payload if isinstance(message.payload, bytes) else b""
+        try:
+            decoded = self._decode(route, sensor, payload, received_ns)
         except PayloadError as exc:
             sink.reject(sensor, exc.reason, f"{topic}: {exc.problem}")
-            return
-        track = self._tracks.get(sensor)
-        if track is not None and parsed.seq > track.seq + 1:
-            await sink.submit_gap(
-                Gap(
-                    sensor,
-                    "source sequence gap",
-                    from_ns=track.received_ns,
-                    to_ns=received_ns,
-                    src_seq_from=track.seq + 1,
-                    src_seq_to=parsed.seq - 1,
-                )
-            )
-        reading = Reading(
-            sensor,
-            parsed.values,
-            received_ns,
-            sensor_time=parsed.time,
-            src_seq=parsed.seq,
-            raw=parsed.text if len(parsed.text) <= MAX_RAW_CHARS else None,
-            dedup_key=f"src_seq:{parsed.seq}@{parsed.time}",
-        )
-        if not await sink.submit(reading):
-            log.debug("mqtt: %s seq %d is a duplicate", sensor, parsed.seq)
-            if track is None or parsed.seq > track.seq:
-                self._tracks[sensor] = _Track(parsed.seq, received_ns, parsed.time)
-            return
-        if track is not None and parsed.seq < track.seq:
-            log.info(
-                "mqtt: %s seq went back from %d to %d (node restarted?)",
-                sensor,
-                track.seq,
-                parsed.seq,
-            )
-        self._tracks[sensor] = _Track(parsed.seq, received_ns, parsed.time)
+            return []
+        jobs: list[Coroutine[Any, Any, object]] = []
+        for reading in _readings(sensor, decoded, received_ns):
+            gap = self._track(reading)
+            if gap is not None:
+                jobs.append(sink.submit_gap(gap))
+            jobs.append(self._submit(sink, reading))
+        return jobs
 
-    def _ack(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
-        rc = _paho(client).ack(message.mid, message.qos)
-        if rc != paho.MQTT_ERR_SUCCESS:
-            raise aiomqtt.MqttCodeError(rc, f"could not acknowledge message {message.mid}")
+    def _decode(self, route: Route, sensor: str, payload: bytes, received_ns: int) -> Decoded:
+        return decode(
+            route.sensor.format,
+            payload,
+            sensor=sensor,
+            max_bytes=self.config.max_payload_bytes,
+            received_ns=received_ns,
+            names=self._names.get(route.sensor.id),
+        )
+
+    def _track(self, reading: Reading) -> Gap | None:
+        """Follow a node's seq; the gap its reading reveals, if any."""
+        seq, stamp = reading.src_seq, reading.sensor_time or ""
+        if seq is None:
+            return None
+        track = self._tracks.get(reading.sensor)
+        gap = None
+        if track is not None and seq > track.seq + 1:
+            gap = Gap(
+                reading.sensor,
+                "source sequence gap",
+                from_ns=track.received_ns,
+                to_ns=reading.received_ns,
+                src_seq_from=track.seq + 1,
+                src_seq_to=seq - 1,
+            )
+        if track is None or seq > track.seq or stamp > track.time:
+            if track is not None and seq < track.seq:
+                log.info(
+                    "mqtt: %s seq went back from %d to %d with a newer time (node restarted?)",
+                    reading.sensor,
+                    track.seq,
+                    seq,
+                )
+            self._tracks[reading.sensor] = _Track(seq, reading.received_ns, stamp)
+        return gap
+
+    @staticmethod
+    async def _submit(sink: Sink, reading: Reading) -> None:
+        if not await sink.submit(reading):
+            log.debug("mqtt: %s %s is a duplicate", reading.sensor, reading.dedup_key)
+
+
+# -- gateway probe ---------------------------------------------------------------------
+
+
+def _printable(payload: bytes) -> str:
+    text = payload.decode("utf-8", "backslashreplace")
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    if len(shown) > _PROBE_SHOW_CHARS:
+        return shown[:_PROBE_SHOW_CHARS] + f"... ({len(payload)} bytes)"
+    return shown
+
+
+async def probe_mqtt(
+    sensor: MqttSensorConfig,
+    config: MqttConfig,
+    *,
+    timeout_s: float | None = None,
+    clock: Callable[[], int] = time.time_ns,
+) -> ProbeResult:
+    """Wait (bounded) for one message on ``sensor``'s topic and show it raw and parsed.
+
+    Uses its own clean session (client id ``<client id>-probe-<pid>``), so it
+    takes copies without disturbing the daemon's persistent session. Waits
+    ``timeout_s`` (default: the sensor's interval plus 10 s, at most 300 s).
+    Never raises for broker or payload problems: they are in ``error``.
+    """
+    wait = timeout_s if timeout_s is not None else min(sensor.interval_s + 10.0, _PROBE_MAX_WAIT_S)
+    router = TopicRouter([sensor])
+    (subscription,) = router.subscriptions()
+    sent = f"SUBSCRIBE {subscription} (QoS 1)"
+    identifier = f"{config.client_id or 'riverseal'}-probe-{os.getpid()}"
+    where = _where(config)
+    route = router.routes[0]
+    try:
+        async with _client(config, identifier, persistent=False) as client:
+            await client.subscribe(subscription, qos=1)
+            async with asyncio.timeout(wait):
+                async for message in client.messages:
+                    found = router.route(message.topic.value)
+                    if found is not None:
+                        route = found
+                        break
+                else:
+                    return ProbeResult(
+                        sensor.id, (Exchange(sent, "", ""),), None, f"{where}: disconnected"
+                    )
+    except TimeoutError:
+        return ProbeResult(
+            sensor.id,
+            (Exchange(sent, "", "no message"),),
+            None,
+            f"no message on {subscription!r} at {where} within {wait:.0f} s: is the node "
+            "powered and publishing, and is the topic right?",
+        )
+    except (aiomqtt.MqttError, OSError) as exc:
+        return ProbeResult(sensor.id, (), None, f"{where}: {explain_mqtt_error(exc)}")
+    except GatewayError as exc:  # a TLS file problem, already worded
+        return ProbeResult(sensor.id, (), None, str(exc))
+    received_ns = clock()
+    topic = message.topic.value
+    payload = message.payload if isinstance(message.payload, bytes) else b""
+    note = f"topic {topic}, {len(payload)} bytes, format {sensor.format}" + (
+        ", retained (may be old)" if message.retain else ""
+    )
+    exchange = (Exchange(sent, _printable(payload), note),)
+    try:
+        sensor_id = route.sensor_id(topic.split("/"))
+    except ValueError as exc:
+        return ProbeResult(sensor.id, exchange, None, f"{topic}: {exc}")
+    try:
+        decoded = decode(
+            sensor.format,
+            payload,
+            sensor=sensor_id,
+            max_bytes=config.max_payload_bytes,
+            received_ns=received_ns,
+            names=dict(sensor.names),
+        )
+    except PayloadError as exc:
+        return ProbeResult(
+            sensor_id, exchange, None, f"payload rejected ({exc.reason}): {exc.problem}"
+        )
+    readings = _readings(sensor_id, decoded, received_ns)
+    if len(readings) > 1:
+        exchange = (
+            Exchange(sent, exchange[0].received, f"{note}; {len(readings)} samples, first shown"),
+        )
+    return ProbeResult(sensor_id, exchange, readings[0])

@@ -14,7 +14,7 @@ import pytest
 
 from gateway.backoff import Backoff
 from gateway.config import MqttConfig, MqttSensorConfig
-from gateway.errors import ProtocolError
+from gateway.errors import ConfigError, ProtocolError
 from gateway.sources.base import Gap, Reading, Value
 from gateway.sources.mqtt import MqttSource, ParsedPayload, PayloadError, parse_payload
 from simulators.mqtt_node import MqttNode
@@ -227,7 +227,7 @@ def test_default_client_id_and_topic_clash() -> None:
     assert MqttSource(MqttConfig(), sensors, device_id="box7").client_id == "riverseal-box7"
     assert MqttSource(MqttConfig(client_id="x"), sensors, device_id="box7").client_id == "x"
     assert MqttSource(MqttConfig(), sensors, device_id="box7").name == "mqtt"
-    with pytest.raises(ValueError, match="share topic"):
+    with pytest.raises(ConfigError, match="may not share topic filters"):
         MqttSource(MqttConfig(), [*sensors, MqttSensorConfig(id="b", topic="t/a")], device_id="d")
 
 
