@@ -10,17 +10,19 @@ from collections.abc import Callable
 
 from ..errors import ConfigError
 from .ezo import EzoSensorConfig, parse_ezo
+from .modbus import ModbusSensorConfig, parse_modbus
 from .mqtt import MqttSensorConfig, parse_mqtt_sensor
 from .sdi12 import Sdi12SensorConfig, parse_sdi12
 from .table import Table
 
 __all__ = ["SENSOR_DRIVERS", "SensorConfig", "parse_sensor"]
 
-SensorConfig = EzoSensorConfig | MqttSensorConfig | Sdi12SensorConfig
+SensorConfig = EzoSensorConfig | MqttSensorConfig | Sdi12SensorConfig | ModbusSensorConfig
 
 SENSOR_DRIVERS: dict[str, Callable[[Table, str, str | None], SensorConfig]] = {
     "ezo": parse_ezo,
     "mqtt": parse_mqtt_sensor,
+    "modbus": parse_modbus,
     "sdi12": parse_sdi12,
 }
 

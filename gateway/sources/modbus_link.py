@@ -1,0 +1,315 @@
+"""One RS-485 bus as a Modbus RTU master: pymodbus's async serial client, shared by its slaves.
+
+This module is the one place where pymodbus is used and where its
+exceptions and error responses become ``SensorError``s:
+
+- no reply within the caller's timeout → ``SensorTimeout``, or, when bytes
+  did arrive but pymodbus found no reply in them, ``BadCrc``/``BadFrame``
+  (``modbus_rtu.diagnose`` says which);
+- an exception response → ``ModbusExceptionReply`` naming the code;
+- the port failing (unplugged, EOF, IO error) or refusing to open → ``LinkLost``.
+
+A bus is half-duplex: requests go one at a time, in the order they asked
+for the bus (``asyncio.Lock`` is FIFO). Each request holds the bus for one
+attempt only, so a caller's retries queue behind other slaves' requests and
+a silent slave delays the others by at most one of its timeouts.
+
+pymodbus's own retries and reconnects are off (``retries=0``,
+``reconnect_delay=0``): each slave has its own timeout and retry budget,
+and the source reopens the port with the gateway's back-off, following a
+``/dev/serial/by-id`` symlink to whatever device it points at now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+from pymodbus.client import AsyncModbusSerialClient
+from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+from pymodbus.framer import FramerType
+
+from gateway.errors import ProtocolError, SensorError, SensorTimeout
+from gateway.sources.modbus_rtu import (
+    BadFrame,
+    ModbusExceptionReply,
+    diagnose,
+    hex_frame,
+    read_request,
+    write_request,
+)
+
+__all__ = ["LinkLost", "ModbusLink", "Traffic"]
+
+log = logging.getLogger(__name__)
+
+_OPEN_TIMEOUT_S = 2.0
+# pymodbus's own reply timeout; ours (per request) fires first.
+_CLIENT_TIMEOUT_S = 3600.0
+
+
+class LinkLost(SensorError):
+    """The bus's port is gone or cannot be opened; the source reopens it after a back-off."""
+
+
+@dataclass(frozen=True, slots=True)
+class Traffic:
+    """The bytes of one request and whatever came back, for ``gateway probe``."""
+
+    sent: bytes
+    received: bytes
+
+
+class ModbusLink:
+    """An open bus. ``async with ModbusLink(port, ...) as link: await link.read(...)``.
+
+    Args:
+        port: device path or pyserial URL (``/dev/serial/by-id/...``).
+        baudrate, parity, stopbits: the bus's serial settings (8 data bits).
+        name: who owns the bus, for error messages.
+    """
+
+    def __init__(
+        self,
+        port: str,
+        *,
+        baudrate: int,
+        parity: str = "N",
+        stopbits: int = 1,
+        name: str = "",
+    ) -> None:
+        self.port = port
+        self.baudrate = baudrate
+        self.parity = parity
+        self.stopbits = stopbits
+        self.name = name or f"modbus[{port}]"
+        self._client: AsyncModbusSerialClient | None = None
+        self._lock = asyncio.Lock()
+        self._lost: asyncio.Future[str] | None = None
+        self._sent = b""
+        self._received: list[bytes] = []
+        self._last_buffer = b""
+        self.last: Traffic | None = None
+        """The last request's bytes and what came back."""
+
+    @property
+    def settings(self) -> str:
+        """``9600 8N1``."""
+        return f"{self.baudrate} 8{self.parity}{self.stopbits}"
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._client is not None:
+            raise RuntimeError("a ModbusLink cannot be reopened; make a new one")
+        self._lost = asyncio.get_running_loop().create_future()
+        client = AsyncModbusSerialClient(
+            self.port,
+            framer=FramerType.RTU,
+            baudrate=self.baudrate,
+            bytesize=8,
+            parity=self.parity,
+            stopbits=self.stopbits,
+            timeout=_OPEN_TIMEOUT_S,
+            retries=0,
+            reconnect_delay=0,
+            name=self.name,
+            trace_packet=self._trace_packet,
+            trace_connect=self._trace_connect,
+        )
+        self._client = client
+        try:
+            opened = await client.connect()
+        except (ModbusException, OSError, ValueError) as exc:
+            client.close()
+            raise LinkLost(self.name, f"cannot open {self.port}: {exc}") from exc
+        if not opened:
+            client.close()
+            raise LinkLost(self.name, f"cannot open {self.port} (missing, busy or not a tty)")
+        # pymodbus times a reply out at this; each request's own, shorter timeout fires first.
+        client.comm_params.timeout_connect = _CLIENT_TIMEOUT_S
+        log.info("%s: opened %s at %s", self.name, self.port, self.settings)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the port; safe to call twice."""
+        if self._client is not None:
+            self._client.close()
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result("closed")
+
+    async def wait_lost(self) -> str:
+        """Wait until the port fails or is closed; the reason."""
+        assert self._lost is not None, "not open"
+        return await asyncio.shield(self._lost)
+
+    # -- requests ---------------------------------------------------------------
+
+    async def read(
+        self,
+        slave: int,
+        function: int,
+        address: int,
+        count: int,
+        *,
+        timeout_s: float,
+        sensor: str,
+    ) -> list[int]:
+        """The ``count`` register words at ``address`` (function 3 or 4) of ``slave``.
+
+        Raises:
+            SensorTimeout, BadCrc, BadFrame, ModbusExceptionReply, LinkLost.
+        """
+        client = self._open_client()
+        if function == 3:
+            call: Callable[[], Awaitable[Any]] = lambda: client.read_holding_registers(  # noqa: E731
+                address, count=count, device_id=slave
+            )
+        elif function == 4:
+            call = lambda: client.read_input_registers(address, count=count, device_id=slave)  # noqa: E731
+        else:
+            raise ValueError(f"function {function} is not a register read")
+        frame = read_request(slave, function, address, count)
+        reply = await self._request(call, frame, slave, function, timeout_s, sensor)
+        registers = getattr(reply, "registers", None)
+        if not isinstance(registers, list) or len(registers) != count:
+            got = len(registers) if isinstance(registers, list) else "no"
+            raise BadFrame(sensor, f"{got} register(s) in reply to a read of {count}")
+        return [int(r) for r in registers]
+
+    async def write(
+        self,
+        slave: int,
+        function: int,
+        address: int,
+        values: Sequence[int],
+        *,
+        timeout_s: float,
+        sensor: str,
+    ) -> None:
+        """Write ``values`` at ``address`` with function 6 (one word) or 16.
+
+        Raises:
+            SensorTimeout, BadCrc, BadFrame, ModbusExceptionReply, LinkLost.
+        """
+        client = self._open_client()
+        if function == 6:
+            call: Callable[[], Awaitable[Any]] = lambda: client.write_register(  # noqa: E731
+                address, values[0], device_id=slave
+            )
+        elif function == 16:
+            call = lambda: client.write_registers(address, list(values), device_id=slave)  # noqa: E731
+        else:
+            raise ValueError(f"function {function} is not a register write")
+        frame = write_request(slave, function, address, values)
+        await self._request(call, frame, slave, function, timeout_s, sensor)
+
+    def _open_client(self) -> AsyncModbusSerialClient:
+        if self._client is None or self._lost is None:
+            raise RuntimeError("the link is not open")
+        if self._lost.done():
+            raise LinkLost(self.name, f"{self.port} is {self._lost.result()}")
+        return self._client
+
+    async def _request(
+        self,
+        call: Callable[[], Awaitable[Any]],
+        frame: bytes,
+        slave: int,
+        function: int,
+        timeout_s: float,
+        sensor: str,
+    ) -> Any:
+        async with self._lock:
+            lost = self._lost
+            assert lost is not None
+            if lost.done():
+                raise LinkLost(self.name, f"{self.port} is {lost.result()}")
+            self._sent, self._received, self._last_buffer = b"", [], b""
+            try:
+                task = asyncio.ensure_future(call())
+            except ModbusException as exc:
+                raise self._translate(exc, sensor) from exc
+            try:
+                done, _ = await asyncio.wait(
+                    {task, lost}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                if not task.done():
+                    task.cancel()
+                    await asyncio.wait({task})
+            received = b"".join(self._received)
+            self.last = Traffic(self._sent or frame, received)
+            if task in done:
+                try:
+                    reply = task.result()
+                except ModbusException as exc:
+                    raise self._translate(exc, sensor) from exc
+                return self._check(reply, slave, function, sensor)
+            if not task.cancelled():
+                task.exception()  # retrieved, so asyncio does not warn about it
+            if lost.done():
+                raise LinkLost(self.name, f"{self.port} is {lost.result()}")
+            if received:
+                raise diagnose(received, slave=slave, function=function, sensor=sensor)
+            raise SensorTimeout(
+                sensor,
+                f"no reply from slave {slave} on {self.port} within {timeout_s:g} s to "
+                f"{hex_frame(frame)}",
+            )
+
+    def _check(self, reply: Any, slave: int, function: int, sensor: str) -> Any:
+        if reply is None or not hasattr(reply, "function_code"):
+            raise BadFrame(sensor, f"no reply object from pymodbus ({reply!r})")
+        code = int(reply.function_code)
+        if code == function | 0x80:
+            raise ModbusExceptionReply(sensor, function, int(getattr(reply, "exception_code", 0)))
+        if code != function:
+            raise BadFrame(sensor, f"reply for function {code}, expected {function}")
+        if int(getattr(reply, "dev_id", slave)) != slave:
+            raise BadFrame(sensor, f"reply from slave {reply.dev_id}, expected {slave}")
+        return reply
+
+    def _translate(self, exc: ModbusException, sensor: str) -> SensorError:
+        """The one mapping from pymodbus exceptions to gateway errors."""
+        if isinstance(exc, ConnectionException):
+            self._mark_lost(f"disconnected ({exc})")
+            return LinkLost(self.name, f"{self.port}: {exc}")
+        if isinstance(exc, ModbusIOException) and "No response" in str(exc):
+            return SensorTimeout(sensor, f"no reply on {self.port}: {exc}")
+        return ProtocolError(sensor, f"bad reply on {self.port}: {exc}")
+
+    # -- pymodbus callbacks ---------------------------------------------------------
+
+    def _trace_packet(self, sending: bool, data: bytes) -> bytes:
+        if sending:
+            self._sent = bytes(data)
+        else:
+            # pymodbus passes its whole receive buffer each time; keep only what is new.
+            if self._last_buffer and data.startswith(self._last_buffer):
+                self._received.append(bytes(data[len(self._last_buffer) :]))
+            else:
+                self._received.append(bytes(data))
+            self._last_buffer = bytes(data)
+        return data
+
+    def _trace_connect(self, connected: bool) -> None:
+        if not connected:
+            self._mark_lost("disconnected (unplugged?)")
+
+    def _mark_lost(self, why: str) -> None:
+        if self._lost is not None and not self._lost.done():
+            log.warning("%s: %s %s", self.name, self.port, why)
+            self._lost.set_result(why)
