@@ -5,6 +5,8 @@
 - `ezo`: an Atlas Scientific EZO circuit as a pure state machine (`EzoCircuit`).
 - `pty_link`: hosts a device on a real pty pair, with unplug/replug (`PtyLink`,
   `EzoPtyDevice`).
+- `sdi12`: a USB SDI-12 adapter with SDI-12 sondes behind it, pure (`Sdi12Adapter`,
+  `Sonde`) and on a pty (`Sdi12PtyAdapter`).
 - `mqtt_node`: an MQTT sensor node publishing the gateway's JSON contract (`MqttNode`).
 - `cli`: the `sensor-sim` console script.
 
@@ -16,9 +18,22 @@ from simulators.ezo import EzoCircuit, EzoKind, Faults, Reply
 from simulators.mqtt_node import QUANTITIES, MqttNode, Quantity, rfc3339
 from simulators.pty_link import EzoPtyDevice, PtyLink, ReplyHandler
 from simulators.river import Probe, RiverModel, RiverState, Storm, WaterSource, do_saturation
+from simulators.sdi12 import (
+    SDI12_QUANTITIES,
+    SONDE_MODELS,
+    Sdi12Adapter,
+    Sdi12PtyAdapter,
+    Sonde,
+    SondeFaults,
+    SondeModel,
+    parse_sonde_spec,
+    sdi12_crc,
+)
 
 __all__ = [
     "QUANTITIES",
+    "SDI12_QUANTITIES",
+    "SONDE_MODELS",
     "EzoCircuit",
     "EzoKind",
     "EzoPtyDevice",
@@ -31,8 +46,15 @@ __all__ = [
     "ReplyHandler",
     "RiverModel",
     "RiverState",
+    "Sdi12Adapter",
+    "Sdi12PtyAdapter",
+    "Sonde",
+    "SondeFaults",
+    "SondeModel",
     "Storm",
     "WaterSource",
     "do_saturation",
+    "parse_sonde_spec",
     "rfc3339",
+    "sdi12_crc",
 ]

@@ -3,6 +3,7 @@
     sensor-sim ezo --kind ph --link /tmp/ph0 [--seed N] [--delay-scale 1.0] [--upper-case]
     sensor-sim mqtt --host 127.0.0.1 --port 1883 --topic riverseal/site1/node1 --interval 1
                     [--count N] [--quantities temperature,turbidity]
+    sensor-sim sdi12 --link /tmp/sdi12-0 --sonde 0:multi --sonde 1:ctd [--seed N] [--echo]
 
 Both exit 0 on SIGINT or SIGTERM; `mqtt --count N` also exits 0 once N
 messages are acknowledged.
@@ -24,6 +25,7 @@ from simulators.ezo import EzoCircuit, EzoKind
 from simulators.mqtt_node import QUANTITIES, MqttNode
 from simulators.pty_link import EzoPtyDevice
 from simulators.river import RiverModel
+from simulators.sdi12 import SONDE_MODELS, Sdi12PtyAdapter, parse_sonde_spec
 
 __all__ = ["build_parser", "main"]
 
@@ -57,6 +59,18 @@ def build_parser() -> argparse.ArgumentParser:
     mqtt.add_argument("--seed", type=int, default=0)
     mqtt.add_argument("--malformed-every", type=int, default=0)
     mqtt.add_argument("--duplicate-every", type=int, default=0)
+
+    sdi12 = sub.add_parser("sdi12", help="a USB SDI-12 adapter with sondes behind it, on a pty")
+    sdi12.add_argument("--link", type=Path, help="symlink to create to the pty (a stable name)")
+    sdi12.add_argument(
+        "--sonde",
+        action="append",
+        required=True,
+        metavar="ADDRESS[:MODEL]",
+        help=f"a sonde on the bus (repeat); MODEL is one of {','.join(SONDE_MODELS)}",
+    )
+    sdi12.add_argument("--seed", type=int, default=0, help="river and noise seed")
+    sdi12.add_argument("--echo", action="store_true", help="echo each command before its reply")
     return parser
 
 
@@ -65,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
-        work = _ezo(args) if args.command == "ezo" else _mqtt(args)
+        work = {"ezo": _ezo, "mqtt": _mqtt, "sdi12": _sdi12}[args.command](args)
     except ValueError as exc:
         parser.error(str(exc))
     try:
@@ -93,6 +107,23 @@ def _ezo(args: argparse.Namespace) -> Coroutine[Any, Any, None]:
         async with EzoPtyDevice(circuit, args.link) as device:
             link = f" (link {device.link_path})" if device.link_path else ""
             print(f"{args.kind} EZO on {device.device_path}{link}", flush=True)
+            await asyncio.Event().wait()  # until cancelled by a signal
+
+    return serve()
+
+
+def _sdi12(args: argparse.Namespace) -> Coroutine[Any, Any, None]:
+    for spec in args.sonde:
+        parse_sonde_spec(spec)  # a bad spec is a usage error, before anything starts
+    host = Sdi12PtyAdapter.with_sondes(
+        args.link, args.sonde, RiverModel(seed=args.seed), seed=args.seed, echo=args.echo
+    )
+
+    async def serve() -> None:
+        async with host:
+            link = f" (link {host.link_path})" if host.link_path else ""
+            sondes = ", ".join(args.sonde)
+            print(f"SDI-12 adapter on {host.device_path}{link} with sondes {sondes}", flush=True)
             await asyncio.Event().wait()  # until cancelled by a signal
 
     return serve()
