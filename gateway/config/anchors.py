@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .anchor_rfc3161 import Rfc3161Config, parse_rfc3161
 from .table import Table, positive
 
 __all__ = ["AnchorConfig", "parse_anchor"]
@@ -15,6 +16,8 @@ class AnchorConfig:
     """Journal checkpoint digests in a local SQLite file (not independent evidence)."""
     retry_max_seconds: float = 300.0
     """Cap of the jittered exponential back-off between anchoring attempts."""
+    rfc3161: tuple[Rfc3161Config, ...] = ()
+    """RFC 3161 timestamp authorities, ``[[anchor.rfc3161]]`` (see anchor_rfc3161.py)."""
 
 
 def parse_anchor(t: Table | None) -> AnchorConfig:
@@ -28,5 +31,6 @@ def parse_anchor(t: Table | None) -> AnchorConfig:
         local_t.done()
     retry = t.get("retry_max_seconds", float, d.retry_max_seconds)
     t.check("retry_max_seconds", retry, positive, "must be > 0")
+    rfc3161 = parse_rfc3161(t)
     t.done()
-    return AnchorConfig(local=local, retry_max_seconds=retry)
+    return AnchorConfig(local=local, retry_max_seconds=retry, rfc3161=rfc3161)
