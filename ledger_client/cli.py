@@ -1,6 +1,6 @@
 """``ledger-verify``: check a riverseal bundle offline and say what holds.
 
-    ledger-verify BUNDLE [--trust FILE] [--json]
+    ledger-verify BUNDLE [--trust FILE] [--tsa-roots PEM] [--json]
 
 Exit status: 0 everything verified; 1 something failed verification (each
 failure names the entry or checkpoint, the check and the reason); 2 the input
@@ -22,6 +22,7 @@ from .anchors import AnchorChecker
 from .bundle import MAX_BUNDLE_BYTES, Bundle
 from .errors import LedgerClientError
 from .trust import TrustList, parse_trust
+from .tsa import TsaChecker, load_tsa_roots
 from .verify import Report, verify_bundle
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_UNREADABLE", "main"]
@@ -49,6 +50,14 @@ def _parser() -> argparse.ArgumentParser:
         help="trust file with the device keys you trust (lines: key <vkey> [from [until]]); "
         "without it the bundle's own keys are used and are NOT independently trusted",
     )
+    p.add_argument(
+        "--tsa-roots",
+        type=Path,
+        action="append",
+        metavar="PEM",
+        help="check rfc3161 anchors: TSA root certificate(s) you trust (PEM; repeatable; "
+        "needs riverseal[online])",
+    )
     p.add_argument("--json", action="store_true", help="print a machine-readable verdict")
     return p
 
@@ -56,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
 def _anchor_checkers(args: argparse.Namespace, trust: TrustList | None) -> list[AnchorChecker]:
     """The online checks asked for on the command line (none: receipts stay unchecked)."""
     checkers: list[AnchorChecker] = []
+    if args.tsa_roots:
+        checkers.append(TsaChecker(load_tsa_roots(args.tsa_roots)))
     return checkers
 
 

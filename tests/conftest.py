@@ -5,6 +5,9 @@
 ``(host, port)``. Tests that need their own broker (to stop and restart it)
 override this fixture closer to them (see tests/simulators/conftest.py).
 Tests on the shared broker use client ids and topics of their own.
+
+``tsa``: one real RFC 3161 timestamp authority for the session (see
+tests/ledgers/tsa_server.py): ``tsa.url(fault)``, ``tsa.roots``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.ledgers.tsa_server import TestTsa, running_tsa
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
@@ -60,3 +65,10 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, i
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="session")
+def tsa(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestTsa]:
+    """A real RFC 3161 TSA (``openssl ts -reply`` over HTTP); see tests/ledgers/tsa_server.py."""
+    with running_tsa(tmp_path_factory.mktemp("tsa")) as server:
+        yield server

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..config import GatewayConfig
 from .backend import AnchorBackend
 from .local import LocalJournal
+from .rfc3161 import build_rfc3161_backends
 
 __all__ = ["build_backends"]
 
@@ -13,4 +14,5 @@ def build_backends(config: GatewayConfig) -> list[AnchorBackend]:
     backends: list[AnchorBackend] = []
     if config.anchor.local:
         backends.append(LocalJournal(config.anchor_journal_path))
+    backends.extend(build_rfc3161_backends(config))
     return backends
