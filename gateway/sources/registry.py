@@ -9,6 +9,7 @@ from __future__ import annotations
 from ..config import EzoSensorConfig, GatewayConfig, MqttSensorConfig
 from ..config.sdi12 import check_sdi12_buses
 from .base import Source
+from .sites import SiteTemperatures
 
 __all__ = ["build_sources"]
 
@@ -18,11 +19,12 @@ def build_sources(config: GatewayConfig, device_id: str) -> list[Source]:
     on it), one MQTT connection for all MQTT sensors."""
     sources: list[Source] = []
     mqtt_sensors: list[MqttSensorConfig] = []
+    sites = SiteTemperatures()  # an RTD's readings compensate pH/EC/DO at its site
     for s in config.sensors:
         if isinstance(s, EzoSensorConfig):
             from .ezo import EzoSource
 
-            sources.append(EzoSource(s))
+            sources.append(EzoSource(s, sites=sites))
         elif isinstance(s, MqttSensorConfig):
             mqtt_sensors.append(s)
     for sdi12_sensors in check_sdi12_buses(config.sensors).values():

@@ -316,7 +316,8 @@ async def test_stale_continuous_lines_are_discarded(
     await stop(task)
     assert "C,0" in fake.command_names()
     assert [r.raw for r in sink.readings[:3]] == ["7.001", "7.002", "7.003"]
-    assert sink.rejects == []
+    # the stale line before poll 2's answer is counted, not silently dropped
+    assert sink.rejects == [("ph-1", "extra-line", "'1.111' replaced by a later line")]
 
 
 async def test_sleeping_circuit_is_woken(
@@ -480,7 +481,8 @@ async def test_simulator_faults_and_replug(link: Path, sink: RecordingSink) -> N
         await stop(task)
     value = round(river.sample(SIM_NOW).ph, 3)
     assert {r.values for r in sink.readings} == {(Value("ph", value, "pH"),)}
-    assert set(sink.reject_counts()) <= {"error-reply", "garbage"}
+    assert set(sink.reject_counts()) <= {"error-reply", "garbage", "extra-line"}
+    assert sink.reject_counts()["extra-line"] >= 1  # the two stale lines before an answer
 
 
 async def test_old_firmware_gets_response_1(
