@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .anchor_evm import EvmAnchorConfig, parse_evm_anchors
 from .anchor_rfc3161 import Rfc3161Config, parse_rfc3161
 from .table import Table, positive
 
@@ -18,6 +19,8 @@ class AnchorConfig:
     """Cap of the jittered exponential back-off between anchoring attempts."""
     rfc3161: tuple[Rfc3161Config, ...] = ()
     """RFC 3161 timestamp authorities, ``[[anchor.rfc3161]]`` (see anchor_rfc3161.py)."""
+    evm: tuple[EvmAnchorConfig, ...] = ()
+    """Ethereum JSON-RPC chains, ``[[anchor.evm]]`` (see anchor_evm.py)."""
 
 
 def parse_anchor(t: Table | None) -> AnchorConfig:
@@ -32,5 +35,6 @@ def parse_anchor(t: Table | None) -> AnchorConfig:
     retry = t.get("retry_max_seconds", float, d.retry_max_seconds)
     t.check("retry_max_seconds", retry, positive, "must be > 0")
     rfc3161 = parse_rfc3161(t)
+    evm = parse_evm_anchors(t)
     t.done()
-    return AnchorConfig(local=local, retry_max_seconds=retry, rfc3161=rfc3161)
+    return AnchorConfig(local=local, retry_max_seconds=retry, rfc3161=rfc3161, evm=evm)
