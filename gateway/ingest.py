@@ -5,6 +5,11 @@ may acknowledge it). The writer drains whatever is queued, up to
 ``max_batch``, into one transaction, so the cost of an fsync is shared by
 every reading that arrived while the previous one ran. The writer also
 decides when a checkpoint is due (every N entries or T seconds).
+
+Being the one Sink of every driver, it is also where silence is noticed: each
+reading that arrives and each refusal (``reject``) is told to the silence
+tracker (gateway/silence.py), and a gap that closes a silence is queued just
+before the reading that ended it.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from dataclasses import dataclass
 from .config import LogConfig
 from .errors import GatewayError
 from .log import Log, LogItem
+from .silence import SilenceTracker
 from .sources.base import Event, Gap, Reading
 from .store import CheckpointRow
 
@@ -46,9 +52,11 @@ class Ingest:
         *,
         on_checkpoint: Callable[[CheckpointRow], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        silence: SilenceTracker | None = None,
     ) -> None:
         self.log = log_
         self.config = config
+        self.silence = silence
         self._on_checkpoint = on_checkpoint
         self._monotonic = monotonic
         self._queue: asyncio.Queue[tuple[LogItem, asyncio.Future[int | None]] | None] = (
@@ -57,12 +65,18 @@ class Ingest:
         self.stats = IngestStats()
         self.rejected: Counter[tuple[str, str]] = Counter()
         self.per_sensor: Counter[str] = Counter()
+        self._waiting_gaps: set[asyncio.Task[None]] = set()
+        self.last_reading_ns: dict[str, int] = {}
+        """Per sensor, the receive time of its last committed reading."""
         self._last_cp_time = monotonic()
         self._stopping = False
 
     # --- Sink -----------------------------------------------------------------
 
     async def submit(self, reading: Reading) -> bool:
+        if self.silence is not None:
+            for gap in self.silence.reading(reading.sensor, reading.received_ns):
+                self._enqueue_detached(gap)
         return await self._submit(reading) is not None
 
     async def submit_gap(self, gap: Gap) -> None:
@@ -73,6 +87,8 @@ class Ingest:
 
     def reject(self, sensor: str, reason: str, detail: str) -> None:
         self.rejected[(sensor, reason)] += 1
+        if self.silence is not None:
+            self.silence.reject(sensor, reason)
         log.warning("sensor %s: rejected (%s): %s", sensor, reason, detail)
 
     async def _submit(self, item: LogItem) -> int | None:
@@ -81,6 +97,23 @@ class Ingest:
         fut: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
         await self._queue.put((item, fut))
         return await fut
+
+    def _enqueue_detached(self, gap: Gap) -> None:
+        """Queue a gap nobody waits for, ahead of what is submitted after it."""
+        if self._stopping:
+            log.warning("sensor %s: gap record not taken while shutting down", gap.sensor)
+            return
+        fut: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        fut.add_done_callback(_log_lost_gap)
+        try:
+            self._queue.put_nowait((gap, fut))
+        except asyncio.QueueFull:
+            # Back-pressure: the queue is full of readings; the gap goes in when there is room.
+            task = asyncio.get_running_loop().create_task(
+                self._queue.put((gap, fut)), name=f"gateway.ingest.gap[{gap.sensor}]"
+            )
+            self._waiting_gaps.add(task)  # the loop keeps only weak references
+            task.add_done_callback(self._waiting_gaps.discard)
 
     # --- writer -----------------------------------------------------------------
 
@@ -138,6 +171,21 @@ class Ingest:
                 if not fut.done():
                     fut.set_exception(exc)
             return
+        except Exception as exc:  # an item the log cannot encode: find it, keep the rest
+            if not batch:
+                raise
+            if len(batch) > 1:
+                for i, one in enumerate(batch):
+                    await self._write([one], final=final and i == len(batch) - 1)
+                return
+            self.stats.failed_batches += 1
+            ((item, fut),) = batch
+            log.exception("an item could not be logged and was refused: %r", item)
+            if not fut.done():
+                fut.set_exception(GatewayError(f"the log refused the item: {exc}"))
+            if final:
+                await self._write([], final=True)
+            return
         self.stats.batches += 1
         for (it, fut), res in zip(batch, results, strict=True):
             if res is None:
@@ -146,6 +194,7 @@ class Ingest:
                 self.stats.committed += 1
                 if isinstance(it, Reading):
                     self.per_sensor[it.sensor] += 1
+                    self.last_reading_ns[it.sensor] = it.received_ns
             if not fut.done():
                 fut.set_result(res)
         cp = self.log.last_checkpoint
@@ -159,3 +208,8 @@ class Ingest:
         """Stop taking readings, commit what is queued, and sign a final checkpoint."""
         self._stopping = True
         await self._queue.put(None)
+
+
+def _log_lost_gap(fut: asyncio.Future[int | None]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.error("a gap record could not be committed: %s", fut.exception())

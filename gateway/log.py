@@ -4,10 +4,16 @@
 counters, builds and signs each record, and hands whole batches to the store
 in one transaction. If a commit fails, the in-memory state is rolled back with
 it, so memory and disk never disagree about the tree.
+
+Every value of every reading passes through edge quality control (gateway/qc.py)
+here, before it is signed, whatever driver produced it: its QARTOD flags go
+into the signed record. A value that is NaN or infinite has no JSON form; it
+is written as ``"v": null`` with flag 9 (missing), never dropped.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -19,6 +25,7 @@ from ledger_client.records import RECORD_VERSION, format_time, make_entry
 from .clock import ClockState, clock_state
 from .errors import StoreError
 from .keys import DeviceKey
+from .qc import MISSING_RESULT, QcEngine
 from .sources.base import Event, Gap, Reading
 from .store import CheckpointRow, EntryRow, Store
 
@@ -36,8 +43,11 @@ class Log:
         *,
         clock: Callable[[], int] = time.time_ns,
         clock_state: Callable[[], ClockState] = clock_state,
+        qc: QcEngine | None = None,
     ) -> None:
         self.store = store
+        self.qc = qc if qc is not None else QcEngine()
+        """Quality control of reading values (default: the built-in QARTOD limits)."""
         self.key = key
         self._clock = clock
         self._clock_state = clock_state
@@ -100,28 +110,35 @@ class Log:
         rows: list[EntryRow] = []
         nodes: list[tuple[int, int, bytes]] = []
         results: list[int | None] = []
-        for it in items:
-            if isinstance(it, Reading) and it.dedup_key is not None:
-                k = (it.sensor, it.dedup_key)
-                if k in seen:
-                    results.append(None)
-                    continue
-                seen.add(k)
-            index = self._frontier.size
-            rec, row_meta = self._record(it, index, clock)
-            data = make_entry(rec, self.key.signing_key)
-            nodes.extend(self._frontier.append(leaf_hash(data)))
-            rows.append(EntryRow(index, rec["kind"], *row_meta, data))
-            results.append(index)
-        cp_row = None
-        if checkpoint and self._frontier.size > self.checkpointed_size:
-            cp_row = self._sign_checkpoint()
+        flags: list[tuple[str, int]] = []
         try:
+            for it in items:
+                if isinstance(it, Reading) and it.dedup_key is not None:
+                    k = (it.sensor, it.dedup_key)
+                    if k in seen:
+                        results.append(None)
+                        continue
+                    seen.add(k)
+                index = self._frontier.size
+                rec, row_meta = self._record(it, index, clock, flags)
+                data = make_entry(rec, self.key.signing_key)
+                nodes.extend(self._frontier.append(leaf_hash(data)))
+                rows.append(EntryRow(index, rec["kind"], *row_meta, data))
+                results.append(index)
+            cp_row = None
+            if checkpoint and self._frontier.size > self.checkpointed_size:
+                cp_row = self._sign_checkpoint()
             if rows or cp_row is not None:
                 await self.store.commit_batch(rows, nodes, cp_row)
         except BaseException:
+            # Nothing of this batch is on disk (an item that cannot be encoded, or
+            # a failed commit): memory goes back to where the disk is.
             self._frontier, self._seqs = saved_frontier, saved_seqs
+            # The QC history may hold values that are not in the log: start it afresh.
+            self.qc.forget({it.sensor for it in items if isinstance(it, Reading)})
             raise
+        for sensor, flag in flags:
+            self.qc.count(sensor, flag)
         if cp_row is not None:
             self._last_checkpoint = cp_row
         return results
@@ -149,8 +166,24 @@ class Log:
         self._seqs[sensor] = seq
         return seq
 
+    def _values(self, it: Reading, flags: list[tuple[str, int]]) -> list[dict[str, Any]]:
+        qc = self.qc
+        out: list[dict[str, Any]] = []
+        for v in it.values:
+            x = v.value
+            if not math.isfinite(x):
+                out.append({"q": v.quantity, "v": None, "u": v.unit, "qc": MISSING_RESULT.record})
+                flags.append((it.sensor, MISSING_RESULT.flag))
+            elif qc.enabled:
+                r = qc.check(it.sensor, v.quantity, v.unit, it.received_ns, x)
+                out.append({"q": v.quantity, "v": x, "u": v.unit, "qc": r.record})
+                flags.append((it.sensor, r.flag))
+            else:
+                out.append({"q": v.quantity, "v": x, "u": v.unit})
+        return out
+
     def _record(
-        self, it: LogItem, index: int, clock: ClockState
+        self, it: LogItem, index: int, clock: ClockState, flags: list[tuple[str, int]]
     ) -> tuple[dict[str, Any], tuple[str | None, int | None, int, str | None]]:
         rec = dict(self._base)
         rec["index"] = index
@@ -162,7 +195,7 @@ class Log:
                 time=format_time(it.received_ns),
                 sensor=it.sensor,
                 seq=seq,
-                values=[{"q": v.quantity, "v": v.value, "u": v.unit} for v in it.values],
+                values=self._values(it, flags),
             )
             if it.sensor_time is not None:
                 rec["sensor_time"] = it.sensor_time

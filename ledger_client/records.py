@@ -27,6 +27,7 @@ from .note import Verifier
 __all__ = [
     "CLOCK_STATES",
     "KINDS",
+    "QC_FLAGS",
     "RECORD_VERSION",
     "Entry",
     "format_time",
@@ -38,6 +39,9 @@ __all__ = [
 RECORD_VERSION = 1
 KINDS = ("reading", "gap", "event")
 CLOCK_STATES = ("synced", "unsynced", "unknown")
+QC_FLAGS = frozenset({1, 2, 3, 4, 9})
+"""IOOS QARTOD flags: pass, not evaluated, suspect, fail, missing."""
+_QC_MISSING = 9
 # re.ASCII: \d must not match other scripts' digits, which int() would accept.
 _TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z", re.ASCII)
 _HEX8 = re.compile(r"[0-9a-f]{8}")
@@ -123,6 +127,23 @@ def _nonneg(rec: Mapping[str, Any], name: str) -> int:
     return value
 
 
+def _qc_flag(value: Any, what: str) -> int:
+    if type(value) is not int or value not in QC_FLAGS:
+        raise RecordError(f"{what} {value!r} is not a QARTOD flag (1, 2, 3, 4 or 9)")
+    return value
+
+
+def _check_qc(qc: Any) -> int:
+    """A value's ``qc``: ``{"flag": f, "tests": {name: f, ...}}``; returns the flag."""
+    if not isinstance(qc, dict):
+        raise RecordError("a value's 'qc' is not an object")
+    flag = _qc_flag(_need(qc, "flag", int), "qc flag")
+    tests = _need(qc, "tests", dict)
+    for name, f in tests.items():
+        _qc_flag(f, f"qc test {name!r} flag")
+    return flag
+
+
 def _check_record(rec: Mapping[str, Any]) -> None:
     if _need(rec, "v", int) != RECORD_VERSION:
         raise RecordError(f"record version {rec['v']} is not {RECORD_VERSION}")
@@ -148,6 +169,9 @@ def _check_record(rec: Mapping[str, Any]) -> None:
                 raise RecordError("a value is not an object")
             _need(v, "q", str)
             _need(v, "u", str)
+            flag = _check_qc(v["qc"]) if "qc" in v else None
+            if v.get("v", 0) is None and flag == _QC_MISSING:
+                continue  # a missing value: null, flagged 9
             _need(v, "v", (int, float))
         if "sensor_time" in rec:
             parse_time(rec["sensor_time"])

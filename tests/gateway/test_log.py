@@ -44,7 +44,19 @@ async def test_entries_are_signed_records_with_sequence_numbers(
     recs = [parse_entry(r.data) for r in rows]
     assert all(e.verify_signature(verifier) for e in recs)
     assert [(e.sensor, e.seq, e.index) for e in recs] == [("a", 0, 0), ("b", 0, 1), ("a", 1, 2)]
-    assert recs[2].rec["values"] == [{"q": "ph", "u": "pH", "v": 7.3}]
+    # Edge QC flags are signed with each value: the second pH of "a" has one
+    # value before it, so spike and rate of change cannot be evaluated yet.
+    assert recs[2].rec["values"] == [
+        {
+            "q": "ph",
+            "u": "pH",
+            "v": 7.3,
+            "qc": {
+                "flag": 1,
+                "tests": {"gross_range": 1, "spike": 2, "rate_of_change": 2, "flat_line": 1},
+            },
+        }
+    ]
     assert recs[0].rec["device"] == key.device_id
 
 
