@@ -261,8 +261,11 @@ class MqttSource:
         """One connection, from connect to failure; the error boundary of this driver."""
         where = _where(self.config)
         try:
-            async with _client(self.config, self.client_id, persistent=True) as client:
-                _paho(client).manual_ack_set(True)
+            client = _client(self.config, self.client_id, persistent=True)
+            # Before connecting: the broker redelivers as soon as the session resumes,
+            # and paho would acknowledge those messages on arrival.
+            _paho(client).manual_ack_set(True)
+            async with client:
                 await self._subscribe(client, sink)
                 log.info("mqtt: connected to %s as %s", where, self.client_id)
                 self.connected = True

@@ -496,3 +496,27 @@ async def test_simulated_node_end_to_end(
     assert sink.returned.count(False) == 2  # seqs 3 and 7 were sent twice
     assert sink.reject_counts() == {"not-utf8": 2}  # after seqs 2 and 5
     assert sink.gaps == []
+
+
+async def test_messages_waiting_at_connect_are_not_acknowledged_before_the_commit(
+    mosquitto: tuple[str, int],
+    names: tuple[str, str],
+    publisher: aiomqtt.Client,
+    sink: RecordingSink,
+) -> None:
+    """The broker redelivers the moment the session resumes: manual acks must already be on."""
+    topic = f"{names[1]}/node-1"
+    await stop(await start(make_source(mosquitto, names), sink))  # the session exists
+    for seq in range(3):
+        await publisher.publish(topic, payload(seq), qos=1)  # queued while we are away
+    sink.gate = asyncio.Event()  # nothing commits
+    first = await start(make_source(mosquitto, names), sink)
+    await sink.wait_for(lambda: len(sink.submitted) == 3)
+    await asyncio.sleep(0.1)  # time for an (unwanted) PUBACK to reach the broker
+    await stop(first)
+    assert sink.readings == []
+    sink.gate = None
+    second = await start(make_source(mosquitto, names), sink)
+    await sink.wait_for(lambda: len(sink.readings) == 3, what="redelivery")
+    await stop(second)
+    assert [r.src_seq for r in sink.readings] == [0, 1, 2]
