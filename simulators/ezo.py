@@ -9,9 +9,23 @@ Wire dialect (sensor-protocols §1): commands end in one CR and are matched
 case-insensitively; every reply line ends in a single CR, no LF; `*OK` follows
 accepted commands while response codes are on; `*ER` answers unknown or
 malformed commands and cannot be disabled. Choices where the reference is
-silent: a bare CR is ignored; `T` is stored but readings are the river's true
-values (perfect compensation); a command longer than 64 bytes is discarded
-with `*ER`; the byte that wakes a sleeping circuit is consumed.
+silent: a bare CR is ignored; a command longer than 64 bytes is discarded
+with `*ER`; the byte that wakes a sleeping circuit is consumed; the RTD's
+`S,c|k|f` scale converts its readings.
+
+Temperature compensation: `T,<°C>` (and `RT,<°C>`) is stored and reported by
+`T,?` (DO forgets it on power-up, §1.5). By default readings are the river's
+true values (perfect compensation). With `model_compensation=True` the
+circuit compensates with the temperature it was given, as the real one does,
+so a wrong or missing `T` shows: pH uses the Nernst slope at the set
+temperature, EC is referred to 25 °C with a 2 %/°C coefficient, and DO
+converts the measured saturation to mg/L at the set temperature (the
+simulator's own physics, not from the reference).
+
+Faults (`Faults`, `inject`, `drop_out`) cover sensor-protocols §1.6 and §8.5:
+`*ER` instead of a reading, lost commands, line noise, truncated lines,
+stale continuous lines, spontaneous reboots, `*UV`, stuck values, spikes,
+slow replies and dropouts; the host adds unplug/replug and baud mismatch.
 """
 
 from __future__ import annotations
@@ -22,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from simulators.river import RiverState, WaterSource
+from simulators.river import RiverState, WaterSource, do_saturation
 
 __all__ = ["EzoCircuit", "EzoKind", "Faults", "Reply"]
 
@@ -47,8 +61,16 @@ class Faults:
 
     error_next: the next N `R`/`RT` commands answer `*ER` instead of a reading.
     silent_next: the next N commands are lost: not executed, not answered.
-    The rest fire when the next command that is not lost arrives, before its answer:
-    garbage_next: a line of high-bit garbage ending in CR (one per command, N times).
+    These fire before the next answer (or continuous line), one per answer:
+    garbage_next: a line of high-bit garbage ending in CR.
+    undervoltage_next: a `*UV` line.
+    These change the next N readings served (by `R`, `RT` or continuous mode):
+    truncate_next: the line is cut short and loses its CR, so it runs into
+        whatever follows (`7.1*OK`).
+    stuck_next: the previous reading again (a flat line).
+    spike_next: a wild value (pH ±2.5, ORP ±300 mV, ±15 °C, DO and EC ×3).
+    slow_next: the next N answers come `slow_s` seconds later than normal.
+    Once, before the next answer:
     stale_lines: N old continuous-mode readings, oldest first.
     spontaneous_reset: a reboot (`*RS`, `*RE`; volatile state resets, Status reason W).
     """
@@ -58,9 +80,26 @@ class Faults:
     silent_next: int = 0
     stale_lines: int = 0
     spontaneous_reset: bool = False
+    undervoltage_next: int = 0
+    truncate_next: int = 0
+    stuck_next: int = 0
+    spike_next: int = 0
+    slow_next: int = 0
+    slow_s: float = 2.0
 
     def __post_init__(self) -> None:
-        counts = (self.error_next, self.garbage_next, self.silent_next, self.stale_lines)
+        counts = (
+            self.error_next,
+            self.garbage_next,
+            self.silent_next,
+            self.stale_lines,
+            self.undervoltage_next,
+            self.truncate_next,
+            self.stuck_next,
+            self.spike_next,
+            self.slow_next,
+            self.slow_s,
+        )
         if min(counts) < 0:
             raise ValueError(f"fault counts must not be negative: {self}")
 
@@ -92,6 +131,7 @@ class _Answer:
     lines: tuple[str, ...] = ()
     ok: bool = True  # append *OK when response codes are on
     after: tuple[str, ...] = ()  # lines that follow the *OK (reboot notices)
+    cut: bool = False  # the first line lost its CR (a truncated reading)
 
 
 _ER = _Answer(_GENERIC_S, ("*ER",), ok=False)
@@ -134,6 +174,7 @@ class _Settings:
     outputs: set[str] = field(default_factory=set)
     cal_points: set[str] = field(default_factory=set)
     probe_k: float = 1.0
+    scale: str = "c"  # RTD: c, k or f
 
 
 class EzoCircuit:
@@ -145,9 +186,13 @@ class EzoCircuit:
         firmware: reported by `i`; EC firmware before 2.10 enables all outputs.
         name: initial `Name`.
         upper_case_replies: emit identifiers upper-case (`?I,PH,...`, `?CAL,2`).
-        seed: makes injected garbage deterministic.
+        seed: makes injected garbage, truncation and spikes deterministic.
         delay_scale: multiplies every processing delay (tests use ~0.02).
         faults: faults pending from the start; add more with `inject`.
+        model_compensation: compensate readings with the `T` the circuit was
+            given instead of reporting the true values (see the module notes).
+        output_query_comma: answer `O,?` as `?,O,...` (True, ezo-driver's
+            form) or `?O,...` (some firmware).
     """
 
     def __init__(
@@ -161,6 +206,8 @@ class EzoCircuit:
         seed: int = 0,
         delay_scale: float = 1.0,
         faults: Faults | None = None,
+        model_compensation: bool = False,
+        output_query_comma: bool = True,
     ) -> None:
         if kind not in _PROFILES:
             raise ValueError(f"unknown EZO kind {kind!r}")
@@ -180,6 +227,11 @@ class EzoCircuit:
         self._asleep = False
         self._restart_reason = "P"
         self._garbage_count = 0
+        self._served_count = 0
+        self._last_served: str | None = None
+        self._dropouts: list[tuple[float, float]] = []
+        self._model_compensation = model_compensation
+        self._output_prefix = "?,O," if output_query_comma else "?O,"
         self._settings = self._factory_settings()
         self._commands: dict[str, Callable[[list[str], float], _Answer]] = {
             "r": self._cmd_read,
@@ -197,6 +249,7 @@ class EzoCircuit:
             "sleep": self._cmd_sleep,
             "factory": self._cmd_factory,
             "k": self._cmd_probe_k,
+            "s": self._cmd_scale,
         }
 
     # -- public surface ------------------------------------------------------
@@ -216,6 +269,11 @@ class EzoCircuit:
         """Faults still pending."""
         return self._faults
 
+    @property
+    def temperature(self) -> float:
+        """The compensation temperature the circuit holds (`T,?`), °C."""
+        return self._settings.temp_c
+
     def inject(
         self,
         *,
@@ -224,8 +282,14 @@ class EzoCircuit:
         silent_next: int = 0,
         stale_lines: int = 0,
         spontaneous_reset: bool = False,
+        undervoltage_next: int = 0,
+        truncate_next: int = 0,
+        stuck_next: int = 0,
+        spike_next: int = 0,
+        slow_next: int = 0,
+        slow_s: float | None = None,
     ) -> None:
-        """Add faults to those already pending."""
+        """Add faults to those already pending (`slow_s` replaces the delay)."""
         f = self._faults
         self._faults = Faults(
             error_next=f.error_next + error_next,
@@ -233,7 +297,24 @@ class EzoCircuit:
             silent_next=f.silent_next + silent_next,
             stale_lines=f.stale_lines + stale_lines,
             spontaneous_reset=f.spontaneous_reset or spontaneous_reset,
+            undervoltage_next=f.undervoltage_next + undervoltage_next,
+            truncate_next=f.truncate_next + truncate_next,
+            stuck_next=f.stuck_next + stuck_next,
+            spike_next=f.spike_next + spike_next,
+            slow_next=f.slow_next + slow_next,
+            slow_s=f.slow_s if slow_s is None else slow_s,
         )
+
+    def drop_out(self, start: float, duration_s: float) -> None:
+        """Go silent from Unix time `start` for `duration_s`: commands are lost and
+        continuous output stops, as when a cable or the supply is intermittent."""
+        if duration_s <= 0:
+            raise ValueError("duration_s must be > 0")
+        self._dropouts.append((start, start + duration_s))
+
+    def silent_at(self, now: float) -> bool:
+        """Whether a dropout is in progress at `now`."""
+        return any(start <= now < end for start, end in self._dropouts)
 
     def power_up(self, now: float) -> list[Reply]:
         """Power the circuit on (or cycle it): volatile state resets, `*RE` follows."""
@@ -262,16 +343,19 @@ class EzoCircuit:
         return replies
 
     def continuous_output(self, now: float) -> bytes | None:
-        """The line continuous mode would send now, or None when it is off or asleep."""
-        if self._asleep or not self._settings.continuous_s:
+        """What continuous mode sends now (faults included), or None when it is off,
+        asleep or in a dropout."""
+        if self._asleep or not self._settings.continuous_s or self.silent_at(now):
             return None
-        return self._reading_line(now)
+        prefix = b"".join(r.data for r in self._fault_lines())
+        text, cut = self._serve(now)
+        return prefix + text.encode("ascii") + (b"" if cut else b"\r")
 
     # -- command handling ----------------------------------------------------
 
     def _command(self, line: bytes, now: float) -> list[Reply]:
         text = line.decode("ascii", errors="replace").strip()
-        if not text:
+        if not text or self.silent_at(now):
             return []
         if self._faults.silent_next:
             self._faults = replace(self._faults, silent_next=self._faults.silent_next - 1)
@@ -291,13 +375,21 @@ class EzoCircuit:
             lines += [b"*RS\r", b"*RE\r"]
         interval = self.continuous_interval or 1.0
         lines += [self._reading_line(now - interval * k) for k in range(f.stale_lines, 0, -1)]
+        self._faults = replace(self._faults, spontaneous_reset=False, stale_lines=0)
+        return [Reply(0.0, data) for data in lines] + self._fault_lines()
+
+    def _fault_lines(self) -> list[Reply]:
+        """Garbage and `*UV` lines due before the next answer or continuous line."""
+        f = self._faults
+        lines: list[bytes] = []
+        if f.undervoltage_next:
+            lines.append(b"*UV\r")
         if f.garbage_next:
             lines.append(self._garbage())
         self._faults = replace(
             f,
-            spontaneous_reset=False,
-            stale_lines=0,
             garbage_next=max(0, f.garbage_next - 1),
+            undervoltage_next=max(0, f.undervoltage_next - 1),
         )
         return [Reply(0.0, data) for data in lines]
 
@@ -307,8 +399,14 @@ class EzoCircuit:
             lines.append("*OK")
         lines += answer.after
         delay = answer.delay_s * self._scale
+        if self._faults.slow_next:
+            delay += self._faults.slow_s
+            self._faults = replace(self._faults, slow_next=self._faults.slow_next - 1)
         return [
-            Reply(delay if i == 0 else 0.0, f"{line}\r".encode("ascii"))
+            Reply(
+                delay if i == 0 else 0.0,
+                line.encode("ascii") + (b"" if i == 0 and answer.cut else b"\r"),
+            )
             for i, line in enumerate(lines)
         ]
 
@@ -335,7 +433,8 @@ class EzoCircuit:
         if self._faults.error_next:
             self._faults = replace(self._faults, error_next=self._faults.error_next - 1)
             return _ER
-        return _Answer(delay_s, (self._reading_text(self._river.sample(now)),))
+        text, cut = self._serve(now)
+        return _Answer(delay_s, (text,), cut=cut)
 
     def _cmd_info(self, args: list[str], now: float) -> _Answer:
         if args:
@@ -381,7 +480,7 @@ class EzoCircuit:
             return _ER
         if args == ["?"]:
             enabled = [self._id(f) for f in fields if f in self._settings.outputs]
-            return _Answer(_GENERIC_S, ("?,O," + ",".join(enabled),))
+            return _Answer(_GENERIC_S, (self._output_prefix + ",".join(enabled),))
         by_lower = {f.lower(): f for f in fields}
         if len(args) != 2 or args[0].lower() not in by_lower or args[1] not in ("0", "1"):
             return _ER
@@ -460,6 +559,18 @@ class EzoCircuit:
         self._reboot("S")
         return _Answer(_GENERIC_S, ok, ok=False, after=("*RS", "*RE"))
 
+    def _cmd_scale(self, args: list[str], now: float) -> _Answer:
+        # `S` is the RTD's temperature scale; on other circuits (DO salinity) it is
+        # not simulated.
+        if self._kind != "rtd" or len(args) != 1:
+            return _ER
+        if args[0] == "?":
+            return self._query("S", self._settings.scale)
+        if args[0].lower() not in ("c", "k", "f"):
+            return _ER
+        self._settings.scale = args[0].lower()
+        return _Answer(_GENERIC_S)
+
     def _cmd_probe_k(self, args: list[str], now: float) -> _Answer:
         if self._kind != "ec" or len(args) != 1:
             return _ER
@@ -495,18 +606,73 @@ class EzoCircuit:
     def _reading_line(self, now: float) -> bytes:
         return f"{self._reading_text(self._river.sample(now))}\r".encode("ascii")
 
+    def _serve(self, now: float) -> tuple[str, bool]:
+        """The reading to send now with the reading faults applied: (text, cut short)."""
+        f = self._faults
+        self._served_count += 1
+        if f.stuck_next and self._last_served is not None:
+            text = self._last_served
+        else:
+            state = self._river.sample(now)
+            if f.spike_next:
+                state = self._spiked(state)
+            text = self._reading_text(state)
+        self._last_served = text
+        cut = f.truncate_next > 0 and len(text) > 1
+        if cut:
+            keep = 1 + self._draw("truncate") % (len(text) - 1)
+            text = text[:keep]
+        self._faults = replace(
+            f,
+            stuck_next=max(0, f.stuck_next - 1),
+            spike_next=max(0, f.spike_next - 1),
+            truncate_next=max(0, f.truncate_next - 1),
+        )
+        return text, cut
+
+    def _draw(self, what: str) -> int:
+        digest = hashlib.blake2b(
+            f"{self._seed}:{self._kind}:{what}:{self._served_count}".encode(), digest_size=8
+        ).digest()
+        return int.from_bytes(digest, "big")
+
+    def _spiked(self, state: RiverState) -> RiverState:
+        sign = 1.0 if self._draw("spike") % 2 else -1.0
+        return replace(
+            state,
+            ph=state.ph + 2.5 * sign,
+            orp_mv=state.orp_mv + 300.0 * sign,
+            temperature_c=state.temperature_c + 15.0 * sign,
+            do_mg_l=state.do_mg_l * 3.0,
+            do_sat_pct=state.do_sat_pct * 3.0,
+            ec_us_cm=state.ec_us_cm * 3.0,
+        )
+
     def _reading_text(self, state: RiverState) -> str:
         kind = self._kind
+        set_c = self._settings.temp_c
         if kind == "ph":
-            return f"{min(14.0, max(0.001, state.ph)):.3f}"
+            ph = state.ph
+            if self._model_compensation:  # Nernst slope at the set temperature
+                ph = 7.0 + (ph - 7.0) * (state.temperature_c + 273.15) / (set_c + 273.15)
+            return f"{min(14.0, max(0.001, ph)):.3f}"
         if kind == "orp":
             return f"{state.orp_mv:.1f}"
         if kind == "rtd":
-            return f"{state.temperature_c:.3f}"
+            temp = state.temperature_c
+            temp = {"k": temp + 273.15, "f": temp * 9.0 / 5.0 + 32.0}.get(
+                self._settings.scale, temp
+            )
+            return f"{temp:.3f}"
         if kind == "do":
-            values = {"mg": f"{state.do_mg_l:.2f}", "%": f"{state.do_sat_pct:.1f}"}
+            mg = state.do_mg_l
+            if self._model_compensation:  # saturation measured, mg/L at the set temperature
+                mg = state.do_sat_pct / 100.0 * do_saturation(set_c)
+            values = {"mg": f"{mg:.2f}", "%": f"{state.do_sat_pct:.1f}"}
         else:
             ec = state.ec_us_cm
+            if self._model_compensation:  # referred to 25 °C with 2 %/°C
+                ec *= (1.0 + 0.02 * (state.temperature_c - 25.0)) / (1.0 + 0.02 * (set_c - 25.0))
             salinity = ec / 1000.0 * 0.64
             values = {
                 "EC": _fmt_ec(ec),

@@ -10,24 +10,32 @@ master reports hang-up (and `read` fails with EIO) whenever no client has the
 port open, which would spin the event loop's reader; with it, output written
 while nobody listens simply waits in the tty buffer, as unread serial input
 does, until the client flushes it (pyserial does on open).
+
+A pty carries the client's line settings but does not enforce them
+(sensor-protocols §10.1). `EzoPtyDevice` reads the speed the client set and,
+when it is not the circuit's, garbles both directions as a UART at the wrong
+rate would, so baud-rate scanning can be tested.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import enum
 import logging
 import os
 import pty
+import termios
 import time
 import tty
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
-from simulators.ezo import EzoCircuit, Reply
+from simulators.ezo import EzoCircuit, EzoKind, Reply
+from simulators.river import RiverModel, WaterSource
 
 __all__ = ["EzoPtyDevice", "PtyLink", "ReplyHandler"]
 
@@ -38,6 +46,11 @@ ReplyHandler = Callable[[bytes], Iterable[Reply]]
 _READ_SIZE = 4096
 _READ_RETRY_S = 0.05  # back-off after EIO/EOF on the master
 _IDLE_POLL_S = 0.05  # how often a device with continuous mode off looks again
+_TRANSCRIPT_LINES = 1000  # commands and lines an EzoPtyDevice remembers
+_SPEEDS = {
+    getattr(termios, f"B{rate}"): rate
+    for rate in (300, 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
+}
 
 
 class _State(enum.Enum):
@@ -81,6 +94,16 @@ class PtyLink:
     @property
     def plugged(self) -> bool:
         return self._state is _State.PLUGGED
+
+    def client_baudrate(self) -> int | None:
+        """The line speed the client last set on its end, or None if unknown."""
+        if self._state is not _State.PLUGGED:
+            return None
+        try:
+            speed = termios.tcgetattr(self._master)[5]
+        except termios.error:
+            return None
+        return _SPEEDS.get(speed)
 
     def write(self, replies: Iterable[Reply]) -> None:
         """Queue unsolicited output behind any replies still pending."""
@@ -220,10 +243,19 @@ class PtyLink:
             view = view[written:]
 
 
+def _garble(data: bytes) -> bytes:
+    """Bytes as received at the wrong baud rate: framing lost, no CR survives."""
+    return bytes(b | 0x80 for b in data)
+
+
 class EzoPtyDevice:
     """An `EzoCircuit` on a pty: powers up with `*RE`, streams continuous readings.
 
     `clock` gives the Unix time used to sample the river (tests pin it).
+    `baudrate`: the circuit's UART rate; a client that opens the port at
+    another rate sees garbage and is not understood. None: any rate works.
+    `commands` and `served` keep the recent traffic (commands as text without
+    CR; every line written, as bytes) so tests can compare with what a client got.
     """
 
     def __init__(
@@ -232,11 +264,37 @@ class EzoPtyDevice:
         link_path: Path | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        baudrate: int | None = None,
     ) -> None:
         self._circuit = circuit
         self._clock = clock
+        self._baudrate = baudrate
         self._link = PtyLink(self._on_data, link_path)
         self._continuous: asyncio.Task[None] | None = None
+        self._pending = bytearray()
+        self.commands: collections.deque[str] = collections.deque(maxlen=_TRANSCRIPT_LINES)
+        self.served: collections.deque[bytes] = collections.deque(maxlen=_TRANSCRIPT_LINES)
+
+    @classmethod
+    def for_river(
+        cls,
+        kind: EzoKind,
+        link_path: Path | None,
+        *,
+        seed: int = 0,
+        river: WaterSource | None = None,
+        clock: Callable[[], float] = time.time,
+        baudrate: int | None = 9600,
+        **circuit_options: Any,
+    ) -> EzoPtyDevice:
+        """One circuit of `kind` reading `river` (default `RiverModel(seed)`) at `link_path`.
+
+        `circuit_options` go to `EzoCircuit` (firmware, delay_scale, faults ...).
+        This is the building block of a whole simulated station.
+        """
+        water = river if river is not None else RiverModel(seed)
+        circuit = EzoCircuit(kind, water, seed=seed, **circuit_options)
+        return cls(circuit, link_path, clock=clock, baudrate=baudrate)
 
     @property
     def circuit(self) -> EzoCircuit:
@@ -256,7 +314,7 @@ class EzoPtyDevice:
 
     async def __aenter__(self) -> Self:
         await self._link.__aenter__()
-        self._link.write(self._circuit.power_up(self._clock()))
+        self._link.write(self._out(self._circuit.power_up(self._clock())))
         self._continuous = asyncio.get_running_loop().create_task(
             self._continuous_loop(), name=f"ezo[{self._circuit.kind}].continuous"
         )
@@ -280,10 +338,31 @@ class EzoPtyDevice:
     async def replug(self) -> None:
         """Replug: a new pty, and the circuit power-cycles (`*RE`, volatile state reset)."""
         await self._link.replug()
-        self._link.write(self._circuit.power_up(self._clock()))
+        self._pending.clear()
+        self._link.write(self._out(self._circuit.power_up(self._clock())))
+
+    def _mismatched(self) -> bool:
+        if self._baudrate is None:
+            return False
+        client = self._link.client_baudrate()
+        return client is not None and client != self._baudrate
+
+    def _out(self, replies: Iterable[Reply]) -> list[Reply]:
+        garble = self._mismatched()
+        out = []
+        for reply in replies:
+            self.served.extend(reply.data.splitlines(keepends=True))
+            out.append(Reply(reply.delay_s, _garble(reply.data)) if garble else reply)
+        return out
 
     def _on_data(self, data: bytes) -> list[Reply]:
-        return self._circuit.receive(data, self._clock())
+        if self._mismatched():
+            data = _garble(data)
+        self._pending += data
+        *lines, rest = self._pending.split(b"\r")
+        self._pending = bytearray(rest)
+        self.commands.extend(line.decode("ascii", "replace").strip() for line in lines)
+        return self._out(self._circuit.receive(data, self._clock()))
 
     async def _continuous_loop(self) -> None:
         while True:
@@ -295,4 +374,4 @@ class EzoPtyDevice:
             # Asked again now: continuous mode may have been switched off meanwhile.
             line = self._circuit.continuous_output(self._clock())
             if line is not None:
-                self._link.write([Reply(0.0, line)])
+                self._link.write(self._out([Reply(0.0, line)]))
