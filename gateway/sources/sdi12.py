@@ -627,12 +627,13 @@ async def scan_sdi12(
 ) -> list[Found]:
     """Find the sondes on one adapter within ``budget_s`` seconds.
 
-    Asks ``?!`` once (a lone sonde names itself), then ``a!`` at every address
-    (0-9 first, then A-Z, a-z) until the budget runs out, then ``aI!`` and the
-    measurement shape (``aIM!`` and ``aIM_nnn!`` on v1.4 sondes, else ``aM!``)
-    of each one that answered. ``adapter_address`` is skipped: Dr. Liu's
-    adapter answers there itself. Addresses left when the budget is spent are
-    not tried (logged).
+    Asks ``?!`` once (a lone sonde names itself and is asked first), then
+    ``a!`` at every address (0-9 first, then A-Z, a-z) until the budget runs
+    out; each address that answers is described at once with ``aI!`` and its
+    measurement shape (``aIM!`` and ``aIM_nnn!`` on v1.4 sondes, else ``aM!``).
+    ``adapter_address`` is skipped: Dr. Liu's adapter answers there itself.
+    Addresses left when the budget is spent are not tried (logged). One
+    attempt per address: a scan trades the spec's retries for coverage.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + budget_s
@@ -671,7 +672,6 @@ async def scan_sdi12(
                     order.insert(0, lone)
             except _CommandFailed:
                 pass  # none, or several talking at once: ask each address
-            present: list[str] = []
             for index, address in enumerate(order):
                 if left() < reply_timeout_s:
                     log.warning(
@@ -687,14 +687,8 @@ async def scan_sdi12(
                     )
                 except _CommandFailed:
                     continue
-                present.append(address)
-            for address in present:
-                if left() < reply_timeout_s:
-                    log.warning(
-                        "scan %s: budget spent before address %s was identified", port, address
-                    )
-                    break
-                found.append(await _describe(session, replace(probe, address=address, retries=1)))
+                # Described at once, so what the budget allowed to find comes with a snippet.
+                found.append(await _describe(session, replace(cfg, retries=1)))
     except TimeoutError:
         log.warning("scan %s: budget of %.1f s spent", port, budget_s)
     except SensorError as exc:

@@ -250,6 +250,10 @@ def escape(line: bytes) -> str:
     return "".join(chr(b) if 0x20 <= b < 0x7F else f"\\x{b:02x}" for b in line)
 
 
+def _show(line: bytes) -> str:
+    return f"'{escape(line)}'"
+
+
 def strip_echo(line: bytes, command: bytes) -> bytes:
     """Drop an echo of ``command`` that some adapters put before the reply.
 
@@ -259,15 +263,12 @@ def strip_echo(line: bytes, command: bytes) -> bytes:
     return line[len(command) :] if command and line.startswith(command) else line
 
 
-def _text(line: bytes, what: str, sensor: str | None, *, allow_crc: bool = False) -> str:
-    """The line as ASCII; printable only (the last three may be CRC characters)."""
-    body_end = len(line) - 3 if allow_crc else len(line)
+def _text(line: bytes, what: str, sensor: str | None) -> str:
+    """The line as ASCII text; printable characters only."""
     for offset, byte in enumerate(line):
-        crc_position = offset >= body_end
-        ok = 0x40 <= byte <= 0x7F if crc_position else 0x20 <= byte <= 0x7E
-        if not ok:
+        if not 0x20 <= byte <= 0x7E:
             raise Malformed(
-                f"{what} {escape(line)!r} has byte 0x{byte:02x} at offset {offset}", sensor
+                f"{what} {_show(line)} has byte 0x{byte:02x} at offset {offset}", sensor
             )
     return line.decode("ascii")
 
@@ -280,22 +281,22 @@ def _address(line: bytes, address: str, what: str, sensor: str | None) -> None:
         return
     if is_address(first):
         raise WrongAddress(
-            f"{what} {escape(line)!r} comes from address {first!r}, not {address!r}", sensor
+            f"{what} {_show(line)} comes from address {first!r}, not {address!r}", sensor
         )
-    raise Malformed(f"{what} {escape(line)!r} does not start with an address", sensor)
+    raise Malformed(f"{what} {_show(line)} does not start with an address", sensor)
 
 
 def parse_acknowledge(line: bytes, address: str, *, sensor: str | None = None) -> None:
     """``a`` (the reply to ``a!``, and a service request)."""
     _address(line, address, "acknowledgement", sensor)
     if len(line) != 1:
-        raise Malformed(f"acknowledgement {escape(line)!r} is not just the address", sensor)
+        raise Malformed(f"acknowledgement {_show(line)} is not just the address", sensor)
 
 
 def parse_address(line: bytes, *, sensor: str | None = None) -> str:
     """The address in a reply to ``?!`` (one character)."""
     if len(line) != 1 or not is_address(chr(line[0])):
-        raise Malformed(f"address reply {escape(line)!r} is not one address character", sensor)
+        raise Malformed(f"address reply {_show(line)} is not one address character", sensor)
     return chr(line[0])
 
 
@@ -376,7 +377,7 @@ def parse_values(text: str, *, sensor: str | None = None) -> tuple[float, ...]:
         if match is None:
             raise Malformed(
                 f"values {text!r}: expected a sign at offset {position}, got "
-                f"{escape(raw[position : position + 1])!r}",
+                f"{_show(raw[position : position + 1])}",
                 sensor,
             )
         token = match.group().decode("ascii")
@@ -406,23 +407,21 @@ def parse_data(
     _address(line, address, "data reply", sensor)
     if crc:
         if len(line) < 4:
-            raise Malformed(f"data reply {escape(line)!r} is too short to carry a CRC", sensor)
-        _text(line, "data reply", sensor, allow_crc=True)
+            raise Malformed(f"data reply {_show(line)} is too short to carry a CRC", sensor)
         body, received = line[:-3], line[-3:]
         expected = crc_chars(crc16(body))
         if received != expected:
             raise BadCrc(
-                f"data reply {escape(line)!r} carries CRC {escape(received)!r}, the line "
-                f"gives {escape(expected)!r}",
+                f"data reply {_show(line)} ends in {_show(received)}; its CRC is {_show(expected)}",
                 sensor,
             )
     else:
-        _text(line, "data reply", sensor)
         body = line
+    _text(body, "data reply", sensor)
     values_text = body[1:].decode("ascii")
     if len(values_text) > max_values_chars:
         raise Malformed(
-            f"data reply {escape(line)!r} has {len(values_text)} characters of values, "
+            f"data reply {_show(line)} has {len(values_text)} characters of values, "
             f"more than the {max_values_chars} allowed",
             sensor,
         )
@@ -445,10 +444,9 @@ def parse_parameter_info(
     _address(line, address, "parameter info", sensor)
     if crc:
         if len(line) < 4:
-            raise Malformed(f"parameter info {escape(line)!r} is too short for a CRC", sensor)
-        _text(line, "parameter info", sensor, allow_crc=True)
+            raise Malformed(f"parameter info {_show(line)} is too short for a CRC", sensor)
         if line[-3:] != crc_chars(crc16(line[:-3])):
-            raise BadCrc(f"parameter info {escape(line)!r} fails its CRC", sensor)
+            raise BadCrc(f"parameter info {_show(line)} fails its CRC", sensor)
         line = line[:-3]
     text = _text(line, "parameter info", sensor)
     if len(text) == 1:
