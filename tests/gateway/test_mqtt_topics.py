@@ -1,4 +1,4 @@
-"""Topic filters → sensors (pure), the [mqtt] and sensor config keys, and routing on a real broker."""
+"""Topic filters → sensors (pure), the MQTT config keys, and routing on a real broker."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def test_id_placeholder_names_the_sensor() -> None:
     router = TopicRouter([s("weir-{id}", "river/{id}/senml"), s("lab", "river/lab/senml")])
     route = router.route("river/w3/senml")
     assert route is not None
-    assert route.sensor_id("river/w3/senml".split("/")) == "weir-w3"
+    assert route.sensor_id(["river", "w3", "senml"]) == "weir-w3"
     lab = router.route("river/lab/senml")
     assert lab is not None and lab.sensor_id(["river", "lab", "senml"]) == "lab"
     assert router.subscriptions() == ["river/+/senml"]
