@@ -7,6 +7,8 @@
   `EzoPtyDevice`).
 - `sdi12`: a USB SDI-12 adapter with SDI-12 sondes behind it, pure (`Sdi12Adapter`,
   `Sonde`) and on a pty (`Sdi12PtyAdapter`).
+- `modbus`: Modbus RTU probes by register profile, several slaves on one pty bus
+  (`ModbusSimBus`, `SimSlave`, `ModbusFaults`).
 - `mqtt_node`: an MQTT sensor node publishing the gateway's JSON contract (`MqttNode`).
 - `cli`: the `sensor-sim` console script.
 
@@ -15,6 +17,16 @@ does not load aiomqtt/paho (`MqttNode.run` imports it when called).
 """
 
 from simulators.ezo import EzoCircuit, EzoKind, Faults, Reply
+from simulators.modbus import (
+    ModbusFaults,
+    ModbusSimBus,
+    SimProfile,
+    SimSlave,
+    SimValue,
+    encode_words,
+    load_sim_profile,
+    river_value,
+)
 from simulators.mqtt_node import QUANTITIES, MqttNode, Quantity, rfc3339
 from simulators.pty_link import EzoPtyDevice, PtyLink, ReplyHandler
 from simulators.river import Probe, RiverModel, RiverState, Storm, WaterSource, do_saturation
@@ -38,6 +50,8 @@ __all__ = [
     "EzoKind",
     "EzoPtyDevice",
     "Faults",
+    "ModbusFaults",
+    "ModbusSimBus",
     "MqttNode",
     "Probe",
     "PtyLink",
@@ -48,13 +62,19 @@ __all__ = [
     "RiverState",
     "Sdi12Adapter",
     "Sdi12PtyAdapter",
+    "SimProfile",
+    "SimSlave",
+    "SimValue",
     "Sonde",
     "SondeFaults",
     "SondeModel",
     "Storm",
     "WaterSource",
     "do_saturation",
+    "encode_words",
+    "load_sim_profile",
     "parse_sonde_spec",
     "rfc3339",
+    "river_value",
     "sdi12_crc",
 ]

@@ -4,6 +4,8 @@
     sensor-sim mqtt --host 127.0.0.1 --port 1883 --topic riverseal/site1/node1 --interval 1
                     [--count N] [--quantities temperature,turbidity]
     sensor-sim sdi12 --link /tmp/sdi12-0 --sonde 0:multi --sonde 1:ctd [--seed N] [--echo]
+    sensor-sim modbus --link /tmp/rs485-0 --profile ysi-odo-rtu --slave 1
+                      [--profile seeed-ectds10 --slave 2 ...] [--seed N] [--baudrate B]
 
 Both exit 0 on SIGINT or SIGTERM; `mqtt --count N` also exits 0 once N
 messages are acknowledged.
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from simulators.ezo import EzoCircuit, EzoKind
+from simulators.modbus import ModbusSimBus, SimSlave, load_sim_profile
 from simulators.mqtt_node import QUANTITIES, MqttNode
 from simulators.pty_link import EzoPtyDevice
 from simulators.river import RiverModel
@@ -71,6 +74,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sdi12.add_argument("--seed", type=int, default=0, help="river and noise seed")
     sdi12.add_argument("--echo", action="store_true", help="echo each command before its reply")
+
+    modbus = sub.add_parser("modbus", help="Modbus RTU probes on one RS-485 bus, on a pty")
+    modbus.add_argument("--link", type=Path, help="symlink to create to the pty (a stable name)")
+    modbus.add_argument(
+        "--profile",
+        action="append",
+        required=True,
+        help="register profile: a shipped name or a .toml path (repeat, one per --slave)",
+    )
+    modbus.add_argument(
+        "--slave", action="append", type=int, required=True, help="slave id (repeat)"
+    )
+    modbus.add_argument("--seed", type=int, default=0, help="river seed")
+    modbus.add_argument("--baudrate", type=int, default=9600)
+    modbus.add_argument(
+        "--parity", choices=("N", "E", "O"), default="N", help="N on ptys (see simulators.modbus)"
+    )
     return parser
 
 
@@ -79,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
-        work = {"ezo": _ezo, "mqtt": _mqtt, "sdi12": _sdi12}[args.command](args)
+        work = {"ezo": _ezo, "mqtt": _mqtt, "sdi12": _sdi12, "modbus": _modbus}[args.command](args)
     except ValueError as exc:
         parser.error(str(exc))
     try:
@@ -124,6 +144,29 @@ def _sdi12(args: argparse.Namespace) -> Coroutine[Any, Any, None]:
             link = f" (link {host.link_path})" if host.link_path else ""
             sondes = ", ".join(args.sonde)
             print(f"SDI-12 adapter on {host.device_path}{link} with sondes {sondes}", flush=True)
+            await asyncio.Event().wait()  # until cancelled by a signal
+
+    return serve()
+
+
+def _modbus(args: argparse.Namespace) -> Coroutine[Any, Any, None]:
+    if len(args.profile) != len(args.slave):
+        raise ValueError("give one --profile per --slave, in the same order")
+    if len(set(args.slave)) != len(args.slave) or not all(1 <= s <= 247 for s in args.slave):
+        raise ValueError("slave ids must be distinct and within 1..247")
+    river = RiverModel(seed=args.seed)
+    slaves = [
+        SimSlave(slave, load_sim_profile(profile), river)
+        for slave, profile in zip(args.slave, args.profile, strict=True)
+    ]
+
+    async def serve() -> None:
+        async with ModbusSimBus(
+            slaves, args.link, baudrate=args.baudrate, parity=args.parity, seed=args.seed
+        ) as bus:
+            link = f" (link {bus.link_path})" if bus.link_path else ""
+            who = ", ".join(f"{s.slave}:{s.profile.name}" for s in slaves)
+            print(f"Modbus RTU bus on {bus.device_path}{link} with slaves {who}", flush=True)
             await asyncio.Event().wait()  # until cancelled by a signal
 
     return serve()

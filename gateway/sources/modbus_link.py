@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import termios
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -124,7 +125,8 @@ class ModbusLink:
         self._client = client
         try:
             opened = await client.connect()
-        except (ModbusException, OSError, ValueError) as exc:
+        except (ModbusException, OSError, ValueError, termios.error) as exc:
+            # termios.error: settings the device refuses (a pty refuses some parity changes)
             client.close()
             raise LinkLost(self.name, f"cannot open {self.port}: {exc}") from exc
         if not opened:

@@ -7,6 +7,7 @@ sensors never imports the MQTT stack.
 from __future__ import annotations
 
 from ..config import EzoSensorConfig, GatewayConfig, MqttSensorConfig
+from ..config.modbus import check_modbus_buses
 from ..config.sdi12 import check_sdi12_buses
 from .base import Source
 from .sites import SiteTemperatures
@@ -31,6 +32,10 @@ def build_sources(config: GatewayConfig, device_id: str) -> list[Source]:
         from .sdi12 import Sdi12Source
 
         sources.append(Sdi12Source(sdi12_sensors))
+    for modbus_sensors in check_modbus_buses(config.sensors).values():
+        from .modbus import ModbusSource
+
+        sources.append(ModbusSource(modbus_sensors))  # one client per bus, all its slaves
     if mqtt_sensors:
         from .mqtt import MqttSource
 

@@ -1,0 +1,521 @@
+"""Modbus RTU sensors: every slave on one RS-485 bus read by one source, each by its profile.
+
+``ModbusSource`` owns one bus (``ModbusLink``: one pymodbus client on one
+port) and runs one named task per slave in a TaskGroup. Each slave keeps
+its own fixed cadence (``interval_s``), timeout and retry budget; requests
+share the half-duplex bus in the order they ask for it, one attempt at a
+time, so a slave that stops answering costs the bus at most
+``timeout_s × (retries + 1)`` per its own interval and delays any other
+slave's request by at most one of its timeouts.
+
+A reading is: the profile's per-reading setup writes (if any), the reads
+``plan_reads`` groups the profile's registers into, and ``decode_reading``.
+Values are submitted as one ``Reading`` whose ``raw`` is the reply frames
+in hex; what could not be read is reported with ``Sink.reject``:
+
+    timeout                       no reply to any attempt of a request
+    crc / garbage                 bytes that were no valid reply (each one counted)
+    exception-<name>              an exception response, e.g. exception-illegal-address
+    unavailable                   the device marked a value missing (sentinel, NaN, status)
+    bad-value                     register words that cannot be the declared value
+    link-lost / port-unavailable  the port failed or could not be opened (once per outage)
+
+Silence itself becomes a gap record in the central tracker (gateway.silence),
+which names the last of these reasons. When the port fails (a USB adapter
+unplugged), every slave task stops, the port is closed, and it is reopened
+by path after a capped, jittered back-off, following a ``/dev/serial/by-id``
+symlink to the new device; each slave's cadence carries on.
+
+``probe_modbus`` (one reading with the frames on the wire) and
+``scan_modbus`` (find slaves on a port within a time budget) are the
+technician's tools behind ``gateway probe`` and ``gateway scan``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from gateway.backoff import Backoff
+from gateway.config.modbus import ModbusSensorConfig, check_modbus_buses
+from gateway.errors import ProtocolError, SensorError, SensorTimeout
+from gateway.modbus_profiles.profile import (
+    DecodedReading,
+    Profile,
+    ReadBlock,
+    SetupWrite,
+    decode_reading,
+    load_profile,
+    plan_reads,
+    shipped_profiles,
+)
+from gateway.sources.base import Event, Exchange, Found, ProbeResult, Reading, Sink, Value
+from gateway.sources.modbus_link import LinkLost, ModbusLink
+from gateway.sources.modbus_rtu import (
+    BadCrc,
+    ModbusExceptionReply,
+    hex_frame,
+    read_reply,
+)
+
+__all__ = ["ModbusSource", "probe_modbus", "scan_modbus"]
+
+log = logging.getLogger(__name__)
+
+Reject = Callable[[str, str, str], None]
+"""``(sensor, reason, detail)``, as ``Sink.reject``."""
+
+
+def next_slot(previous: float, interval: float, now: float) -> float:
+    """The poll time after ``previous`` on its fixed cadence, skipping slots already past."""
+    slot = previous + interval
+    if slot < now:
+        slot += math.ceil((now - slot) / interval) * interval
+    return slot
+
+
+# -- one reading of one slave ----------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """What one reading attempt produced."""
+
+    decoded: DecodedReading | None = None
+    frames: list[str] = field(default_factory=list)
+    """Reply frames in hex, for ``Reading.raw``."""
+    received_ns: int = 0
+    error: str | None = None
+    """Why there is no reading, for the probe."""
+
+
+class _SlaveReader:
+    """Reads one slave by its profile over a shared link; never raises except LinkLost."""
+
+    def __init__(
+        self,
+        cfg: ModbusSensorConfig,
+        reject: Reject,
+        clock: Callable[[], int],
+        on_exchange: Callable[[Exchange], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.blocks = plan_reads(cfg.profile)
+        self._reject = reject
+        self._clock = clock
+        self._on_exchange = on_exchange
+        self.connected_setup_done = False
+
+    async def read(self, link: ModbusLink) -> _Outcome:
+        cfg, out = self.cfg, _Outcome()
+        if not self.connected_setup_done:
+            for w in (w for w in cfg.profile.setup if w.when == "connect"):
+                if not await self._write(link, w, out):
+                    return out
+            self.connected_setup_done = True
+        for w in (w for w in cfg.profile.setup if w.when == "reading"):
+            if not await self._write(link, w, out):
+                return out
+        words: dict[ReadBlock, Sequence[int]] = {}
+        for block in self.blocks:
+            got = await self._attempts(link, block, None, out)
+            if got is None:
+                return out
+            words[block] = got
+            out.frames.append(hex_frame(read_reply(cfg.slave, block.function, got)))
+        out.received_ns = self._clock()
+        out.decoded = decoded = decode_reading(cfg.profile, words)
+        for spec, why in decoded.errors:
+            self._reject(cfg.id, "bad-value", f"{spec.quantity}: {why}")
+        for spec, why in decoded.missing:
+            self._reject(cfg.id, "unavailable", f"{spec.quantity}: device marks it missing ({why})")
+        if not decoded.values:
+            out.error = "no value could be read (see the rejections)"
+        return out
+
+    async def _write(self, link: ModbusLink, w: SetupWrite, out: _Outcome) -> bool:
+        ok = await self._attempts(link, None, w, out) is not None
+        if ok and w.wait_s > 0:
+            await asyncio.sleep(w.wait_s)  # off the bus: other slaves may use it meanwhile
+        return ok
+
+    async def _attempts(
+        self, link: ModbusLink, block: ReadBlock | None, write: SetupWrite | None, out: _Outcome
+    ) -> list[int] | None:
+        """One request with the slave's retry budget; None (already rejected) if it failed."""
+        cfg = self.cfg
+        if block is not None:
+            what = f"read FC{block.function} @{block.address} x{block.count}"
+        else:
+            assert write is not None
+            what = f"setup write FC{write.function} @{write.address}"
+        attempts = cfg.retries + 1
+        last: SensorError | None = None
+        for attempt in range(1, attempts + 1):
+            try:
+                if block is not None:
+                    got = await link.read(
+                        cfg.slave,
+                        block.function,
+                        block.address,
+                        block.count,
+                        timeout_s=cfg.timeout_s,
+                        sensor=cfg.id,
+                    )
+                else:
+                    assert write is not None
+                    await link.write(
+                        cfg.slave,
+                        write.function,
+                        write.address,
+                        write.values,
+                        timeout_s=cfg.timeout_s,
+                        sensor=cfg.id,
+                    )
+                    got = list(write.values)
+            except LinkLost:
+                raise
+            except ModbusExceptionReply as exc:
+                self._note(link, f"{what}: {exc.problem}")
+                self._reject(cfg.id, exc.reason, f"{what}: {exc.problem}")
+                out.error = f"slave {cfg.slave} answered {what} with {exc.problem}"
+                return None
+            except SensorTimeout as exc:
+                self._note(link, f"{what}: no reply (attempt {attempt}/{attempts})")
+                last = exc
+                continue
+            except ProtocolError as exc:
+                reason = "crc" if isinstance(exc, BadCrc) else "garbage"
+                self._note(link, f"{what}: {exc.problem} (attempt {attempt}/{attempts})")
+                self._reject(cfg.id, reason, f"{what}: {exc.problem}")
+                last = exc
+                continue
+            self._note(link, f"{what}: ok")
+            return got
+        if isinstance(last, SensorTimeout):
+            self._reject(
+                cfg.id,
+                "timeout",
+                f"no reply from slave {cfg.slave} on {cfg.port} to {what} "
+                f"({attempts} attempt(s) of {cfg.timeout_s:g} s)",
+            )
+        out.error = f"{what}: {last.problem if last is not None else 'failed'}"
+        return None
+
+    def _note(self, link: ModbusLink, note: str) -> None:
+        if self._on_exchange is not None and link.last is not None:
+            received = hex_frame(link.last.received) if link.last.received else ""
+            self._on_exchange(Exchange(hex_frame(link.last.sent), received, note))
+
+
+def _reading(cfg: ModbusSensorConfig, out: _Outcome) -> Reading | None:
+    if out.decoded is None or not out.decoded.values:
+        return None
+    values = tuple(Value(spec.quantity, value, spec.unit) for spec, value in out.decoded.values)
+    return Reading(cfg.id, values, out.received_ns, raw="; ".join(out.frames))
+
+
+# -- the bus source --------------------------------------------------------------------------
+
+
+class ModbusSource:
+    """Reads every Modbus sensor on one port; ``run`` reads until cancelled.
+
+    Args:
+        sensors: the slaves on this bus (same port and serial settings).
+        clock: receive time source, ``time.time_ns`` by default.
+        backoff: delays before reopening a failed port (default 0.5 s doubling to 30 s).
+
+    Raises:
+        ConfigError: the sensors do not share one port and its settings, or reuse a slave id.
+    """
+
+    def __init__(
+        self,
+        sensors: Sequence[ModbusSensorConfig],
+        *,
+        clock: Callable[[], int] = time.time_ns,
+        backoff: Backoff | None = None,
+    ) -> None:
+        if not sensors:
+            raise ValueError("a Modbus bus needs at least one sensor")
+        buses = check_modbus_buses(sensors)
+        if len(buses) != 1:
+            raise ValueError(f"one ModbusSource per port, got {sorted(buses)}")
+        self.sensors = tuple(sensors)
+        first = sensors[0]
+        self.port = first.port
+        self.name = f"modbus[{first.port}]"
+        self._clock = clock
+        self._backoff = backoff if backoff is not None else Backoff()
+        self._slots: dict[str, float] = {}
+        self.opened = 0
+        """How many times the port was opened (a replug shows as a second open)."""
+
+    async def run(self, sink: Sink) -> None:
+        """Read until cancelled; reopen the port after failures. Never raises for bad input."""
+        first = self.sensors[0]
+        down_reported = False
+        while True:
+            readers = [_SlaveReader(cfg, sink.reject, self._clock) for cfg in self.sensors]
+            try:
+                async with ModbusLink(
+                    self.port,
+                    baudrate=first.baudrate,
+                    parity=first.parity,
+                    stopbits=first.stopbits,
+                    name=self.name,
+                ) as link:
+                    self.opened += 1
+                    down_reported = False
+                    async with asyncio.TaskGroup() as tg:
+                        for reader in readers:
+                            tg.create_task(
+                                self._poll(link, reader, sink),
+                                name=f"{self.name}.slave[{reader.cfg.slave}]",
+                            )
+                        tg.create_task(self._watch(link), name=f"{self.name}.watch")
+            except* LinkLost as group:
+                problem = "; ".join(
+                    e.problem for e in group.exceptions if isinstance(e, SensorError)
+                )
+                reason = "link-lost" if self.opened else "port-unavailable"
+                if not down_reported:
+                    for cfg in self.sensors:
+                        sink.reject(cfg.id, reason, f"{self.port}: {problem}")
+                    down_reported = True
+            delay = self._backoff.next_delay()
+            log.warning("%s: port down; reopening in %.2f s", self.name, delay)
+            await asyncio.sleep(delay)
+
+    async def _watch(self, link: ModbusLink) -> None:
+        why = await link.wait_lost()
+        raise LinkLost(self.name, f"{self.port} {why}")
+
+    async def _poll(self, link: ModbusLink, reader: _SlaveReader, sink: Sink) -> None:
+        cfg = reader.cfg
+        loop = asyncio.get_running_loop()
+        slot = max(self._slots.get(cfg.id, 0.0), loop.time())
+        announced = False
+        while True:
+            self._slots[cfg.id] = slot
+            delay = slot - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            out = await reader.read(link)
+            reading = _reading(cfg, out)
+            if reading is not None:
+                if not announced:
+                    await sink.submit_event(_sensor_info(cfg, reading.received_ns))
+                    announced = True
+                await sink.submit(reading)
+                self._backoff.reset()
+            upcoming = next_slot(slot, cfg.interval_s, loop.time())
+            if upcoming - slot > cfg.interval_s * 1.5:
+                log.warning("%s: a reading overran its interval; skipped slot(s)", cfg.id)
+            slot = upcoming
+
+
+def _sensor_info(cfg: ModbusSensorConfig, time_ns: int) -> Event:
+    """What is read, recorded once per connection: a profile change shows in the log."""
+    return Event(
+        "sensor-info",
+        time_ns,
+        {
+            "sensor": cfg.id,
+            "driver": "modbus",
+            "port": cfg.port,
+            "slave": cfg.slave,
+            "profile": cfg.profile.name,
+            "model": cfg.profile.model,
+        },
+    )
+
+
+# -- technician tools ------------------------------------------------------------------------
+
+
+async def probe_modbus(cfg: ModbusSensorConfig) -> ProbeResult:
+    """One reading of one configured sensor, with every request and reply frame in hex.
+
+    Opens the port itself, so it fails (saying so) while the daemon holds it.
+    """
+    exchanges: list[Exchange] = []
+    rejected: list[str] = []
+
+    def reject(sensor: str, reason: str, detail: str) -> None:
+        rejected.append(f"{reason}: {detail}")
+
+    reader = _SlaveReader(cfg, reject, time.time_ns, exchanges.append)
+    try:
+        async with ModbusLink(
+            cfg.port, baudrate=cfg.baudrate, parity=cfg.parity, stopbits=cfg.stopbits
+        ) as link:
+            out = await reader.read(link)
+    except LinkLost as exc:
+        return ProbeResult(
+            cfg.id,
+            tuple(exchanges),
+            None,
+            f"{exc.problem}; check the cable and the port name (is the gateway running "
+            "and holding the port?)",
+        )
+    reading = _reading(cfg, out)
+    error = out.error
+    if error is None and rejected:
+        error = "; ".join(rejected)
+    elif error is not None and rejected:
+        error = f"{error} ({'; '.join(rejected)})"
+    return ProbeResult(cfg.id, tuple(exchanges), reading, error)
+
+
+COMMON_SETTINGS: tuple[tuple[int, str], ...] = (
+    (9600, "N"),
+    (19200, "E"),
+    (19200, "N"),
+    (9600, "E"),
+    (4800, "N"),
+    (38400, "N"),
+    (115200, "N"),
+)
+"""Serial settings ``scan_modbus`` tries (8 data bits, 1 stop bit), commonest first
+(sensor-protocols §2.4), after those of the shipped profiles."""
+
+
+def _scan_settings() -> list[tuple[int, str]]:
+    settings: list[tuple[int, str]] = []
+    for p in _shipped():
+        s = (p.serial.baudrate, p.serial.parity)
+        if s not in settings:
+            settings.append(s)
+    settings += [s for s in COMMON_SETTINGS if s not in settings]
+    # No parity first: a port that failed to take a parity setting can stay
+    # locked by the half-open handle pymodbus leaves behind (seen on ptys).
+    return sorted(settings, key=lambda s: s[1] != "N")
+
+
+def _shipped() -> list[Profile]:
+    return [load_profile(name) for name in shipped_profiles()]
+
+
+async def scan_modbus(
+    port: str,
+    *,
+    budget_s: float,
+    max_slave: int = 247,
+    probe_timeout_s: float = 0.15,
+    settings: Iterable[tuple[int, str]] | None = None,
+) -> list[Found]:
+    """Find slaves on ``port`` within ``budget_s`` seconds.
+
+    Tries serial settings (the shipped profiles' factory ones, then common
+    ones) and slave ids, factory default ids first, then 1..``max_slave``.
+    Any reply, an exception response included, means a slave is there. A
+    slave is named by the first shipped profile whose identifying registers
+    match; otherwise its snippet carries a placeholder profile path. Stops
+    when the budget is spent and returns what it found so far.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + budget_s
+    profiles = _shipped()
+    tries = list(settings) if settings is not None else _scan_settings()
+    defaults = sorted({p.serial.slave for p in profiles} | {1})
+    ids = [i for i in defaults if i <= max_slave]
+    later = [i for i in range(1, max_slave + 1) if i not in ids]
+    found: dict[int, Found] = {}
+    try:
+        async with asyncio.timeout_at(deadline):
+            for batch in (ids, later):
+                for baudrate, parity in tries:
+                    todo = [i for i in batch if i not in found]
+                    if todo:
+                        await _scan_batch(
+                            port, baudrate, parity, todo, probe_timeout_s, profiles, found
+                        )
+    except TimeoutError:
+        log.info("scan of %s stopped at its budget of %g s", port, budget_s)
+    return [found[i] for i in sorted(found)]
+
+
+async def _scan_batch(
+    port: str,
+    baudrate: int,
+    parity: str,
+    ids: Sequence[int],
+    timeout_s: float,
+    profiles: Sequence[Profile],
+    found: dict[int, Found],
+) -> None:
+    try:
+        async with ModbusLink(port, baudrate=baudrate, parity=parity, name=f"scan[{port}]") as link:
+            for slave in ids:
+                if await _answers(link, slave, timeout_s):
+                    model = await _identify(link, slave, timeout_s, profiles)
+                    found[slave] = _found(port, slave, baudrate, parity, model)
+    except LinkLost as exc:
+        log.warning("scan of %s at %d 8%s1: %s", port, baudrate, parity, exc.problem)
+
+
+async def _answers(link: ModbusLink, slave: int, timeout_s: float) -> bool:
+    try:
+        await link.read(slave, 3, 0, 1, timeout_s=timeout_s, sensor=f"slave {slave}")
+    except ModbusExceptionReply:
+        return True  # a well-formed "no" is still a slave
+    except LinkLost:
+        raise
+    except SensorError:
+        return False
+    return True
+
+
+async def _identify(
+    link: ModbusLink, slave: int, timeout_s: float, profiles: Sequence[Profile]
+) -> Profile | None:
+    for profile in profiles:
+        if not profile.identify:
+            continue
+        try:
+            for check in profile.identify:
+                (word,) = await link.read(
+                    slave, check.function, check.address, 1, timeout_s=timeout_s, sensor="scan"
+                )
+                if word != check.equals:
+                    break
+            else:
+                return profile
+        except LinkLost:
+            raise
+        except SensorError:
+            continue
+    return None
+
+
+def _found(port: str, slave: int, baudrate: int, parity: str, model: Profile | None) -> Found:
+    if model is not None:
+        what = f"{model.model} (profile {model.name})"
+        profile_line = f'profile = "{model.name}"'
+    else:
+        what = "unknown model: no shipped profile's identifying registers matched"
+        profile_line = (
+            'profile = "/etc/riverseal/profiles/FILL-IN.toml"  '
+            "# write one: see docs/modbus-profiles.md"
+        )
+    snippet = "\n".join(
+        [
+            "[[sensor]]",
+            f'id = "modbus-{slave}"',
+            'driver = "modbus"',
+            f'port = "{port}"',
+            f"slave = {slave}",
+            profile_line,
+            f"baudrate = {baudrate}",
+            f'parity = "{parity}"',
+            "interval_s = 10.0",
+            "",
+        ]
+    )
+    return Found(port, "modbus", f"slave {slave} at {baudrate} 8{parity}1: {what}", snippet)
