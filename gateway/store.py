@@ -389,6 +389,36 @@ class Store:
         assert row is not None
         return (None if row[0] is None else int(row[0]), None if row[1] is None else int(row[1]))
 
+    async def last_final_anchor(self, backend: str) -> AnchorRow | None:
+        """The final anchor of ``backend`` with the largest checkpoint, if any."""
+        async with _mapped("reading anchors"):
+            cur = await self.db.execute(
+                f"SELECT {_ANCHOR_COLS} FROM anchors WHERE backend = ? AND state = 'final' "
+                "ORDER BY checkpoint DESC LIMIT 1",
+                (backend,),
+            )
+            row = await cur.fetchone()
+        return None if row is None else _anchor_row(row)
+
+    async def anchor_backends(self) -> list[str]:
+        """Every backend label that has an anchor row."""
+        async with _mapped("reading anchors"):
+            cur = await self.db.execute("SELECT DISTINCT backend FROM anchors ORDER BY backend")
+            return [str(b) for (b,) in await cur.fetchall()]
+
+    async def drop_unsent_anchor(self, checkpoint: int, backend: str) -> bool:
+        """Delete an anchor that never reached its ledger (pending, empty receipt).
+
+        Only such a row can be deleted: one with a receipt may be on a ledger.
+        """
+        async with _mapped("dropping an unsent anchor"):
+            cur = await self.db.execute(
+                "DELETE FROM anchors WHERE checkpoint = ? AND backend = ? "
+                "AND state = 'pending' AND receipt = '{}'",
+                (checkpoint, backend),
+            )
+            return bool(cur.rowcount)
+
     async def put_anchor(self, row: AnchorRow) -> None:
         async with _mapped("writing an anchor"):
             await self.db.execute(

@@ -13,13 +13,23 @@ whitespace-separated arguments::
         UTC (``YYYY-MM-DDTHH:MM:SS[.ffffff]Z``); ``-`` leaves that end open. A record
         signed by this key must have ``valid_from <= time <= valid_until``.
 
-Any other line is an error that names its line number. New directives (issue 4
-adds e.g. ``evm-sender <address>``) are one parser function each in
-``_DIRECTIVES``, plus a field on ``TrustList``.
+    evm-sender <chain-id> <address>
+        an Ethereum address (0x + 40 hex digits, compared case-insensitively)
+        that may send riverseal anchors on the chain with this EIP-155 chain id.
+        Several lines for one chain register several addresses.
+
+    evm-confirmations <chain-id> <n>
+        on a chain whose node reports no ``finalized`` block, an anchor needs
+        ``n`` confirmations (1 = its own block). Without this line the number
+        the receipt states is used. At most one line per chain.
+
+Any other line is an error that names its line number. New directives are
+one parser function each in ``_DIRECTIVES``, plus a field on ``TrustList``.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,7 +38,9 @@ from .errors import LedgerClientError, MalformedError
 from .note import Verifier
 from .records import parse_time
 
-__all__ = ["MalformedTrust", "TrustList", "TrustedKey", "parse_trust"]
+__all__ = ["EvmSender", "MalformedTrust", "TrustList", "TrustedKey", "parse_trust"]
+
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 
 
 class MalformedTrust(MalformedError):
@@ -66,19 +78,45 @@ class TrustedKey:
 
 
 @dataclass(frozen=True)
+class EvmSender:
+    """An address that may anchor on one EVM chain."""
+
+    chain_id: int
+    address: str
+    """Lower-case ``0x`` + 40 hex digits."""
+
+
+@dataclass(frozen=True)
 class TrustList:
     """Everything a trust file says. An empty list trusts nothing."""
 
     keys: tuple[TrustedKey, ...] = ()
+    evm_senders: tuple[EvmSender, ...] = ()
+    evm_confirmations: tuple[tuple[int, int], ...] = ()
+    """(chain id, confirmations) pairs from ``evm-confirmations`` lines."""
+
+    def evm_senders_for(self, chain_id: int) -> frozenset[str]:
+        """The registered anchoring addresses (lower case) for a chain."""
+        return frozenset(s.address for s in self.evm_senders if s.chain_id == chain_id)
+
+    def evm_confirmations_for(self, chain_id: int) -> int | None:
+        """The confirmations this trust file requires on a chain, if it says."""
+        return next((n for c, n in self.evm_confirmations if c == chain_id), None)
 
 
 @dataclass
 class _Builder:
     keys: list[TrustedKey] = field(default_factory=list)
     key_lines: dict[tuple[str, bytes], int] = field(default_factory=dict)
+    senders: dict[EvmSender, int] = field(default_factory=dict)
+    confirmations: dict[int, tuple[int, int]] = field(default_factory=dict)
 
     def build(self) -> TrustList:
-        return TrustList(keys=tuple(self.keys))
+        return TrustList(
+            keys=tuple(self.keys),
+            evm_senders=tuple(self.senders),
+            evm_confirmations=tuple((c, n) for c, (n, _) in self.confirmations.items()),
+        )
 
 
 def _time_arg(text: str, what: str) -> datetime | None:
@@ -107,9 +145,44 @@ def _key(args: list[str], out: _Builder, line: int) -> None:
     out.keys.append(TrustedKey(verifier, valid_from, valid_until))
 
 
+def _positive_int(text: str, what: str) -> int:
+    if not re.fullmatch(r"[0-9]{1,20}", text) or int(text) <= 0:
+        raise MalformedTrust(f"{what} {text!r} is not a positive decimal integer")
+    return int(text)
+
+
+def _evm_sender(args: list[str], out: _Builder, line: int) -> None:
+    if len(args) != 2:
+        raise MalformedTrust("expected: evm-sender <chain-id> <address>")
+    chain = _positive_int(args[0], "chain id")
+    if not _ADDRESS.fullmatch(args[1]):
+        raise MalformedTrust(f"address {args[1]!r} is not 0x followed by 40 hex digits")
+    sender = EvmSender(chain, args[1].lower())
+    if sender in out.senders:
+        raise MalformedTrust(
+            f"evm-sender {chain} {sender.address} is already listed on line {out.senders[sender]}"
+        )
+    out.senders[sender] = line
+
+
+def _evm_confirmations(args: list[str], out: _Builder, line: int) -> None:
+    if len(args) != 2:
+        raise MalformedTrust("expected: evm-confirmations <chain-id> <n>")
+    chain = _positive_int(args[0], "chain id")
+    n = _positive_int(args[1], "confirmations")
+    if chain in out.confirmations:
+        raise MalformedTrust(
+            f"evm-confirmations for chain {chain} is already set on line "
+            f"{out.confirmations[chain][1]}"
+        )
+    out.confirmations[chain] = (n, line)
+
+
 # directive -> parser(arguments, builder, line number)
 _DIRECTIVES: dict[str, Callable[[list[str], _Builder, int], None]] = {
     "key": _key,
+    "evm-sender": _evm_sender,
+    "evm-confirmations": _evm_confirmations,
 }
 
 
