@@ -1,6 +1,6 @@
 """``ledger-verify``: check a riverseal bundle offline and say what holds.
 
-    ledger-verify BUNDLE [--trust FILE] [--tsa-roots PEM] [--json]
+    ledger-verify BUNDLE [--trust FILE] [--tsa-roots PEM] [--rpc URL] [--json]
 
 Exit status: 0 everything verified; 1 something failed verification (each
 failure names the entry or checkpoint, the check and the reason); 2 the input
@@ -21,7 +21,8 @@ from typing import Any, TextIO
 from .anchors import AnchorChecker
 from .bundle import MAX_BUNDLE_BYTES, Bundle
 from .errors import LedgerClientError
-from .trust import TrustList, parse_trust
+from .evm import EvmChecker
+from .trust import MalformedTrust, TrustList, parse_trust
 from .tsa import TsaChecker, load_tsa_roots
 from .verify import Report, verify_bundle
 
@@ -58,6 +59,13 @@ def _parser() -> argparse.ArgumentParser:
         help="check rfc3161 anchors: TSA root certificate(s) you trust (PEM; repeatable; "
         "needs riverseal[online])",
     )
+    p.add_argument(
+        "--rpc",
+        action="append",
+        metavar="URL",
+        help="check evm anchors on your own JSON-RPC node (repeatable, one per chain); "
+        "needs --trust with evm-sender lines and riverseal[online]",
+    )
     p.add_argument("--json", action="store_true", help="print a machine-readable verdict")
     return p
 
@@ -67,6 +75,10 @@ def _anchor_checkers(args: argparse.Namespace, trust: TrustList | None) -> list[
     checkers: list[AnchorChecker] = []
     if args.tsa_roots:
         checkers.append(TsaChecker(load_tsa_roots(args.tsa_roots)))
+    if args.rpc:
+        if trust is None:
+            raise MalformedTrust("--rpc needs --trust, which names the anchoring addresses")
+        checkers.append(EvmChecker(args.rpc, trust))
     return checkers
 
 
