@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from ..errors import ConfigError
-from ..modbus_profiles.profile import Profile, load_profile
 from .table import Table, positive
+
+if TYPE_CHECKING:
+    # Imported when parsing: the profile loader itself reads TOML with config.table.
+    from ..modbus_profiles.profile import Profile
 
 __all__ = [
     "MODBUS_BAUD_RATES",
@@ -52,6 +55,8 @@ class ModbusSensorConfig:
 
 
 def parse_modbus(t: Table, sid: str, site: str | None) -> ModbusSensorConfig:
+    from ..modbus_profiles.profile import load_profile
+
     ref = t.get("profile", str, required=True)
     try:
         profile = load_profile(ref)
