@@ -8,6 +8,10 @@ Tests on the shared broker use client ids and topics of their own.
 
 ``tsa``: one real RFC 3161 timestamp authority for the session (see
 tests/ledgers/tsa_server.py): ``tsa.url(fault)``, ``tsa.roots``.
+
+``anvil``: one real anvil node for the session (see tests/ledgers/anvil_node.py):
+a block every 0.5 s, ``finalized`` = head − 2. Tests that stop, reorg or stall
+a chain start their own with ``running_anvil``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.ledgers.anvil_node import AnvilMissing, AnvilNode, anvil_binary, running_anvil
 from tests.ledgers.tsa_server import TestTsa, running_tsa
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -72,3 +77,13 @@ def tsa(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestTsa]:
     """A real RFC 3161 TSA (``openssl ts -reply`` over HTTP); see tests/ledgers/tsa_server.py."""
     with running_tsa(tmp_path_factory.mktemp("tsa")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def anvil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnvilNode]:
+    try:
+        anvil_binary()
+    except AnvilMissing as exc:
+        pytest.fail(str(exc))
+    with running_anvil(tmp_path_factory.mktemp("anvil")) as node:
+        yield node
