@@ -6,6 +6,10 @@
 override this fixture closer to them (see tests/simulators/conftest.py).
 Tests on the shared broker use client ids and topics of their own.
 
+``mosquitto_tls``: one real Mosquitto with TLS listeners for the session
+(see tests/simulators/sim_broker.py ``TlsBroker``): certificates made with
+openssl in the test, a password file made with ``mosquitto_passwd``.
+
 ``tsa``: one real RFC 3161 timestamp authority for the session (see
 tests/ledgers/tsa_server.py): ``tsa.url(fault)``, ``tsa.roots``.
 
@@ -27,6 +31,7 @@ import pytest
 
 from tests.ledgers.anvil_node import AnvilMissing, AnvilNode, anvil_binary, running_anvil
 from tests.ledgers.tsa_server import TestTsa, running_tsa
+from tests.simulators.sim_broker import TlsBroker
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
@@ -77,6 +82,18 @@ def tsa(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestTsa]:
     """A real RFC 3161 TSA (``openssl ts -reply`` over HTTP); see tests/ledgers/tsa_server.py."""
     with running_tsa(tmp_path_factory.mktemp("tsa")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def mosquitto_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsBroker]:
+    if not Path(MOSQUITTO).exists():
+        pytest.fail("mosquitto is not installed: run scripts/setup --dev")
+    broker = TlsBroker(tmp_path_factory.mktemp("mosquitto-tls"))
+    try:
+        broker.start()
+        yield broker
+    finally:
+        broker.stop()
 
 
 @pytest.fixture(scope="session")

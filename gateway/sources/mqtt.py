@@ -32,6 +32,7 @@ else; the supervisor in ``run`` reconnects after a capped, jittered back-off.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import ssl
@@ -74,6 +75,7 @@ log = logging.getLogger(__name__)
 _NAME = "mqtt"
 _PROBE_MAX_WAIT_S = 300.0
 _PROBE_SHOW_CHARS = 2000
+_HANDSHAKE_S = 10.0
 
 
 def _where(config: MqttConfig) -> str:
@@ -140,6 +142,11 @@ def explain_mqtt_error(exc: BaseException) -> str:
         )
     if "SSL" in text or "TLS" in text:
         return f"TLS handshake failed: {text}"
+    if text == "Operation timed out":
+        return (
+            "no answer from the broker in time (a TLS port that wants a client certificate: "
+            "set tls_cert and tls_key; a plain port or not an MQTT broker: check host and port)"
+        )
     if "Connection refused" in text:
         return f"connection refused ({text}): is the broker running and listening on that port?"
     return text
@@ -184,7 +191,9 @@ def _paho(client: aiomqtt.Client) -> paho.Client:
     return client._client
 
 
-def _client(config: MqttConfig, identifier: str, *, persistent: bool) -> aiomqtt.Client:
+def _client(
+    config: MqttConfig, identifier: str, *, persistent: bool, context: ssl.SSLContext | None
+) -> aiomqtt.Client:
     return aiomqtt.Client(
         config.host,
         config.port,
@@ -194,8 +203,31 @@ def _client(config: MqttConfig, identifier: str, *, persistent: bool) -> aiomqtt
         clean_session=not persistent,
         keepalive=config.keepalive,
         protocol=aiomqtt.ProtocolVersion.V311,
-        tls_context=tls_context(config),
+        tls_context=context,
     )
+
+
+async def _check_tls(config: MqttConfig, context: ssl.SSLContext | None) -> None:
+    """Do one TLS handshake ourselves before paho does.
+
+    paho 2.2 leaks its socket when the handshake fails and loses the error's type;
+    a handshake of our own fails cleanly and says why (untrusted CA, wrong name).
+    """
+    if context is None:
+        return
+    async with asyncio.timeout(_HANDSHAKE_S):
+        _, writer = await asyncio.open_connection(config.host, config.port, ssl=context)
+    writer.close()
+    with contextlib.suppress(OSError, TimeoutError):
+        async with asyncio.timeout(_HANDSHAKE_S):
+            await writer.wait_closed()
+
+
+def _discard(client: aiomqtt.Client) -> None:
+    """Close the socket aiomqtt 2.5.1 leaves open when a connection attempt fails."""
+    sock = _paho(client).socket()
+    if sock is not None:
+        sock.close()
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -260,11 +292,13 @@ class MqttSource:
     async def _session(self, sink: Sink) -> None:
         """One connection, from connect to failure; the error boundary of this driver."""
         where = _where(self.config)
+        context = tls_context(self.config)
+        client = _client(self.config, self.client_id, persistent=True, context=context)
+        # Before connecting: the broker redelivers as soon as the session resumes,
+        # and paho would acknowledge those messages on arrival.
+        _paho(client).manual_ack_set(True)
         try:
-            client = _client(self.config, self.client_id, persistent=True)
-            # Before connecting: the broker redelivers as soon as the session resumes,
-            # and paho would acknowledge those messages on arrival.
-            _paho(client).manual_ack_set(True)
+            await _check_tls(self.config, context)
             async with client:
                 await self._subscribe(client, sink)
                 log.info("mqtt: connected to %s as %s", where, self.client_id)
@@ -273,6 +307,7 @@ class MqttSource:
                 self._backoff.reset()
                 await self._pump(client, sink)
         except (aiomqtt.MqttError, OSError) as exc:
+            _discard(client)
             raise SensorError(self.name, f"{where}: {explain_mqtt_error(exc)}") from exc
         except BaseExceptionGroup as group:
             first = _first_error(group)
@@ -429,7 +464,13 @@ async def probe_mqtt(
     where = _where(config)
     route = router.routes[0]
     try:
-        async with _client(config, identifier, persistent=False) as client:
+        context = tls_context(config)
+    except GatewayError as exc:  # a TLS file problem, already worded
+        return ProbeResult(sensor.id, (), None, str(exc))
+    client = _client(config, identifier, persistent=False, context=context)
+    try:
+        await _check_tls(config, context)
+        async with client:
             await client.subscribe(subscription, qos=1)
             async with asyncio.timeout(wait):
                 async for message in client.messages:
@@ -450,9 +491,8 @@ async def probe_mqtt(
             "powered and publishing, and is the topic right?",
         )
     except (aiomqtt.MqttError, OSError) as exc:
+        _discard(client)
         return ProbeResult(sensor.id, (), None, f"{where}: {explain_mqtt_error(exc)}")
-    except GatewayError as exc:  # a TLS file problem, already worded
-        return ProbeResult(sensor.id, (), None, str(exc))
     received_ns = clock()
     topic = message.topic.value
     payload = message.payload if isinstance(message.payload, bytes) else b""
