@@ -24,19 +24,21 @@ from __future__ import annotations
 import base64
 import binascii
 import importlib.util
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .anchors import AnchorEvidence
 from .bundle import AnchorReceipt
-from .errors import AnchorCheckError, LedgerUnreachable, MalformedError
+from .errors import AnchorCheckError, LedgerClientError, LedgerUnreachable, MalformedError
+from .records import parse_time
 
 if TYPE_CHECKING:
     from cryptography.x509 import Certificate
-    from rfc3161_client import TimeStampResponse
+    from rfc3161_client import Accuracy, TimeStampResponse
 
 __all__ = [
     "BACKEND_PREFIX",
@@ -76,6 +78,8 @@ class TokenFacts:
     signer: str
     """The signing certificate's subject (RFC 4514)."""
     nonce: int | None
+    accuracy_s: float | None = None
+    """The TSA's stated accuracy of genTime, when the token gives one."""
 
 
 class TsaRoots:
@@ -176,17 +180,37 @@ def verify_token(
     gen_time = info.gen_time
     if gen_time.tzinfo is None:  # GeneralizedTime in a token is UTC by RFC 3161
         gen_time = gen_time.replace(tzinfo=UTC)
-    return TokenFacts(gen_time, info.serial_number, info.policy.dotted_string, _signer(resp), nonce)
+    return TokenFacts(
+        gen_time,
+        info.serial_number,
+        info.policy.dotted_string,
+        _signer(resp),
+        nonce,
+        _accuracy(resp),
+    )
+
+
+def _accuracy(resp: TimeStampResponse) -> float | None:
+    # Optional in a TSTInfo; the library then gives None despite its annotation.
+    acc: Accuracy | None = resp.tst_info.accuracy
+    if acc is None:
+        return None
+    return (acc.seconds or 0) + (acc.millis or 0) / 1e3 + (acc.micros or 0) / 1e6
 
 
 def _reason(exc: Exception) -> str:
     text = str(exc)
     if not text.startswith("Error while verifying certificates"):
         return text
-    # The library passes OpenSSL's error stack through; its "Verify error" is the gist.
+    # The library passes OpenSSL's error stack through: keep its verify error, or
+    # else the reasons it lists ("signature failure", "digest failure").
     _, found, rest = text.partition("Verify error: ")
-    gist = rest.split('"', 1)[0] if found else text
-    return f"its signature or certificate chain is not trusted ({gist})"
+    if found:
+        gist = rest.split('"', 1)[0]
+    else:
+        reasons = dict.fromkeys(re.findall(r'reason: "([^"]*)"', text))
+        gist = "; ".join(reasons) or text
+    return f"its CMS signature or certificate chain does not verify ({gist})"
 
 
 def _signer(resp: TimeStampResponse) -> str:
@@ -223,10 +247,11 @@ class TsaChecker:
             facts = self._check(tsa, anchor)
         except AnchorCheckError as exc:
             raise AnchorCheckError(f"TSA {tsa}: {exc}") from exc
+        accuracy = "" if facts.accuracy_s is None else f" ± {facts.accuracy_s:g} s"
         return AnchorEvidence(
             facts.gen_time,
-            f"TSA {tsa} token, serial {facts.serial}, policy {facts.policy}, "
-            f"signed by {facts.signer}",
+            f"TSA {tsa} token: genTime {format_gen_time(facts.gen_time)}{accuracy}, "
+            f"serial {facts.serial}, policy {facts.policy}, signed by {facts.signer}",
         )
 
     def _check(self, tsa: str, anchor: AnchorReceipt) -> TokenFacts:
@@ -243,7 +268,7 @@ class TsaChecker:
             raise AnchorCheckError(f"the receipt names TSA {named!r}, not {tsa!r}")
         facts = verify_token(token, anchor.digest, self.roots)
         stated = receipt.get("gen_time")
-        if stated is not None and stated != format_gen_time(facts.gen_time):
+        if stated is not None and not _same_instant(stated, facts.gen_time):
             raise AnchorCheckError(
                 f"the receipt's gen_time {stated!r} is not the token's "
                 f"{format_gen_time(facts.gen_time)}"
@@ -251,3 +276,10 @@ class TsaChecker:
         if anchor.state != "final":
             raise AnchorCheckError(f"a TSA anchor is final once stamped, not {anchor.state!r}")
         return facts
+
+
+def _same_instant(text: Any, t: datetime) -> bool:
+    try:
+        return parse_time(text) == t
+    except LedgerClientError:
+        return False
