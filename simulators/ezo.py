@@ -610,12 +610,13 @@ class EzoCircuit:
         """The reading to send now with the reading faults applied: (text, cut short)."""
         f = self._faults
         self._served_count += 1
+        spiked = False
         if f.stuck_next and self._last_served is not None:
             text = self._last_served
         else:
             state = self._river.sample(now)
             if f.spike_next:
-                state = self._spiked(state)
+                state, spiked = self._spiked(state), True
             text = self._reading_text(state)
         self._last_served = text
         cut = f.truncate_next > 0 and len(text) > 1
@@ -625,7 +626,7 @@ class EzoCircuit:
         self._faults = replace(
             f,
             stuck_next=max(0, f.stuck_next - 1),
-            spike_next=max(0, f.spike_next - 1),
+            spike_next=f.spike_next - 1 if spiked else f.spike_next,
             truncate_next=max(0, f.truncate_next - 1),
         )
         return text, cut

@@ -61,6 +61,7 @@ from gateway.sources.serial_link import MAX_LINE_BYTES, SerialLink
 from gateway.sources.sites import SiteTemperatures
 
 __all__ = [
+    "MEASURING_RANGES",
     "SCAN_BAUD_RATES",
     "STATUS_CODES",
     "DataLine",
@@ -324,8 +325,11 @@ def interpret(
 
     A line that is no protocol shape gives ``Rejected("garbage", ...)``; one
     that is a number list of the wrong shape for the circuit gives
-    ``Rejected("bad-reading", ...)``. ``units`` overrides a quantity's unit
-    (an RTD set to kelvin or Fahrenheit).
+    ``Rejected("bad-reading", ...)``; a value the circuit cannot report
+    (outside its datasheet range, ``MEASURING_RANGES``) gives
+    ``Rejected("out-of-range", ...)``: usually a line that lost its CR and ran
+    into the next one. ``units`` overrides a quantity's unit (an RTD set to
+    kelvin or Fahrenheit).
     """
     try:
         parsed = parse_line(line, sensor=sensor)
@@ -339,7 +343,30 @@ def interpret(
         return Rejected("bad-reading", exc.problem)
     if units:
         values = tuple(Value(v.quantity, v.value, units.get(v.quantity, v.unit)) for v in values)
+    for v in values:
+        low, high = MEASURING_RANGES[v.quantity]
+        native = to_celsius(v.value, v.unit) if v.quantity == "temperature" else v.value
+        if not low <= native <= high:
+            return Rejected(
+                "out-of-range",
+                f"{v.quantity} {v.value:g} {v.unit} in {parsed.text!r} is outside what an "
+                f"EZO-{circuit.upper()} reports ({low:g} to {high:g})",
+            )
     return ReadingLine(values, parsed.text)
+
+
+MEASURING_RANGES: dict[str, tuple[float, float]] = {
+    "ph": (-1.6, 15.6),  # extended range
+    "orp": (-2000.0, 2000.0),  # extended range, mV
+    "temperature": (-126.0, 1254.0),  # °C
+    "do": (0.0, 100.0),  # mg/L; the datasheet says "100+", water holds far less
+    "do_sat": (0.0, 500.0),  # %; the datasheet says "400+"
+    "ec": (0.0, 1_000_000.0),  # µS/cm; the datasheet says "500,000+"
+    "tds": (0.0, 1_000_000.0),
+    "salinity": (0.0, 42.0),  # PSU
+    "specific_gravity": (1.0, 1.3),
+}
+"""What each quantity can be, from the circuit datasheets (sensor-protocols §1.5)."""
 
 
 _RTD_SCALES = {"C": "Cel", "K": "K", "F": "[degF]"}
@@ -824,12 +851,14 @@ class EzoSource:
                 sink.reject(self.name, "garbage", exc.problem)
                 continue
             received = self._clock()
+            # Any line, even a bad one, shows the circuit is talking: silence is what
+            # times out. A bad line is counted as what it is.
+            expect_by = loop.time() + patience
             line = self._interpret(raw)
             if isinstance(line, Rejected):
                 sink.reject(self.name, line.reason, line.detail)
             elif isinstance(line, ReadingLine):
                 self._timeouts = 0
-                expect_by = loop.time() + patience
                 await self._stream_reading(sink, line, received, interval)
             elif isinstance(line, QueryReply):
                 log.debug("%s: skipped unexpected %r", self.name, line.text)

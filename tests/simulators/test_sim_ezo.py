@@ -383,3 +383,115 @@ def test_faults_fire_in_order_reset_stale_garbage() -> None:
     assert lines[:3] == [b"*RS\r", b"*RE\r", stale]
     assert lines[3][0] >= 0x80
     assert lines[4:] == [PH_LINE, b"*OK\r"]
+
+
+# -- more faults, continuous output, compensation -------------------------------------
+
+
+def test_truncated_reading_loses_its_cr_and_runs_into_the_ok() -> None:
+    c = circuit("ph", seed=3)
+    full = f"{STATE.ph:.3f}"
+    c.inject(truncate_next=1)
+    replies = c.receive(b"R\r", NOW)
+    assert len(replies) == 2
+    fragment = replies[0].data
+    assert not fragment.endswith(b"\r")
+    assert full.encode().startswith(fragment) and fragment != full.encode()
+    assert replies[1].data == b"*OK\r"
+    assert send(c, "R") == [f"{full}\r".encode(), b"*OK\r"]  # one reading only
+
+
+def test_stuck_repeats_the_previous_reading() -> None:
+    c = circuit("rtd")
+    first = send(c, "R", NOW)
+    c.inject(stuck_next=2)
+    later = NOW + 3600
+    assert send(c, "R", later) == first
+    assert send(c, "R", later) == first
+    assert send(c, "R", later) == [f"{RIVER.sample(later).temperature_c:.3f}\r".encode(), b"*OK\r"]
+
+
+def test_spike_moves_the_value_far_for_one_reading() -> None:
+    c = circuit("orp", seed=1)
+    c.inject(spike_next=1)
+    spiked = float(send(c, "R")[0])
+    assert abs(spiked - STATE.orp_mv) == pytest.approx(300.0, abs=0.1)
+    assert send(c, "R")[0] == f"{STATE.orp_mv:.1f}\r".encode()
+
+
+def test_slow_replies_come_late_once() -> None:
+    c = circuit("ph", delay_scale=0.0)
+    c.inject(slow_next=1, slow_s=4.5)
+    assert c.receive(b"R\r", NOW)[0].delay_s == pytest.approx(4.5)
+    assert c.receive(b"R\r", NOW)[0].delay_s == 0.0
+
+
+def test_undervoltage_line_precedes_the_answer() -> None:
+    c = circuit("ph")
+    c.inject(undervoltage_next=1)
+    assert send(c, "R") == [b"*UV\r", f"{STATE.ph:.3f}\r".encode(), b"*OK\r"]
+    assert send(c, "i") == [b"?I,pH,2.16\r", b"*OK\r"]
+
+
+def test_dropout_loses_commands_and_continuous_lines_for_its_duration() -> None:
+    c = circuit("ph")
+    c.drop_out(NOW + 10, 5)
+    assert c.continuous_output(NOW + 9) is not None
+    assert c.continuous_output(NOW + 12) is None
+    assert send(c, "R", NOW + 14.9) == []
+    assert send(c, "R", NOW + 15) == [f"{RIVER.sample(NOW + 15).ph:.3f}\r".encode(), b"*OK\r"]
+    with pytest.raises(ValueError, match="duration"):
+        c.drop_out(NOW, 0)
+
+
+def test_continuous_output_carries_faults() -> None:
+    c = circuit("ec", seed=2)
+    c.inject(garbage_next=1, undervoltage_next=1, truncate_next=1)
+    line = c.continuous_output(NOW)
+    assert line is not None
+    assert line.startswith(b"*UV\r")
+    garbage, fragment = line[4:].split(b"\r")
+    assert garbage and all(b >= 0x80 for b in garbage)
+    assert fragment and f"{STATE.ec_us_cm:.1f}".encode().startswith(fragment)
+    assert c.continuous_output(NOW) == f"{STATE.ec_us_cm:.1f}\r".encode()
+
+
+@pytest.mark.parametrize(
+    ("scale", "value"),
+    [
+        ("c", STATE.temperature_c),
+        ("k", STATE.temperature_c + 273.15),
+        ("f", STATE.temperature_c * 9 / 5 + 32),
+    ],
+)
+def test_rtd_scale(scale: str, value: float) -> None:
+    c = circuit("rtd", upper_case_replies=True)
+    assert send(c, f"S,{scale.upper()}") == [b"*OK\r"]
+    assert send(c, "S,?") == [f"?S,{scale}\r".encode(), b"*OK\r"]
+    assert send(c, "R") == [f"{value:.3f}\r".encode(), b"*OK\r"]
+    assert send(circuit("ph"), "S,?") == [b"*ER\r"]
+    assert send(c, "S,x") == [b"*ER\r"]
+
+
+def test_output_query_without_comma() -> None:
+    c = circuit("do", output_query_comma=False)
+    send(c, "O,%,1")
+    assert send(c, "O,?") == [b"?O,mg,%\r", b"*OK\r"]
+
+
+def test_model_compensation_is_exact_at_the_water_temperature_and_off_elsewhere() -> None:
+    water = f"{STATE.temperature_c:.6f}"
+    cases: list[tuple[EzoKind, str]] = [("ph", f"{STATE.ph:.3f}"), ("ec", f"{STATE.ec_us_cm:.1f}")]
+    for kind, true in cases:
+        c = circuit(kind, model_compensation=True)
+        default = send(c, "R")[0]  # compensated at 25 °C: off
+        send(c, f"T,{water}")
+        assert send(c, "R")[0] == f"{true}\r".encode()
+        assert default != f"{true}\r".encode()
+    do = circuit("do", model_compensation=True)
+    send(do, "O,%,1")
+    cold = float(send(do, "R")[0].split(b",")[0])  # at the default 20 °C
+    send(do, f"T,{water}")
+    assert send(do, "R")[0] == f"{STATE.do_mg_l:.2f},{STATE.do_sat_pct:.1f}\r".encode()
+    assert (cold < STATE.do_mg_l) == (STATE.temperature_c < 20)
+    assert circuit("ph").temperature == 25.0
