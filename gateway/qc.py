@@ -14,10 +14,10 @@ spike           the real-time variant: an edge cannot see the next reading, so
                 the current value is compared with the mean of the two before
                 it: ``|v − (v₋₁ + v₋₂)/2|`` above ``spike_fail`` → 4, above
                 ``spike_suspect`` → 3 (equal passes); fewer than two previous
-                values → 2. The reading after a spike is compared with a mean
-                that holds the spike, so it may be flagged too: the flag marks
-                the neighbourhood, and the spike itself always carries the
-                larger one.
+                values → 2. The two readings after a spike are compared with a
+                mean that holds it, at half its height, so they may be flagged
+                too (a lesser flag): the flags mark the neighbourhood. A real
+                step change is flagged for its first two readings, then passes.
 rate_of_change  ``|v − v₋₁|`` above ``rate_of_change_sd`` standard deviations
                 (sample SD) of the values in the last
                 ``rate_of_change_window_s`` → 3 (QARTOD has no fail level here);

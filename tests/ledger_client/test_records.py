@@ -67,6 +67,36 @@ def test_entries_round_trip(rec: dict[str, Any]) -> None:
     assert entry.key == KEY
 
 
+def _qc(flag: Any, tests: Any) -> dict[str, Any]:
+    return {"q": "pH", "v": 7.12, "u": "pH", "qc": {"flag": flag, "tests": tests}}
+
+
+QC_VALUE = _qc(1, {"gross_range": 1, "spike": 1, "rate_of_change": 2, "flat_line": 1})
+MISSING_VALUE = {
+    "q": "pH",
+    "v": None,
+    "u": "pH",
+    "qc": {"flag": 9, "tests": {"gross_range": 9, "spike": 9, "rate_of_change": 9, "flat_line": 9}},
+}
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pytest.param([QC_VALUE], id="flags"),
+        pytest.param([MISSING_VALUE], id="missing-null"),
+        pytest.param([{**MISSING_VALUE, "v": 7.12}], id="missing-with-number"),
+        pytest.param([_qc(4, {})], id="flag-without-tests"),
+        pytest.param([QC_VALUE, {"q": "Cel", "v": 12.5, "u": "Cel"}], id="mixed"),
+        pytest.param([{**QC_VALUE, "qc": {**QC_VALUE["qc"], "note": "x"}}], id="qc-extra-member"),
+    ],
+)
+def test_values_with_qc_flags_round_trip(values: list[dict[str, Any]]) -> None:
+    rec = {**READING, "values": values}
+    entry = parse_entry(make_entry(rec, SIGNER.signing_key))
+    assert entry.rec == rec
+
+
 def _without(rec: dict[str, Any], name: str) -> dict[str, Any]:
     return {k: v for k, v in rec.items() if k != name}
 
@@ -88,6 +118,20 @@ BAD_RECORDS = [
     pytest.param({**READING, "values": [{"q": "pH", "v": True, "u": "pH"}]}, id="value-bool"),
     pytest.param({**READING, "values": [{"q": "pH", "v": 7}]}, id="value-no-unit"),
     pytest.param({**READING, "values": [7]}, id="value-not-object"),
+    pytest.param({**READING, "values": [{**QC_VALUE, "v": None}]}, id="value-null-not-missing"),
+    pytest.param({**READING, "values": [{"q": "pH", "v": None, "u": "pH"}]}, id="value-null"),
+    pytest.param({**READING, "values": [{**QC_VALUE, "qc": 1}]}, id="qc-not-object"),
+    pytest.param({**READING, "values": [{**QC_VALUE, "qc": {"flag": 1}}]}, id="qc-no-tests"),
+    pytest.param(
+        {**READING, "values": [{**QC_VALUE, "qc": {"tests": {"spike": 1}}}]}, id="qc-no-flag"
+    ),
+    pytest.param({**READING, "values": [_qc(5, {"spike": 1})]}, id="qc-flag-5"),
+    pytest.param({**READING, "values": [_qc(0, {"spike": 1})]}, id="qc-flag-0"),
+    pytest.param({**READING, "values": [_qc(True, {"spike": 1})]}, id="qc-flag-bool"),
+    pytest.param({**READING, "values": [_qc(1.5, {"spike": 1})]}, id="qc-flag-fraction"),
+    pytest.param({**READING, "values": [_qc(1, {"spike": 7})]}, id="qc-test-flag-7"),
+    pytest.param({**READING, "values": [_qc(1, {"spike": "1"})]}, id="qc-test-flag-string"),
+    pytest.param({**READING, "values": [_qc(1, [1, 1])]}, id="qc-tests-not-object"),
     pytest.param({**READING, "sensor_time": "yesterday"}, id="sensor-time"),
     pytest.param({**READING, "src_seq": -3}, id="src-seq"),
     pytest.param(_without(READING, "sensor"), id="reading-no-sensor"),
