@@ -327,6 +327,26 @@ async def test_unplug_and_replug_resume_without_a_restart(
     assert values(sink, "sonde-0") == s.served[: len(sink.readings)]
 
 
+async def test_an_adapter_that_answers_nothing_is_reopened(
+    tmp_path: Path, sink: RecordingSink
+) -> None:
+    link = tmp_path / "usb-sdi12"
+    s = sonde("0", NO_WAIT)
+    s.inject(silent=True)
+    source = Sdi12Source(
+        [config(link, "0", NO_WAIT, retries=0, timeout_s=0.1)],
+        max_silent_rounds=2,
+        backoff=Backoff(0.05, 0.1),
+    )
+    async with adapter(link, s), running(source, sink):
+        await sink.wait_for(lambda: sink.reject_counts()["disconnected"] >= 2, what="reopens")
+        s.inject(silent=False)
+        await sink.wait_for(lambda: bool(sink.readings), what="a reading after the reopen")
+    assert "answered nothing in 2 rounds" in next(
+        detail for _, reason, detail in sink.rejects if reason == "disconnected"
+    )
+
+
 async def test_a_babbling_port_never_kills_the_source(tmp_path: Path, sink: RecordingSink) -> None:
     """Not the simulator: a raw pty that answers every command with hostile bytes."""
     master, slave = os.openpty()
