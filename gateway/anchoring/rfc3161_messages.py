@@ -91,7 +91,7 @@ def read_reply(reply: bytes, digest: bytes, nonce: int, roots: TsaRoots) -> Stam
         ) from exc
     if status != 0:
         said = "; ".join(resp.status_string) or "no reason given"
-        problem = f"the TSA refused: status {_STATUS.get(status, status)} ({said})"
+        problem = f"the TSA did not grant: status {_STATUS.get(status, status)} ({said})"
         raise (LedgerUnavailable if status == _WAITING else LedgerRejected)(problem)
     if not token:
         raise LedgerUnavailable("the reply says granted but holds no token")

@@ -44,7 +44,7 @@ FAILURES: dict[str, tuple[type[AnchorError], str]] = {
         LedgerRejected,
         r"certificate chain does not verify \(unable to get local issuer certificate\)",
     ),
-    "rejection": (LedgerRejected, r"refused: status rejection \(not today, sadly\)"),
+    "rejection": (LedgerRejected, r"did not grant: status rejection \(not today, sadly\)"),
     "slow": (LedgerUnavailable, r"no reply within 0.3 s"),
 }
 

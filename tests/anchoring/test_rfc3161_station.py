@@ -146,7 +146,7 @@ def test_a_station_anchors_to_two_tsas_and_its_bundle_verifies(
 
 
 def test_an_optional_tsa_that_fails_blocks_nothing_and_records_nothing(
-    tsa: TestTsa, tmp_path: Path
+    tsa: TestTsa, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     cfg = make_station(
         tmp_path,
@@ -166,3 +166,12 @@ def test_an_optional_tsa_that_fails_blocks_nothing_and_records_nothing(
     assert status["last_error"].startswith(f"TSA bad ({tsa.url('untrusted')}): ")
     assert "does not verify (unable to get local issuer certificate)" in status["last_error"]
     assert gw.status()["anchors"]["rfc3161:good"]["last_error"] is None
+    # the export carries no receipt of it, and the bundle verifies on the good TSA alone
+    bundle = tmp_path / "bundle.json"
+    assert gateway_cli(["export", "--config", str(cfg), "--out", str(bundle)]) == 0
+    capsys.readouterr()
+    assert ledger_verify([str(bundle), "--tsa-roots", str(tsa.roots), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert {a["backend"] for a in doc["anchors"]} == {"local", "rfc3161:good"}
+    covered = {i for r in doc["recorded_by"] for i in range(r["first"], r["last"] + 1)}
+    assert covered == set(range(size))

@@ -10,6 +10,7 @@ import base64
 import dataclasses
 import json
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -256,3 +257,27 @@ def test_the_receipts_gen_time_is_compared_as_an_instant(
 
     code, doc = run(tmp_path, with_receipt(good, 0, edit), tsa.roots, capsys=capsys)
     assert code == EXIT_OK, doc["failures"]
+
+
+def test_without_rfc3161_client_the_roots_option_says_what_to_install(
+    good: Bundle, tsa: TestTsa, tmp_path: Path
+) -> None:
+    """A regulator's plain install (PyNaCl only) gets a clear exit 2, not a traceback."""
+    path = tmp_path / "bundle.json"
+    path.write_text(good.dumps())
+    probe = (
+        "import sys; sys.modules['rfc3161_client'] = None; "  # as if not installed
+        "from ledger_client.cli import main; "
+        f"sys.exit(main([{str(path)!r}, '--tsa-roots', {str(tsa.roots)!r}]))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == EXIT_UNREADABLE, done.stderr
+    assert "pip install 'riverseal[online]'" in done.stderr
+    assert "Traceback" not in done.stderr
+    # and the same bundle still verifies offline without the option
+    offline = subprocess.run(
+        [sys.executable, "-c", probe.replace(f", '--tsa-roots', {str(tsa.roots)!r}", "")],
+        capture_output=True,
+        text=True,
+    )
+    assert offline.returncode == EXIT_OK, offline.stdout + offline.stderr
