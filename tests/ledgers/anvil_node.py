@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-__all__ = ["AnvilNode", "anvil_binary", "running_anvil"]
+__all__ = ["AnvilNode", "anvil_binary", "evm_toml", "running_anvil"]
 
 REPO = Path(__file__).resolve().parents[2]
 _BUNDLED = REPO / ".tools" / "node_modules" / ".bin" / "anvil"
@@ -187,3 +187,27 @@ def running_anvil(workdir: Path, **options: Any) -> Iterator[AnvilNode]:
         yield node
     finally:
         node.kill()
+
+
+def evm_toml(
+    node: AnvilNode, *, name: str = "anvil", key_file: str = "anchor.key", **settings: Any
+) -> str:
+    """An ``[[anchor.evm]]`` table for a station anchoring to ``node`` (TOML text).
+
+    ``settings`` are further keys of the table, e.g. ``confirmations=2``.
+    """
+    lines = [
+        "[[anchor.evm]]",
+        f'name = "{name}"',
+        f"chain_id = {node.chain_id}",
+        f'rpc = ["{node.url}"]',
+        f'key_file = "{key_file}"',
+    ]
+    for key, value in settings.items():
+        if isinstance(value, str):
+            lines.append(f'{key} = "{value}"')
+        elif isinstance(value, bool):
+            lines.append(f"{key} = {'true' if value else 'false'}")
+        else:
+            lines.append(f"{key} = {value!r}")
+    return "\n".join(lines) + "\n"
