@@ -9,7 +9,8 @@
   `Sonde`) and on a pty (`Sdi12PtyAdapter`).
 - `modbus`: Modbus RTU probes by register profile, several slaves on one pty bus
   (`ModbusSimBus`, `SimSlave`, `ModbusFaults`).
-- `mqtt_node`: an MQTT sensor node publishing the gateway's JSON contract (`MqttNode`).
+- `mqtt_node`: an MQTT sensor node publishing JSON or SenML, with faults (`MqttNode`,
+  `NodeFaults`).
 - `cli`: the `sensor-sim` console script.
 
 Imports nothing from `gateway` or `ledger_client`, and importing the package
@@ -27,7 +28,7 @@ from simulators.modbus import (
     load_sim_profile,
     river_value,
 )
-from simulators.mqtt_node import QUANTITIES, MqttNode, Quantity, rfc3339
+from simulators.mqtt_node import QUANTITIES, MqttNode, NodeFaults, Quantity, rfc3339
 from simulators.pty_link import EzoPtyDevice, PtyLink, ReplyHandler
 from simulators.river import Probe, RiverModel, RiverState, Storm, WaterSource, do_saturation
 from simulators.sdi12 import (
@@ -53,6 +54,7 @@ __all__ = [
     "ModbusFaults",
     "ModbusSimBus",
     "MqttNode",
+    "NodeFaults",
     "Probe",
     "PtyLink",
     "Quantity",

@@ -2,10 +2,13 @@
 
     sensor-sim ezo --kind ph --link /tmp/ph0 [--seed N] [--delay-scale 1.0] [--upper-case]
     sensor-sim mqtt --host 127.0.0.1 --port 1883 --topic riverseal/site1/node1 --interval 1
-                    [--count N] [--quantities temperature,turbidity]
+                    [--count N] [--quantities temperature,turbidity] [--format json|senml]
+                    [--tls-ca CA --tls-cert C --tls-key K] [--username U --password P]
+                    [--garbage-every N] [--spike-every N] [--lost-every N] [--disconnect-every N]
     sensor-sim sdi12 --link /tmp/sdi12-0 --sonde 0:multi --sonde 1:ctd [--seed N] [--echo]
     sensor-sim modbus --link /tmp/rs485-0 --profile ysi-odo-rtu --slave 1
                       [--profile seeed-ectds10 --slave 2 ...] [--seed N] [--baudrate B]
+    sensor-sim station --config station.toml [--gateway-config sensors.toml]
 
 Both exit 0 on SIGINT or SIGTERM; `mqtt --count N` also exits 0 once N
 messages are acknowledged.
@@ -25,10 +28,12 @@ from typing import Any, get_args
 
 from simulators.ezo import EzoCircuit, EzoKind
 from simulators.modbus import ModbusSimBus, SimSlave, load_sim_profile
-from simulators.mqtt_node import QUANTITIES, MqttNode
+from simulators.mqtt_node import QUANTITIES, MqttNode, NodeFaults
 from simulators.pty_link import EzoPtyDevice
 from simulators.river import RiverModel
 from simulators.sdi12 import SONDE_MODELS, Sdi12PtyAdapter, parse_sonde_spec
+from simulators.station import Station, load_station
+from simulators.station import table as station_table
 
 __all__ = ["build_parser", "main"]
 
@@ -62,6 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     mqtt.add_argument("--seed", type=int, default=0)
     mqtt.add_argument("--malformed-every", type=int, default=0)
     mqtt.add_argument("--duplicate-every", type=int, default=0)
+    mqtt.add_argument("--format", choices=("json", "senml"), default="json")
+    for opt in ("garbage", "truncated", "spike", "lost", "disconnect"):
+        mqtt.add_argument(f"--{opt}-every", type=int, default=0)
+    mqtt.add_argument("--tls-ca", type=Path, help="CA certificate: turns TLS on")
+    mqtt.add_argument("--tls-cert", type=Path, help="client certificate (mutual TLS)")
+    mqtt.add_argument("--tls-key", type=Path, help="client key (mutual TLS)")
+    mqtt.add_argument("--username")
+    mqtt.add_argument("--password")
 
     sdi12 = sub.add_parser("sdi12", help="a USB SDI-12 adapter with sondes behind it, on a pty")
     sdi12.add_argument("--link", type=Path, help="symlink to create to the pty (a stable name)")
@@ -91,6 +104,17 @@ def build_parser() -> argparse.ArgumentParser:
     modbus.add_argument(
         "--parity", choices=("N", "E", "O"), default="N", help="N on ptys (see simulators.modbus)"
     )
+
+    station = sub.add_parser(
+        "station", help="a whole station (EZO, Modbus, SDI-12, MQTT) from a TOML file"
+    )
+    station.add_argument("--config", type=Path, required=True, help="station file (TOML)")
+    station.add_argument(
+        "--gateway-config",
+        type=Path,
+        metavar="FILE",
+        help="write the [[sensor]] tables a gateway needs to read this station",
+    )
     return parser
 
 
@@ -99,7 +123,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
-        work = {"ezo": _ezo, "mqtt": _mqtt, "sdi12": _sdi12, "modbus": _modbus}[args.command](args)
+        work = {
+            "ezo": _ezo,
+            "mqtt": _mqtt,
+            "sdi12": _sdi12,
+            "modbus": _modbus,
+            "station": _station,
+        }[args.command](args)
     except ValueError as exc:
         parser.error(str(exc))
     try:
@@ -172,6 +202,22 @@ def _modbus(args: argparse.Namespace) -> Coroutine[Any, Any, None]:
     return serve()
 
 
+def _station(args: argparse.Namespace) -> Coroutine[Any, Any, None]:
+    spec = load_station(args.config)  # StationConfigError is a ValueError: a usage error
+
+    async def serve() -> None:
+        async with Station(spec) as st:
+            if args.gateway_config is not None:
+                args.gateway_config.write_text(st.gateway_sensors(), encoding="utf-8")
+            print(station_table(st.devices()), flush=True)
+            if args.gateway_config is not None:
+                print(f"gateway sensor tables written to {args.gateway_config}", flush=True)
+            print("station running", flush=True)
+            await asyncio.Event().wait()  # until cancelled by a signal
+
+    return serve()
+
+
 def _mqtt(args: argparse.Namespace) -> Coroutine[Any, Any, None]:
     node = MqttNode(
         args.host,
@@ -184,6 +230,19 @@ def _mqtt(args: argparse.Namespace) -> Coroutine[Any, Any, None]:
         args.seed,
         malformed_every=args.malformed_every,
         duplicate_every=args.duplicate_every,
+        format=args.format,
+        faults=NodeFaults(
+            garbage_every=args.garbage_every,
+            truncated_every=args.truncated_every,
+            spike_every=args.spike_every,
+            lost_every=args.lost_every,
+            disconnect_every=args.disconnect_every,
+        ),
+        username=args.username,
+        password=args.password,
+        tls_ca=args.tls_ca,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
 
     async def publish() -> None:

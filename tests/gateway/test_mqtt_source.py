@@ -17,7 +17,7 @@ from gateway.config import MqttConfig, MqttSensorConfig
 from gateway.errors import ConfigError, ProtocolError
 from gateway.sources.base import Gap, Reading, Value
 from gateway.sources.mqtt import MqttSource, ParsedPayload, PayloadError, parse_payload
-from simulators.mqtt_node import MqttNode
+from simulators.mqtt_node import MqttNode, NodeFaults
 from simulators.river import RiverModel
 
 if TYPE_CHECKING:
@@ -520,3 +520,60 @@ async def test_messages_waiting_at_connect_are_not_acknowledged_before_the_commi
     await sink.wait_for(lambda: len(sink.readings) == 3, what="redelivery")
     await stop(second)
     assert [r.src_seq for r in sink.readings] == [0, 1, 2]
+
+
+async def test_simulated_senml_nodes_through_one_template_sensor(
+    mosquitto: tuple[str, int], names: tuple[str, str], sink: RecordingSink
+) -> None:
+    """Two SenML nodes, one `{id}` sensor; garbage rejected, lost samples leave no gap."""
+    river = RiverModel(seed=5)
+    prefix = names[1]
+    nodes = [
+        MqttNode(
+            mosquitto[0],
+            mosquitto[1],
+            f"{prefix}/{nid}/senml",
+            ["temperature", "ec"],
+            river,
+            interval_s=0.02,
+            node_id=f"{names[0]}-{nid}",
+            format="senml",
+            faults=NodeFaults(garbage_every=4, lost_every=5),
+        )
+        for nid in ("w1", "w2")
+    ]
+    config = MqttConfig(host=mosquitto[0], port=mosquitto[1], client_id=names[0])
+    sensor = MqttSensorConfig(id="weir-{id}", topic=f"{prefix}/{{id}}/senml", format="senml")
+    src = MqttSource(config, [sensor], device_id="d", backoff=Backoff(0.05, 0.2))
+    task = await start(src, sink)
+    await asyncio.gather(*(n.run(count=10) for n in nodes))
+    await sink.wait_for(lambda: len(sink.readings) == 16 and len(sink.rejects) == 4)
+    await stop(task)
+    for nid in ("w1", "w2"):
+        mine = [r for r in sink.readings if r.sensor == f"weir-{nid}"]
+        assert len(mine) == 8  # samples 4 and 9 were lost
+        assert all([v.quantity for v in r.values] == ["temperature", "ec"] for r in mine)
+        assert all(r.values[1].unit == "uS/cm" for r in mine)
+    assert {reason for _, reason, _ in sink.rejects} <= {"not-json", "not-utf8", "bad-senml"}
+    assert sink.gaps == []
+
+
+async def test_a_lost_json_sample_becomes_a_gap(
+    mosquitto: tuple[str, int], names: tuple[str, str], sink: RecordingSink
+) -> None:
+    node = MqttNode(
+        mosquitto[0],
+        mosquitto[1],
+        f"{names[1]}/node-1",
+        ["ph"],
+        RiverModel(seed=1),
+        interval_s=0.02,
+        node_id=f"{names[0]}-node",
+        faults=NodeFaults(lost_every=4),
+    )
+    task = await start(make_source(mosquitto, names), sink)
+    await node.run(count=6)
+    await sink.wait_for(lambda: len(sink.readings) == 5)
+    await stop(task)
+    assert [r.src_seq for r in sink.readings] == [0, 1, 2, 4, 5]
+    assert [(g.src_seq_from, g.src_seq_to) for g in sink.gaps] == [(3, 3)]
