@@ -1,0 +1,452 @@
+"""A whole simulated station from one TOML file: EZO circuits, Modbus buses,
+SDI-12 adapters and MQTT nodes, all reading one river.
+
+Each serial device gets a stable symlink ``<links>/<name>`` (the part
+``/dev/serial/by-id/...`` plays on a real box), so a gateway configuration can
+name it before the station starts. ``Station.gateway_sensors()`` writes the
+``[[sensor]]`` tables a gateway needs to read exactly this station.
+
+    [station]
+    seed = 7                          # river and fault seed
+    links = "/tmp/riverseal-station"  # folder for the symlinks
+    mqtt_host = "127.0.0.1"           # broker for [[mqtt]] nodes
+    mqtt_port = 1883
+
+    [[ezo]]
+    name = "ph-1"                     # symlink name and gateway sensor id
+    circuit = "ph"                    # ph, do, ec, orp, rtd
+    site = "upstream"                 # optional: EZO temperature compensation group
+
+    [[modbus]]
+    name = "rs485-1"                  # one bus, one symlink
+    slaves = [{ id = "odo-1", slave = 1, profile = "ysi-odo-rtu" }]
+
+    [[sdi12]]
+    name = "sdi12-1"                  # one adapter, one symlink
+    sondes = [{ id = "sonde-0", address = "0", model = "multi" }]
+
+    [[mqtt]]
+    id = "node-1"
+    topic = "river/node-1"
+    quantities = ["temperature", "turbidity"]
+    interval_s = 1.0
+
+Intervals: ``interval_s`` on any device is what the generated gateway
+config polls at (default 2 s for serial, 1 s for MQTT).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, get_args
+
+from simulators.ezo import EzoKind
+from simulators.modbus import ModbusSimBus, SimSlave, load_sim_profile
+from simulators.mqtt_node import QUANTITIES, MqttNode
+from simulators.pty_link import EzoPtyDevice
+from simulators.river import RiverModel
+from simulators.sdi12 import SDI12_QUANTITIES, SONDE_MODELS, Sdi12Adapter, Sdi12PtyAdapter, Sonde
+
+__all__ = ["Station", "StationConfigError", "StationSpec", "load_station", "parse_station"]
+
+_SERIAL_INTERVAL_S = 2.0
+_MQTT_INTERVAL_S = 1.0
+_PTY_PARITY = "N"
+"""Linux ptys refuse PARENB (tcsetattr EINVAL), so simulated buses run 8N1
+whatever the profile says; the generated gateway config says so too."""
+
+
+class StationConfigError(ValueError):
+    """The station file is wrong; the message names the key."""
+
+
+@dataclass(frozen=True)
+class EzoSpec:
+    name: str
+    circuit: str
+    site: str | None = None
+    interval_s: float = _SERIAL_INTERVAL_S
+
+
+@dataclass(frozen=True)
+class SlaveSpec:
+    id: str
+    slave: int
+    profile: str
+    interval_s: float = _SERIAL_INTERVAL_S
+
+
+@dataclass(frozen=True)
+class ModbusSpec:
+    name: str
+    slaves: tuple[SlaveSpec, ...]
+
+
+@dataclass(frozen=True)
+class SondeSpec:
+    id: str
+    address: str
+    model: str
+    interval_s: float = _SERIAL_INTERVAL_S
+
+
+@dataclass(frozen=True)
+class Sdi12Spec:
+    name: str
+    sondes: tuple[SondeSpec, ...]
+
+
+@dataclass(frozen=True)
+class MqttSpec:
+    id: str
+    topic: str
+    quantities: tuple[str, ...]
+    interval_s: float = _MQTT_INTERVAL_S
+
+
+@dataclass(frozen=True)
+class StationSpec:
+    links: Path
+    seed: int = 0
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = 1883
+    ezo: tuple[EzoSpec, ...] = ()
+    modbus: tuple[ModbusSpec, ...] = ()
+    sdi12: tuple[Sdi12Spec, ...] = ()
+    mqtt: tuple[MqttSpec, ...] = ()
+
+    def sensor_ids(self) -> list[str]:
+        ids = [e.name for e in self.ezo]
+        ids += [s.id for bus in self.modbus for s in bus.slaves]
+        ids += [s.id for a in self.sdi12 for s in a.sondes]
+        ids += [m.id for m in self.mqtt]
+        return ids
+
+
+# --- parsing ---------------------------------------------------------------------------
+
+
+def _get(t: Mapping[str, Any], key: str, typ: type, where: str, default: Any = None) -> Any:
+    if key not in t:
+        if default is None:
+            raise StationConfigError(f"{where}.{key} is required but missing")
+        return default
+    value = t[key]
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+        raise StationConfigError(f"{where}.{key} must be {typ.__name__}, got {value!r}")
+    return value
+
+
+def _tables(doc: Mapping[str, Any], key: str) -> list[tuple[str, Mapping[str, Any]]]:
+    raw = doc.get(key, [])
+    if not isinstance(raw, list) or not all(isinstance(x, dict) for x in raw):
+        raise StationConfigError(f"{key} must be an array of tables ([[{key}]])")
+    return [(f"{key}[{i}]", t) for i, t in enumerate(raw)]
+
+
+def _known(t: Mapping[str, Any], where: str, keys: set[str]) -> None:
+    unknown = sorted(set(t) - keys)
+    if unknown:
+        raise StationConfigError(f"{where}.{unknown[0]} is not a known setting")
+
+
+def parse_station(text: str, base: Path) -> StationSpec:
+    """Parse a station file; a relative ``links`` folder is taken from ``base``."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise StationConfigError(f"not valid TOML: {exc}") from exc
+    _known(doc, "station file", {"station", "ezo", "modbus", "sdi12", "mqtt"})
+    st = doc.get("station", {})
+    if not isinstance(st, dict):
+        raise StationConfigError("[station] must be a table")
+    _known(st, "station", {"seed", "links", "mqtt_host", "mqtt_port"})
+    links = (base / _get(st, "links", str, "station", "links")).absolute()
+    ezo = []
+    for where, t in _tables(doc, "ezo"):
+        _known(t, where, {"name", "circuit", "site", "interval_s"})
+        circuit = _get(t, "circuit", str, where).lower()
+        if circuit not in get_args(EzoKind):
+            raise StationConfigError(
+                f"{where}.circuit {circuit!r} is not one of {get_args(EzoKind)}"
+            )
+        ezo.append(
+            EzoSpec(
+                _get(t, "name", str, where),
+                circuit,
+                t.get("site"),
+                _get(t, "interval_s", float, where, _SERIAL_INTERVAL_S),
+            )
+        )
+    buses = []
+    for where, t in _tables(doc, "modbus"):
+        _known(t, where, {"name", "slaves"})
+        slaves = []
+        for j, s in enumerate(_get(t, "slaves", list, where)):
+            w = f"{where}.slaves[{j}]"
+            if not isinstance(s, dict):
+                raise StationConfigError(f"{w} must be a table")
+            _known(s, w, {"id", "slave", "profile", "interval_s"})
+            slaves.append(
+                SlaveSpec(
+                    _get(s, "id", str, w),
+                    _get(s, "slave", int, w),
+                    _get(s, "profile", str, w),
+                    _get(s, "interval_s", float, w, _SERIAL_INTERVAL_S),
+                )
+            )
+        if not slaves:
+            raise StationConfigError(f"{where}.slaves is empty")
+        buses.append(ModbusSpec(_get(t, "name", str, where), tuple(slaves)))
+    adapters = []
+    for where, t in _tables(doc, "sdi12"):
+        _known(t, where, {"name", "sondes"})
+        sondes = []
+        for j, s in enumerate(_get(t, "sondes", list, where)):
+            w = f"{where}.sondes[{j}]"
+            if not isinstance(s, dict):
+                raise StationConfigError(f"{w} must be a table")
+            _known(s, w, {"id", "address", "model", "interval_s"})
+            model = _get(s, "model", str, w, "multi")
+            if model not in SONDE_MODELS:
+                raise StationConfigError(
+                    f"{w}.model {model!r} is not one of {sorted(SONDE_MODELS)}"
+                )
+            sondes.append(
+                SondeSpec(
+                    _get(s, "id", str, w),
+                    _get(s, "address", str, w),
+                    model,
+                    _get(s, "interval_s", float, w, _SERIAL_INTERVAL_S),
+                )
+            )
+        if not sondes:
+            raise StationConfigError(f"{where}.sondes is empty")
+        adapters.append(Sdi12Spec(_get(t, "name", str, where), tuple(sondes)))
+    nodes = []
+    for where, t in _tables(doc, "mqtt"):
+        _known(t, where, {"id", "topic", "quantities", "interval_s"})
+        quantities = tuple(_get(t, "quantities", list, where, list(QUANTITIES)))
+        bad = [q for q in quantities if q not in QUANTITIES]
+        if bad or not quantities:
+            raise StationConfigError(f"{where}.quantities must be a subset of {sorted(QUANTITIES)}")
+        nodes.append(
+            MqttSpec(
+                _get(t, "id", str, where),
+                _get(t, "topic", str, where),
+                quantities,
+                _get(t, "interval_s", float, where, _MQTT_INTERVAL_S),
+            )
+        )
+    spec = StationSpec(
+        links=links,
+        seed=_get(st, "seed", int, "station", 0),
+        mqtt_host=_get(st, "mqtt_host", str, "station", "127.0.0.1"),
+        mqtt_port=_get(st, "mqtt_port", int, "station", 1883),
+        ezo=tuple(ezo),
+        modbus=tuple(buses),
+        sdi12=tuple(adapters),
+        mqtt=tuple(nodes),
+    )
+    ids = spec.sensor_ids()
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise StationConfigError(f"sensor id(s) used twice: {', '.join(dupes)}")
+    names = (
+        [e.name for e in spec.ezo] + [b.name for b in spec.modbus] + [a.name for a in spec.sdi12]
+    )
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise StationConfigError(f"device name(s) used twice: {', '.join(dupes)}")
+    return spec
+
+
+def load_station(path: Path) -> StationSpec:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise StationConfigError(f"{path}: {exc.strerror or exc}") from exc
+    return parse_station(text, path.parent)
+
+
+# --- running ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """One line of ``sensor-sim station``'s table."""
+
+    sensor: str
+    kind: str
+    where: str
+    """The symlink (serial) or topic (MQTT)."""
+    detail: str
+
+
+def _q(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@dataclass
+class Station:
+    """``async with Station(spec) as st:`` runs every device until the block ends."""
+
+    spec: StationSpec
+    river: RiverModel = field(init=False)
+    ezo: dict[str, EzoPtyDevice] = field(default_factory=dict, init=False)
+    buses: dict[str, ModbusSimBus] = field(default_factory=dict, init=False)
+    adapters: dict[str, Sdi12PtyAdapter] = field(default_factory=dict, init=False)
+    nodes: dict[str, MqttNode] = field(default_factory=dict, init=False)
+    _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack, init=False)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list, init=False)
+
+    def __post_init__(self) -> None:
+        self.river = RiverModel(self.spec.seed)
+
+    async def __aenter__(self) -> Self:
+        spec = self.spec
+        spec.links.mkdir(parents=True, exist_ok=True)
+        await self._stack.__aenter__()
+        try:
+            for i, e in enumerate(spec.ezo):
+                dev = EzoPtyDevice.for_river(
+                    e.circuit,  # type: ignore[arg-type]  # checked against EzoKind on parse
+                    spec.links / e.name,
+                    seed=spec.seed + i,
+                    river=self.river,
+                )
+                self.ezo[e.name] = await self._stack.enter_async_context(dev)
+            for bus in spec.modbus:
+                slaves = [
+                    SimSlave(s.slave, load_sim_profile(s.profile), self.river) for s in bus.slaves
+                ]
+                sim = ModbusSimBus(
+                    slaves,
+                    spec.links / bus.name,
+                    baudrate=slaves[0].profile.baudrate,
+                    parity=_PTY_PARITY,
+                    seed=spec.seed,
+                )
+                self.buses[bus.name] = await self._stack.enter_async_context(sim)
+            for a in spec.sdi12:
+                sondes = [Sonde(s.address, s.model, self.river, seed=spec.seed) for s in a.sondes]
+                adapter = Sdi12PtyAdapter(Sdi12Adapter(sondes), spec.links / a.name)
+                self.adapters[a.name] = await self._stack.enter_async_context(adapter)
+            for i, m in enumerate(spec.mqtt):
+                node = MqttNode(
+                    spec.mqtt_host,
+                    spec.mqtt_port,
+                    m.topic,
+                    m.quantities,
+                    self.river,
+                    interval_s=m.interval_s,
+                    node_id=f"sim-{m.id}",
+                    seed=spec.seed + i,
+                )
+                self.nodes[m.id] = node
+                self._tasks.append(
+                    asyncio.get_running_loop().create_task(node.run(), name=f"station.mqtt[{m.id}]")
+                )
+        except BaseException:
+            await self._stop_nodes()
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stop_nodes()
+        await self._stack.aclose()
+
+    async def _stop_nodes(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    def devices(self) -> list[DeviceInfo]:
+        spec = self.spec
+        out = [
+            DeviceInfo(e.name, f"ezo/{e.circuit}", str(spec.links / e.name), "Atlas EZO circuit")
+            for e in spec.ezo
+        ]
+        for bus in spec.modbus:
+            for s in bus.slaves:
+                out.append(
+                    DeviceInfo(
+                        s.id, "modbus", str(spec.links / bus.name), f"slave {s.slave}, {s.profile}"
+                    )
+                )
+        for a in spec.sdi12:
+            for so in a.sondes:
+                out.append(
+                    DeviceInfo(
+                        so.id,
+                        "sdi12",
+                        str(spec.links / a.name),
+                        f"address {so.address}, {so.model}",
+                    )
+                )
+        for m in spec.mqtt:
+            broker = f"{spec.mqtt_host}:{spec.mqtt_port}"
+            out.append(DeviceInfo(m.id, "mqtt", m.topic, f"broker {broker}"))
+        return out
+
+    def gateway_sensors(self) -> str:
+        """``[[sensor]]`` tables for a gateway reading this station (and its ``[mqtt]``)."""
+        spec = self.spec
+        parts: list[str] = []
+        for e in spec.ezo:
+            site = f"site = {_q(e.site)}\n" if e.site else ""
+            parts.append(
+                f'[[sensor]]\nid = {_q(e.name)}\ndriver = "ezo"\ncircuit = {_q(e.circuit)}\n'
+                f"port = {_q(str(spec.links / e.name))}\ninterval_s = {e.interval_s}\n{site}"
+            )
+        for bus in spec.modbus:
+            for s in bus.slaves:
+                parts.append(
+                    f'[[sensor]]\nid = {_q(s.id)}\ndriver = "modbus"\n'
+                    f"port = {_q(str(spec.links / bus.name))}\nslave = {s.slave}\n"
+                    f"profile = {_q(s.profile)}\ninterval_s = {s.interval_s}\n"
+                    f"parity = {_q(_PTY_PARITY)}  # a pty refuses parity bits; a real bus uses"
+                    " the profile's\n"
+                )
+        for a in spec.sdi12:
+            for so in a.sondes:
+                model = SONDE_MODELS[so.model]
+                pairs = ", ".join(
+                    f"[{_q(q)}, {_q(SDI12_QUANTITIES[q].unit)}]" for q in model.quantities
+                )
+                parts.append(
+                    f'[[sensor]]\nid = {_q(so.id)}\ndriver = "sdi12"\n'
+                    f"port = {_q(str(spec.links / a.name))}\naddress = {_q(so.address)}\n"
+                    f"quantities = [{pairs}]\ninterval_s = {so.interval_s}\n"
+                )
+        for m in spec.mqtt:
+            parts.append(
+                f'[[sensor]]\nid = {_q(m.id)}\ndriver = "mqtt"\ntopic = {_q(m.topic)}\n'
+                f"interval_s = {m.interval_s}\n"
+            )
+        head = ""
+        if spec.mqtt:
+            head = f"[mqtt]\nhost = {_q(spec.mqtt_host)}\nport = {spec.mqtt_port}\n\n"
+        return head + "\n".join(parts)
+
+
+def table(devices: Sequence[DeviceInfo]) -> str:
+    width = max((len(d.sensor) for d in devices), default=6)
+    lines = [f"{'sensor':<{width}}  {'kind':<8}  where / detail"]
+    lines += [f"{d.sensor:<{width}}  {d.kind:<8}  {d.where}  ({d.detail})" for d in devices]
+    return "\n".join(lines)
