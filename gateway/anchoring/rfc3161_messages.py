@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rfc3161_client import decode_timestamp_response
+
 from ledger_client.errors import AnchorCheckError
 from ledger_client.tsa import TokenFacts, TsaRoots, verify_token
 
@@ -79,8 +81,6 @@ class Stamp:
 
 def read_reply(reply: bytes, digest: bytes, nonce: int, roots: TsaRoots) -> Stamp:
     """Accept a DER TimeStampResp for ``digest`` and ``nonce``, or raise (see the module doc)."""
-    from rfc3161_client import decode_timestamp_response
-
     try:
         resp = decode_timestamp_response(reply)
         status = resp.status
