@@ -63,14 +63,22 @@ class _State(enum.Enum):
 class PtyLink:
     """A pty pair driven by `handler`: bytes in, `Reply` lines out after their delays.
 
+    `baudrate`, when given, is the line speed each new pair starts at (a
+    client's own setting replaces it; `client_baudrate` reads it back).
+
     Replies, whether returned by the handler or passed to `write`, go out in the
     order they were produced, each `delay_s` after the previous one. Replies
     still pending when the link is unplugged are lost, as on a real cable.
     """
 
-    def __init__(self, handler: ReplyHandler, link_path: Path | None = None) -> None:
+    def __init__(
+        self, handler: ReplyHandler, link_path: Path | None = None, *, baudrate: int | None = None
+    ) -> None:
+        if baudrate is not None and baudrate not in _SPEEDS.values():
+            raise ValueError(f"unsupported baud rate {baudrate}")
         self._handler = handler
         self._link_path = link_path
+        self._baudrate = baudrate
         self._state = _State.NEW
         self._master = -1
         self._slave = -1
@@ -158,6 +166,11 @@ class PtyLink:
         self._check_link_path()
         master, slave = pty.openpty()
         tty.setraw(slave)  # raw mode also turns echo off: a CR must arrive as a CR
+        if self._baudrate is not None:
+            # Until a client sets its own, the line runs at the device's rate.
+            attrs = termios.tcgetattr(slave)
+            attrs[4] = attrs[5] = getattr(termios, f"B{self._baudrate}")
+            termios.tcsetattr(slave, termios.TCSANOW, attrs)
         os.set_blocking(master, False)
         self._master, self._slave = master, slave
         self._device_path = os.ttyname(slave)
@@ -269,7 +282,7 @@ class EzoPtyDevice:
         self._circuit = circuit
         self._clock = clock
         self._baudrate = baudrate
-        self._link = PtyLink(self._on_data, link_path)
+        self._link = PtyLink(self._on_data, link_path, baudrate=baudrate)
         self._continuous: asyncio.Task[None] | None = None
         self._pending = bytearray()
         self.commands: collections.deque[str] = collections.deque(maxlen=_TRANSCRIPT_LINES)
