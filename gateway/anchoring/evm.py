@@ -214,7 +214,6 @@ class EvmBackend:
         error = None
         if "tx" in receipt:
             error = f"{receipt['tx']} left the chain (reorg at block {receipt.get('block')})"
-            log.warning("%s: %s; sending it again", self.name, error)
         newest = sent[-1]
         if mined_nonce > int(newest["nonce"]):
             # Some other transaction took our nonce: none of ours can be mined now.
@@ -222,7 +221,6 @@ class EvmBackend:
             entry, err = await self._send(waiting, nonce, fees)
             waiting["sent"] = [*sent, entry]
             error = err or f"nonce {newest['nonce']} was used by another transaction; re-sent"
-            log.warning("%s: %s", self.name, error)
             return AnchorProgress("pending", waiting, error=error)
         error = await self._keep_moving(waiting, sent, error)
         return AnchorProgress("pending", waiting, error=error)
