@@ -226,6 +226,7 @@ class Gateway:
         cp = ing.log.last_checkpoint
         return {
             "time": format_time(time.time_ns()),
+            "pid": os.getpid(),  # `gateway status` reads the store instead once this is gone
             "device": self.key.device_id if self.key else None,
             "log_size": ing.log.size,
             "checkpoint": {"size": cp.size, "time": format_time(cp.time_ns)} if cp else None,
@@ -234,14 +235,7 @@ class Gateway:
             "sensors": self._sensor_status(ing),
             "sources": {name: vars(h) for name, h in self.health.items()},
             "ingest": vars(ing.stats),
-            "anchors": {
-                name: {
-                    "last_final": st.last_final,
-                    "pending": st.pending,
-                    "last_error": st.last_error,
-                }
-                for name, st in anc.status.items()
-            },
+            "anchors": {name: st.to_json() for name, st in anc.status.items()},
         }
 
     def _sensor_status(self, ing: Ingest) -> dict[str, Mapping[str, Any]]:
