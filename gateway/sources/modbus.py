@@ -18,6 +18,7 @@ in hex; what could not be read is reported with ``Sink.reject``:
     exception-<name>              an exception response, e.g. exception-illegal-address
     unavailable                   the device marked a value missing (sentinel, NaN, status)
     bad-value                     register words that cannot be the declared value
+    late-reply                    a reply that came after its request timed out
     link-lost / port-unavailable  the port failed or could not be opened (once per outage)
 
 Silence itself becomes a gap record in the central tracker (gateway.silence),
@@ -269,6 +270,7 @@ class ModbusSource:
                     parity=first.parity,
                     stopbits=first.stopbits,
                     name=self.name,
+                    on_stray=lambda slave, frame: self._stray(sink, slave, frame),
                 ) as link:
                     self.opened += 1
                     down_reported = False
@@ -291,6 +293,19 @@ class ModbusSource:
             delay = self._backoff.next_delay()
             log.warning("%s: port down; reopening in %.2f s", self.name, delay)
             await asyncio.sleep(delay)
+
+    def _stray(self, sink: Sink, slave: int, frame: bytes) -> None:
+        cfg = next((c for c in self.sensors if c.slave == slave), None)
+        if cfg is None:
+            log.warning(
+                "%s: reply from unconfigured slave %d: %s", self.name, slave, hex_frame(frame)
+            )
+            return
+        sink.reject(
+            cfg.id,
+            "late-reply",
+            f"slave {slave} answered after its timeout of {cfg.timeout_s:g} s: {hex_frame(frame)}",
+        )
 
     async def _watch(self, link: ModbusLink) -> None:
         why = await link.wait_lost()

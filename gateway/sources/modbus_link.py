@@ -9,6 +9,13 @@ exceptions and error responses become ``SensorError``s:
 - an exception response → ``ModbusExceptionReply`` naming the code;
 - the port failing (unplugged, EOF, IO error) or refusing to open → ``LinkLost``.
 
+A slave that answers after its timeout puts a stray reply on the bus, often
+just ahead of the next slave's reply. pymodbus 3.16.1's RTU framer drops a
+frame from the wrong slave together with everything buffered behind it,
+which would cost the next slave its reply too; so stray frames are taken off
+the front of the receive buffer here (through pymodbus's ``trace_packet``
+hook, which may rewrite received data) and reported to ``on_stray``.
+
 A bus is half-duplex: requests go one at a time, in the order they asked
 for the bus (``asyncio.Lock`` is FIFO). Each request holds the bus for one
 attempt only, so a caller's retries queue behind other slaves' requests and
@@ -40,7 +47,9 @@ from gateway.sources.modbus_rtu import (
     ModbusExceptionReply,
     diagnose,
     hex_frame,
+    is_frame,
     read_request,
+    reply_size,
     write_request,
 )
 
@@ -72,6 +81,8 @@ class ModbusLink:
         port: device path or pyserial URL (``/dev/serial/by-id/...``).
         baudrate, parity, stopbits: the bus's serial settings (8 data bits).
         name: who owns the bus, for error messages.
+        on_stray: called with (slave, frame) for a well-formed reply that came
+            when another request was waiting (a late reply).
     """
 
     def __init__(
@@ -82,6 +93,7 @@ class ModbusLink:
         parity: str = "N",
         stopbits: int = 1,
         name: str = "",
+        on_stray: Callable[[int, bytes], None] | None = None,
     ) -> None:
         self.port = port
         self.baudrate = baudrate
@@ -94,6 +106,8 @@ class ModbusLink:
         self._sent = b""
         self._received: list[bytes] = []
         self._last_buffer = b""
+        self._expect = (0, 0)  # (slave, function) of the request under way
+        self._on_stray = on_stray
         self.last: Traffic | None = None
         """The last request's bytes and what came back."""
 
@@ -240,6 +254,7 @@ class ModbusLink:
             if lost.done():
                 raise LinkLost(self.name, f"{self.port} is {lost.result()}")
             self._sent, self._received, self._last_buffer = b"", [], b""
+            self._expect = (slave, function)
             try:
                 task = asyncio.ensure_future(call())
             except ModbusException as exc:
@@ -305,6 +320,19 @@ class ModbusLink:
             else:
                 self._received.append(bytes(data))
             self._last_buffer = bytes(data)
+            data = self._skip_strays(data)
+        return data
+
+    def _skip_strays(self, data: bytes) -> bytes:
+        slave, function = self._expect
+        while (size := reply_size(data)) is not None and len(data) >= size:
+            frame = data[:size]
+            if not is_frame(frame) or (frame[0], frame[1] & 0x7F) == (slave, function):
+                break
+            log.debug("%s: stray reply %s", self.name, hex_frame(frame))
+            if self._on_stray is not None:
+                self._on_stray(frame[0], frame)
+            data = data[size:]
         return data
 
     def _trace_connect(self, connected: bool) -> None:

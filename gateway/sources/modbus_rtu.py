@@ -24,9 +24,11 @@ __all__ = [
     "diagnose",
     "exception_name",
     "hex_frame",
+    "is_frame",
     "parse_read_reply",
     "read_reply",
     "read_request",
+    "reply_size",
     "with_crc",
     "write_request",
 ]
@@ -126,6 +128,25 @@ def read_reply(slave: int, function: int, words: Sequence[int]) -> bytes:
     """The reply frame that carries ``words``, CRC included."""
     data = b"".join(w.to_bytes(2, "big") for w in words)
     return with_crc(bytes([slave, function, len(data)]) + data)
+
+
+def reply_size(data: bytes) -> int | None:
+    """Length of the reply frame that ``data`` starts with, or None until that is known."""
+    if len(data) < 3:
+        return None
+    function = data[1]
+    if function & 0x80:
+        return 5
+    if function in (1, 2, 3, 4):
+        return 5 + data[2]
+    if function in (5, 6, 15, 16):
+        return 8
+    return None
+
+
+def is_frame(frame: bytes) -> bool:
+    """Whether the CRC at the end of ``frame`` matches its bytes."""
+    return len(frame) >= 4 and crc16(frame[:-2]) == int.from_bytes(frame[-2:], "little")
 
 
 def parse_read_reply(
