@@ -75,6 +75,9 @@ _STEP_NUMBER = {name: i for i, name in enumerate(STEPS, start=1)}
 LOCAL_STATUS = "local, not independent"
 UNCHECKED_STATUS = "present but unchecked (offline)"
 VERIFIED_STATUS = "verified"
+KNOWN_BACKEND_FAMILIES = ("evm:", "rfc3161:")
+"""Label prefixes of the independent backends (docs/bundle-format.md §7); an anchor
+of any other kind fails rather than passing as "unchecked"."""
 
 
 @dataclass(frozen=True)
@@ -655,6 +658,10 @@ def _check_inclusion(
 
 def _step_consistency(run: _Run) -> None:
     proofs: dict[tuple[int, int], tuple[bytes, ...]] = {}
+    order = [(c.size1, c.size2) for c in run.bundle.consistency]
+    if order != sorted(order):
+        # The exporter writes them in ascending order; anything else was edited.
+        run.fail("consistency", "the consistency proofs are not in ascending order of size")
     for c in run.bundle.consistency:
         pair = (c.size1, c.size2)
         if pair in proofs:
@@ -726,6 +733,11 @@ def _step_anchors(run: _Run, checkers: Sequence[AnchorChecker]) -> list[AnchorRe
             problem = "the digest is not the checkpoint's digest"
         elif anchor.backend == "local":
             problem = _check_local_receipt(anchor)
+        elif not anchor.backend.startswith(KNOWN_BACKEND_FAMILIES):
+            problem = (
+                f"backend {anchor.backend!r} is not one this verifier knows "
+                f"({', '.join(f + '…' for f in KNOWN_BACKEND_FAMILIES)} or local)"
+            )
         if problem is not None:
             results.append(_failed_anchor(run, anchor, problem))
             continue

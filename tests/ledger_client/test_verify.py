@@ -410,8 +410,8 @@ def _with_anchor(bundle: Bundle, anchor: AnchorReceipt) -> Bundle:
 def test_non_local_anchors_are_present_but_unchecked(bundle: Bundle) -> None:
     digest = bundle.anchors[0].digest
     for backend, receipt in [
-        ("evm", {"chain_id": 1337, "tx": "0x" + "ab" * 32, "block": 7}),
-        ("rfc3161", {"token": base64.b64encode(b"der").decode()}),
+        ("evm:chain-1337", {"chain_id": 1337, "tx": "0x" + "ab" * 32, "block": 7}),
+        ("rfc3161:tsa-1", {"token": base64.b64encode(b"der").decode()}),
     ]:
         b = _with_anchor(bundle, AnchorReceipt(62, backend, digest, "final", receipt))
         report = verify_bundle(b, now=NOW)
@@ -430,6 +430,7 @@ def test_anchor_failures(bundle: Bundle) -> None:
         AnchorReceipt(62, "local", good.digest, "final", {"journal": "j", "seq": -1, "time": "x"}),
         AnchorReceipt(62, "local", good.digest, "final", {"journal": "j", "seq": 1, "time": "x"}),
         AnchorReceipt(62, "local", good.digest, "final", {"seq": 1, "time": good.receipt["time"]}),
+        AnchorReceipt(62, "mocal", good.digest, "final", dict(good.receipt)),  # unknown kind
     ]
     for anchor in bad:
         report = verify_bundle(_with_anchor(bundle, anchor), now=NOW)

@@ -22,14 +22,14 @@ from ledger_client.verify import UNCHECKED_STATUS, VERIFIED_STATUS, verify_bundl
 
 
 class Ledger:
-    """Answers for backend "test:<name>" from a table of checkpoint size → outcome."""
+    """Answers for backend "evm:<name>" from a table of checkpoint size → outcome."""
 
     def __init__(self, outcomes: dict[int, datetime | Exception]) -> None:
         self.outcomes = outcomes
         self.asked: list[int] = []
 
     def handles(self, backend: str) -> bool:
-        return backend.startswith("test:")
+        return backend.startswith("evm:")
 
     def check(self, anchor: AnchorReceipt) -> AnchorEvidence:
         self.asked.append(anchor.checkpoint)
@@ -45,7 +45,7 @@ def _anchored(sizes: list[int], n: int = 12) -> Bundle:
     anchors = []
     for note in bundle.checkpoints:
         cp = Checkpoint.parse(split_note(note)[0])
-        anchors.append(AnchorReceipt(cp.size, "test:a", cp.digest(), "final", {"tx": cp.size}))
+        anchors.append(AnchorReceipt(cp.size, "evm:test-chain", cp.digest(), "final", {"tx": cp.size}))
     return dataclasses.replace(bundle, anchors=tuple(anchors))
 
 
