@@ -11,16 +11,20 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from ledger_client.errors import LedgerClientError
+from ledger_client.records import format_time, parse_time
 
-from .config import load_config
-from .errors import ConfigError, GatewayError
-from .keys import create_device_key
+from .config import GatewayConfig, load_config
+from .errors import ConfigError, GatewayError, KeyFileError
+from .keys import create_anchor_key, create_device_key
 
 __all__ = ["main"]
 
@@ -39,6 +43,17 @@ checkpoint_every_seconds = 60     # ...or after this long, whichever comes first
 
 [anchor.local]
 enabled = true              # journal checkpoint digests on the box (not independent evidence)
+
+# An Ethereum JSON-RPC chain to anchor checkpoints to (uncomment to use; needs the
+# anchoring key from `gateway init --anchor-key`). See docs/anchor-calldata.md.
+# [[anchor.evm]]
+# name = "regional"          # anchors are labelled "evm:regional"
+# chain_id = 1337            # an endpoint on another chain is refused
+# rpc = ["http://10.0.0.5:8545", "http://10.0.0.6:8545"]   # tried in order
+# key_file = "anchor.key"
+# fees = "legacy"            # free-gas Besu/Quorum; "eip1559" (default) elsewhere
+# finality = "confirmations" # QBFT/IBFT 2.0: final in its block; "auto" uses the finalized tag
+# confirmations = 1
 
 # An MQTT broker for sensor nodes (uncomment to use):
 # [mqtt]
@@ -79,15 +94,35 @@ def cmd_init(args: argparse.Namespace) -> int:
     config_path = target / "gateway.toml"
     if config_path.exists():
         raise ConfigError(str(config_path), "already exists; refusing to overwrite it")
+    anchor_path = target / "anchor.key"
+    if args.anchor_key and anchor_path.exists():
+        raise KeyFileError(f"{anchor_path} already exists; refusing to overwrite an anchoring key")
     key = create_device_key(target / "device.key")
-    config_path.write_text(CONFIG_TEMPLATE.format(device_id=key.device_id, name=config_path))
-    (target / "trust.txt").write_text(
+    trust = (
         f"# Register this device with the regulator: the device's verifier key.\nkey {key.vkey}\n"
     )
+    anchor = create_anchor_key(anchor_path) if args.anchor_key else None
+    if anchor is not None:
+        trust += (
+            "# ...and the address that signs its EVM anchors (put the chain id of the\n"
+            "# [[anchor.evm]] ledger in place of <chain-id>):\n"
+            f"# evm-sender <chain-id> {anchor.address}\n"
+        )
+    config_path.write_text(CONFIG_TEMPLATE.format(device_id=key.device_id, name=config_path))
+    (target / "trust.txt").write_text(trust)
     print(f"device id:    {key.device_id}")
     print(f"verifier key: {key.vkey}")
-    print(f"created {target / 'device.key'} (mode 0600), {config_path} and {target / 'trust.txt'}")
+    made = f"{target / 'device.key'} (mode 0600)"
+    if anchor is not None:
+        print(f"anchoring address: {anchor.address}")
+        made += f", {anchor_path} (mode 0600)"
+    print(f"created {made}, {config_path} and {target / 'trust.txt'}")
     print("Send the verifier key (or trust.txt) to the regulator; keep device.key on the box.")
+    if anchor is not None:
+        print(
+            "Fund the anchoring address on the chain (unless it is free-gas) and register it "
+            "with the regulator as evm-sender."
+        )
     return 0
 
 
@@ -148,14 +183,105 @@ def cmd_export(args: argparse.Namespace) -> int:
     return asyncio.run(go())
 
 
+_STATUS_FRESH_S = 60.0  # the daemon rewrites status.json every few seconds
+
+
+def _live_status(path: Path) -> dict[str, Any] | None:
+    """status.json if the daemon that wrote it still runs and wrote it lately."""
+    try:
+        doc = json.loads(path.read_text())
+        written = parse_time(doc["time"]).timestamp()
+    except (OSError, ValueError, KeyError, TypeError, LedgerClientError):
+        return None
+    pid = doc.get("pid")
+    if not isinstance(pid, int) or time.time() - written > _STATUS_FRESH_S:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, run by another user
+    doc["running"] = True
+    return dict(doc)
+
+
+async def _stored_status(cfg: GatewayConfig) -> dict[str, Any]:
+    """What the log database says when no daemon is running."""
+    from .anchoring.anchorer import open_anchor_summary
+    from .store import Store
+
+    if not cfg.db_path.exists():
+        raise GatewayError(f"no log database at {cfg.db_path}: the gateway has never run here")
+    names = {"local"} if cfg.anchor.local else set()
+    names |= {c.backend for c in cfg.anchor.evm}
+    names |= {f"rfc3161:{c.name}" for c in cfg.anchor.rfc3161}
+    async with Store(cfg.db_path, readonly=True) as store:
+        size = await store.size()
+        cp = await store.latest_checkpoint()
+        anchors: dict[str, Any] = {}
+        for name in sorted(names | set(await store.anchor_backends())):
+            rows = await store.open_anchors(name)
+            final = await store.last_final_anchor(name)
+            errors = [r.last_error for r in rows if r.last_error]
+            anchors[name] = {
+                "last_final": final.checkpoint if final else None,
+                "last_final_at": format_time(final.updated_ns) if final else None,
+                "pending": [r.checkpoint for r in rows],
+                "open": [open_anchor_summary(r) for r in rows],
+                "last_error": errors[-1] if errors else None,
+            }
+    return {
+        "running": False,
+        "log_size": size,
+        "checkpoint": {"size": cp.size, "time": format_time(cp.time_ns)} if cp else None,
+        "anchors": anchors,
+    }
+
+
+def _print_status(doc: dict[str, Any]) -> None:
+    if doc.get("running"):
+        print(f"gateway:     running (pid {doc.get('pid')}), status of {doc.get('time')}")
+    else:
+        print("gateway:     not running; read from the log database")
+    if doc.get("device"):
+        print(f"device:      {doc['device']}")
+    cp = doc.get("checkpoint")
+    cp_text = f"; last checkpoint {cp['size']} at {cp['time']}" if cp else "; no checkpoint yet"
+    print(f"log:         {doc.get('log_size', 0)} entries{cp_text}")
+    for name, info in sorted((doc.get("sensors") or {}).items()):
+        details = ", ".join(f"{k} {v}" for k, v in info.items()) if isinstance(info, dict) else info
+        print(f"sensor:      {name}: {details}")
+    for name, a in sorted((doc.get("anchors") or {}).items()):
+        print(f"anchor:      {name}")
+        if a.get("last_final") is None:
+            print("  last final: none yet")
+        else:
+            print(f"  last final: checkpoint {a['last_final']} (final at {a.get('last_final_at')})")
+        for o in a.get("open") or []:
+            tx = o.get("tx") or o.get("last_sent")
+            sent = f", {o['sent']} transaction(s) sent" if o.get("sent") else ""
+            print(
+                f"  {o['state']}: checkpoint {o['checkpoint']} since {o['since']}"
+                + (f", tx {tx}" if tx else "")
+                + sent
+            )
+        if a.get("last_error"):
+            at = f" (at {a['last_error_at']})" if a.get("last_error_at") else ""
+            print(f"  last error: {a['last_error']}{at}")
+        if a.get("retry_in_s"):
+            print(f"  next try in {a['retry_in_s']} s")
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    path = cfg.data_dir / "status.json"
-    try:
-        status = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise GatewayError(f"no status at {path} ({exc}); is the gateway running?") from exc
-    print(json.dumps(status, indent=2, sort_keys=True))
+    doc = _live_status(cfg.data_dir / "status.json")
+    if doc is None:
+        doc = asyncio.run(_stored_status(cfg))
+    if args.json:
+        print(json.dumps(doc, indent=2, sort_keys=True))
+    else:
+        _print_status(doc)
     return 0
 
 
@@ -172,16 +298,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("init", help="create a device key and a commented config file")
     s.add_argument("dir", type=Path)
+    s.add_argument(
+        "--anchor-key",
+        action="store_true",
+        help="also create anchor.key, the secp256k1 key that signs EVM anchors, and print its "
+        "address",
+    )
     s.set_defaults(func=cmd_init)
 
     for name, func, helptext in (
         ("run", cmd_run, "run the daemon until SIGTERM/SIGINT"),
         ("check", cmd_check, "check the config file and the device key"),
-        ("status", cmd_status, "show what the running gateway last reported"),
+        ("status", cmd_status, "show the gateway's state: log, sensors, each ledger's anchors"),
     ):
         s = sub.add_parser(name, help=helptext)
         s.add_argument("--config", type=Path, default=Path("gateway.toml"))
         s.set_defaults(func=func)
+    sub.choices["status"].add_argument(
+        "--json", action="store_true", help="print everything as JSON"
+    )
 
     s = sub.add_parser("export", help="write a bundle for the regulator")
     s.add_argument("--config", type=Path, default=Path("gateway.toml"))
