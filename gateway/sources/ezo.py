@@ -1004,7 +1004,7 @@ async def probe_ezo(cfg: EzoSensorConfig) -> ProbeResult:
 SCAN_BAUD_RATES = (9600, 115200, 38400, 19200, 57600, 2400, 1200, 300)
 """The order ``scan_ezo`` tries: the factory rate first, then the common fast ones."""
 
-_SCAN_TRY_S = 1.0  # per baud rate: `i` takes 300 ms, plus the bytes at 300 baud
+_SCAN_TRY_S = 1.0  # per baud rate and step: `i` takes 300 ms, plus the bytes at 300 baud
 
 
 def _toml_string(text: str) -> str:
@@ -1048,14 +1048,26 @@ async def _ask(link: SerialLink, command: str, key: str, within_s: float) -> Que
             return None
 
 
+async def _quiet(link: SerialLink, within_s: float) -> None:
+    """Drop what the port says until it has been silent for a moment (or time is up)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while (left := deadline - loop.time()) > 0:
+        try:
+            await link.readline(min(_QUIET_S, left))
+        except SensorTimeout:
+            return
+        except ProtocolError:
+            continue
+
+
 async def _scan_at(port: str, baudrate: int, within_s: float) -> Found | None:
     async with SerialLink(port, baudrate, sensor="scan") as link:
         link.discard_input()
         # A lone CR ends whatever junk an earlier attempt left in the circuit's
         # buffer (and wakes a sleeping one), so `i` arrives on a clean line.
         await link.write(b"\r")
-        await asyncio.sleep(0.05)
-        link.discard_input()
+        await _quiet(link, within_s)  # its *ER, if it had junk, must not answer our `i`
         reply = await _ask(link, "i", "I", within_s)
         if reply is None:
             return None
