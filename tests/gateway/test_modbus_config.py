@@ -122,3 +122,15 @@ def test_one_source_per_bus_and_bus_checks() -> None:
     with pytest.raises(ConfigError) as info:
         check_modbus_buses(mixed.sensors)
     assert info.value.where == "sensor 'b'.parity"
+
+
+def test_the_documented_sensor_example_parses() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "modbus-profiles.md").read_text()
+    example = next(
+        block.split("```", 1)[0]
+        for block in doc.split("```toml\n")[1:]
+        if block.startswith("[[sensor]]")
+    )
+    (s,) = parse_config(BASE + example, PATH).sensors
+    assert isinstance(s, ModbusSensorConfig)
+    assert (s.id, s.slave, s.profile.name, s.parity) == ("do-upstream", 1, "ysi-odo-rtu", "E")

@@ -466,3 +466,22 @@ def test_the_simulators_encoder_agrees_with_the_gateways_codec(data: st.DataObje
             assert got == pytest.approx(value, rel=1e-6, abs=1e-5)
         else:
             assert got == pytest.approx(value, abs=abs(g.scale) / 2 + 1e-9)
+
+
+def test_the_documented_example_profile_loads(tmp_path: Path) -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "modbus-profiles.md").read_text()
+    example = next(
+        block.split("```", 1)[0]
+        for block in doc.split("```toml\n")[1:]
+        if block.startswith("# acme-ph1.toml")
+    )
+    p = load_profile(str(write(tmp_path, example, "acme-ph1.toml")))
+    assert [v.quantity for v in p.values] == ["temperature", "ph", "orp"]
+    assert p.values[1].decimals_register == 5 and p.values[2].status_bad == (3, 7)
+    assert p.setup[0].when == "reading" and p.identify[0].equals == 42
+    assert plan_reads(p) == (
+        ReadBlock(3, 0, 2),
+        ReadBlock(3, 5, 1),
+        ReadBlock(4, 2, 2),
+        ReadBlock(4, 10, 1),
+    )
