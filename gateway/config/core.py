@@ -10,6 +10,7 @@ from ..errors import ConfigError
 from .anchors import AnchorConfig, parse_anchor
 from .mqtt import MqttConfig, MqttSensorConfig, parse_mqtt
 from .qc import QcConfig, parse_qc
+from .sdi12 import check_sdi12_buses
 from .sensors import SensorConfig, parse_sensor
 from .table import Table, positive
 
@@ -107,6 +108,7 @@ def parse_config(text: str, path: Path) -> GatewayConfig:
         seen.add(s.id)
         if isinstance(s, MqttSensorConfig) and mqtt is None:
             raise ConfigError(f"sensor[{i}].driver", "mqtt sensors need an [mqtt] section")
+    check_sdi12_buses(sensors)  # sondes sharing one adapter must agree on its settings
     return GatewayConfig(
         path=path,
         key_file=key_file,

@@ -52,16 +52,16 @@ def test_a_good_config_parses_with_documented_defaults(tmp_path: Path) -> None:
         (('driver = "ezo"', 'driver = "ezo"\nbauderate = 9600'), "sensor[0].bauderate", "a typo"),
         (('id = "node-1"', 'id = "ph-1"'), "sensor[1].id", "used by two sensors"),
         (('host = "127.0.0.1"', 'host = "127.0.0.1"\nport = 99999'), "mqtt.port", "not a TCP port"),
-        (('driver = "mqtt"', 'driver = "modbus"'), "sensor[1].driver", "is not one of"),
+        (('driver = "mqtt"', 'driver = "zigbee"'), "sensor[1].driver", "is not one of"),
         (
             ("[device]", "[device]\n[log]\ncheckpoint_every_entries = 0"),
             "log.checkpoint_every_entries",
             "> 0",
         ),
         (
-            ('topic = "riverseal/site/node-1"', 'topic = "riverseal/#"'),
+            ('topic = "riverseal/site/node-1"', 'topic = "riverseal/#/node-1"'),
             "sensor[1].topic",
-            "plain topic",
+            "'#' only as the whole last level",
         ),
     ],
 )
