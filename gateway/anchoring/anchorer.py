@@ -135,9 +135,12 @@ class Anchorer:
             await self.step()
             self._wake.clear()
             delay = self.poll_seconds
-            for st in self.status.values():
+            for backend in self.backends:
+                st = self.status[backend.name]
                 if st.next_try > self._monotonic():
                     delay = min(delay, st.next_try - self._monotonic())
+                elif st.pending:
+                    delay = min(delay, getattr(backend, "poll_seconds", delay))
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
             # cancellation that races with the event being set.
             with contextlib.suppress(TimeoutError):

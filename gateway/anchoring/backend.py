@@ -31,6 +31,9 @@ class AnchorProgress:
 
 
 class AnchorBackend(Protocol):
+    """A ledger. A backend may also have ``poll_seconds`` (a float): how often the anchorer
+    polls it while an anchor is in flight, if more often than the anchorer's default."""
+
     name: str
     """Stable label stored with each anchor ("local", "evm:<chain>", "rfc3161:<tsa>")."""
 

@@ -81,6 +81,7 @@ class EvmBackend:
     ) -> None:
         self.config = config
         self.name = config.backend
+        self.poll_seconds = config.poll_seconds
         self.key = key
         self.rpc = rpc or EvmRpc(config.rpc, config.chain_id, timeout_s=config.timeout_seconds)
         self.policy = FeePolicy.from_gwei(

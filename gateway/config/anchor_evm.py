@@ -65,6 +65,8 @@ class EvmAnchorConfig:
     """How much a replacement raises each fee (nodes want at least 10 %)."""
     timeout_seconds: float = 10.0
     """Per JSON-RPC request, before the next endpoint is tried."""
+    poll_seconds: float = 5.0
+    """How often an anchor in flight is looked at (about the chain's block time)."""
 
     @property
     def backend(self) -> str:
@@ -124,6 +126,7 @@ def _parse_one(t: Table) -> EvmAnchorConfig:
             "must be between 10 and 1000 (nodes refuse smaller bumps)",
         ),
         timeout_seconds=pos("timeout_seconds", d.timeout_seconds),
+        poll_seconds=pos("poll_seconds", d.poll_seconds),
     )
     if fees == "legacy" and cfg.gas_price_gwei > cfg.max_fee_gwei:
         raise ConfigError(f"{t.where}.gas_price_gwei", "is above max_fee_gwei")
