@@ -22,6 +22,7 @@ from gateway.config import EzoSensorConfig
 from gateway.sources.base import Reading
 from gateway.sources.ezo import EzoSource, parse_line
 from gateway.sources.sites import SiteTemperatures
+from simulators.ezo import Reply
 from simulators.pty_link import EzoPtyDevice
 from simulators.river import RiverModel
 
@@ -370,3 +371,31 @@ async def test_silent_circuit_in_poll_mode_times_out_then_reopens(
             n = len(sink.readings)
             await sink.wait_for(lambda: len(sink.readings) >= n + 1, within=6)
     assert device.commands.count("i") >= 2  # the start sequence ran again after reopening
+
+
+async def test_unsolicited_status_lines_and_sleep(tmp_path: Path, sink: RecordingSink) -> None:
+    async with EzoPtyDevice.for_river(
+        "do",
+        tmp_path / "do",
+        seed=6,
+        delay_scale=DELAY,
+        upper_case_replies=True,
+        output_query_comma=False,
+    ) as device:
+        source = make_source(config(tmp_path / "do", "do", mode="continuous", interval_s=1.0))
+        async with running(source, sink=sink):
+            await sink.wait_for(lambda: len(sink.readings) >= 1, within=4)
+            device.link.write([Reply(0.0, b"*DONE\r*WA\r*OV\r")])
+            await sink.wait_for(lambda: sink.reject_counts()["supply-voltage"] >= 1)
+            # The circuit falls asleep: the driver runs the start sequence, which wakes it.
+            device.link.write(device.circuit.receive(b"Sleep\r", time.time()))
+            # Once at first start; after *SL the first one is eaten by the wake-up
+            # (*WA, then *ER for "OK,1") and sent again.
+            await sink.wait_for(lambda: list(device.commands).count("C,1") == 2, within=6)
+            n = len(sink.readings)
+            await sink.wait_for(lambda: len(sink.readings) >= n + 1, within=4)
+    assert list(device.commands).count("*OK,1") == 3
+    assert dict(sink.reject_counts()) == {"supply-voltage": 1}
+    info = [e.detail for e in sink.records if e.name == "sensor-info"]
+    assert info[0]["circuit"] == "DO" and info[0]["outputs"] == ["mg"]
+    assert len(info) == 1  # the restart found the same circuit: not recorded twice
