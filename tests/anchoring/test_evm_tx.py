@@ -258,3 +258,16 @@ def test_bad_evm_directives_name_their_line(line: str, problem: str) -> None:
     with pytest.raises(MalformedTrust, match=problem) as info:
         parse_trust(f"key {VKEY}\n{line}\n")
     assert info.value.line is not None and info.value.line >= 2
+
+
+def test_the_documented_calldata_example_is_what_the_code_makes() -> None:
+    doc = Path(__file__).resolve().parents[2] / "docs" / "anchor-calldata.md"
+    text = doc.read_text(encoding="utf-8")
+    block = text.split("<!-- calldata-example:start -->")[1].split("<!-- calldata-example:end -->")[
+        0
+    ]
+    hex_digits = "".join(
+        line.split()[0] for line in block.splitlines() if line and line[0] in "0123456789abcdef"
+    )
+    digest = bytes.fromhex("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")
+    assert bytes.fromhex(hex_digits) == anchor_calldata(digest, 1000)
