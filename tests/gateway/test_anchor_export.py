@@ -102,3 +102,34 @@ async def test_export_seals_an_uncovered_tail(tmp_path: Path) -> None:
         b = await export_bundle(log)
     assert len(b.entries) == 8
     assert max(open_checkpoint(n, [key.signer.verifier()]).size for n in b.checkpoints) == 8
+
+
+async def test_an_anchor_that_never_reached_its_ledger_gives_way_to_the_newest(
+    tmp_path: Path,
+) -> None:
+    key = create_device_key(tmp_path / "device.key")
+    journal_dir = tmp_path / "not-yet"  # the journal's folder is missing: sqlite cannot open it
+    now = [0.0]
+    async with Store(tmp_path / "log.sqlite") as store:
+        log = Log(store, key)
+        await log.open()
+        journal = LocalJournal(journal_dir / "anchors.sqlite")
+        anchorer = Anchorer(store, [journal], monotonic=lambda: now[0])
+        await log.append([reading("a", time.time_ns())], checkpoint=True)
+        await anchorer.step()
+        st = anchorer.status["local"]
+        assert st.failures == 1
+        assert st.last_error is not None and "local journal" in st.last_error
+        assert [(r.checkpoint, r.state, r.receipt) for r in await store.anchors()] == [
+            (1, "pending", "{}")
+        ]
+        assert st.pending == [1]
+        await log.append([reading("a", time.time_ns()) for _ in range(2)], checkpoint=True)
+        journal_dir.mkdir()
+        now[0] = st.next_try  # the back-off is over
+        await anchorer.step()
+        rows = await store.anchors()
+        await journal.aclose()
+    # The unsent anchor of checkpoint 1 was dropped: checkpoint 3 covers it.
+    assert [(r.checkpoint, r.state) for r in rows] == [(3, "final")]
+    assert (st.failures, st.last_final, st.pending, st.last_error) == (0, 3, [], None)
