@@ -38,7 +38,7 @@ from .errors import GatewayError
 from .ingest import Ingest
 from .keys import DeviceKey, load_device_key
 from .log import Log
-from .qc import QcEngine
+from .qc import QC_TESTS, QcEngine
 from .silence import Expectation, SilenceTracker, expectation
 from .sources.base import Event, Source
 from .sources.registry import build_sources
@@ -154,7 +154,13 @@ class Gateway:
             cfg_hash = hashlib.sha256(self.config.path.read_bytes()).hexdigest()
         except OSError:
             cfg_hash = ""
-        return {"version": VERSION, "config_sha256": cfg_hash, "pid": os.getpid()}
+        return {
+            "version": VERSION,
+            "config_sha256": cfg_hash,
+            "pid": os.getpid(),
+            # What the digits of each value's qc.tests stand for, in order.
+            "qc_tests": ",".join(QC_TESTS),
+        }
 
     async def _supervise(self, source: Source, ingest: Ingest) -> None:
         """Run ``source`` until cancelled; restart it after a crash, with back-off.

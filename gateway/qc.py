@@ -28,6 +28,9 @@ flat_line       the current value and the ``flat_line_fail`` previous ones all
                 ``flat_line_suspect`` previous ones → 3; a run that is still
                 shorter than ``flat_line_suspect`` for lack of history → 2.
 
+In the record a value carries ``"qc": {"flag": F, "tests": "GSRL"}``: the
+aggregate flag and one digit per test, in the order above (``QC_TESTS``).
+
 The aggregate flag is the worst by QARTOD precedence, as ioos-qc's
 ``qartod_compare`` orders them: fail > suspect > pass > not evaluated >
 missing. A value that is NaN or infinite is missing: every test gives 9.
@@ -56,6 +59,7 @@ __all__ = [
     "MISSING",
     "NOT_EVALUATED",
     "PASS",
+    "QC_TESTS",
     "SUSPECT",
     "QcEngine",
     "QcResult",
@@ -148,7 +152,10 @@ def flat_line(
         return MISSING
     if tolerance is None or (suspect_count is None and fail_count is None):
         return NOT_EVALUATED
-    need = max(c for c in (suspect_count, fail_count) if c is not None)
+    if suspect_count is None or fail_count is None:
+        need = suspect_count or fail_count or 0
+    else:
+        need = max(suspect_count, fail_count)
     run = 0
     for p in previous:
         if not abs(value - p) < tolerance:
@@ -182,9 +189,10 @@ class QcResult:
     flag: int
     tests: tuple[int, int, int, int]
     record: dict[str, Any] = field(compare=False, repr=False)
-    """The ``qc`` member of a value in a signed record, e.g. ``{"flag": 1, "tests":
-    {"gross_range": 1, "spike": 1, "rate_of_change": 2, "flat_line": 1}}``. Shared
-    between results: read it, never change it."""
+    """The ``qc`` member of a value in a signed record: the aggregate flag, and one
+    digit per test in ``QC_TESTS`` order, e.g. ``{"flag": 1, "tests": "1121"}``
+    (gross range 1, spike 1, rate of change 2, flat line 1). Shared between
+    results: read it, never change it."""
 
 
 _RESULTS: dict[tuple[int, int, int, int], QcResult] = {}
@@ -195,7 +203,9 @@ def result_of(tests: tuple[int, int, int, int]) -> QcResult:
     r = _RESULTS.get(tests)
     if r is None:
         flag = aggregate(tests)
-        record = {"flag": flag, "tests": dict(zip(QC_TESTS, tests, strict=True))}
+        # A string of digits, not an object of names: encoding the record before
+        # signing is the append path's largest cost, and this keeps it small.
+        record = {"flag": flag, "tests": "".join(map(str, tests))}
         r = _RESULTS[tests] = QcResult(flag, tests, record)
     return r
 

@@ -42,6 +42,7 @@ CLOCK_STATES = ("synced", "unsynced", "unknown")
 QC_FLAGS = frozenset({1, 2, 3, 4, 9})
 """IOOS QARTOD flags: pass, not evaluated, suspect, fail, missing."""
 _QC_MISSING = 9
+_QC_DIGITS = frozenset("12349")
 # re.ASCII: \d must not match other scripts' digits, which int() would accept.
 _TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z", re.ASCII)
 _HEX8 = re.compile(r"[0-9a-f]{8}")
@@ -134,13 +135,14 @@ def _qc_flag(value: Any, what: str) -> int:
 
 
 def _check_qc(qc: Any) -> int:
-    """A value's ``qc``: ``{"flag": f, "tests": {name: f, ...}}``; returns the flag."""
+    """A value's ``qc``: ``{"flag": f, "tests": "ffff"}``, one digit per test; returns
+    the flag."""
     if not isinstance(qc, dict):
         raise RecordError("a value's 'qc' is not an object")
     flag = _qc_flag(_need(qc, "flag", int), "qc flag")
-    tests = _need(qc, "tests", dict)
-    for name, f in tests.items():
-        _qc_flag(f, f"qc test {name!r} flag")
+    tests = _need(qc, "tests", str)
+    if not tests or not set(tests) <= _QC_DIGITS:
+        raise RecordError(f"qc tests {tests!r} are not QARTOD flag digits (1, 2, 3, 4, 9)")
     return flag
 
 

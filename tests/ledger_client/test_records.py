@@ -71,13 +71,8 @@ def _qc(flag: Any, tests: Any) -> dict[str, Any]:
     return {"q": "pH", "v": 7.12, "u": "pH", "qc": {"flag": flag, "tests": tests}}
 
 
-QC_VALUE = _qc(1, {"gross_range": 1, "spike": 1, "rate_of_change": 2, "flat_line": 1})
-MISSING_VALUE = {
-    "q": "pH",
-    "v": None,
-    "u": "pH",
-    "qc": {"flag": 9, "tests": {"gross_range": 9, "spike": 9, "rate_of_change": 9, "flat_line": 9}},
-}
+QC_VALUE = _qc(1, "1121")
+MISSING_VALUE = {"q": "pH", "v": None, "u": "pH", "qc": {"flag": 9, "tests": "9999"}}
 
 
 @pytest.mark.parametrize(
@@ -86,7 +81,8 @@ MISSING_VALUE = {
         pytest.param([QC_VALUE], id="flags"),
         pytest.param([MISSING_VALUE], id="missing-null"),
         pytest.param([{**MISSING_VALUE, "v": 7.12}], id="missing-with-number"),
-        pytest.param([_qc(4, {})], id="flag-without-tests"),
+        pytest.param([_qc(4, "4")], id="one-test"),
+        pytest.param([_qc(3, "12349")], id="five-tests"),
         pytest.param([QC_VALUE, {"q": "Cel", "v": 12.5, "u": "Cel"}], id="mixed"),
         pytest.param([{**QC_VALUE, "qc": {**QC_VALUE["qc"], "note": "x"}}], id="qc-extra-member"),
     ],
@@ -122,16 +118,17 @@ BAD_RECORDS = [
     pytest.param({**READING, "values": [{"q": "pH", "v": None, "u": "pH"}]}, id="value-null"),
     pytest.param({**READING, "values": [{**QC_VALUE, "qc": 1}]}, id="qc-not-object"),
     pytest.param({**READING, "values": [{**QC_VALUE, "qc": {"flag": 1}}]}, id="qc-no-tests"),
-    pytest.param(
-        {**READING, "values": [{**QC_VALUE, "qc": {"tests": {"spike": 1}}}]}, id="qc-no-flag"
-    ),
-    pytest.param({**READING, "values": [_qc(5, {"spike": 1})]}, id="qc-flag-5"),
-    pytest.param({**READING, "values": [_qc(0, {"spike": 1})]}, id="qc-flag-0"),
-    pytest.param({**READING, "values": [_qc(True, {"spike": 1})]}, id="qc-flag-bool"),
-    pytest.param({**READING, "values": [_qc(1.5, {"spike": 1})]}, id="qc-flag-fraction"),
-    pytest.param({**READING, "values": [_qc(1, {"spike": 7})]}, id="qc-test-flag-7"),
-    pytest.param({**READING, "values": [_qc(1, {"spike": "1"})]}, id="qc-test-flag-string"),
-    pytest.param({**READING, "values": [_qc(1, [1, 1])]}, id="qc-tests-not-object"),
+    pytest.param({**READING, "values": [{**QC_VALUE, "qc": {"tests": "1"}}]}, id="qc-no-flag"),
+    pytest.param({**READING, "values": [_qc(5, "1")]}, id="qc-flag-5"),
+    pytest.param({**READING, "values": [_qc(0, "1")]}, id="qc-flag-0"),
+    pytest.param({**READING, "values": [_qc(True, "1")]}, id="qc-flag-bool"),
+    pytest.param({**READING, "values": [_qc(1.5, "1")]}, id="qc-flag-fraction"),
+    pytest.param({**READING, "values": [_qc(1, "1171")]}, id="qc-test-flag-7"),
+    pytest.param({**READING, "values": [_qc(1, "")]}, id="qc-tests-empty"),
+    pytest.param({**READING, "values": [_qc(1, "1 21")]}, id="qc-tests-space"),
+    pytest.param({**READING, "values": [_qc(1, [1, 1])]}, id="qc-tests-list"),
+    pytest.param({**READING, "values": [_qc(1, {"spike": 1})]}, id="qc-tests-object"),
+    pytest.param({**READING, "values": [_qc(1, "١١")]}, id="qc-tests-arabic-digits"),
     pytest.param({**READING, "sensor_time": "yesterday"}, id="sensor-time"),
     pytest.param({**READING, "src_seq": -3}, id="src-seq"),
     pytest.param(_without(READING, "sensor"), id="reading-no-sensor"),
