@@ -285,6 +285,25 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_probe(args: argparse.Namespace) -> int:
+    from .tools import print_probe, probe
+
+    cfg = load_config(args.config)
+    result = asyncio.run(probe(cfg, args.sensor))
+    print_probe(result, sys.stdout)
+    return 0 if result.reading is not None else 1
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from .tools import candidate_ports, print_found, scan
+
+    ports = args.port or candidate_ports()
+    kinds = [k.strip() for k in args.only.split(",") if k.strip()] if args.only else None
+    found = asyncio.run(scan(ports, budget_s=args.budget, **({"kinds": kinds} if kinds else {})))
+    print_found(found, ports, sys.stdout)
+    return 0 if found else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -324,6 +343,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--since", help="first receive time (ISO 8601, UTC if no zone)")
     s.add_argument("--until", help="last receive time (ISO 8601, UTC if no zone)")
     s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser(
+        "probe", help="one reading from one configured sensor, with the raw exchange"
+    )
+    s.add_argument("sensor", help="the sensor id in the config file")
+    s.add_argument("--config", type=Path, default=Path("gateway.toml"))
+    s.set_defaults(func=cmd_probe)
+
+    s = sub.add_parser(
+        "scan", help="look for EZO circuits, SDI-12 sondes and Modbus slaves on serial ports"
+    )
+    s.add_argument(
+        "--port", action="append", help="a port to scan (repeat; default: every serial port)"
+    )
+    s.add_argument("--budget", type=float, default=20.0, help="seconds per port (default 20)")
+    s.add_argument("--only", help="comma-separated subset of ezo,sdi12,modbus")
+    s.set_defaults(func=cmd_scan)
 
     s = sub.add_parser("demo", help="run a simulated station end to end and verify its bundle")
     s.add_argument("--seconds", type=float, default=20.0)

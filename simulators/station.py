@@ -28,6 +28,7 @@ name it before the station starts. ``Station.gateway_sensors()`` writes the
     [[mqtt]]
     id = "node-1"
     topic = "river/node-1"
+    format = "senml"                  # or "json"
     quantities = ["temperature", "turbidity"]
     interval_s = 1.0
 
@@ -108,6 +109,7 @@ class MqttSpec:
     topic: str
     quantities: tuple[str, ...]
     interval_s: float = _MQTT_INTERVAL_S
+    format: str = "json"
 
 
 @dataclass(frozen=True)
@@ -233,7 +235,10 @@ def parse_station(text: str, base: Path) -> StationSpec:
         adapters.append(Sdi12Spec(_get(t, "name", str, where), tuple(sondes)))
     nodes = []
     for where, t in _tables(doc, "mqtt"):
-        _known(t, where, {"id", "topic", "quantities", "interval_s"})
+        _known(t, where, {"id", "topic", "quantities", "interval_s", "format"})
+        fmt = _get(t, "format", str, where, "json")
+        if fmt not in ("json", "senml"):
+            raise StationConfigError(f"{where}.format {fmt!r} is not 'json' or 'senml'")
         quantities = tuple(_get(t, "quantities", list, where, list(QUANTITIES)))
         bad = [q for q in quantities if q not in QUANTITIES]
         if bad or not quantities:
@@ -244,6 +249,7 @@ def parse_station(text: str, base: Path) -> StationSpec:
                 _get(t, "topic", str, where),
                 quantities,
                 _get(t, "interval_s", float, where, _MQTT_INTERVAL_S),
+                fmt,
             )
         )
     spec = StationSpec(
@@ -331,7 +337,7 @@ class Station:
                 sim = ModbusSimBus(
                     slaves,
                     spec.links / bus.name,
-                    baudrate=slaves[0].profile.baudrate,
+                    baudrate=_bus_baudrate(bus),
                     parity=_PTY_PARITY,
                     seed=spec.seed,
                 )
@@ -350,6 +356,7 @@ class Station:
                     interval_s=m.interval_s,
                     node_id=f"sim-{m.id}",
                     seed=spec.seed + i,
+                    format=m.format,  # type: ignore[arg-type]  # checked on parse
                 )
                 self.nodes[m.id] = node
                 self._tasks.append(
@@ -415,11 +422,13 @@ class Station:
                 f"port = {_q(str(spec.links / e.name))}\ninterval_s = {e.interval_s}\n{site}"
             )
         for bus in spec.modbus:
+            baud = _bus_baudrate(bus)
             for s in bus.slaves:
                 parts.append(
                     f'[[sensor]]\nid = {_q(s.id)}\ndriver = "modbus"\n'
                     f"port = {_q(str(spec.links / bus.name))}\nslave = {s.slave}\n"
                     f"profile = {_q(s.profile)}\ninterval_s = {s.interval_s}\n"
+                    f"baudrate = {baud}  # one bus, one speed\n"
                     f"parity = {_q(_PTY_PARITY)}  # a pty refuses parity bits; a real bus uses"
                     " the profile's\n"
                 )
@@ -437,12 +446,17 @@ class Station:
         for m in spec.mqtt:
             parts.append(
                 f'[[sensor]]\nid = {_q(m.id)}\ndriver = "mqtt"\ntopic = {_q(m.topic)}\n'
-                f"interval_s = {m.interval_s}\n"
+                f"format = {_q(m.format)}\ninterval_s = {m.interval_s}\n"
             )
         head = ""
         if spec.mqtt:
             head = f"[mqtt]\nhost = {_q(spec.mqtt_host)}\nport = {spec.mqtt_port}\n\n"
         return head + "\n".join(parts)
+
+
+def _bus_baudrate(bus: ModbusSpec) -> int:
+    """A bus runs at one speed: its first slave's factory setting."""
+    return load_sim_profile(bus.slaves[0].profile).baudrate
 
 
 def table(devices: Sequence[DeviceInfo]) -> str:
