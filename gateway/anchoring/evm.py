@@ -207,22 +207,35 @@ class EvmBackend:
             raise LedgerRejected(f"{self.name}: the receipt lists no transaction to watch")
         # The nonce first: a transaction mined after this call still shows its receipt below.
         mined_nonce = await self._mined_nonce()
+        failed = None
         for entry in reversed(sent):
             found = await self.rpc.call("eth_getTransactionReceipt", [entry["hash"]])
             if isinstance(found, dict) and found.get("blockNumber") is not None:
-                return await self._mined(receipt, entry, found)
+                if quantity(found.get("status", "0x1"), "a status") == 1:
+                    return await self._mined(receipt, entry, found)
+                failed = f"{entry['hash']} failed (status 0) in block {found['blockNumber']}"
+                break
         waiting = {k: v for k, v in receipt.items() if k not in _MINED_FIELDS}
         error = None
         if "tx" in receipt:
             error = f"{receipt['tx']} left the chain (reorg at block {receipt.get('block')})"
         newest = sent[-1]
-        if mined_nonce > int(newest["nonce"]):
-            # Some other transaction took our nonce: none of ours can be mined now.
+        if failed is not None:
+            # Only code at the recipient makes an anchor revert. Sending again to the same
+            # place would spend gas for nothing, again and again: wait for the config to change.
+            if str(waiting["to"]).lower() == self.to.lower():
+                raise LedgerRejected(
+                    f"{self.name}: {failed}: {self.to} runs code that reverted; set `to` to an "
+                    "address without code, or remove it to send to the anchoring address"
+                )
+            waiting["to"] = self.to
+        if failed is not None or mined_nonce > int(newest["nonce"]):
+            # Our nonce is spent (by our failed transaction, or by one we did not send).
             nonce, fees = await self._pending_nonce(), await self._current_fees()
             entry, err = await self._send(waiting, nonce, fees)
             waiting["sent"] = [*sent, entry]
-            error = err or f"nonce {newest['nonce']} was used by another transaction; re-sent"
-            return AnchorProgress("pending", waiting, error=error)
+            why = failed or f"nonce {newest['nonce']} was used by another transaction"
+            return AnchorProgress("pending", waiting, error=err or f"{why}; re-sent")
         error = await self._keep_moving(waiting, sent, error)
         return AnchorProgress("pending", waiting, error=error)
 
@@ -275,9 +288,6 @@ class EvmBackend:
         number = quantity(found.get("blockNumber"), "a block number")
         block_hash = str(found.get("blockHash"))
         out = dict(receipt)
-        if quantity(found.get("status", "0x1"), "a status") != 1:
-            # A plain self-send cannot revert, but if one did its nonce is spent for nothing.
-            raise LedgerRejected(f"{self.name}: {entry['hash']} failed in block {number}")
         if receipt.get("tx") != entry["hash"] or receipt.get("block_hash") != block_hash:
             block = await self.rpc.call("eth_getBlockByNumber", [hex(number), False])
             if not isinstance(block, dict) or block.get("hash") != block_hash:

@@ -331,3 +331,33 @@ async def test_a_reorg_sends_the_anchor_back_to_pending_and_the_same_digest_agai
     assert p.receipt["tx"] == before["tx"]  # the same transaction, the same digest
     assert p.receipt["block_hash"] != before["block_hash"]
     assert hashes(p.receipt) == [before["tx"]]
+
+
+async def test_a_sink_that_reverts_spends_no_more_until_the_config_changes(
+    tmp_path: Path, key: AnchorKey
+) -> None:
+    with running_anvil(tmp_path, block_time=None) as node:
+        node.fund(key.address)
+        node.rpc("anvil_setCode", DEAD, "0x60006000fd")  # PUSH1 0 PUSH1 0 REVERT
+        bad = EvmBackend(config(node, to=DEAD, gas_limit=30_000), key)
+        try:
+            p = await bad.submit(DIGEST, 8)
+            for _ in range(2):  # refused each time, and nothing more is sent
+                with pytest.raises(LedgerRejected, match=f"{DEAD} runs code that reverted"):
+                    await bad.poll(DIGEST, p.receipt)
+            assert len(node.transactions_from(key.address)) == 1
+        finally:
+            await bad.aclose()
+        fixed = EvmBackend(config(node, gas_limit=30_000), key)  # `to` removed: a self-send
+        try:
+            p = await fixed.poll(DIGEST, p.receipt)
+            assert p.state == "pending"
+            assert p.error is not None and "failed (status 0)" in p.error
+            p = await fixed.poll(DIGEST, p.receipt)
+        finally:
+            await fixed.aclose()
+        txs = node.transactions_from(key.address)
+    assert p.state == "included"
+    assert p.receipt["to"] == key.address
+    assert [t["to"].lower() for t in txs] == [DEAD.lower(), key.address.lower()]
+    assert p.receipt["tx"] == txs[1]["hash"]
