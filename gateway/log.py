@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -137,8 +138,8 @@ class Log:
             # The QC history may hold values that are not in the log: start it afresh.
             self.qc.forget({it.sensor for it in items if isinstance(it, Reading)})
             raise
-        for sensor, flag in flags:
-            self.qc.count(sensor, flag)
+        for (sensor, flag), n in Counter(flags).items():
+            self.qc.count(sensor, flag, n)
         if cp_row is not None:
             self._last_checkpoint = cp_row
         return results

@@ -272,10 +272,13 @@ class Stream:
         if not math.isfinite(value):
             return MISSING_RESULT
         q = self.limits
-        self._expire(t_ns)
+        ts = self._ts
+        if ts and (ts[0] < t_ns - self._window_ns or len(ts) >= MAX_WINDOW_SAMPLES):
+            self._expire(t_ns)
         recent = self.recent
-        prev1 = recent[-1] if recent else None
-        prev2 = recent[-2] if len(recent) >= 2 else None
+        n = len(recent)
+        prev1 = recent[-1] if n else None
+        prev2 = recent[-2] if n >= 2 else None
         tests = (
             gross_range(value, q.fail_span, q.suspect_span),
             spike(value, prev1, prev2, q.spike_suspect, q.spike_fail),
@@ -292,9 +295,9 @@ class Stream:
         )
         if tests[0] != FAIL:
             recent.append(value)
-            if not self._ts:
+            if not ts:
                 self._shift = value  # sums of offsets from a nearby value stay accurate
-            self._ts.append(t_ns)
+            ts.append(t_ns)
             d = value - self._shift
             self._vs.append(value)
             self._s1 += d
@@ -331,11 +334,12 @@ class QcEngine:
             return UNEVALUATED_RESULT
         return stream.check(t_ns, value)
 
-    def count(self, sensor: str, flag: int) -> None:
+    def count(self, sensor: str, flag: int, n: int = 1) -> None:
+        """Count ``n`` committed values of ``sensor`` whose aggregate flag is ``flag``."""
         c = self.counts.get(sensor)
         if c is None:
             c = self.counts[sensor] = Counter()
-        c[flag] += 1
+        c[flag] += n
 
     def forget(self, sensors: Iterable[str]) -> None:
         """Drop the history of these sensors (after a failed commit it may hold values
