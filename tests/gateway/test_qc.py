@@ -248,29 +248,65 @@ def test_a_new_stream_after_restart_starts_from_nothing() -> None:
     assert b.check(100 * S, 7.35).tests[1:3] == (NOT_EVALUATED, NOT_EVALUATED)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
-    st.lists(st.floats(min_value=6.0, max_value=9.0), min_size=1, max_size=60),
-    st.lists(st.integers(min_value=1, max_value=900), min_size=60, max_size=60),
+    st.lists(
+        st.tuples(st.floats(-1.0, 16.0) | st.just(NAN), st.sampled_from([0, 1, 10, 60, 700])),
+        min_size=1,
+        max_size=60,
+    ),
 )
-def test_rate_of_change_agrees_with_a_naive_window(values: list[float], gaps_s: list[int]) -> None:
-    limits = QcLimits(rate_of_change_sd=2.0, rate_of_change_window_s=1800.0)
-    s = Stream(limits)
+def test_the_stream_agrees_with_the_pure_tests_on_a_naive_history(
+    series: list[tuple[float, int]],
+) -> None:
+    """The stream's bookkeeping (running sums, expiry, history) against a plain model."""
+    q = QcLimits(
+        fail_span=(0.0, 14.0),
+        suspect_span=(6.0, 9.0),
+        spike_suspect=0.3,
+        spike_fail=0.8,
+        rate_of_change_sd=2.0,
+        rate_of_change_window_s=1800.0,
+        rate_of_change_min_samples=4,
+        rate_of_change_floor=0.01,
+        flat_line_suspect=3,
+        flat_line_fail=5,
+        flat_line_tolerance=0.05,
+    )
+    s = Stream(q)
     t = 0
-    window: list[tuple[int, float]] = []
-    for v, dt in zip(values, gaps_s, strict=False):
-        t += dt * S
-        window = [(wt, wv) for wt, wv in window if wt >= t - 1800 * S]
-        got = s.check(t, v).tests[2]
-        if len(window) < limits.rate_of_change_min_samples:
-            assert got == NOT_EVALUATED
+    window: list[tuple[int, float]] = []  # accepted values within the window
+    recent: list[float] = []  # accepted values, newest last
+    for v, dt_s in series:
+        t += dt_s * S
+        got = s.check(t, v).tests
+        if math.isnan(v):
+            assert got == (MISSING,) * 4
+            continue
+        kept = [(wt, wv) for wt, wv in window if wt >= t - 1800 * S]
+        if not kept:
+            recent = []
+        window = kept
+        prev1 = recent[-1] if recent else None
+        prev2 = recent[-2] if len(recent) >= 2 else None
+        sd = statistics.stdev(w for _, w in window) if len(window) >= 4 else None
+        want = (
+            gross_range(v, q.fail_span, q.suspect_span),
+            spike(v, prev1, prev2, q.spike_suspect, q.spike_fail),
+            rate_of_change(v, prev1, sd, q.rate_of_change_sd, q.rate_of_change_floor),
+            flat_line(v, recent[::-1][:5], 3, 5, 0.05),
+        )
+        assert got[:2] == want[:2]
+        assert got[3] == want[3]
+        if sd is not None and prev1 is not None:
+            # at the threshold itself the running sums and stdev may round apart
+            if abs(abs(v - prev1) - max(2.0 * sd, 0.01)) > 1e-9:
+                assert got[2] == want[2], (v, prev1, sd)
         else:
-            sd = statistics.stdev(w for _, w in window)
-            step = abs(v - window[-1][1])
-            # far from the threshold the two must agree; at it, rounding may differ
-            if abs(step - 2.0 * sd) > 1e-9:
-                assert got == (SUSPECT if step > 2.0 * sd else PASS), (step, sd)
-        window.append((t, v))
+            assert got[2] == want[2]
+        if want[0] != FAIL:
+            window.append((t, v))
+            recent.append(v)
 
 
 # --- the engine --------------------------------------------------------------------------------
