@@ -121,7 +121,7 @@ class EvmBackend:
         except RpcError as exc:
             if "insufficient funds" in exc.message.lower():
                 raise LedgerRejected(
-                    f"{self.name}: the anchoring address {self.key.address} cannot pay for gas "
+                    f"the anchoring address {self.key.address} cannot pay for gas "
                     f"({exc.message}); fund it, or use a free-gas network"
                 ) from exc
             raise
@@ -204,7 +204,7 @@ class EvmBackend:
     async def poll(self, digest: bytes, receipt: Mapping[str, Any]) -> AnchorProgress:
         sent = list(receipt.get("sent") or [])
         if not sent:
-            raise LedgerRejected(f"{self.name}: the receipt lists no transaction to watch")
+            raise LedgerRejected("the receipt lists no transaction to watch")
         # The nonce first: a transaction mined after this call still shows its receipt below.
         mined_nonce = await self._mined_nonce()
         failed = None
@@ -225,7 +225,7 @@ class EvmBackend:
             # place would spend gas for nothing, again and again: wait for the config to change.
             if str(waiting["to"]).lower() == self.to.lower():
                 raise LedgerRejected(
-                    f"{self.name}: {failed}: {self.to} runs code that reverted; set `to` to an "
+                    f"{failed}: {self.to} runs code that reverted; set `to` to an "
                     "address without code, or remove it to send to the anchoring address"
                 )
             waiting["to"] = self.to
@@ -291,7 +291,7 @@ class EvmBackend:
         if receipt.get("tx") != entry["hash"] or receipt.get("block_hash") != block_hash:
             block = await self.rpc.call("eth_getBlockByNumber", [hex(number), False])
             if not isinstance(block, dict) or block.get("hash") != block_hash:
-                raise LedgerUnavailable(f"{self.name}: block {number} changed while it was read")
+                raise LedgerUnavailable(f"block {number} changed while it was read")
             if receipt.get("block_hash") not in (None, block_hash):
                 log.warning(
                     "%s: %s moved from block %s to %d (reorg)",
@@ -326,7 +326,7 @@ class EvmBackend:
             except RpcError as exc:
                 if self._finality == "finalized":
                     raise LedgerRejected(
-                        f"{self.name}: the node has no 'finalized' block ({exc.message}); "
+                        f"the node has no 'finalized' block ({exc.message}); "
                         'set finality = "confirmations"'
                     ) from exc
                 fin = None
@@ -334,7 +334,7 @@ class EvmBackend:
                 self._finality = "finalized"
                 return "finalized" if number <= quantity(fin.get("number"), "a number") else None
             if self._finality == "finalized":
-                raise LedgerUnavailable(f"{self.name}: the node has no finalized block yet")
+                raise LedgerUnavailable("the node has no finalized block yet")
             log.info("%s: no 'finalized' block tag; counting confirmations", self.name)
             self._finality = "confirmations"
         head = quantity(await self.rpc.call("eth_blockNumber"), "a block number")
