@@ -202,6 +202,12 @@ class EvmBackend:
     # --- poll -----------------------------------------------------------------------
 
     async def poll(self, digest: bytes, receipt: Mapping[str, Any]) -> AnchorProgress:
+        try:
+            return await self._poll(receipt)
+        except (KeyError, TypeError, ValueError) as exc:  # a stored receipt we cannot read
+            raise LedgerRejected(f"the stored receipt is unreadable ({exc!r})") from exc
+
+    async def _poll(self, receipt: Mapping[str, Any]) -> AnchorProgress:
         sent = list(receipt.get("sent") or [])
         if not sent:
             raise LedgerRejected("the receipt lists no transaction to watch")

@@ -361,3 +361,14 @@ async def test_a_sink_that_reverts_spends_no_more_until_the_config_changes(
     assert p.receipt["to"] == key.address
     assert [t["to"].lower() for t in txs] == [DEAD.lower(), key.address.lower()]
     assert p.receipt["tx"] == txs[1]["hash"]
+
+
+async def test_an_unreadable_stored_receipt_is_an_anchor_error(
+    anvil: AnvilNode, key: AnchorKey
+) -> None:
+    backend = EvmBackend(config(anvil), key)
+    try:
+        with pytest.raises(LedgerRejected, match="stored receipt is unreadable"):
+            await backend.poll(DIGEST, {"sent": [{"hash": "0x" + "00" * 32, "nonce": "x"}]})
+    finally:
+        await backend.aclose()
