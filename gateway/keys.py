@@ -129,10 +129,10 @@ class AnchorKey:
 
 
 def _anchor_key(private_key: bytes) -> AnchorKey:
-    from eth_account import Account  # slow to import; only boxes that anchor to a chain need it
+    from .anchoring.evm_tx import eth_account  # only boxes that anchor to a chain need it
 
     try:
-        address = Account.from_key(private_key).address
+        address = eth_account().from_key(private_key).address
     except (ValueError, TypeError) as exc:  # eth-keys: not a valid secp256k1 scalar
         raise KeyFileError(f"not a valid secp256k1 private key: {exc}") from exc
     return AnchorKey(str(address), private_key)

@@ -9,12 +9,42 @@ and hash: a dropped transaction is re-sent from its receipt fields alone.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import LedgerRejected
 
-__all__ = ["AnchorTx", "FeePolicy", "Fees", "SignedTx", "bump_fees", "initial_fees", "sign_tx"]
+if TYPE_CHECKING:
+    from eth_account import Account
+
+__all__ = [
+    "AnchorTx",
+    "FeePolicy",
+    "Fees",
+    "SignedTx",
+    "bump_fees",
+    "eth_account",
+    "initial_fees",
+    "sign_tx",
+]
+
+
+def eth_account() -> type[Account]:
+    """eth-account's ``Account``, imported on first use (it is slow to import).
+
+    Importing it imports py_ecc, which raises the interpreter's recursion limit
+    to 100 000 for good. With that limit a deeply nested input (a JSON payload
+    from a sensor node, a bundle) overflows the C stack and kills the process
+    instead of raising RecursionError, so the limit is put back.
+    """
+    limit = sys.getrecursionlimit()
+    try:
+        from eth_account import Account
+    finally:
+        sys.setrecursionlimit(limit)
+    return Account
+
 
 GWEI = 10**9
 
@@ -152,10 +182,8 @@ class SignedTx:
 
 def sign_tx(tx: AnchorTx, private_key: bytes) -> SignedTx:
     """Sign with eth-account; its errors become LedgerRejected here, at the boundary."""
-    from eth_account import Account
-
     try:
-        signed = Account.sign_transaction(tx.fields(), private_key)
+        signed = eth_account().sign_transaction(tx.fields(), private_key)
     except (ValueError, TypeError, KeyError) as exc:
         raise LedgerRejected(f"cannot sign the anchor transaction: {exc}") from exc
     return SignedTx("0x" + bytes(signed.hash).hex(), "0x" + bytes(signed.raw_transaction).hex())

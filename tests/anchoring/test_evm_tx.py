@@ -6,13 +6,22 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import nacl.signing
 import pytest
-from eth_account import Account
 
-from gateway.anchoring.evm_tx import AnchorTx, FeePolicy, Fees, bump_fees, initial_fees, sign_tx
+from gateway.anchoring.evm_tx import (
+    AnchorTx,
+    FeePolicy,
+    Fees,
+    bump_fees,
+    eth_account,
+    initial_fees,
+    sign_tx,
+)
 from gateway.config import parse_config
 from gateway.errors import ConfigError, KeyFileError
 from gateway.keys import create_anchor_key, load_anchor_key
@@ -26,6 +35,7 @@ from ledger_client.note import Signer
 from ledger_client.trust import MalformedTrust, parse_trust
 
 GWEI = 10**9
+Account = eth_account()  # not `import eth_account`: see the recursion-limit test
 DIGEST = hashlib.sha256(b"checkpoint body").digest()
 VKEY = Signer("riverseal/rs-test", nacl.signing.SigningKey.generate()).verifier().to_vkey()
 
@@ -271,3 +281,26 @@ def test_the_documented_calldata_example_is_what_the_code_makes() -> None:
     )
     digest = bytes.fromhex("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")
     assert bytes.fromhex(hex_digits) == anchor_calldata(digest, 1000)
+
+
+def test_eth_account_leaves_the_recursion_limit_alone() -> None:
+    # py_ecc (imported by eth-account) raises the limit to 100 000 at import; with it a
+    # deeply nested JSON payload overflows the C stack (a segfault) instead of raising
+    # RecursionError. A fresh interpreter shows the import as the gateway does it.
+    probe = (
+        "import sys, json\n"
+        "before = sys.getrecursionlimit()\n"
+        "from gateway.keys import create_anchor_key\n"
+        "import tempfile, pathlib\n"
+        "create_anchor_key(pathlib.Path(tempfile.mkdtemp()) / 'k')\n"
+        "assert sys.getrecursionlimit() == before, sys.getrecursionlimit()\n"
+        "try:\n"
+        "    json.loads('[' * 200_000)\n"
+        "except RecursionError:\n"
+        "    print('recursion error')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "recursion error"
