@@ -11,6 +11,7 @@ name it before the station starts. ``Station.gateway_sensors()`` writes the
     links = "/tmp/riverseal-station"  # folder for the symlinks
     mqtt_host = "127.0.0.1"           # broker for [[mqtt]] nodes
     mqtt_port = 1883
+    storms_per_week = 1.0             # seeded storm events (turbidity spike, EC dip)
 
     [[ezo]]
     name = "ph-1"                     # symlink name and gateway sensor id
@@ -118,6 +119,7 @@ class StationSpec:
     seed: int = 0
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = 1883
+    storms_per_week: float = 0.0
     ezo: tuple[EzoSpec, ...] = ()
     modbus: tuple[ModbusSpec, ...] = ()
     sdi12: tuple[Sdi12Spec, ...] = ()
@@ -170,7 +172,7 @@ def parse_station(text: str, base: Path) -> StationSpec:
     st = doc.get("station", {})
     if not isinstance(st, dict):
         raise StationConfigError("[station] must be a table")
-    _known(st, "station", {"seed", "links", "mqtt_host", "mqtt_port"})
+    _known(st, "station", {"seed", "links", "mqtt_host", "mqtt_port", "storms_per_week"})
     links = (base / _get(st, "links", str, "station", "links")).absolute()
     ezo = []
     for where, t in _tables(doc, "ezo"):
@@ -257,6 +259,7 @@ def parse_station(text: str, base: Path) -> StationSpec:
         seed=_get(st, "seed", int, "station", 0),
         mqtt_host=_get(st, "mqtt_host", str, "station", "127.0.0.1"),
         mqtt_port=_get(st, "mqtt_port", int, "station", 1883),
+        storms_per_week=_get(st, "storms_per_week", float, "station", 0.0),
         ezo=tuple(ezo),
         modbus=tuple(buses),
         sdi12=tuple(adapters),
@@ -315,7 +318,7 @@ class Station:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
-        self.river = RiverModel(self.spec.seed)
+        self.river = RiverModel(self.spec.seed, storms_per_week=self.spec.storms_per_week)
 
     async def __aenter__(self) -> Self:
         spec = self.spec
