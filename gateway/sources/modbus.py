@@ -408,8 +408,7 @@ def _scan_settings() -> list[tuple[int, str]]:
         if s not in settings:
             settings.append(s)
     settings += [s for s in COMMON_SETTINGS if s not in settings]
-    # No parity first: a port that failed to take a parity setting can stay
-    # locked by the half-open handle pymodbus leaves behind (seen on ptys).
+    # No parity first: commoner, and the only kind a pty (a simulated bus) takes.
     return sorted(settings, key=lambda s: s[1] != "N")
 
 

@@ -30,6 +30,7 @@ and the source reopens the port with the gateway's back-off, following a
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import termios
 from collections.abc import Awaitable, Callable, Sequence
@@ -137,12 +138,20 @@ class ModbusLink:
             trace_connect=self._trace_connect,
         )
         self._client = client
+        failure = ""
         try:
             opened = await client.connect()
         except (ModbusException, OSError, ValueError, termios.error) as exc:
-            # termios.error: settings the device refuses (a pty refuses some parity changes)
+            # termios.error: settings the device refuses (a pty refuses a change once
+            # parity is on). pymodbus then drops a pyserial handle that is already
+            # open and holds the port's lock, in a reference cycle with the error's
+            # traceback: once out of this handler, collect it, or every later open
+            # of the port is refused as busy.
+            failure = f"cannot open {self.port}: {exc}"
+        if failure:
             client.close()
-            raise LinkLost(self.name, f"cannot open {self.port}: {exc}") from exc
+            gc.collect()
+            raise LinkLost(self.name, failure)
         if not opened:
             client.close()
             raise LinkLost(self.name, f"cannot open {self.port} (missing, busy or not a tty)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -22,6 +23,7 @@ from gateway.backoff import Backoff
 from gateway.config.modbus import ModbusSensorConfig
 from gateway.modbus_profiles import load_profile
 from gateway.sources.modbus import ModbusSource, scan_modbus
+from gateway.sources.modbus_link import LinkLost, ModbusLink
 from simulators.modbus import ModbusSimBus, SimSlave, load_sim_profile
 from simulators.river import RiverModel
 
@@ -308,3 +310,19 @@ async def test_scan_stops_at_its_budget(tmp_path: Path) -> None:
         took = loop.time() - started
     assert took < 0.6 + 0.5
     assert found == []  # slave 200 is past where 0.6 s of probing gets
+
+
+async def test_a_port_that_refuses_its_settings_is_not_left_locked(tmp_path: Path) -> None:
+    # A pty takes parity E when opened, then refuses pymodbus's next change of
+    # settings; pymodbus drops the open handle, which holds the port's lock.
+    master, slave_fd = os.openpty()
+    try:
+        path = os.ttyname(slave_fd)
+        with pytest.raises(LinkLost, match="cannot open"):
+            async with ModbusLink(path, baudrate=9600, parity="E"):
+                pass
+        async with ModbusLink(path, baudrate=9600, parity="N") as link:
+            assert link.settings == "9600 8N1"
+    finally:
+        os.close(master)
+        os.close(slave_fd)
