@@ -110,13 +110,16 @@ def _parse_time(text: str, bad: Callable[[str], PayloadError]) -> str:
     year, month, day, hour, minute, second = (int(g) for g in match.group(1, 2, 3, 4, 5, 6))
     fraction = (match.group(7) or "").ljust(6, "0")[:6]
     if match.group(8):
-        tz = UTC
-    else:
-        sign = 1 if match.group(9) == "+" else -1
-        hours, minutes = int(match.group(10)), int(match.group(11))
-        if hours > 23 or minutes > 59:
-            raise bad(f"time {text!r} has an invalid UTC offset")
-        tz = timezone(sign * timedelta(hours=hours, minutes=minutes))
+        try:  # already UTC: validate, then print it without a timezone round trip
+            datetime(year, month, day, hour, minute, second)
+        except ValueError as exc:
+            raise bad(f"time {text!r} is not a valid date-time ({exc})") from None
+        return f"{text[:10]}T{text[11:19]}.{fraction}Z"
+    sign = 1 if match.group(9) == "+" else -1
+    hours, minutes = int(match.group(10)), int(match.group(11))
+    if hours > 23 or minutes > 59:
+        raise bad(f"time {text!r} has an invalid UTC offset")
+    tz = timezone(sign * timedelta(hours=hours, minutes=minutes))
     try:
         moment = datetime(year, month, day, hour, minute, second, int(fraction), tzinfo=tz)
         utc = moment.astimezone(UTC)
