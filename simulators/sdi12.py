@@ -92,7 +92,7 @@ SDI12_QUANTITIES: dict[str, _Quantity] = {
     "temperature": _Quantity(lambda s: s.temperature_c, "Cel", 2),
     "conductivity": _Quantity(lambda s: s.ec_us_cm, "uS/cm", 1),
     "ph": _Quantity(lambda s: s.ph, "pH", 2),
-    "do": _Quantity(lambda s: s.do_mg_l, "mg/L", 2),
+    "do": _Quantity(lambda s: s.do_mg_l, "mg/l", 2),
     "do_sat": _Quantity(lambda s: s.do_sat_pct, "%", 1),
     "orp": _Quantity(lambda s: s.orp_mv, "mV", 1),
     "turbidity": _Quantity(lambda s: s.turbidity_ntu, "NTU", 2),

@@ -99,7 +99,7 @@ def test_scan_finds_every_device_and_probe_prints_readings(tmp_path: Path) -> No
     # Each find comes with a [[sensor]] table to paste.
     assert out.count("[[sensor]]") == 6, out
 
-    units = {"ph-1": "pH", "odo-1": "mg/L", "sonde-1": "uS/cm"}
+    units = {"ph-1": "pH", "odo-1": "mg/l", "sonde-1": "uS/cm"}
     for sensor, (rc, text) in probes.items():
         assert rc == 0, text
         assert f"sensor {sensor}" in text

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from .anchors import AnchorConfig, parse_anchor
+from .modbus import check_modbus_buses
 from .mqtt import MqttConfig, MqttSensorConfig, parse_mqtt
 from .qc import QcConfig, parse_qc
 from .sdi12 import check_sdi12_buses
@@ -82,7 +83,7 @@ def parse_config(text: str, path: Path) -> GatewayConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), f"is not valid TOML: {exc}") from exc
-    root = Table(data, "")
+    root = Table(data, "", path.parent)
     base = path.parent
     device = root.table("device")
     if device is None:
@@ -98,7 +99,7 @@ def parse_config(text: str, path: Path) -> GatewayConfig:
     root.used.add("sensor")
     if not isinstance(sensors_raw, list):
         raise ConfigError("sensor", "must be an array of tables ([[sensor]])")
-    sensors = tuple(parse_sensor(Table(s, f"sensor[{i}]")) for i, s in enumerate(sensors_raw))
+    sensors = tuple(parse_sensor(Table(s, f"sensor[{i}]", base)) for i, s in enumerate(sensors_raw))
     qc = parse_qc(root.table("qc"), {s.id for s in sensors})
     root.done()
     seen: set[str] = set()
@@ -108,7 +109,9 @@ def parse_config(text: str, path: Path) -> GatewayConfig:
         seen.add(s.id)
         if isinstance(s, MqttSensorConfig) and mqtt is None:
             raise ConfigError(f"sensor[{i}].driver", "mqtt sensors need an [mqtt] section")
-    check_sdi12_buses(sensors)  # sondes sharing one adapter must agree on its settings
+    # Devices sharing one serial bus must agree on its settings and their addresses.
+    check_sdi12_buses(sensors)
+    check_modbus_buses(sensors)
     return GatewayConfig(
         path=path,
         key_file=key_file,

@@ -59,7 +59,7 @@ def parse_modbus(t: Table, sid: str, site: str | None) -> ModbusSensorConfig:
 
     ref = t.get("profile", str, required=True)
     try:
-        profile = load_profile(ref)
+        profile = load_profile(ref, base=t.base)
     except ConfigError as exc:
         raise ConfigError(f"{t.where}.profile", f"{exc.where}: {exc.problem}") from None
     d = profile.serial

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import ConfigError
@@ -15,11 +16,13 @@ T = TypeVar("T")
 class Table:
     """A TOML table that remembers which keys were read, to refuse unknown ones."""
 
-    def __init__(self, data: Any, where: str) -> None:
+    def __init__(self, data: Any, where: str, base: Path | None = None) -> None:
         if not isinstance(data, dict):
             raise ConfigError(where, "expected a table")
         self.data: dict[str, Any] = data
         self.where = where
+        self.base = base
+        """The config file's folder: relative paths in it are taken from here."""
         self.used: set[str] = set()
 
     def _key(self, name: str) -> str:
@@ -55,7 +58,7 @@ class Table:
 
     def table(self, name: str) -> Table | None:
         self.used.add(name)
-        return Table(self.data[name], self._key(name)) if name in self.data else None
+        return Table(self.data[name], self._key(name), self.base) if name in self.data else None
 
     def done(self) -> None:
         unknown = sorted(set(self.data) - self.used)

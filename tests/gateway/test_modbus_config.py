@@ -113,15 +113,13 @@ def test_one_source_per_bus_and_bus_checks() -> None:
         ("/dev/rs485", ["a", "b"]),
         ("/dev/rs485-2", ["c"]),
     ]
-    clash = parse_config(BASE + sensor("a", slave=4) + sensor("b", slave=4), PATH)
+    # parse_config runs the bus checks, so `gateway check` catches them too.
     with pytest.raises(ConfigError, match="slave id 4 on /dev/rs485 is already sensor 'a'"):
-        check_modbus_buses(clash.sensors)
-    mixed = parse_config(
-        BASE + sensor("a") + sensor("b", slave=2, profile="supmea-sup-ph8001"), PATH
-    )  # YSI defaults to 8E1, Supmea to 8N1
-    with pytest.raises(ConfigError) as info:
-        check_modbus_buses(mixed.sensors)
+        parse_config(BASE + sensor("a", slave=4) + sensor("b", slave=4), PATH)
+    with pytest.raises(ConfigError) as info:  # YSI defaults to 8E1, Supmea to 8N1
+        parse_config(BASE + sensor("a") + sensor("b", slave=2, profile="supmea-sup-ph8001"), PATH)
     assert info.value.where == "sensor 'b'.parity"
+    assert len(check_modbus_buses(cfg.sensors)) == 2
 
 
 def test_the_documented_sensor_example_parses() -> None:
@@ -134,3 +132,17 @@ def test_the_documented_sensor_example_parses() -> None:
     (s,) = parse_config(BASE + example, PATH).sensors
     assert isinstance(s, ModbusSensorConfig)
     assert (s.id, s.slave, s.profile.name, s.parity) == ("do-upstream", 1, "ysi-odo-rtu", "E")
+
+
+def test_a_relative_profile_path_is_taken_from_the_config_folder(tmp_path: Path) -> None:
+    shipped = Path(__file__).resolve().parents[2] / "gateway" / "modbus_profiles"
+    (tmp_path / "profiles").mkdir()
+    text = (shipped / "hach-ldo-aq.toml").read_text()
+    (tmp_path / "profiles" / "site-ldo.toml").write_text(text)
+    cfg = parse_config(
+        BASE + sensor("a", profile="profiles/site-ldo.toml"), tmp_path / "gateway.toml"
+    )
+    (a,) = cfg.sensors
+    assert isinstance(a, ModbusSensorConfig)
+    assert a.profile_ref == "profiles/site-ldo.toml"
+    assert {v.quantity for v in a.profile.values} >= {"do", "temperature"}
