@@ -45,7 +45,9 @@ def _anchored(sizes: list[int], n: int = 12) -> Bundle:
     anchors = []
     for note in bundle.checkpoints:
         cp = Checkpoint.parse(split_note(note)[0])
-        anchors.append(AnchorReceipt(cp.size, "evm:test-chain", cp.digest(), "final", {"tx": cp.size}))
+        anchors.append(
+            AnchorReceipt(cp.size, "evm:test-chain", cp.digest(), "final", {"tx": cp.size})
+        )
     return dataclasses.replace(bundle, anchors=tuple(anchors))
 
 
