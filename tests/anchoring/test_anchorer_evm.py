@@ -200,12 +200,14 @@ async def test_a_reorg_is_noticed_and_the_digest_anchored_again(
             states.append(row.state)
             return row
 
-        await step()
+        sent = await step()
+        node.wait_for_receipt(json.loads(sent.receipt)["sent"][0]["hash"])
         included = await step()
         node.rpc("anvil_reorg", 1, [])
         dropped = await step()
         assert dropped.last_error is not None and "left the chain" in dropped.last_error
         assert anchorer.status[NAME].last_error == dropped.last_error
+        node.wait_for_receipt(json.loads(included.receipt)["tx"])  # sent again, mined again
         again = await step()
         node.mine(2)
         final = await step()

@@ -109,6 +109,7 @@ async def test_counting_confirmations_where_asked(tmp_path: Path, key: AnchorKey
         backend = EvmBackend(config(node, finality="confirmations", confirmations=3), key)
         try:
             p = await backend.submit(DIGEST, 7)
+            node.wait_for_receipt(hashes(p.receipt)[-1])
             p = await backend.poll(DIGEST, p.receipt)
             assert p.state == "included"  # 1 confirmation: its own block
             node.mine(1)
@@ -131,6 +132,7 @@ async def test_free_gas_legacy_transactions_to_a_sink(tmp_path: Path, key: Ancho
         backend = EvmBackend(cfg, key)
         try:
             p = await backend.submit(DIGEST, 11)
+            node.wait_for_receipt(hashes(p.receipt)[-1])
             p = await backend.poll(DIGEST, p.receipt)
         finally:
             await backend.aclose()
@@ -312,6 +314,7 @@ async def test_a_reorg_sends_the_anchor_back_to_pending_and_the_same_digest_agai
         backend = EvmBackend(config(node), key)
         try:
             p = await backend.submit(DIGEST, 5)
+            node.wait_for_receipt(hashes(p.receipt)[-1])
             p = await backend.poll(DIGEST, p.receipt)
             assert p.state == "included"
             before = dict(p.receipt)
@@ -321,7 +324,8 @@ async def test_a_reorg_sends_the_anchor_back_to_pending_and_the_same_digest_agai
             assert p.state == "pending"
             assert p.error is not None and "left the chain" in p.error
             assert "tx" not in p.receipt
-            p = await backend.poll(DIGEST, p.receipt)  # automine took the re-sent transaction
+            node.wait_for_receipt(before["tx"])  # automine takes the re-sent transaction
+            p = await backend.poll(DIGEST, p.receipt)
             assert p.state == "included"
             node.mine(2)
             p = await backend.poll(DIGEST, p.receipt)
@@ -342,6 +346,7 @@ async def test_a_sink_that_reverts_spends_no_more_until_the_config_changes(
         bad = EvmBackend(config(node, to=DEAD, gas_limit=30_000), key)
         try:
             p = await bad.submit(DIGEST, 8)
+            node.wait_for_receipt(hashes(p.receipt)[-1])
             for _ in range(2):  # refused each time, and nothing more is sent
                 with pytest.raises(LedgerRejected, match=f"{DEAD} runs code that reverted"):
                     await bad.poll(DIGEST, p.receipt)
@@ -353,6 +358,7 @@ async def test_a_sink_that_reverts_spends_no_more_until_the_config_changes(
             p = await fixed.poll(DIGEST, p.receipt)
             assert p.state == "pending"
             assert p.error is not None and "failed (status 0)" in p.error
+            node.wait_for_receipt(hashes(p.receipt)[-1])
             p = await fixed.poll(DIGEST, p.receipt)
         finally:
             await fixed.aclose()

@@ -168,6 +168,16 @@ class AnvilNode:
                 raise AssertionError(f"anvil did not reach block {number} in {timeout} s")
             time.sleep(0.05)
 
+    def wait_for_receipt(self, tx_hash: str, timeout: float = 10.0) -> dict[str, Any]:
+        """The receipt of ``tx_hash`` once it is mined. Automine answers
+        eth_sendRawTransaction before the block is made, so tests wait here."""
+        deadline = time.monotonic() + timeout
+        while (receipt := self.rpc("eth_getTransactionReceipt", tx_hash)) is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{tx_hash} was not mined in {timeout} s")
+            time.sleep(0.02)
+        return dict(receipt)
+
     def transactions_from(self, address: str) -> list[dict[str, Any]]:
         """Every mined transaction sent by ``address``, oldest first (scans every block)."""
         out = []
