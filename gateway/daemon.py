@@ -64,9 +64,23 @@ class SourceHealth:
 
 
 def sensor_expectations(config: GatewayConfig) -> dict[str, Expectation]:
-    """Per configured sensor id, how often it should report (every driver's config has
-    ``interval_s``; those with a ``timeout_s`` get at least that as grace)."""
-    return {s.id: expectation(s.interval_s, getattr(s, "timeout_s", None)) for s in config.sensors}
+    """Per configured sensor id, how often it should report.
+
+    Every driver's config has ``interval_s``; one with a ``timeout_s`` gets at
+    least the time its retries may take (``timeout_s`` x (``retries`` + 1)) as
+    grace. An MQTT sensor whose id is a ``{id}`` template stands for sensors
+    named by their topics, which are only known once they publish: it is not
+    watched for silence (its nodes' ``seq`` jumps still become gap records).
+    """
+    out: dict[str, Expectation] = {}
+    for s in config.sensors:
+        if "{id}" in s.id:
+            continue
+        timeout = getattr(s, "timeout_s", None)
+        if timeout is not None:
+            timeout *= getattr(s, "retries", 0) + 1
+        out[s.id] = expectation(s.interval_s, timeout)
+    return out
 
 
 class Gateway:
