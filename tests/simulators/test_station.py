@@ -10,7 +10,7 @@ import pytest
 from gateway.config import parse_config
 from gateway.config.modbus import ModbusSensorConfig
 from gateway.config.sdi12 import Sdi12SensorConfig
-from simulators.station import Station, StationConfigError, parse_station
+from simulators.station import Station, StationConfigError, load_station, parse_station
 
 GOOD = """
 [station]
@@ -68,3 +68,11 @@ def test_the_gateway_tables_parse_and_name_every_sensor(tmp_path: Path) -> None:
     (sonde,) = [s for s in cfg.sensors if isinstance(s, Sdi12SensorConfig)]
     assert [q for q, _ in sonde.quantities] == ["temperature", "conductivity", "depth"]
     assert cfg.mqtt is not None and cfg.mqtt.port == 1883
+
+
+def test_the_documented_example_station_parses_into_a_gateway_config() -> None:
+    path = Path(__file__).resolve().parents[2] / "docs" / "station.example.toml"
+    spec = load_station(path)
+    assert len(spec.sensor_ids()) == 11
+    cfg = parse_config("[device]\n" + Station(spec).gateway_sensors(), Path("/tmp/gateway.toml"))
+    assert [s.id for s in cfg.sensors] == spec.sensor_ids()
