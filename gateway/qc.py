@@ -221,6 +221,7 @@ class Stream:
         "_n_since_resum",
         "_s1",
         "_s2",
+        "_same",
         "_shift",
         "_ts",
         "_vs",
@@ -241,6 +242,7 @@ class Stream:
         self._s2 = 0.0
         self._n_since_resum = 0
         self._window_ns = int(limits.rate_of_change_window_s * 1e9)
+        self._same = 0  # how many of the newest values in `recent` equal the newest exactly
 
     def _window_sd(self) -> float | None:
         n = len(self._vs)
@@ -267,6 +269,22 @@ class Stream:
             self._s2 = sum((v - self._shift) ** 2 for v in vs)
             self._n_since_resum = 0
 
+    def _flat_line(self, value: float) -> int:
+        """``flat_line`` over the history, without rescanning it for a stuck sensor.
+
+        A sensor repeating one value exactly is the common flat line, and the
+        full scan would cost up to ``need`` comparisons per reading: when the
+        last ``need`` values all equal this one, the verdict is known.
+        """
+        q = self.limits
+        counts = [c for c in (q.flat_line_suspect, q.flat_line_fail) if c is not None]
+        tol = q.flat_line_tolerance
+        recent = self.recent
+        stuck = bool(counts) and bool(recent) and value == recent[-1]
+        if stuck and tol is not None and tol > 0 and min(self._same, len(recent)) >= max(counts):
+            return FAIL if q.flat_line_fail is not None else SUSPECT
+        return flat_line(value, reversed(recent), q.flat_line_suspect, q.flat_line_fail, tol)
+
     def check(self, t_ns: int, value: float) -> QcResult:
         """Flag ``value`` received at ``t_ns`` and, if it is a measurement, remember it."""
         if not math.isfinite(value):
@@ -285,15 +303,10 @@ class Stream:
             rate_of_change(
                 value, prev1, self._window_sd(), q.rate_of_change_sd, q.rate_of_change_floor
             ),
-            flat_line(
-                value,
-                reversed(recent),
-                q.flat_line_suspect,
-                q.flat_line_fail,
-                q.flat_line_tolerance,
-            ),
+            self._flat_line(value),
         )
         if tests[0] != FAIL:
+            self._same = self._same + 1 if n and value == recent[-1] else 1
             recent.append(value)
             if not ts:
                 self._shift = value  # sums of offsets from a nearby value stay accurate
