@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
-from .table import Table, positive
+from .table import Table, check_unique, positive
 
 __all__ = ["EVM_FEE_MODES", "EVM_FINALITY", "EvmAnchorConfig", "parse_evm_anchors"]
 
@@ -136,15 +136,6 @@ def _parse_one(t: Table) -> EvmAnchorConfig:
 
 def parse_evm_anchors(anchor: Table) -> tuple[EvmAnchorConfig, ...]:
     """The ``[[anchor.evm]]`` tables of an ``[anchor]`` section (marks ``evm`` as read)."""
-    raw = anchor.data.get("evm", [])
-    anchor.used.add("evm")
-    where = f"{anchor.where}.evm"
-    if not isinstance(raw, list):
-        raise ConfigError(where, "must be an array of tables ([[anchor.evm]])")
-    out = tuple(_parse_one(Table(x, f"{where}[{i}]")) for i, x in enumerate(raw))
-    seen: set[str] = set()
-    for i, c in enumerate(out):
-        if c.name in seen:
-            raise ConfigError(f"{where}[{i}].name", f"{c.name!r} is used by two ledgers")
-        seen.add(c.name)
+    out = tuple(_parse_one(t) for t in anchor.tables("evm"))
+    check_unique([c.name for c in out], f"{anchor.where}.evm", "name", "ledgers")
     return out

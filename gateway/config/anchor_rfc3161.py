@@ -21,8 +21,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ConfigError
-from .table import Table, positive
+from .table import Table, check_unique, positive
 
 __all__ = ["Rfc3161Config", "parse_rfc3161"]
 
@@ -66,15 +65,6 @@ def _parse_one(t: Table) -> Rfc3161Config:
 
 def parse_rfc3161(anchor: Table) -> tuple[Rfc3161Config, ...]:
     """The ``rfc3161`` array of the ``[anchor]`` table (marks the key as read)."""
-    anchor.used.add("rfc3161")
-    raw = anchor.data.get("rfc3161", [])
-    where = f"{anchor.where}.rfc3161"
-    if not isinstance(raw, list):
-        raise ConfigError(where, "must be an array of tables ([[anchor.rfc3161]])")
-    tsas = tuple(_parse_one(Table(item, f"{where}[{i}]")) for i, item in enumerate(raw))
-    seen: set[str] = set()
-    for i, tsa in enumerate(tsas):
-        if tsa.name in seen:
-            raise ConfigError(f"{where}[{i}].name", f"{tsa.name!r} is used by two TSAs")
-        seen.add(tsa.name)
+    tsas = tuple(_parse_one(t) for t in anchor.tables("rfc3161"))
+    check_unique([tsa.name for tsa in tsas], f"{anchor.where}.rfc3161", "name", "TSAs")
     return tsas

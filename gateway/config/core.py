@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from .mqtt import MqttConfig, MqttSensorConfig, parse_mqtt
 from .qc import QcConfig, parse_qc
 from .sdi12 import check_sdi12_buses
 from .sensors import SensorConfig, parse_sensor
-from .table import Table, positive
+from .table import Table, parse_toml, positive, read_text
 
 __all__ = ["GatewayConfig", "LogConfig", "load_config", "parse_config"]
 
@@ -79,11 +78,7 @@ def _parse_log(t: Table | None) -> LogConfig:
 
 def parse_config(text: str, path: Path) -> GatewayConfig:
     """Parse config text; relative paths are taken from the config file's folder."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), f"is not valid TOML: {exc}") from exc
-    root = Table(data, "", path.parent)
+    root = Table(parse_toml(text, path), "", path.parent)
     base = path.parent
     device = root.table("device")
     if device is None:
@@ -95,11 +90,7 @@ def parse_config(text: str, path: Path) -> GatewayConfig:
     log = _parse_log(root.table("log"))
     anchor = parse_anchor(root.table("anchor"))
     mqtt = parse_mqtt(root.table("mqtt"))
-    sensors_raw = root.data.get("sensor", [])
-    root.used.add("sensor")
-    if not isinstance(sensors_raw, list):
-        raise ConfigError("sensor", "must be an array of tables ([[sensor]])")
-    sensors = tuple(parse_sensor(Table(s, f"sensor[{i}]", base)) for i, s in enumerate(sensors_raw))
+    sensors = tuple(parse_sensor(t) for t in root.tables("sensor"))
     qc = parse_qc(root.table("qc"), {s.id for s in sensors})
     root.done()
     seen: set[str] = set()
@@ -126,12 +117,7 @@ def parse_config(text: str, path: Path) -> GatewayConfig:
 
 
 def load_config(path: Path) -> GatewayConfig:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(str(path), f"cannot be read: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(str(path), "is not UTF-8 text") from exc
+    text = read_text(path)
     try:
         return parse_config(text, path)
     except ConfigError as exc:

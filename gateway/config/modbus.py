@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from ..errors import ConfigError
+from .buses import group_buses
 from .table import Table, positive
 
 if TYPE_CHECKING:
@@ -105,25 +106,11 @@ def parse_modbus(t: Table, sid: str, site: str | None) -> ModbusSensorConfig:
 
 def check_modbus_buses(sensors: Iterable[object]) -> dict[str, list[ModbusSensorConfig]]:
     """Group Modbus sensors by port; refuse shared slave ids or disagreeing serial settings."""
-    buses: dict[str, list[ModbusSensorConfig]] = {}
-    for s in sensors:
-        if isinstance(s, ModbusSensorConfig):
-            buses.setdefault(s.port, []).append(s)
-    for port, members in buses.items():
-        first = members[0]
-        seen: dict[int, str] = {}
-        for s in members:
-            if s.slave in seen:
-                raise ConfigError(
-                    f"sensor {s.id!r}.slave",
-                    f"slave id {s.slave} on {port} is already sensor {seen[s.slave]!r}",
-                )
-            seen[s.slave] = s.id
-            for key in ("baudrate", "parity", "stopbits"):
-                if getattr(s, key) != getattr(first, key):
-                    raise ConfigError(
-                        f"sensor {s.id!r}.{key}",
-                        f"{getattr(s, key)!r} differs from {getattr(first, key)!r} of sensor "
-                        f"{first.id!r} on the same bus {port}",
-                    )
-    return buses
+    return group_buses(
+        sensors,
+        ModbusSensorConfig,
+        address="slave",
+        shared=("baudrate", "parity", "stopbits"),
+        bus="bus",
+        name_address=lambda slave: f"slave id {slave}",
+    )

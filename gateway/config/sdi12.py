@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..errors import ConfigError
+from .buses import group_buses
 from .table import Table, positive
 
 __all__ = [
@@ -149,25 +150,10 @@ def parse_sdi12(t: Table, sid: str, site: str | None) -> Sdi12SensorConfig:
 
 def check_sdi12_buses(sensors: Iterable[object]) -> dict[str, list[Sdi12SensorConfig]]:
     """Group SDI-12 sensors by port; refuse shared addresses or disagreeing adapter settings."""
-    buses: dict[str, list[Sdi12SensorConfig]] = {}
-    for s in sensors:
-        if isinstance(s, Sdi12SensorConfig):
-            buses.setdefault(s.port, []).append(s)
-    for port, members in buses.items():
-        first = members[0]
-        seen: dict[str, str] = {}
-        for s in members:
-            if s.address in seen:
-                raise ConfigError(
-                    f"sensor {s.id!r}.address",
-                    f"{s.address!r} on {port} is already sensor {seen[s.address]!r}",
-                )
-            seen[s.address] = s.id
-            for key in ("baudrate", "terminator", "open_delay_s"):
-                if getattr(s, key) != getattr(first, key):
-                    raise ConfigError(
-                        f"sensor {s.id!r}.{key}",
-                        f"{getattr(s, key)!r} differs from {getattr(first, key)!r} of sensor "
-                        f"{first.id!r} on the same adapter {port}",
-                    )
-    return buses
+    return group_buses(
+        sensors,
+        Sdi12SensorConfig,
+        address="address",
+        shared=("baudrate", "terminator", "open_delay_s"),
+        bus="adapter",
+    )

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import tomllib
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import ConfigError
 
-__all__ = ["Table", "positive"]
+__all__ = ["Table", "check_unique", "parse_toml", "positive", "read_text"]
 
 T = TypeVar("T")
 
@@ -60,10 +61,47 @@ class Table:
         self.used.add(name)
         return Table(self.data[name], self._key(name), self.base) if name in self.data else None
 
+    def tables(self, name: str) -> list[Table]:
+        """The array of tables ``[[name]]`` (empty when absent)."""
+        self.used.add(name)
+        key = self._key(name)
+        raw = self.data.get(name, [])
+        if not isinstance(raw, list):
+            raise ConfigError(key, f"must be an array of tables ([[{key}]])")
+        return [Table(item, f"{key}[{i}]", self.base) for i, item in enumerate(raw)]
+
     def done(self) -> None:
         unknown = sorted(set(self.data) - self.used)
         if unknown:
             raise ConfigError(self._key(unknown[0]), "is not a known setting (a typo?)")
+
+
+def check_unique(names: Sequence[str], where: str, field: str, what: str) -> None:
+    """Refuse a name used twice in the array of tables at ``where``, naming the second use."""
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        if name in seen:
+            raise ConfigError(f"{where}[{i}].{field}", f"{name!r} is used by two {what}")
+        seen.add(name)
+
+
+def read_text(path: Path) -> str:
+    """A config file's text; unreadable or non-UTF-8 is a ConfigError naming the file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot be read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), "is not UTF-8 text") from exc
+    return text
+
+
+def parse_toml(text: str, path: Path) -> dict[str, Any]:
+    """TOML text read from ``path``; invalid TOML is a ConfigError naming the file."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), f"is not valid TOML: {exc}") from exc
 
 
 def positive(x: float) -> bool:

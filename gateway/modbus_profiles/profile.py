@@ -31,14 +31,13 @@ from __future__ import annotations
 import math
 import re
 import struct
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from gateway.config.table import Table
+from gateway.config.table import Table, parse_toml, read_text
 from gateway.errors import ConfigError
 
 __all__ = [
@@ -621,14 +620,5 @@ def load_profile(ref: str, *, base: Path | None = None) -> Profile:
         path, name = shipped[ref], ref
     if not _NAME.fullmatch(name.lower()):
         raise ConfigError(str(path), "a profile file name must be like 'vendor-model.toml'")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(str(path), f"cannot be read: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(str(path), "is not UTF-8 text") from exc
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), f"is not valid TOML: {exc}") from exc
+    data = parse_toml(read_text(path), path)
     return parse_profile(data, name=name, source=str(path))
