@@ -518,15 +518,6 @@ def _parse_read(t: Table | None) -> ReadLimits:
     return ReadLimits(count, gap, align)
 
 
-def _tables(t: Table, name: str) -> list[Table]:
-    t.used.add(name)
-    raw = t.data.get(name, [])
-    key = f"{t.where}.{name}" if t.where else name
-    if not isinstance(raw, list):
-        raise ConfigError(key, f"must be an array of tables ([[{name}]])")
-    return [Table(item, f"{name}[{i}]") for i, item in enumerate(raw)]
-
-
 def _check_overlaps(values: Sequence[ValueSpec]) -> None:
     seen: dict[str, int] = {}
     owner: dict[tuple[int, int], int] = {}
@@ -558,7 +549,7 @@ def _build(root: Table, name: str, source: str) -> Profile:
     root.check("model", model, lambda m: bool(m.strip()), "must not be empty")
     fc = _function(root, 3)
     defaults = (fc, _order(root, "byte_order", "big"), _order(root, "word_order", "big"))
-    values = tuple(_parse_value(v, defaults) for v in _tables(root, "value"))
+    values = tuple(_parse_value(v, defaults) for v in root.tables("value"))
     if not values:
         raise ConfigError("value", "a profile needs at least one [[value]]")
     _check_overlaps(values)
@@ -571,8 +562,8 @@ def _build(root: Table, name: str, source: str) -> Profile:
         description=root.get("description", str, ""),
         serial=_parse_serial(root.table("serial")),
         read=_parse_read(root.table("read")),
-        setup=tuple(_parse_setup(s) for s in _tables(root, "setup")),
-        identify=tuple(_parse_identify(s, fc) for s in _tables(root, "identify")),
+        setup=tuple(_parse_setup(s) for s in root.tables("setup")),
+        identify=tuple(_parse_identify(s, fc) for s in root.tables("identify")),
     )
     root.done()
     _check_limits(profile)
