@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -42,7 +41,7 @@ from typing import Any, Literal
 
 from gateway.errors import ProtocolError
 from gateway.sources.base import Value
-from gateway.sources.mqtt_senml import SenmlError, parse_senml
+from gateway.sources.mqtt_senml import SenmlError, json_number, parse_senml
 
 __all__ = [
     "MAX_RAW_CHARS",
@@ -152,15 +151,10 @@ def _parse_value(index: int, item: object, bad: Callable[[str], PayloadError]) -
         if not name or len(name) > _MAX_NAME or not name.isprintable():
             raise bad(f"{where}.{key} {name!r} must be 1 to {_MAX_NAME} printable characters")
         names[key] = name
-    number = item["v"]
-    if isinstance(number, bool) or not isinstance(number, int | float):
-        raise bad(f"{where}.v must be a number, got {type(number).__name__}")
     try:
-        value = float(number)
-    except OverflowError:
-        value = math.inf
-    if not math.isfinite(value):
-        raise bad(f"{where}.v is not a finite number")
+        value = json_number(item["v"])
+    except (TypeError, ValueError) as exc:
+        raise bad(f"{where}.v {exc}") from None
     return Value(names["q"], value, names["u"])
 
 

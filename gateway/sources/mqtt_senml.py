@@ -121,19 +121,26 @@ def short_name(name: str) -> str:
     return tail or name
 
 
+def json_number(x: object) -> float:
+    """A JSON number as a finite float; TypeError or ValueError says what is wrong."""
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        raise TypeError(f"must be a number, got {type(x).__name__}")
+    try:
+        f = float(x)
+    except OverflowError:  # an integer beyond float range
+        f = math.inf
+    if not math.isfinite(f):
+        raise ValueError("is not a finite number")
+    return f
+
+
 def _number(record: Mapping[str, Any], label: str, where: str, default: float = 0.0) -> float:
     if label not in record:
         return default
-    x = record[label]
-    if isinstance(x, bool) or not isinstance(x, int | float):
-        raise SenmlError(f"{where}.{label} must be a number, got {type(x).__name__}")
     try:
-        f = float(x)
-    except OverflowError:
-        f = math.inf
-    if not math.isfinite(f):
-        raise SenmlError(f"{where}.{label} is not a finite number")
-    return f
+        return json_number(record[label])
+    except (TypeError, ValueError) as exc:
+        raise SenmlError(f"{where}.{label} {exc}") from None
 
 
 def _check_types(record: Mapping[str, Any], where: str) -> None:
