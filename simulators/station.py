@@ -58,6 +58,7 @@ from simulators.sdi12 import SDI12_QUANTITIES, SONDE_MODELS, Sdi12Adapter, Sdi12
 __all__ = ["Station", "StationConfigError", "StationSpec", "load_station", "parse_station"]
 
 _SERIAL_INTERVAL_S = 2.0
+_CIRCUITS = get_args(EzoKind)
 _MQTT_INTERVAL_S = 1.0
 _PTY_PARITY = "N"
 """Linux ptys refuse PARENB (tcsetattr EINVAL), so simulated buses run 8N1
@@ -149,17 +150,56 @@ def _get(t: Mapping[str, Any], key: str, typ: type, where: str, default: Any = N
     return value
 
 
-def _tables(doc: Mapping[str, Any], key: str) -> list[tuple[str, Mapping[str, Any]]]:
-    raw = doc.get(key, [])
+def _tables(
+    t: Mapping[str, Any], key: str, where: str, keys: set[str]
+) -> list[tuple[str, Mapping[str, Any]]]:
+    """The array of tables ``t[key]`` (empty when absent), each with only ``keys``."""
+    raw = t.get(key, [])
+    at = f"{where}.{key}" if where else key
     if not isinstance(raw, list) or not all(isinstance(x, dict) for x in raw):
-        raise StationConfigError(f"{key} must be an array of tables ([[{key}]])")
-    return [(f"{key}[{i}]", t) for i, t in enumerate(raw)]
+        raise StationConfigError(f"{at} must be an array of tables")
+    out = [(f"{at}[{i}]", item) for i, item in enumerate(raw)]
+    for w, item in out:
+        _known(item, w, keys)
+    return out
+
+
+def _members(t: Mapping[str, Any], key: str, where: str, keys: set[str]) -> list[tuple[str, Any]]:
+    """A device's non-empty list of members (slaves on a bus, sondes on an adapter)."""
+    _get(t, key, list, where)
+    out = _tables(t, key, where, keys)
+    if not out:
+        raise StationConfigError(f"{where}.{key} is empty")
+    return out
+
+
+def _choice(
+    t: Mapping[str, Any],
+    key: str,
+    where: str,
+    allowed: Any,
+    default: Any = None,
+    *,
+    fold: bool = False,
+) -> Any:
+    """A string setting that must be one of ``allowed`` (``fold``: in any case)."""
+    value = _get(t, key, str, where, default)
+    value = value.lower() if fold else value
+    if value not in allowed:
+        raise StationConfigError(f"{where}.{key} {value!r} is not one of {allowed}")
+    return value
 
 
 def _known(t: Mapping[str, Any], where: str, keys: set[str]) -> None:
     unknown = sorted(set(t) - keys)
     if unknown:
         raise StationConfigError(f"{where}.{unknown[0]} is not a known setting")
+
+
+def _unique(names: list[str], what: str) -> None:
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise StationConfigError(f"{what} used twice: {', '.join(dupes)}")
 
 
 def parse_station(text: str, base: Path) -> StationSpec:
@@ -173,108 +213,75 @@ def parse_station(text: str, base: Path) -> StationSpec:
     if not isinstance(st, dict):
         raise StationConfigError("[station] must be a table")
     _known(st, "station", {"seed", "links", "mqtt_host", "mqtt_port", "storms_per_week"})
-    links = (base / _get(st, "links", str, "station", "links")).absolute()
-    ezo = []
-    for where, t in _tables(doc, "ezo"):
-        _known(t, where, {"name", "circuit", "site", "interval_s"})
-        circuit = _get(t, "circuit", str, where).lower()
-        if circuit not in get_args(EzoKind):
-            raise StationConfigError(
-                f"{where}.circuit {circuit!r} is not one of {get_args(EzoKind)}"
-            )
-        ezo.append(
-            EzoSpec(
-                _get(t, "name", str, where),
-                circuit,
-                t.get("site"),
-                _get(t, "interval_s", float, where, _SERIAL_INTERVAL_S),
-            )
+    serial = _SERIAL_INTERVAL_S
+    ezo = tuple(
+        EzoSpec(
+            _get(t, "name", str, w),
+            _choice(t, "circuit", w, _CIRCUITS, fold=True),
+            t.get("site"),
+            _get(t, "interval_s", float, w, serial),
         )
-    buses = []
-    for where, t in _tables(doc, "modbus"):
-        _known(t, where, {"name", "slaves"})
-        slaves = []
-        for j, s in enumerate(_get(t, "slaves", list, where)):
-            w = f"{where}.slaves[{j}]"
-            if not isinstance(s, dict):
-                raise StationConfigError(f"{w} must be a table")
-            _known(s, w, {"id", "slave", "profile", "interval_s"})
-            slaves.append(
+        for w, t in _tables(doc, "ezo", "", {"name", "circuit", "site", "interval_s"})
+    )
+    buses = tuple(
+        ModbusSpec(
+            _get(t, "name", str, w),
+            tuple(
                 SlaveSpec(
-                    _get(s, "id", str, w),
-                    _get(s, "slave", int, w),
-                    _get(s, "profile", str, w),
-                    _get(s, "interval_s", float, w, _SERIAL_INTERVAL_S),
+                    _get(s, "id", str, ws),
+                    _get(s, "slave", int, ws),
+                    _get(s, "profile", str, ws),
+                    _get(s, "interval_s", float, ws, serial),
                 )
-            )
-        if not slaves:
-            raise StationConfigError(f"{where}.slaves is empty")
-        buses.append(ModbusSpec(_get(t, "name", str, where), tuple(slaves)))
-    adapters = []
-    for where, t in _tables(doc, "sdi12"):
-        _known(t, where, {"name", "sondes"})
-        sondes = []
-        for j, s in enumerate(_get(t, "sondes", list, where)):
-            w = f"{where}.sondes[{j}]"
-            if not isinstance(s, dict):
-                raise StationConfigError(f"{w} must be a table")
-            _known(s, w, {"id", "address", "model", "interval_s"})
-            model = _get(s, "model", str, w, "multi")
-            if model not in SONDE_MODELS:
-                raise StationConfigError(
-                    f"{w}.model {model!r} is not one of {sorted(SONDE_MODELS)}"
-                )
-            sondes.append(
+                for ws, s in _members(t, "slaves", w, {"id", "slave", "profile", "interval_s"})
+            ),
+        )
+        for w, t in _tables(doc, "modbus", "", {"name", "slaves"})
+    )
+    adapters = tuple(
+        Sdi12Spec(
+            _get(t, "name", str, w),
+            tuple(
                 SondeSpec(
-                    _get(s, "id", str, w),
-                    _get(s, "address", str, w),
-                    model,
-                    _get(s, "interval_s", float, w, _SERIAL_INTERVAL_S),
+                    _get(s, "id", str, ws),
+                    _get(s, "address", str, ws),
+                    _choice(s, "model", ws, sorted(SONDE_MODELS), "multi"),
+                    _get(s, "interval_s", float, ws, serial),
                 )
-            )
-        if not sondes:
-            raise StationConfigError(f"{where}.sondes is empty")
-        adapters.append(Sdi12Spec(_get(t, "name", str, where), tuple(sondes)))
+                for ws, s in _members(t, "sondes", w, {"id", "address", "model", "interval_s"})
+            ),
+        )
+        for w, t in _tables(doc, "sdi12", "", {"name", "sondes"})
+    )
     nodes = []
-    for where, t in _tables(doc, "mqtt"):
-        _known(t, where, {"id", "topic", "quantities", "interval_s", "format"})
-        fmt = _get(t, "format", str, where, "json")
-        if fmt not in ("json", "senml"):
-            raise StationConfigError(f"{where}.format {fmt!r} is not 'json' or 'senml'")
-        quantities = tuple(_get(t, "quantities", list, where, list(QUANTITIES)))
-        bad = [q for q in quantities if q not in QUANTITIES]
-        if bad or not quantities:
-            raise StationConfigError(f"{where}.quantities must be a subset of {sorted(QUANTITIES)}")
+    for w, t in _tables(doc, "mqtt", "", {"id", "topic", "quantities", "interval_s", "format"}):
+        fmt = _choice(t, "format", w, ("json", "senml"), "json")
+        quantities = tuple(_get(t, "quantities", list, w, list(QUANTITIES)))
+        if not quantities or any(q not in QUANTITIES for q in quantities):
+            raise StationConfigError(f"{w}.quantities must be a subset of {sorted(QUANTITIES)}")
         nodes.append(
             MqttSpec(
-                _get(t, "id", str, where),
-                _get(t, "topic", str, where),
+                _get(t, "id", str, w),
+                _get(t, "topic", str, w),
                 quantities,
-                _get(t, "interval_s", float, where, _MQTT_INTERVAL_S),
+                _get(t, "interval_s", float, w, _MQTT_INTERVAL_S),
                 fmt,
             )
         )
     spec = StationSpec(
-        links=links,
+        links=(base / _get(st, "links", str, "station", "links")).absolute(),
         seed=_get(st, "seed", int, "station", 0),
         mqtt_host=_get(st, "mqtt_host", str, "station", "127.0.0.1"),
         mqtt_port=_get(st, "mqtt_port", int, "station", 1883),
         storms_per_week=_get(st, "storms_per_week", float, "station", 0.0),
-        ezo=tuple(ezo),
-        modbus=tuple(buses),
-        sdi12=tuple(adapters),
+        ezo=ezo,
+        modbus=buses,
+        sdi12=adapters,
         mqtt=tuple(nodes),
     )
-    ids = spec.sensor_ids()
-    dupes = sorted({i for i in ids if ids.count(i) > 1})
-    if dupes:
-        raise StationConfigError(f"sensor id(s) used twice: {', '.join(dupes)}")
-    names = (
-        [e.name for e in spec.ezo] + [b.name for b in spec.modbus] + [a.name for a in spec.sdi12]
-    )
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise StationConfigError(f"device name(s) used twice: {', '.join(dupes)}")
+    _unique(spec.sensor_ids(), "sensor id(s)")
+    names = [e.name for e in spec.ezo] + [b.name for b in spec.modbus]
+    _unique(names + [a.name for a in spec.sdi12], "device name(s)")
     return spec
 
 
