@@ -295,11 +295,11 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    from .tools import candidate_ports, print_found, scan
+    from .tools import SCANNERS, candidate_ports, print_found, scan
 
     ports = args.port or candidate_ports()
-    kinds = [k.strip() for k in args.only.split(",") if k.strip()] if args.only else None
-    found = asyncio.run(scan(ports, budget_s=args.budget, **({"kinds": kinds} if kinds else {})))
+    kinds = [k.strip() for k in (args.only or "").split(",") if k.strip()] or list(SCANNERS)
+    found = asyncio.run(scan(ports, budget_s=args.budget, kinds=kinds))
     print_found(found, ports, sys.stdout)
     return 0 if found else 1
 
