@@ -192,17 +192,80 @@ def _check_record(rec: Mapping[str, Any]) -> None:
         _need(rec, "event", str)
 
 
+_SIG_MARK = b',"sig":"'
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode
+
+
+class _Unusual(Exception):
+    """A number whose Python repr may differ from its RFC 8785 form: take the exact path."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _plain_float(text: str) -> float:
+    # Python's float repr and ECMAScript's Number::toString differ only for
+    # integral values ("7.0") and where Python writes an exponent.
+    if "e" in text or "E" in text or text.endswith(".0"):
+        raise _Unusual
+    return float(text)
+
+
+def _small_int(text: str) -> int:
+    if len(text) > 15:  # may lie beyond 2^53, where RFC 8785 reads a double
+        raise _Unusual
+    return int(text)
+
+
+_decode_plain = json.JSONDecoder(
+    parse_float=_plain_float, parse_int=_small_int, parse_constant=_reject_constant
+).decode
+
+
+def _fast_signed(raw: bytes, rec: dict[str, Any], sig_text: str) -> bytes | None:
+    """The signed bytes, if json's C encoder shows ``raw`` canonical; else None.
+
+    With sorted keys and no spaces json writes RFC 8785 text when keys sort the
+    same by code point as by UTF-16 unit (so: ASCII text) and every number's
+    repr is its ECMAScript form (``_decode_plain`` let only such numbers in).
+    """
+    end = raw.rfind(_SIG_MARK)
+    if end < 0 or not raw.isascii():
+        return None
+    signed = raw[7:end]
+    if (
+        raw.startswith(b'{"rec":')
+        and raw.endswith(b'"}')
+        and raw[end + len(_SIG_MARK) : -2] == sig_text.encode("ascii")
+        and _dumps(rec).encode("ascii") == signed
+    ):
+        return signed
+    return None
+
+
 def parse_entry(raw: bytes) -> Entry:
     """Parse and check an entry's shape; the signature is checked by the caller."""
+    plain = True
     try:
-        doc = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
+        doc = _decode_plain(raw.decode("utf-8"))
+    except _Unusual:
+        plain = False
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise RecordError(f"entry is not JSON: {exc}") from exc
+    if not plain:
+        try:
+            doc = json.loads(raw, parse_constant=_reject_constant)
+        except (ValueError, RecursionError) as exc:
+            raise RecordError(f"entry is not JSON: {exc}") from exc
     if not isinstance(doc, dict) or set(doc) != {"rec", "sig"}:
         raise RecordError('entry is not an object with exactly "rec" and "sig"')
     rec, sig_text = doc["rec"], doc["sig"]
     if not isinstance(rec, dict) or not isinstance(sig_text, str):
         raise RecordError('entry "rec" is not an object or "sig" is not a string')
+    fast = _fast_signed(raw, rec, sig_text) if plain and sig_text.isascii() else None
+    if fast is not None:
+        return _finish_entry(raw, rec, fast, sig_text)
     try:
         signed = canonical_bytes(rec)
     except CanonicalizationError as exc:
@@ -216,6 +279,10 @@ def parse_entry(raw: bytes) -> Entry:
     # "rec" sorts before "sig", so the canonical entry is this concatenation.
     if raw != b'{"rec":' + signed + b',"sig":' + encode_basestring_ascii(sig_text).encode() + b"}":
         raise RecordError("entry is not in RFC 8785 canonical form")
+    return _finish_entry(raw, rec, signed, sig_text)
+
+
+def _finish_entry(raw: bytes, rec: dict[str, Any], signed: bytes, sig_text: str) -> Entry:
     try:
         signature = base64.b64decode(sig_text, validate=True)
     except (binascii.Error, ValueError) as exc:

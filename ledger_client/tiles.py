@@ -119,7 +119,7 @@ def parse_tile_path(path: str) -> TileRef:
         raise ValueError(f"{path!r}: the tile index has a leading zero element")
     index = int("".join(e.lstrip("x") for e in elements))
     width = TILE_WIDTH if width_text is None else int(width_text)
-    if width >= TILE_WIDTH:
+    if width_text is not None and width >= TILE_WIDTH:
         raise ValueError(f"{path!r}: a partial tile is 1–255 wide")
     level = ENTRIES if level_text == "entries" else int(level_text)
     if level > MAX_LEVEL:

@@ -35,10 +35,12 @@ import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
+
+import nacl.signing
 
 from .anchors import AnchorChecker
-from .bundle import AnchorReceipt, Bundle
+from .bundle import AnchorReceipt, Bundle, ConsistencyProof, DeviceKey
 from .checkpoint import Checkpoint
 from .errors import LedgerClientError, MalformedProof, ProofError, RecordError
 from .merkle import HASH_SIZE, leaf_hash, verify_consistency, verify_inclusion
@@ -48,10 +50,16 @@ from .trust import TrustedKey, TrustList
 
 __all__ = [
     "LOCAL_STATUS",
+    "MAX_KEPT_FAILURES",
     "STEPS",
     "UNCHECKED_STATUS",
     "VERIFIED_STATUS",
     "AnchorResult",
+    "BundleHeader",
+    "Checklist",
+    "EntryChecker",
+    "EntryContext",
+    "EntryOutcome",
     "Failure",
     "RecordedBy",
     "Report",
@@ -220,6 +228,12 @@ class Report:
     notes: tuple[str, ...]
     checked_at: str
     recorded_by: tuple[RecordedBy, ...] = ()
+    failure_count: int = -1
+    """All failures found; ``failures`` lists at most MAX_KEPT_FAILURES of them."""
+
+    def __post_init__(self) -> None:
+        if self.failure_count < 0:
+            object.__setattr__(self, "failure_count", len(self.failures))
 
     def step(self, name: str) -> StepResult:
         return self.steps[_STEP_NUMBER[name] - 1]
@@ -245,15 +259,15 @@ class Report:
             "recorded_by": [r.to_json() for r in self.recorded_by],
             "notes": list(self.notes),
             "checked_at": self.checked_at,
+            "failure_count": self.failure_count,
             "failures": [f.to_json() for f in self.failures],
         }
 
 
 class _Rec(NamedTuple):
-    """What steps 8 and the summary need of a parsed record."""
+    """What step 8 and the summary need of a parsed record."""
 
     index: int  # type: ignore[assignment]  # the record's own index (shadows tuple.index)
-    position: int
     kind: str
     sensor: str | None
     seq: int | None
@@ -288,11 +302,33 @@ class _Tally:
     skipped: int = 0
 
 
+class BundleHeader(Protocol):
+    """What the checklist reads of a bundle besides its entries (a v1 Bundle, a v1
+    stream's header or a v2 manifest all have it)."""
+
+    @property
+    def origin(self) -> str: ...
+    @property
+    def device(self) -> str: ...
+    @property
+    def keys(self) -> Sequence[DeviceKey]: ...
+    @property
+    def checkpoints(self) -> Sequence[str]: ...
+    @property
+    def anchors(self) -> Sequence[AnchorReceipt]: ...
+
+
+MAX_KEPT_FAILURES = 10_000
+"""Failures kept in a report with their text; beyond it they are only counted, so a
+garbage bundle of millions of entries cannot exhaust memory."""
+
+
 @dataclass
 class _Run:
-    bundle: Bundle
+    header: BundleHeader
     now: datetime
     failures: list[Failure] = field(default_factory=list)
+    failure_count: int = 0
     by_step: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STEPS, 0))
     tally: dict[str, _Tally] = field(default_factory=lambda: {s: _Tally() for s in STEPS})
     notes: list[str] = field(default_factory=list)
@@ -303,17 +339,359 @@ class _Run:
     # step 5
     checkpoints: dict[int, _CheckpointInfo] = field(default_factory=dict)
     sizes: list[int] = field(default_factory=list)
-    # step 2 output: one compact tuple per parsed record (few live objects keep GC cheap)
-    parsed: list[_Rec] = field(default_factory=list)
+    entries: int = 0
 
     def fail(
         self, check: str, reason: str, entry: int | None = None, checkpoint: int | None = None
     ) -> None:
-        self.failures.append(Failure(check, reason, entry, checkpoint))
+        self.failure_count += 1
+        if len(self.failures) < MAX_KEPT_FAILURES:
+            self.failures.append(Failure(check, reason, entry, checkpoint))
         self.by_step[check] += 1
 
     def passed(self, check: str, n: int = 1) -> None:
         self.tally[check].passed += n
+
+    def entry_context(self, *, proofs: bool) -> EntryContext:
+        """What a worker needs to check entries on its own (picklable)."""
+        keys = {
+            kid: tuple(
+                (k.verifier.name, k.verifier.key_id, k.verifier.public_key)
+                + (k.valid_from, k.valid_until)
+                for k in ks
+            )
+            for kid, ks in self.keys.items()
+        }
+        cps = {
+            size: (info.checkpoint.root, info.trusted) for size, info in self.checkpoints.items()
+        }
+        return EntryContext(
+            keys, frozenset(self.ignored), self.header.device, cps if proofs else {}
+        )
+
+
+# --- steps 2, 3 (and 4 for v1 proofs): per entry, anywhere --------------------------------
+
+
+@dataclass(frozen=True)
+class EntryContext:
+    """Steps 2–4 for one entry need only this: the keys in force, the device id and,
+    for per-entry inclusion proofs, the checkpoints' roots. It crosses to worker
+    processes as plain data."""
+
+    # key ID -> (name, key ID, public key, valid from, valid until) of each key in force
+    keys: Mapping[str, tuple[tuple[str, bytes, bytes, datetime | None, datetime | None], ...]]
+    ignored: frozenset[str]
+    device: str
+    checkpoints: Mapping[int, tuple[bytes, bool]]  # size -> (root, signature trusted)
+
+    def checker(self) -> EntryChecker:
+        return EntryChecker(self)
+
+
+class EntryOutcome(NamedTuple):
+    """The result of steps 2–4 for one entry, small enough to send between processes.
+
+    ``failures`` are (step, reason) pairs; ``rec`` is None when the record did
+    not parse; ``signed`` is None when the signature step was skipped.
+    """
+
+    index: int  # type: ignore[assignment]  # the entry's position in the log
+    leaf: bytes
+    rec: _Rec | None
+    record_ok: bool
+    signed: bool | None
+    included: bool | None
+    failures: tuple[tuple[str, str], ...]
+
+
+class EntryChecker:
+    """Steps 2 and 3 (and 4, given proofs) over entries, with no shared state."""
+
+    def __init__(self, ctx: EntryContext) -> None:
+        self.ctx = ctx
+        self.keys = {
+            kid: [
+                TrustedKey(Verifier(name, key, pub, nacl.signing.VerifyKey(pub)), start, end)
+                for name, key, pub, start, end in entries
+            ]
+            for kid, entries in ctx.keys.items()
+        }
+        self.sizes = sorted(ctx.checkpoints)
+
+    def check(
+        self,
+        index: int,
+        raw: bytes,
+        named: int | None = None,
+        proof: Sequence[bytes] | None = None,
+    ) -> EntryOutcome:
+        failures: list[tuple[str, str]] = []
+        leaf = leaf_hash(raw)
+        rec_c: _Rec | None = None
+        record_ok = False
+        signed: bool | None = None
+        try:
+            entry: Entry | None = parse_entry(raw)
+        except LedgerClientError as exc:
+            failures.append(("record", str(exc)))
+            entry = None
+        if entry is not None:
+            rec = entry.rec
+            record_ok = True
+            if rec["index"] != index:
+                failures.append(("record", f"the record says index {rec['index']}"))
+                record_ok = False
+            if rec["device"] != self.ctx.device:
+                failures.append(
+                    (
+                        "record",
+                        f"the record is from device {rec['device']!r}, not {self.ctx.device!r}",
+                    )
+                )
+                record_ok = False
+            rec_c = _compact(rec)
+            signed = self._signature(entry, failures)
+        included = None
+        if named is not None and proof is not None:
+            included = self._inclusion(index, named, leaf, proof, failures)
+        return EntryOutcome(index, leaf, rec_c, record_ok, signed, included, tuple(failures))
+
+    def _signature(self, entry: Entry, failures: list[tuple[str, str]]) -> bool:
+        kid = entry.rec["key"]
+        candidates = self.keys.get(kid)
+        if candidates is None:
+            why = (
+                "which is not in the trust list" if kid in self.ctx.ignored else "which is unknown"
+            )
+            failures.append(("signature", f"signed with key {kid}, {why}"))
+            return False
+        # Usually one candidate; several only if 4-byte key IDs collide.
+        signers = [k for k in candidates if k.verifier.verify(entry.signed, entry.signature)]
+        if not signers:
+            failures.append(("signature", f"does not verify under key {kid}"))
+            return False
+        time = entry.rec["time"]
+        if not any(_covers(k, time) for k in signers):
+            failures.append(
+                (
+                    "signature",
+                    f"record time {time} is outside the validity window of key {kid} "
+                    f"({signers[0].window()})",
+                )
+            )
+            return False
+        return True
+
+    def _inclusion(
+        self,
+        index: int,
+        named: int,
+        leaf: bytes,
+        proof: Sequence[bytes],
+        failures: list[tuple[str, str]],
+    ) -> bool:
+        sizes = self.sizes
+        at = bisect.bisect_right(sizes, index)
+        covering = sizes[at] if at < len(sizes) else None
+        info = self.ctx.checkpoints.get(named)
+        if info is None:
+            failures.append(("inclusion", f"names checkpoint {named}, which is not in the bundle"))
+            return False
+        ok = True
+        if covering != named and index >= 0:
+            should = "no checkpoint covers it" if covering is None else f"it should be {covering}"
+            failures.append(
+                (
+                    "inclusion",
+                    f"names checkpoint {named}, but {should} "
+                    "(the smallest checkpoint above the index)",
+                )
+            )
+            ok = False
+        root, trusted = info
+        try:
+            verify_inclusion(index, named, leaf, proof, root)
+        except ProofError:
+            failures.append(
+                ("inclusion", f"the proof does not lead to the root of checkpoint {named}")
+            )
+            return False
+        except MalformedProof as exc:
+            failures.append(("inclusion", f"bad proof against checkpoint {named}: {exc}"))
+            return False
+        if not trusted:
+            failures.append(("inclusion", f"checkpoint {named} is not signed by a trusted key"))
+            return False
+        return ok
+
+
+def _compact(rec: Mapping[str, Any]) -> _Rec:
+    src_range = None
+    if "src_seq_from" in rec:
+        src_range = (rec["src_seq_from"], rec["src_seq_to"])
+    time = rec["time"]
+    return _Rec(
+        rec["index"],
+        rec["kind"],
+        rec.get("sensor"),
+        rec.get("seq"),
+        rec.get("src_seq"),
+        src_range,
+        _time_key(time),
+        time,
+        rec["clock"] == "synced",
+    )
+
+
+def _covers(key: TrustedKey, time: str) -> bool:
+    if key.valid_from is None and key.valid_until is None:
+        return True
+    return key.covers(parse_time(time))
+
+
+# --- the engine: one checklist, fed entries in order -----------------------------------
+
+
+class Checklist:
+    """The checklist over one bundle, fed its entries in log order.
+
+    ``Checklist(header, trusted, now=...)`` runs steps 1 and 5 at once (they need
+    only the header); ``add`` takes each entry's EntryOutcome (steps 2–4, computed
+    here or in a worker) and runs step 8 as the entries stream by; the tree of a
+    tiled bundle reports through ``fail``/``passed``; ``finish`` runs steps 6
+    (for per-entry proofs) and 7 and returns the Report. Memory is bounded by
+    the number of sensors and checkpoints, not of entries.
+    """
+
+    def __init__(
+        self,
+        header: BundleHeader,
+        trusted: TrustList | Iterable[TrustedKey | Verifier] | None,
+        *,
+        now: datetime,
+    ) -> None:
+        if now.tzinfo is None:
+            raise ValueError("verification needs a timezone-aware now, e.g. datetime.now(UTC)")
+        self.run = _Run(header, now)
+        _step_keys(self.run, trusted)
+        _step_checkpoints(self.run)  # numbered 5, but 4 needs its results
+        self._completeness = _Completeness(self.run)
+        self._now_key = _standard_time(now)
+        self._first: tuple[str, str] | None = None
+        self._last: tuple[str, str] | None = None
+        self._first_index: int | None = None
+        self._last_index: int | None = None
+        self._future = 0
+        self._unsynced = 0
+
+    def context(self, *, proofs: bool = False) -> EntryContext:
+        return self.run.entry_context(proofs=proofs)
+
+    def fail(
+        self, check: str, reason: str, entry: int | None = None, checkpoint: int | None = None
+    ) -> None:
+        self.run.fail(check, reason, entry, checkpoint)
+
+    def passed(self, check: str, n: int = 1) -> None:
+        self.run.passed(check, n)
+
+    def add(self, outcomes: Iterable[EntryOutcome]) -> None:
+        run = self.run
+        tally = run.tally
+        for o in outcomes:
+            run.entries += 1
+            for check, reason in o.failures:
+                run.fail(check, reason, entry=o.index)
+            rec = o.rec
+            if rec is not None:
+                tally["record"].passed += o.record_ok
+                if o.signed:
+                    tally["signature"].passed += 1
+                key = (rec.time_key, rec.time)
+                if self._first is None or key < self._first:
+                    self._first = key
+                if self._last is None or key > self._last:
+                    self._last = key
+                if rec.time_key > self._now_key:
+                    self._future += 1
+                if not rec.synced:
+                    self._unsynced += 1
+            else:
+                tally["signature"].skipped += 1
+            if o.included:
+                tally["inclusion"].passed += 1
+            if self._first_index is None or o.index < self._first_index:
+                self._first_index = o.index
+            if self._last_index is None or o.index > self._last_index:
+                self._last_index = o.index
+            self._completeness.add(o.index, rec)
+
+    def finish(
+        self,
+        *,
+        anchor_checkers: Sequence[AnchorChecker] = (),
+        consistency: Sequence[ConsistencyProof] | None = None,
+        tree_size: int | None = None,
+    ) -> Report:
+        """Steps 6 (from ``consistency`` proofs, for v1), 7 and the rest of 8; the Report.
+
+        ``tree_size``: for a tiled bundle, the size of the tree the entries were
+        placed in (step 8 b then holds by construction).
+        """
+        run = self.run
+        if consistency is not None:
+            _step_consistency(run, consistency)
+        anchors = _step_anchors(run, anchor_checkers)
+        sensors, events = self._completeness.finish(tree_size)
+        if self._future:
+            run.notes.append(
+                f"{self._future} record(s) are dated after the verification time "
+                f"{run.now.isoformat()}"
+            )
+        if self._unsynced:
+            run.notes.append(
+                f"{self._unsynced} record(s) were made while the gateway clock was not synced"
+            )
+        if run.failure_count > len(run.failures):
+            run.notes.append(
+                f"{run.failure_count - len(run.failures)} further failure(s) are counted "
+                f"but not listed (the first {MAX_KEPT_FAILURES} are)"
+            )
+        steps = tuple(
+            StepResult(
+                _STEP_NUMBER[name],
+                name,
+                run.tally[name].passed,
+                run.by_step[name],
+                run.tally[name].skipped,
+            )
+            for name in STEPS
+        )
+        header = run.header
+        return Report(
+            verified=run.failure_count == 0,
+            entries=run.entries,
+            failures=tuple(sorted(run.failures, key=lambda f: _STEP_NUMBER[f.check])),
+            steps=steps,
+            origin=header.origin,
+            device=header.device,
+            keys_trusted=run.keys_trusted,
+            keys=tuple(sorted(run.keys)),
+            ignored_keys=tuple(sorted(run.ignored)),
+            sensors=sensors,
+            events=events,
+            first_index=self._first_index,
+            last_index=self._last_index,
+            first_time=self._first[1] if self._first else None,
+            last_time=self._last[1] if self._last else None,
+            checkpoints=tuple(run.sizes),
+            anchors=tuple(anchors),
+            notes=tuple(run.notes),
+            checked_at=run.now.isoformat(),
+            recorded_by=_recorded_by(anchors, run.sizes),
+            failure_count=run.failure_count,
+        )
 
 
 def verify_bundle(
@@ -323,7 +701,7 @@ def verify_bundle(
     now: datetime,
     anchor_checkers: Sequence[AnchorChecker] = (),
 ) -> Report:
-    """Run the checklist over ``bundle``.
+    """Run the checklist over a version 1 ``bundle`` held in memory.
 
     ``trusted``: the regulator's keys (a TrustList, TrustedKeys or bare
     Verifiers). With None, the bundle's own keys are used and the report says
@@ -331,62 +709,14 @@ def verify_bundle(
     ``now`` is the verification time (timezone-aware); it is recorded in the
     report and records dated after it are noted. ``anchor_checkers`` confirm
     non-local receipts against independent ledgers (the only IO, theirs).
+    For files of any size and format, ``ledger_client.verify_stream.verify_source``.
     """
-    if now.tzinfo is None:
-        raise ValueError("verify_bundle needs a timezone-aware now, e.g. datetime.now(UTC)")
-    run = _Run(bundle, now)
-    _step_keys(run, trusted)
-    _step_checkpoints(run)  # numbered 5, but 4 needs its results
-    _steps_entries(run)
-    _step_consistency(run)
-    anchors = _step_anchors(run, anchor_checkers)
-    sensors, events = _step_completeness(run)
-
-    steps = tuple(
-        StepResult(
-            _STEP_NUMBER[name],
-            name,
-            run.tally[name].passed,
-            run.by_step[name],
-            run.tally[name].skipped,
-        )
-        for name in STEPS
+    checklist = Checklist(bundle, trusted, now=now)
+    checker = checklist.context(proofs=True).checker()
+    checklist.add(
+        checker.check(be.index, be.entry, be.checkpoint, be.inclusion) for be in bundle.entries
     )
-    indexes = [bundle.entries[r.position].index for r in run.parsed]
-    times = [(r.time_key, r.time) for r in run.parsed]
-    first = min(times)[1] if times else None
-    last = max(times)[1] if times else None
-    now_key = _standard_time(now)
-    future = sum(1 for key, _ in times if key > now_key)
-    if future:
-        run.notes.append(
-            f"{future} record(s) are dated after the verification time {now.isoformat()}"
-        )
-    unsynced = sum(1 for r in run.parsed if not r.synced)
-    if unsynced:
-        run.notes.append(f"{unsynced} record(s) were made while the gateway clock was not synced")
-    return Report(
-        verified=not run.failures,
-        entries=len(bundle.entries),
-        failures=tuple(sorted(run.failures, key=lambda f: _STEP_NUMBER[f.check])),
-        steps=steps,
-        origin=bundle.origin,
-        device=bundle.device,
-        keys_trusted=run.keys_trusted,
-        keys=tuple(sorted(run.keys)),
-        ignored_keys=tuple(sorted(run.ignored)),
-        sensors=sensors,
-        events=events,
-        first_index=min(indexes) if indexes else None,
-        last_index=max(indexes) if indexes else None,
-        first_time=first,
-        last_time=last,
-        checkpoints=tuple(run.sizes),
-        anchors=tuple(anchors),
-        notes=tuple(run.notes),
-        checked_at=now.isoformat(),
-        recorded_by=_recorded_by(anchors, run.sizes),
-    )
+    return checklist.finish(anchor_checkers=anchor_checkers, consistency=bundle.consistency)
 
 
 # --- step 1: keys -------------------------------------------------------------------------
@@ -404,7 +734,7 @@ def _window_time(text: str | None, what: str) -> datetime | None:
 def _step_keys(run: _Run, trusted: TrustList | Iterable[TrustedKey | Verifier] | None) -> None:
     bundle_keys: list[TrustedKey] = []
     first_seen: dict[str, int] = {}
-    for i, dk in enumerate(run.bundle.keys):
+    for i, dk in enumerate(run.header.keys):
         if dk.vkey in first_seen:
             # Harmless on its face, but an exporter never writes it: refuse, as with
             # any other edit to the bundle.
@@ -454,7 +784,7 @@ def _step_keys(run: _Run, trusted: TrustList | Iterable[TrustedKey | Verifier] |
 def _step_checkpoints(run: _Run) -> None:
     verifiers = [k.verifier for ks in run.keys.values() for k in ks]
     previous: int | None = None
-    for pos, note in enumerate(run.bundle.checkpoints):
+    for pos, note in enumerate(run.header.checkpoints):
         try:
             text, _ = split_note(note)
             cp = Checkpoint.parse(text)
@@ -473,10 +803,10 @@ def _step_checkpoints(run: _Run) -> None:
         else:
             run.fail("checkpoint", "no trusted key to check its signature", checkpoint=cp.size)
             ok = False
-        if cp.origin != run.bundle.origin:
+        if cp.origin != run.header.origin:
             run.fail(
                 "checkpoint",
-                f"origin {cp.origin!r} is not the bundle's origin {run.bundle.origin!r}",
+                f"origin {cp.origin!r} is not the bundle's origin {run.header.origin!r}",
                 checkpoint=cp.size,
             )
             ok = trusted = False
@@ -500,169 +830,16 @@ def _step_checkpoints(run: _Run) -> None:
     run.sizes = sorted(run.checkpoints)
 
 
-# --- steps 2, 3, 4: per entry -------------------------------------------------------------
-
-
-def _steps_entries(run: _Run) -> None:
-    bundle = run.bundle
-    keys = run.keys
-    ignored = run.ignored
-    cps = run.checkpoints
-    sizes = run.sizes
-    device = bundle.device
-    fail = run.fail
-    n_record = n_sig = n_incl = skipped = 0
-    for pos, be in enumerate(bundle.entries):
-        index = be.index
-        # 2 record
-        entry: Entry | None
-        try:
-            entry = parse_entry(be.entry)
-        except LedgerClientError as exc:
-            fail("record", str(exc), entry=index)
-            entry = None
-        if entry is not None:
-            rec = entry.rec
-            ok = True
-            if rec["index"] != index:
-                fail("record", f"the record says index {rec['index']}", entry=index)
-                ok = False
-            if rec["device"] != device:
-                fail(
-                    "record",
-                    f"the record is from device {rec['device']!r}, not {device!r}",
-                    entry=index,
-                )
-                ok = False
-            n_record += ok
-            run.parsed.append(_compact(rec, pos))
-            # 3 signature
-            kid = rec["key"]
-            candidates = keys.get(kid)
-            if candidates is None:
-                why = "which is not in the trust list" if kid in ignored else "which is unknown"
-                fail("signature", f"signed with key {kid}, {why}", entry=index)
-            else:
-                # Usually one candidate; several only if 4-byte key IDs collide.
-                signers = [
-                    k for k in candidates if k.verifier.verify(entry.signed, entry.signature)
-                ]
-                if not signers:
-                    fail("signature", f"does not verify under key {kid}", entry=index)
-                elif not any(_covers(k, rec["time"]) for k in signers):
-                    fail(
-                        "signature",
-                        f"record time {rec['time']} is outside the validity window of key {kid} "
-                        f"({signers[0].window()})",
-                        entry=index,
-                    )
-                else:
-                    n_sig += 1
-        else:
-            skipped += 1
-        # 4 inclusion
-        n_incl += _check_inclusion(run, index, be.checkpoint, be.entry, be.inclusion, cps, sizes)
-    run.passed("record", n_record)
-    run.passed("signature", n_sig)
-    run.tally["signature"].skipped = skipped
-    run.passed("inclusion", n_incl)
-
-
-def _compact(rec: Mapping[str, Any], position: int) -> _Rec:
-    src_range = None
-    if "src_seq_from" in rec:
-        src_range = (rec["src_seq_from"], rec["src_seq_to"])
-    time = rec["time"]
-    return _Rec(
-        rec["index"],
-        position,
-        rec["kind"],
-        rec.get("sensor"),
-        rec.get("seq"),
-        rec.get("src_seq"),
-        src_range,
-        _time_key(time),
-        time,
-        rec["clock"] == "synced",
-    )
-
-
-def _covers(key: TrustedKey, time: str) -> bool:
-    if key.valid_from is None and key.valid_until is None:
-        return True
-    return key.covers(parse_time(time))
-
-
-def _check_inclusion(
-    run: _Run,
-    index: int,
-    named: int,
-    raw: bytes,
-    proof: Sequence[bytes],
-    cps: Mapping[int, _CheckpointInfo],
-    sizes: Sequence[int],
-) -> bool:
-    ok = True
-    at = bisect.bisect_right(sizes, index)
-    covering = sizes[at] if at < len(sizes) else None
-    info = cps.get(named)
-    if info is None:
-        run.fail(
-            "inclusion",
-            f"names checkpoint {named}, which is not in the bundle",
-            entry=index,
-            checkpoint=named,
-        )
-        return False
-    if covering != named and index >= 0:
-        should = "no checkpoint covers it" if covering is None else f"it should be {covering}"
-        run.fail(
-            "inclusion",
-            f"names checkpoint {named}, but {should} (the smallest checkpoint above the index)",
-            entry=index,
-            checkpoint=named,
-        )
-        ok = False
-    cp = info.checkpoint
-    try:
-        verify_inclusion(index, cp.size, leaf_hash(raw), proof, cp.root)
-    except ProofError:
-        run.fail(
-            "inclusion",
-            f"the proof does not lead to the root of checkpoint {cp.size}",
-            entry=index,
-            checkpoint=cp.size,
-        )
-        return False
-    except MalformedProof as exc:
-        run.fail(
-            "inclusion",
-            f"bad proof against checkpoint {cp.size}: {exc}",
-            entry=index,
-            checkpoint=cp.size,
-        )
-        return False
-    if not info.trusted:
-        run.fail(
-            "inclusion",
-            f"checkpoint {cp.size} is not signed by a trusted key",
-            entry=index,
-            checkpoint=cp.size,
-        )
-        return False
-    return ok
-
-
 # --- step 6: consistency ------------------------------------------------------------------
 
 
-def _step_consistency(run: _Run) -> None:
+def _step_consistency(run: _Run, consistency: Sequence[ConsistencyProof]) -> None:
     proofs: dict[tuple[int, int], tuple[bytes, ...]] = {}
-    order = [(c.size1, c.size2) for c in run.bundle.consistency]
+    order = [(c.size1, c.size2) for c in consistency]
     if order != sorted(order):
         # The exporter writes them in ascending order; anything else was edited.
         run.fail("consistency", "the consistency proofs are not in ascending order of size")
-    for c in run.bundle.consistency:
+    for c in consistency:
         pair = (c.size1, c.size2)
         if pair in proofs:
             run.fail(
@@ -722,7 +899,7 @@ def _check_local_receipt(anchor: AnchorReceipt) -> str | None:
 
 def _step_anchors(run: _Run, checkers: Sequence[AnchorChecker]) -> list[AnchorResult]:
     results: list[AnchorResult] = []
-    for anchor in run.bundle.anchors:
+    for anchor in run.header.anchors:
         info = run.checkpoints.get(anchor.checkpoint)
         problem: str | None = None
         if info is None:
@@ -773,7 +950,7 @@ def _step_anchors(run: _Run, checkers: Sequence[AnchorChecker]) -> list[AnchorRe
                 detail=evidence.detail,
             )
         )
-    if not run.bundle.anchors:
+    if not run.header.anchors:
         run.notes.append("the bundle holds no anchor receipt")
     elif not any(r.verified for r in results):
         run.notes.append(
@@ -852,94 +1029,143 @@ def _uncovered(lo: int, hi: int, ranges: Iterable[tuple[int, int]]) -> list[tupl
     return holes
 
 
-def _step_completeness(run: _Run) -> tuple[dict[str, SensorCounts], int]:
-    entries = run.bundle.entries
-    failed_entries: set[int] = set()
+_MAX_INDEX_SPAN = 1 << 28
+"""Entry indexes of one bundle lie within this span of the first (a bitmap of it is
+32 MiB); a bundle that claims more is refused rather than allowed to exhaust memory."""
 
-    def fail(reason: str, entry: int | None) -> None:
-        run.fail("completeness", reason, entry=entry)
-        if entry is not None:
-            failed_entries.add(entry)
 
-    if not entries:
-        fail("the bundle holds no entries", None)
-    # Indexes: ascending, no duplicates, no holes.
-    seen: set[int] = set()
-    highest: int | None = None
-    for be in entries:
-        i = be.index
-        if i in seen:
-            fail("appears more than once", i)
+class _Completeness:
+    """Step 8, fed entries in the order the bundle lists them.
+
+    a) indexes ascend with no repeat and no hole; b) each lies below the largest
+    checkpoint; c) per sensor, ``seq`` steps by one; d) ``src_seq`` jumps are
+    covered by gap records. State: a bitmap of the indexes seen, the holes still
+    open and a few numbers per sensor.
+    """
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+        self.failed: set[int] = set()
+        self.base: int | None = None
+        self.seen = bytearray()
+        self.highest: int | None = None
+        self.holes: list[tuple[int, int]] = []  # (first, last) missing so far, ascending
+        self.readings: dict[str, int] = {}
+        self.gaps: dict[str, int] = {}
+        self.events = 0
+        self.last_seq: dict[str, tuple[int, int]] = {}  # sensor -> (seq, index)
+        self.last_src: dict[str, tuple[int, int]] = {}  # sensor -> (src_seq, index)
+        self.gap_ranges: dict[str, list[tuple[int, int]]] = {}  # src_seq ranges since last_src
+        self.count = 0
+        self.largest = run.sizes[-1] if run.sizes else None
+
+    def fail(self, reason: str, entry: int | None) -> None:
+        self.run.fail("completeness", reason, entry=entry)
+        if entry is not None and len(self.failed) < MAX_KEPT_FAILURES:
+            self.failed.add(entry)
+
+    def _mark(self, i: int) -> bool:
+        """Record index ``i`` as seen; False if it already was (or is out of reach)."""
+        if self.base is None:
+            self.base = i
+        off = i - self.base
+        if not 0 <= off < _MAX_INDEX_SPAN:
+            self.fail(f"index {i} is too far from the bundle's first index {self.base}", i)
+            return False
+        byte, bit = divmod(off, 8)
+        if byte >= len(self.seen):
+            self.seen.extend(bytes(max(byte + 1 - len(self.seen), len(self.seen))))
+        if self.seen[byte] >> bit & 1:
+            return False
+        self.seen[byte] |= 1 << bit
+        return True
+
+    def add(self, i: int, r: _Rec | None) -> None:
+        self.count += 1
+        highest = self.highest
+        if not self._mark(i):
+            self.fail("appears more than once", i)
         elif highest is not None and i < highest:
-            fail(f"out of order (listed after entry {highest})", i)
-        seen.add(i)
-        highest = i if highest is None else max(highest, i)
-    present = sorted(seen)
-    for a, b in itertools.pairwise(present):
-        if b > a + 1:
-            more = "" if b == a + 2 else f", and so are {_range_text(a + 2, b - 1)}"
-            fail(f"missing{more} (indexes jump from {a} to {b})", a + 1)
-    # Coverage by the largest checkpoint.
-    largest = run.sizes[-1] if run.sizes else None
-    for i in present:
-        if largest is None or i >= largest:
-            what = "there is no checkpoint" if largest is None else f"the largest is {largest}"
-            fail(f"not covered by any checkpoint ({what})", i)
+            self.fail(f"out of order (listed after entry {highest})", i)
+            self._fill(i)
+        elif highest is not None and i > highest + 1:
+            self.holes.append((highest + 1, i - 1))
+        if highest is None or i > highest:
+            self.highest = i
+        if self.largest is None or i >= self.largest:
+            what = (
+                "there is no checkpoint"
+                if self.largest is None
+                else f"the largest is {self.largest}"
+            )
+            self.fail(f"not covered by any checkpoint ({what})", i)
+        if r is not None:
+            self._sensor(i, r)
 
-    # Per sensor, in index order: seq steps by one; src_seq jumps are covered by gaps.
-    readings: dict[str, int] = {}
-    gaps: dict[str, int] = {}
-    events = 0
-    last_seq: dict[str, tuple[int, int]] = {}  # sensor -> (seq, index)
-    last_src: dict[str, tuple[int, int]] = {}  # sensor -> (src_seq, index)
-    gap_ranges: dict[str, list[tuple[int, int]]] = {}  # src_seq ranges since last_src
-    for r in sorted(run.parsed, key=lambda r: (r.index, r.position)):
-        index = r.index
+    def _fill(self, i: int) -> None:
+        at = bisect.bisect_right(self.holes, (i, i)) - 1
+        for k in (at, at + 1):
+            if 0 <= k < len(self.holes):
+                lo, hi = self.holes[k]
+                if lo <= i <= hi:
+                    parts = [(lo, i - 1)] if lo < i else []
+                    parts += [(i + 1, hi)] if i < hi else []
+                    self.holes[k : k + 1] = parts
+                    return
+
+    def _sensor(self, index: int, r: _Rec) -> None:
         if r.kind == "event":
-            events += 1
-            continue
-        sensor = r.sensor
-        seq = r.seq
+            self.events += 1
+            return
+        sensor, seq = r.sensor, r.seq
         if sensor is None or seq is None:  # parse_entry guarantees both for readings and gaps
-            continue
-        prev = last_seq.get(sensor)
+            return
+        prev = self.last_seq.get(sensor)
         if prev is not None:
             pseq, pindex = prev
             if seq > pseq + 1:
-                fail(
+                self.fail(
                     f"sensor {sensor}: seq {_range_text(pseq + 1, seq - 1)} missing "
                     f"(seq jumps from {pseq} at entry {pindex} to {seq})",
                     index,
                 )
             elif seq <= pseq:
-                fail(
+                self.fail(
                     f"sensor {sensor}: seq {seq} does not follow seq {pseq} of entry {pindex}",
                     index,
                 )
-        last_seq[sensor] = (seq, index)
+        self.last_seq[sensor] = (seq, index)
         if r.kind == "gap":
-            gaps[sensor] = gaps.get(sensor, 0) + 1
+            self.gaps[sensor] = self.gaps.get(sensor, 0) + 1
             if r.src_range is not None:
-                gap_ranges.setdefault(sensor, []).append(r.src_range)
-            continue
-        readings[sensor] = readings.get(sensor, 0) + 1
+                self.gap_ranges.setdefault(sensor, []).append(r.src_range)
+            return
+        self.readings[sensor] = self.readings.get(sensor, 0) + 1
         src = r.src_seq
         if src is None:
-            continue
-        prev_src = last_src.get(sensor)
+            return
+        prev_src = self.last_src.get(sensor)
         if prev_src is not None and src > prev_src[0] + 1:
-            holes = _uncovered(prev_src[0] + 1, src - 1, gap_ranges.get(sensor, ()))
+            holes = _uncovered(prev_src[0] + 1, src - 1, self.gap_ranges.get(sensor, ()))
             if holes:
                 text = ", ".join(_range_text(a, b) for a, b in holes)
-                fail(
+                self.fail(
                     f"sensor {sensor}: src_seq {text} skipped after entry {prev_src[1]} "
                     "and no gap record covers it",
                     index,
                 )
-        last_src[sensor] = (src, index)
-        gap_ranges.pop(sensor, None)
+        self.last_src[sensor] = (src, index)
+        self.gap_ranges.pop(sensor, None)
 
-    run.passed("completeness", sum(1 for i in present if i not in failed_entries))
-    names = sorted(set(readings) | set(gaps))
-    sensors = {s: SensorCounts(readings.get(s, 0), gaps.get(s, 0)) for s in names}
-    return sensors, events
+    def finish(self, tree_size: int | None) -> tuple[dict[str, SensorCounts], int]:
+        if self.count == 0:
+            self.fail("the bundle holds no entries", None)
+        for lo, hi in self.holes:
+            more = "" if lo == hi else f", and so are {_range_text(lo + 1, hi)}"
+            self.fail(f"missing{more} (indexes jump from {lo - 1} to {hi + 1})", lo)
+        del tree_size  # a tiled bundle places every entry in its tree: a) and b) hold
+        ok = self.count - len(self.failed)
+        self.run.passed("completeness", max(ok, 0))
+        names = sorted(set(self.readings) | set(self.gaps))
+        sensors = {s: SensorCounts(self.readings.get(s, 0), self.gaps.get(s, 0)) for s in names}
+        return sensors, self.events

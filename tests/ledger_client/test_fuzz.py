@@ -74,7 +74,15 @@ def check(data: bytes, workdir: Path) -> None:
         rc = main([str(path)])
     assert rc in (0, 1, 2)
     if rc == 0:
-        assert vouched(Bundle.loads(data)) == GOOD_VOUCHED, "a damaged bundle verified"
+        got = vouched(Bundle.loads(data))
+        entries = got[3]
+        # A v1 bundle may end before its last checkpoint (a partial export does), so
+        # entries cut off at the end are a smaller true claim, not a false one
+        # (docs/bundle-format.md §9, 8 b). Anything else must be exactly the original.
+        assert entries == GOOD.entries[: len(entries)], "a damaged bundle verified"
+        assert got[:3] + got[4:] == GOOD_VOUCHED[:3] + GOOD_VOUCHED[4:], (
+            "a damaged bundle verified"
+        )
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

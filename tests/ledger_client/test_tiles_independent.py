@@ -527,15 +527,6 @@ def test_partial_tile_paths_round_trip() -> None:
     check_round_trips(round_trip_refs(full=False))
 
 
-FULL_PATH_BUG = (
-    "ledger_client.tiles.parse_tile_path rejects every full-tile path "
-    "('tile/0/000' → ValueError 'a partial tile is 1–255 wide'): the width check "
-    "`if width >= TILE_WIDTH` also fires when there is no .p/ suffix. Remove this "
-    "marker once parse_tile_path is fixed (strict: the test then passes and fails the run)."
-)
-
-
-@pytest.mark.xfail(reason=FULL_PATH_BUG, raises=ValueError, strict=True)
 def test_full_tile_paths_round_trip() -> None:
     check_round_trips(round_trip_refs(full=True))
 
@@ -586,7 +577,6 @@ def test_partial_and_malformed_paths_parse_as_go_parses_them(go_ref: Path) -> No
     )
 
 
-@pytest.mark.xfail(reason=FULL_PATH_BUG, raises=AssertionError, strict=True)
 def test_full_tile_paths_parse_as_go_parses_them(go_ref: Path) -> None:
     check_paths_parse_as_go_parses_them(go_ref, [r.path for r in round_trip_refs(full=True)])
 
