@@ -80,9 +80,7 @@ def check(data: bytes, workdir: Path) -> None:
         # entries cut off at the end are a smaller true claim, not a false one
         # (docs/bundle-format.md §9, 8 b). Anything else must be exactly the original.
         assert entries == GOOD.entries[: len(entries)], "a damaged bundle verified"
-        assert got[:3] + got[4:] == GOOD_VOUCHED[:3] + GOOD_VOUCHED[4:], (
-            "a damaged bundle verified"
-        )
+        assert got[:3] + got[4:] == GOOD_VOUCHED[:3] + GOOD_VOUCHED[4:], "a damaged bundle verified"
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
