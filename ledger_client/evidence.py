@@ -272,6 +272,7 @@ def verify_evidence(
         report,
         verified=not failures,
         failures=failures,
+        failure_count=len(failures),  # one entry: never more than a report keeps
         steps=steps,
         notes=(*report.notes, *NOT_APPLICABLE.values()),
     )

@@ -167,6 +167,7 @@ def test_an_index_off_by_one_fails(ev: Evidence, maker: BundleMaker) -> None:
 def test_an_index_beyond_the_checkpoint_fails(ev: Evidence, maker: BundleMaker) -> None:
     report = check(dataclasses.replace(ev, index=62), maker)
     assert not report.verified
+    assert report.failure_count == len(report.failures) > 0
     assert ("inclusion", 62) in failures(report)
     assert report.step("completeness").failed == 0  # it does not apply; inclusion said it
 
