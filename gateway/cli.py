@@ -155,32 +155,70 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from .evidence import build_evidence, reading_at
     from .export import export_bundle
+    from .export_v2 import export_bundle_v2
     from .keys import load_device_key
     from .log import Log
     from .store import Store
 
+    proof = args.proof is not None or args.proof_sensor is not None
+    usage = None
+    if (args.proof_sensor is None) != (args.proof_time is None):
+        usage = "--proof-sensor and --proof-time go together"
+    elif proof and (args.since or args.until or args.sensor or args.format):
+        usage = "--proof writes one entry's evidence: no --since, --until, --sensor or --format"
+    elif args.sensor and args.format == "v1":
+        usage = "--sensor needs the v2 format"
+    if usage is not None:
+        print(f"gateway export: {usage}", file=sys.stderr)
+        return 2
     cfg = load_config(args.config)
     since = _parse_time(args.since) if args.since else None
     until = _parse_time(args.until) if args.until else None
+    at = None
+    if args.proof_time:
+        try:
+            at = _parse_time(args.proof_time)
+        except ConfigError as exc:
+            raise ConfigError("--proof-time", exc.problem) from exc
+    out: Path = args.out
 
-    async def go() -> int:
+    def replace_out(data: bytes) -> None:
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(out)
+
+    async def go() -> str:
         key = load_device_key(cfg.key_file)
         async with Store(cfg.db_path) as store:
             log_ = Log(store, key)
             await log_.open()
-            bundle = await export_bundle(log_, since_ns=since, until_ns=until)
-        out: Path = args.out
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(bundle.dumps(), encoding="utf-8")
-        tmp.replace(out)
-        print(
-            f"wrote {out}: {len(bundle.entries)} entries, {len(bundle.checkpoints)} checkpoints, "
-            f"{len(bundle.anchors)} anchors"
+            if proof:
+                index: int = args.proof
+                if at is not None:
+                    index = await reading_at(store, args.proof_sensor, at)
+                data = (await build_evidence(log_, index)).dumps()
+                replace_out(data)
+                return f"evidence for entry {index}, {len(data)} bytes"
+            if args.format == "v1":
+                bundle = await export_bundle(log_, since_ns=since, until_ns=until)
+                replace_out(bundle.dumps().encode("utf-8"))
+                return (
+                    f"{len(bundle.entries)} entries, {len(bundle.checkpoints)} checkpoints, "
+                    f"{len(bundle.anchors)} anchors"
+                )
+            summary = await export_bundle_v2(
+                log_, out, since_ns=since, until_ns=until, sensors=args.sensor
+            )
+        w = summary.window
+        return (
+            f"{summary.entries} entries, {summary.bytes} bytes (tree {w.start}–{w.size - 1}, "
+            f"{summary.checkpoints} checkpoints, {summary.anchors} anchors)"
         )
-        return 0
 
-    return asyncio.run(go())
+    print(f"wrote {out}: {asyncio.run(go())}")
+    return 0
 
 
 _STATUS_FRESH_S = 60.0  # the daemon rewrites status.json every few seconds
@@ -337,11 +375,37 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print everything as JSON"
     )
 
-    s = sub.add_parser("export", help="write a bundle for the regulator")
+    s = sub.add_parser(
+        "export", help="write a bundle (or one reading's evidence) for the regulator"
+    )
     s.add_argument("--config", type=Path, default=Path("gateway.toml"))
     s.add_argument("--out", type=Path, required=True)
+    s.add_argument(
+        "--format",
+        choices=("v1", "v2"),
+        help="v2 (default): the log's tiles in a tar file; v1: one JSON document",
+    )
     s.add_argument("--since", help="first receive time (ISO 8601, UTC if no zone)")
     s.add_argument("--until", help="last receive time (ISO 8601, UTC if no zone)")
+    s.add_argument(
+        "--sensor",
+        action="append",
+        metavar="ID",
+        help="carry only this sensor's entries in full, the rest as hashes (repeat; v2 only)",
+    )
+    which = s.add_mutually_exclusive_group()
+    which.add_argument(
+        "--proof",
+        type=int,
+        metavar="INDEX",
+        help="write the evidence for entry INDEX alone (a C2SP tlog-proof file)",
+    )
+    which.add_argument(
+        "--proof-sensor",
+        metavar="ID",
+        help="write the evidence for this sensor's reading received at or just before --proof-time",
+    )
+    s.add_argument("--proof-time", metavar="TIME", help="with --proof-sensor (ISO 8601)")
     s.set_defaults(func=cmd_export)
 
     s = sub.add_parser(

@@ -1,0 +1,277 @@
+"""Export a version 2 bundle: the log's own tiles in a ustar container, streamed.
+
+docs/bundle-format.md §14–§15 is the normative description. The bundle holds,
+for one stretch ``[s, n)`` of the tree, the tlog-tiles files a reader needs to
+recompute every checkpoint in it: the left-context hash tiles of ``s``, then
+per level-0 tile either its entry bundle or (when entries are selected by
+sensor) its hash tile and the selected entries. Members are written one tile
+at a time to a temporary file beside the output, renamed into place at the
+end, so memory does not grow with the log.
+
+Which stretch (a = first and b = last index received in the time window):
+
+- p, the checkpoint before: the largest checkpoint size ≤ a (if any);
+- s = 256·⌊min(a, p)/256⌋, the tile holding the earlier of the two, and 0 for
+  a whole-log export (no time window, no sensor);
+- n = the smallest checkpoint size ≥ b + 1, so the last entry is covered;
+- the manifest lists every checkpoint of size in [max(p, 1, s), n]: each is
+  then a root of the one tree the reader rebuilds.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import json
+import os
+import time
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from ledger_client.bundle import AnchorReceipt, DeviceKey
+from ledger_client.bundle_v2 import (
+    CHECKPOINT_NAME,
+    MANIFEST_NAME,
+    SELECTED_PREFIX,
+    Manifest,
+    Selection,
+    encode_selected,
+)
+from ledger_client.container import ContainerWriter
+from ledger_client.merkle import Node
+from ledger_client.records import format_time
+from ledger_client.tiles import (
+    ENTRIES,
+    TILE_HEIGHT,
+    TILE_WIDTH,
+    TileRef,
+    encode_entry_bundle,
+    encode_index,
+    left_context,
+)
+
+from .errors import StoreError
+from .export import ExportEmpty
+from .log import Log
+from .store import CheckpointRow, Store
+
+__all__ = ["BundleSummary", "Window", "export_bundle_v2", "plan_window", "write_bundle_v2"]
+
+_VERSION = "riverseal 0.2.0"
+
+
+@dataclass(frozen=True)
+class Window:
+    """The stretch of the tree a bundle covers (module docstring): a, b, p, s, n."""
+
+    first: int
+    last: int
+    previous: int | None
+    start: int
+    size: int
+
+    @property
+    def lowest_checkpoint(self) -> int:
+        """The smallest checkpoint size the manifest may list."""
+        return max(self.previous or 1, self.start, 1)
+
+    def tiles(self) -> list[TileRef]:
+        """Level-0 tiles from ``start`` to the one holding leaf ``size − 1``, at their widths."""
+        n = self.size
+        return [
+            TileRef(0, t, min(TILE_WIDTH, n - t * TILE_WIDTH))
+            for t in range(self.start // TILE_WIDTH, (n - 1) // TILE_WIDTH + 1)
+        ]
+
+
+def plan_window(first: int, last: int, sizes: Sequence[int], *, whole: bool) -> Window:
+    """The window for entries ``first``–``last`` given the ascending checkpoint ``sizes``.
+
+    ExportEmpty if no checkpoint covers ``last`` yet.
+    """
+    if not 0 <= first <= last:
+        raise ValueError(f"entries {first}–{last} are not a range")
+    at = bisect.bisect_right(sizes, first)
+    previous = sizes[at - 1] if at else None
+    start = 0 if whole else TILE_WIDTH * (min(first, previous or first) // TILE_WIDTH)
+    at = bisect.bisect_left(sizes, last + 1)
+    if at == len(sizes):
+        raise ExportEmpty(f"no checkpoint covers entry {last} yet")
+    return Window(first, last, previous, start, sizes[at])
+
+
+@dataclass(frozen=True)
+class BundleSummary:
+    """What an export wrote: ``entries`` carried in full (selected ones with ``--sensor``)."""
+
+    path: Path | None
+    bytes: int
+    entries: int
+    window: Window
+    checkpoints: int
+    anchors: int
+    tiles: int
+
+
+async def _hash_tile(store: Store, ref: TileRef) -> bytes:
+    # Interim: Store.tile is on its way; its hashes are the tile-level subtree nodes.
+    first = ref.index * TILE_WIDTH
+    wanted = [Node(TILE_HEIGHT * ref.level, first + j) for j in range(ref.width)]
+    found = await store.nodes(wanted)
+    return b"".join(found[n] for n in wanted)
+
+
+async def _entry_bundle(store: Store, ref: TileRef) -> bytes:
+    # Interim: Store.entry_bundle is on its way.
+    first = ref.index * TILE_WIDTH
+    data = [row.data async for row in store.entries(first, first + ref.width - 1)]
+    if len(data) != ref.width:
+        raise StoreError(f"entry bundle {ref.index}: the log has {len(data)} of its entries")
+    return encode_entry_bundle(data)
+
+
+async def write_bundle_v2(
+    log: Log,
+    out: BinaryIO,
+    *,
+    since_ns: int | None = None,
+    until_ns: int | None = None,
+    sensors: Collection[str] | None = None,
+    seal: bool = True,
+    clock: Callable[[], int] = time.time_ns,
+) -> BundleSummary:
+    """Write a v2 bundle to ``out`` (a binary stream) and say what it holds.
+
+    ``since_ns``/``until_ns`` choose entries by receive time, as version 1
+    does; ``sensors`` (None or empty: all) carries in full only the entries
+    of those sensors, beside the hash tiles of every entry. With none of the
+    three the whole log is exported. With ``seal``, a checkpoint of every
+    committed entry is signed first.
+    """
+    store = log.store
+    if seal:
+        await log.checkpoint()
+    chosen = tuple(sorted(set(sensors))) if sensors else None
+    span = await store.index_range(since_ns, until_ns)
+    if span is None:
+        raise ExportEmpty("no entries in the requested time window")
+    whole = since_ns is None and until_ns is None and chosen is None
+    all_cps = await store.checkpoints()
+    window = plan_window(*span, [c.size for c in all_cps], whole=whole)
+    cps: list[CheckpointRow] = [
+        c for c in all_cps if window.lowest_checkpoint <= c.size <= window.size
+    ]
+    in_bundle = {c.size for c in cps}
+    anchors = tuple(
+        AnchorReceipt(a.checkpoint, a.backend, a.digest, a.state, json.loads(a.receipt))
+        for a in await store.anchors()
+        if a.checkpoint in in_bundle and a.state != "pending"
+    )
+    vkey = await store.get_meta("vkey") or log.key.vkey
+    created = await store.get_meta("created")
+    exported_ns = clock()
+    selection = None
+    if not whole:
+        selection = Selection(
+            first=window.first,
+            last=window.last,
+            since=None if since_ns is None else format_time(since_ns),
+            until=None if until_ns is None else format_time(until_ns),
+            sensors=chosen,
+        )
+    manifest = Manifest(
+        origin=log.key.origin,
+        device=log.key.device_id,
+        keys=(DeviceKey(vkey, created, None),),
+        checkpoints=tuple(c.note for c in cps),
+        anchors=anchors,
+        start=window.start,
+        selection=selection,
+        exported=format_time(exported_ns),
+        exporter=_VERSION,
+    )
+
+    writer = ContainerWriter(out, mtime=exported_ns // 1_000_000_000)
+    writer.add(MANIFEST_NAME, manifest.dumps())
+    writer.add(CHECKPOINT_NAME, cps[-1].note.encode("utf-8"))
+    tiles = 0
+    for ref in left_context(window.start, window.size):
+        writer.add(ref.path, await _hash_tile(store, ref))
+        tiles += 1
+    carried = in_window = 0
+    for ref in window.tiles():
+        if chosen is None:
+            writer.add(TileRef(ENTRIES, ref.index, ref.width).path, await _entry_bundle(store, ref))
+            carried += ref.width
+            continue
+        writer.add(ref.path, await _hash_tile(store, ref))
+        tiles += 1
+        base = ref.index * TILE_WIDTH
+        picked: list[tuple[int, bytes]] = []
+        async for row in store.entries(base, base + ref.width - 1):
+            if row.sensor in chosen:
+                picked.append((row.index - base, row.data))
+                in_window += window.first <= row.index <= window.last
+        if picked:
+            writer.add(SELECTED_PREFIX + encode_index(ref.index), encode_selected(picked))
+            carried += len(picked)
+    if chosen is not None and not in_window:
+        raise ExportEmpty(
+            f"no entries of sensor(s) {', '.join(chosen)} in the requested time window"
+        )
+    writer.close()
+    return BundleSummary(
+        path=None,
+        bytes=writer.bytes_written,
+        entries=carried,
+        window=window,
+        checkpoints=len(cps),
+        anchors=len(anchors),
+        tiles=tiles,
+    )
+
+
+async def export_bundle_v2(
+    log: Log,
+    path: Path,
+    *,
+    since_ns: int | None = None,
+    until_ns: int | None = None,
+    sensors: Collection[str] | None = None,
+    seal: bool = True,
+    clock: Callable[[], int] = time.time_ns,
+) -> BundleSummary:
+    """``write_bundle_v2`` to ``path``: written to ``<path>.tmp`` beside it, synced, renamed.
+
+    On any failure the temporary file is removed and ``path`` is untouched.
+    """
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with tmp.open("wb", buffering=1 << 20) as f:
+            summary = await write_bundle_v2(
+                log,
+                f,
+                since_ns=since_ns,
+                until_ns=until_ns,
+                sensors=sensors,
+                seal=seal,
+                clock=clock,
+            )
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    return BundleSummary(
+        path,
+        summary.bytes,
+        summary.entries,
+        summary.window,
+        summary.checkpoints,
+        summary.anchors,
+        summary.tiles,
+    )
