@@ -19,16 +19,62 @@ from .errors import MalformedBundle
 __all__ = [
     "BUNDLE_FORMAT",
     "BUNDLE_VERSION",
+    "MAX_NESTING",
     "AnchorReceipt",
     "Bundle",
     "BundleEntry",
     "ConsistencyProof",
     "DeviceKey",
+    "check_version",
+    "nesting_exceeds",
+    "object_without_duplicates",
 ]
 
 BUNDLE_FORMAT = "riverseal-bundle"
 BUNDLE_VERSION = 1
 MAX_BUNDLE_BYTES = 2 * 1024**3  # a limit on what we agree to parse, not on what we export
+MAX_NESTING = 64
+"""The deepest nesting of arrays and objects a bundle may have; the top-level object is 1.
+
+A v1 bundle as written is 4 deep (bundle → entries → entry → inclusion); anchor
+receipts add a few levels. Deeper input is refused as malformed, by every
+reader alike, and never surfaces as a RecursionError.
+"""
+
+
+def object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` for ``json``: the object, refused if a member name repeats.
+
+    A parser that keeps the first copy of a repeated name and one that keeps
+    the last would read different bundles from the same bytes; a bundle with a
+    repeated name is therefore not read at all.
+    """
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise MalformedBundle(f"duplicate member name {name!r} in an object")
+            seen.add(name)
+    return obj
+
+
+def nesting_exceeds(value: Any, limit: int) -> bool:
+    """Whether a parsed JSON value nests arrays and objects deeper than ``limit``.
+
+    A scalar is 0 deep, ``[]`` and ``{}`` are 1. Iterative: never a RecursionError.
+    """
+    if not isinstance(value, dict | list):
+        return False
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if depth > limit:
+            return True
+        for c in v.values() if isinstance(v, dict) else v:
+            if isinstance(c, dict | list):
+                stack.append((c, depth + 1))
+    return False
 
 
 def _b64(items: Sequence[bytes]) -> list[str]:
@@ -160,6 +206,19 @@ class AnchorReceipt:
         )
 
 
+def check_version(version: Any) -> None:
+    """Refuse any ``version`` but the integer 1 (not ``true``, ``1.0`` or ``"1"``)."""
+    if type(version) is not int:
+        raise MalformedBundle(
+            f"bundle version {version!r} is not the integer {BUNDLE_VERSION} "
+            "(a JSON number without fraction or exponent)"
+        )
+    if version != BUNDLE_VERSION:
+        raise MalformedBundle(
+            f"bundle version {version!r} is not {BUNDLE_VERSION}; a newer ledger-verify may read it"
+        )
+
+
 @dataclass(frozen=True)
 class Bundle:
     origin: str
@@ -194,10 +253,17 @@ class Bundle:
     def loads(cls, data: str | bytes) -> Bundle:
         if len(data) > MAX_BUNDLE_BYTES:
             raise MalformedBundle(f"bundle is larger than {MAX_BUNDLE_BYTES} bytes")
+        too_deep = f"bundle nests arrays and objects deeper than {MAX_NESTING}"
         try:
-            doc = json.loads(data)
-        except (ValueError, RecursionError) as exc:
+            doc = json.loads(data, object_pairs_hook=object_without_duplicates)
+        except MalformedBundle as exc:
+            raise MalformedBundle(f"bundle: {exc}") from exc
+        except RecursionError:  # json's own guard, far deeper than MAX_NESTING
+            raise MalformedBundle(too_deep) from None
+        except ValueError as exc:
             raise MalformedBundle(f"bundle is not JSON: {exc}") from exc
+        if nesting_exceeds(doc, MAX_NESTING):
+            raise MalformedBundle(too_deep)
         return cls.from_json(doc)
 
     @classmethod
@@ -206,11 +272,7 @@ class Bundle:
             raise MalformedBundle("bundle is not a JSON object")
         if doc.get("format") != BUNDLE_FORMAT:
             raise MalformedBundle(f"format is {doc.get('format')!r}, not {BUNDLE_FORMAT!r}")
-        if doc.get("version") != BUNDLE_VERSION:
-            raise MalformedBundle(
-                f"bundle version {doc.get('version')!r} is not {BUNDLE_VERSION}; "
-                "a newer ledger-verify may read it"
-            )
+        check_version(doc.get("version"))
 
         def items(name: str) -> list[Any]:
             value: list[Any] = _get(doc, name, list, "bundle")
