@@ -53,13 +53,11 @@ from ledger_client.tiles import (
 )
 
 from .errors import StoreError
-from .export import ExportEmpty
+from .export import _VERSION, ExportEmpty
 from .log import Log
 from .store import CheckpointRow, Store
 
 __all__ = ["BundleSummary", "Window", "export_bundle_v2", "plan_window", "write_bundle_v2"]
-
-_VERSION = "riverseal 0.2.0"
 
 
 @dataclass(frozen=True)
@@ -143,6 +141,10 @@ async def write_bundle_v2(
     clock: Callable[[], int] = time.time_ns,
 ) -> BundleSummary:
     """Write a v2 bundle to ``out`` (a binary stream) and say what it holds.
+
+    On an error (e.g. ExportEmpty for a sensor with nothing in the window,
+    found only as the tiles stream by) part of a bundle may have been
+    written: ``export_bundle_v2`` writes to a file it then discards.
 
     ``since_ns``/``until_ns`` choose entries by receive time, as version 1
     does; ``sensors`` (None or empty: all) carries in full only the entries
