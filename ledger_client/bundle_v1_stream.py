@@ -122,7 +122,7 @@ def read_v1(
         if c != "{":
             if not c:
                 raise MalformedBundle("bundle is empty: not a JSON object")
-            raise r.error("bundle", f"not a JSON object: it starts with {c!r}")
+            raise r.error("bundle", f"not JSON, or not a JSON object: it starts with {c!r}")
         r.advance()
         got: dict[str, Any] = {}
         seen: set[str] = set()
@@ -333,7 +333,9 @@ class _Reader:
         p = self._pos if pos is None else pos
         bad = _NOT_UTF8.search(self._buf, self._pos, p + 1)
         if bad is not None:
-            return MalformedBundle(f"{where}: not valid UTF-8 (byte {self.offset(bad.start())})")
+            return MalformedBundle(
+                f"{where}: not JSON: not valid UTF-8 (byte {self.offset(bad.start())})"
+            )
         return MalformedBundle(f"{where}: {what} {self.at(p)}")
 
     # reading
@@ -408,7 +410,9 @@ class _Reader:
             break
         bad = _NOT_UTF8.search(self._buf, self._pos, end)
         if bad is not None:
-            raise MalformedBundle(f"{where}: not valid UTF-8 (byte {self.offset(bad.start())})")
+            raise MalformedBundle(
+                f"{where}: not JSON: not valid UTF-8 (byte {self.offset(bad.start())})"
+            )
         room = MAX_NESTING - depth
         # A value holding no more openings than ``room`` cannot be deeper (the usual case).
         openings = self._buf.count("[", self._pos, end) + self._buf.count("{", self._pos, end)

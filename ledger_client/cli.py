@@ -1,6 +1,9 @@
-"""``ledger-verify``: check a riverseal bundle offline and say what holds.
+"""``ledger-verify``: check riverseal evidence offline and say what holds.
 
-    ledger-verify BUNDLE [--trust FILE] [--tsa-roots PEM] [--rpc URL] [--json]
+    ledger-verify SOURCE [--trust FILE] [--tsa-roots PEM] [--rpc URL] [--jobs N] [--json]
+
+SOURCE is a bundle (version 1 JSON or version 2 container), a published tiles
+directory or ``http(s)://`` prefix, or one reading's tlog-proof evidence.
 
 Exit status: 0 everything verified; 1 something failed verification (each
 failure names the entry or checkpoint, the check and the reason); 2 the input
@@ -14,17 +17,19 @@ import argparse
 import io
 import json
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 from .anchors import AnchorChecker
-from .bundle import MAX_BUNDLE_BYTES, Bundle
+from .bundle import MAX_BUNDLE_BYTES
 from .errors import LedgerClientError
 from .evm import EvmChecker
 from .trust import MalformedTrust, TrustList, parse_trust
 from .tsa import TsaChecker, load_tsa_roots
-from .verify import Report, verify_bundle
+from .verify import Report
+from .verify_stream import verify_source
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_UNREADABLE", "main"]
 
@@ -43,7 +48,12 @@ def _parser() -> argparse.ArgumentParser:
         "signed checkpoints, consistency, anchors and completeness.",
         epilog="exit status: 0 verified, 1 verification failed, 2 input unreadable",
     )
-    p.add_argument("bundle", type=Path, metavar="BUNDLE", help="the bundle file (JSON)")
+    p.add_argument(
+        "bundle",
+        metavar="SOURCE",
+        help="a bundle file (v1 JSON or v2), a published tiles directory or http(s):// "
+        "prefix, or a reading's tlog-proof evidence file",
+    )
     p.add_argument(
         "--trust",
         type=Path,
@@ -65,6 +75,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="check evm anchors on your own JSON-RPC node (repeatable, one per chain); "
         "needs --trust with evm-sender lines and riverseal[online]",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="worker processes checking signatures (default: every core; 1: none)",
     )
     p.add_argument("--json", action="store_true", help="print a machine-readable verdict")
     return p
@@ -100,20 +116,42 @@ class _Unreadable(Exception):
     """Internal: the input cannot be read; the message is the diagnosis."""
 
 
-def _load(args: argparse.Namespace) -> tuple[Bundle, TrustList | None]:
-    data = _read(args.bundle, "bundle")
+def _load_trust(args: argparse.Namespace) -> TrustList | None:
+    if args.trust is None:
+        return None
+    text = _read(args.trust, "trust file")
     try:
-        bundle = Bundle.loads(data)
+        return parse_trust(text)
     except LedgerClientError as exc:
-        raise _Unreadable(f"{args.bundle} is not a readable riverseal bundle: {exc}") from exc
-    trust = None
-    if args.trust is not None:
-        text = _read(args.trust, "trust file")
-        try:
-            trust = parse_trust(text)
-        except LedgerClientError as exc:
-            raise _Unreadable(f"trust file {args.trust}: {exc}") from exc
-    return bundle, trust
+        raise _Unreadable(f"trust file {args.trust}: {exc}") from exc
+
+
+class _Progress:
+    """Entries checked, rate and time left, rewritten in place on a terminal."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.start = time.monotonic()
+        self.last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self.last < 0.5 and done < total:
+            return
+        self.last = now
+        elapsed = max(now - self.start, 1e-9)
+        rate = done / elapsed
+        left = (total - done) / rate if rate > 0 and total > done else 0.0
+        self.out.write(
+            f"\r  {done:,} / {total:,} entries  {rate:,.0f}/s  "
+            f"ETA {int(left) // 60}:{int(left) % 60:02d}   "
+        )
+        self.out.flush()
+
+    def clear(self) -> None:
+        if self.last:
+            self.out.write("\r" + " " * 64 + "\r")
+            self.out.flush()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,28 +160,55 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="replace")
     args = _parser().parse_args(argv)
+    if args.jobs is not None and args.jobs < 1:
+        return _unreadable(args, "--jobs must be at least 1")
     try:
-        bundle, trust = _load(args)
-    except _Unreadable as exc:
-        message = _one_line(str(exc))
-        print(f"{_PROG}: {message}", file=sys.stderr)
-        if args.json:
-            _print_json({"verified": False, "error": message, "entries": 0, "failures": []})
-        return EXIT_UNREADABLE
-    try:
+        trust = _load_trust(args)
         checkers = _anchor_checkers(args, trust)
+    except _Unreadable as exc:
+        return _unreadable(args, str(exc))
     except LedgerClientError as exc:
-        message = _one_line(str(exc))
-        print(f"{_PROG}: {message}", file=sys.stderr)
-        if args.json:
-            _print_json({"verified": False, "error": message, "entries": 0, "failures": []})
-        return EXIT_UNREADABLE
-    report = verify_bundle(bundle, trust, now=datetime.now(UTC), anchor_checkers=checkers)
+        return _unreadable(args, str(exc))
+    if not str(args.bundle).startswith(("http://", "https://")):
+        path = Path(args.bundle)
+        if not path.exists():
+            return _unreadable(args, f"cannot read bundle {str(path)!r}: No such file or directory")
+        if path.is_dir() and not (path / "riverseal-bundle.json").exists():
+            return _unreadable(
+                args,
+                f"cannot read bundle {str(path)!r}: it is a directory, and not a published "
+                "mirror (no riverseal-bundle.json in it)",
+            )
+    progress = None
+    if not args.json and sys.stderr.isatty():
+        progress = _Progress(sys.stderr)
+    try:
+        report = verify_source(
+            args.bundle,
+            trust,
+            now=datetime.now(UTC),
+            anchor_checkers=checkers,
+            jobs=args.jobs,
+            progress=progress,
+        )
+    except LedgerClientError as exc:
+        return _unreadable(args, f"{args.bundle} is not a readable riverseal source: {exc}")
+    finally:
+        if progress is not None:
+            progress.clear()
     if args.json:
         _print_json(report.to_json())
     else:
         print_report(report, str(args.bundle), sys.stdout)
     return EXIT_OK if report.verified else EXIT_FAILED
+
+
+def _unreadable(args: argparse.Namespace, text: str) -> int:
+    message = _one_line(text)
+    print(f"{_PROG}: {message}", file=sys.stderr)
+    if args.json:
+        _print_json({"verified": False, "error": message, "entries": 0, "failures": []})
+    return EXIT_UNREADABLE
 
 
 def _print_json(doc: dict[str, Any]) -> None:
@@ -205,7 +270,7 @@ def print_report(report: Report, name: str, out: TextIO) -> None:
         w("\n")
         for f in report.failures[:MAX_PRINTED_FAILURES]:
             w(f"  {f}\n")
-        more = len(report.failures) - MAX_PRINTED_FAILURES
+        more = report.failure_count - MAX_PRINTED_FAILURES
         if more > 0:
             w(f"  … and {more} more\n")
     w("\n")
@@ -216,5 +281,5 @@ def print_report(report: Report, name: str, out: TextIO) -> None:
             f"{report.first_time} to {report.last_time}{trust}\n"
         )
     else:
-        n = len(report.failures)
+        n = report.failure_count
         w(f"FAILED: {n} problem{'s' if n != 1 else ''}\n")

@@ -570,13 +570,16 @@ class Checklist:
         trusted: TrustList | Iterable[TrustedKey | Verifier] | None,
         *,
         now: datetime,
+        subset: bool = False,
     ) -> None:
+        """``subset``: the entries are some of a stretch of the log (chosen by sensor),
+        so their indexes may skip; the tree proves nothing between them is missing."""
         if now.tzinfo is None:
             raise ValueError("verification needs a timezone-aware now, e.g. datetime.now(UTC)")
         self.run = _Run(header, now)
         _step_keys(self.run, trusted)
         _step_checkpoints(self.run)  # numbered 5, but 4 needs its results
-        self._completeness = _Completeness(self.run)
+        self._completeness = _Completeness(self.run, subset=subset)
         self._now_key = _standard_time(now)
         self._first: tuple[str, str] | None = None
         self._last: tuple[str, str] | None = None
@@ -1043,8 +1046,9 @@ class _Completeness:
     open and a few numbers per sensor.
     """
 
-    def __init__(self, run: _Run) -> None:
+    def __init__(self, run: _Run, *, subset: bool = False) -> None:
         self.run = run
+        self.subset = subset
         self.failed: set[int] = set()
         self.base: int | None = None
         self.seen = bytearray()
@@ -1088,7 +1092,7 @@ class _Completeness:
         elif highest is not None and i < highest:
             self.fail(f"out of order (listed after entry {highest})", i)
             self._fill(i)
-        elif highest is not None and i > highest + 1:
+        elif highest is not None and i > highest + 1 and not self.subset:
             self.holes.append((highest + 1, i - 1))
         if highest is None or i > highest:
             self.highest = i
