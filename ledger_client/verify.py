@@ -356,9 +356,9 @@ class _Run:
         """What a worker needs to check entries on its own (picklable)."""
         keys = {
             kid: tuple(
-                (k.verifier.name, k.verifier.key_id, k.verifier.public_key)
-                + (k.valid_from, k.valid_until)
+                (v.name, v.key_id, v.public_key, k.valid_from, k.valid_until)
                 for k in ks
+                for v in (k.verifier,)
             )
             for kid, ks in self.keys.items()
         }

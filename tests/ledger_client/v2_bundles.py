@@ -41,7 +41,9 @@ def all_tiles(entries: Sequence[bytes], size: int) -> dict[str, bytes]:
     return out
 
 
-def notes_for(signer: Signer, origin: str, entries: Sequence[bytes], sizes: Sequence[int]) -> list[str]:
+def notes_for(
+    signer: Signer, origin: str, entries: Sequence[bytes], sizes: Sequence[int]
+) -> list[str]:
     b = TileBuilder()
     notes = []
     wanted = sorted(sizes)
@@ -114,9 +116,7 @@ def write_container(path: Path, members: Sequence[tuple[str, bytes]]) -> Path:
     return path
 
 
-def write_mirror(
-    root: Path, entries: Sequence[bytes], manifest: Manifest, size: int
-) -> Path:
+def write_mirror(root: Path, entries: Sequence[bytes], manifest: Manifest, size: int) -> Path:
     """A published mirror of the tree of ``size``: every tile and entry bundle,
     the manifest, and the checkpoint (the manifest's last note)."""
     files = dict(all_tiles(entries, size))
