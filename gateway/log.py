@@ -22,6 +22,7 @@ from typing import Any
 from ledger_client.checkpoint import Checkpoint, sign_checkpoint
 from ledger_client.merkle import Frontier, leaf_hash
 from ledger_client.records import RECORD_VERSION, format_time, make_entry
+from ledger_client.tiles import TILE_HEIGHT
 
 from .clock import ClockState, clock_state
 from .errors import StoreError
@@ -123,7 +124,10 @@ class Log:
                 index = self._frontier.size
                 rec, row_meta = self._record(it, index, clock, flags)
                 data = make_entry(rec, self.key.signing_key)
-                nodes.extend(self._frontier.append(leaf_hash(data)))
+                # The store keeps the tile levels only (tree levels 0, 8, 16, …).
+                nodes.extend(
+                    n for n in self._frontier.append(leaf_hash(data)) if n[0] % TILE_HEIGHT == 0
+                )
                 rows.append(EntryRow(index, rec["kind"], *row_meta, data))
                 results.append(index)
             cp_row = None

@@ -1,16 +1,32 @@
 """The log database: entries, Merkle subtree hashes, checkpoints and anchors in SQLite.
 
 WAL mode with ``synchronous=FULL``: once ``commit`` returns, the batch
-survives a crash or a power cut. Every perfect subtree hash is stored, so any
-inclusion or consistency proof is O(log n) lookups. This module only moves
-rows; what goes into them is decided by ``gateway.log``.
+survives a crash or a power cut. This module only moves rows; what goes into
+them is decided by ``gateway.log``.
+
+Schema version 2 keeps the perfect subtree hashes of the tile levels only —
+tree levels 0, 8, 16, …, exactly the hashes C2SP tlog-tiles hash tiles hold —
+so hash tile (L, N) is one range query over 256 rows of tree level 8·L, and
+the table holds about 1.004 rows per entry instead of 2. A subtree at tree
+level 8·l + r is the perfect root of 2**r consecutive level-8·l hashes, so any
+inclusion or consistency proof is still O(log n) range lookups (each at most
+128 rows) plus at most 127 hashes per element.
+
+A version 1 database (every level kept) is migrated on its first writable
+open: copied with SQLite's online backup to ``<name>.v1-backup``, the copy
+checked (``PRAGMA integrity_check`` and the root of its latest checkpoint
+recomputed the version 2 way), and only then the live file changed in one
+transaction. A read-only open reads version 1 as it is.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
+import os
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -18,13 +34,19 @@ from typing import Any
 
 import aiosqlite
 
-from ledger_client.merkle import Node
+from ledger_client.merkle import EMPTY_ROOT, Node, node_hash
+from ledger_client.tiles import TILE_HEIGHT, TILE_WIDTH, TileBuilder, encode_entry_bundle
 
 from .errors import StoreError
 
 __all__ = ["SCHEMA_VERSION", "AnchorRow", "CheckpointRow", "EntryRow", "Store"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: only tile-level subtree hashes (tree levels 0, 8, 16, …). 1: every level."""
+
+_log = logging.getLogger(__name__)
+
+_RANGES_PER_QUERY = 300  # three bound values each: under SQLite's oldest limit of 999
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -118,6 +140,8 @@ class Store:
         self.readonly = readonly
         self._db: aiosqlite.Connection | None = None
         self._closed = False
+        self.schema_version = 0
+        """The database's schema version once open (1 only for a read-only version 1 file)."""
 
     async def __aenter__(self) -> Store:
         if self._closed:
@@ -128,10 +152,15 @@ class Store:
             if not self.readonly:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = await aiosqlite.connect(self.path, isolation_level=None)
-            await self._db.execute("PRAGMA journal_mode=WAL")
-            await self._db.execute("PRAGMA synchronous=FULL")
-            await self._db.execute("PRAGMA busy_timeout=10000")
-            await self._migrate()
+        try:
+            async with _mapped("open"):
+                await self._db.execute("PRAGMA journal_mode=WAL")
+                await self._db.execute("PRAGMA synchronous=FULL")
+                await self._db.execute("PRAGMA busy_timeout=10000")
+                await self._migrate()
+        except BaseException:
+            await self.__aexit__(None, None, None)  # no connection thread left behind
+            raise
         return self
 
     async def __aexit__(
@@ -164,13 +193,60 @@ class Store:
                 + _SCHEMA
                 + f"INSERT INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}');COMMIT;"
             )
+            self.schema_version = SCHEMA_VERSION
             return
-        version = int(await self.get_meta("schema_version") or 0)
+        version = await self._schema_version()
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"{self.path} has schema version {version}; this riverseal reads up to "
                 f"{SCHEMA_VERSION} — upgrade riverseal, never downgrade a box's data"
             )
+        if version == 1 and not self.readonly:
+            await self._migrate_v1()
+            version = await self._schema_version()
+        self.schema_version = version
+
+    async def _schema_version(self) -> int:
+        return int(await self.get_meta("schema_version") or 0)
+
+    @property
+    def backup_path(self) -> Path:
+        """Where the migration from schema version 1 keeps its checked copy."""
+        return self.path.with_name(self.path.name + ".v1-backup")
+
+    async def _migrate_v1(self) -> None:
+        """Schema 1 → 2: drop the subtree hashes of non-tile levels, after a checked backup.
+
+        The write lock is held from before the backup to the commit, so the
+        copy is exactly the database the migration starts from. A crash at
+        any point leaves either the untouched version 1 file or the migrated
+        one; a stale backup file is simply replaced by the next attempt.
+        """
+        db = self.db
+        async with _mapped("migrating the log database from schema version 1"):
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                if await self._schema_version() != 1:  # another process migrated it first
+                    await db.execute("ROLLBACK")
+                    return
+                checked = await asyncio.to_thread(_backup_and_check, self.path, self.backup_path)
+                cur = await db.execute(f"DELETE FROM nodes WHERE level % {TILE_HEIGHT} != 0")
+                dropped = cur.rowcount
+                await db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+                await db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    await db.execute("ROLLBACK")
+                raise
+        _log.warning(
+            "migrated %s from schema version 1 to 2: %s subtree hashes of non-tile levels "
+            "dropped (their pages are reused by new entries); the version 1 database is kept "
+            "as %s (checked: %s)",
+            self.path,
+            f"{dropped:,}",
+            self.backup_path,
+            checked,
+        )
 
     # --- meta -------------------------------------------------------------
 
@@ -255,49 +331,61 @@ class Store:
             await self._insert_checkpoint(cp)
 
     async def nodes(self, nodes: Iterable[Node]) -> dict[Node, bytes]:
-        """Fetch stored subtree hashes: one query for a few, a range query per level for many."""
-        wanted = list(nodes)
-        if len(wanted) <= 100:  # one proof's worth: one query, point lookups OR-ed
-            rows: Iterable[Any] = []
-            if wanted:
-                where = " OR ".join(["(level = ? AND idx = ?)"] * len(wanted))
-                async with _mapped("reading subtree hashes"):
-                    cur = await self.db.execute(
-                        f"SELECT level, idx, hash FROM nodes WHERE {where}",
-                        [v for n in wanted for v in n],
-                    )
-                    rows = await cur.fetchall()
-            found = {Node(int(lv), int(i)): bytes(h) for lv, i, h in rows}
-            if len(found) != len(set(wanted)):
-                absent = next(x for x in wanted if x not in found)
-                raise StoreError(f"log database is missing subtree hashes, e.g. {absent}")
-            return found
-        by_level: dict[int, list[int]] = {}
-        for n in wanted:
-            by_level.setdefault(n.level, []).append(n.index)
-        out: dict[Node, bytes] = {}
+        """Any perfect subtree hashes, folded from the tile-level rows that hold them.
+
+        One query per 300 merged row ranges: a proof's worth is one query, an
+        export's consecutive proofs merge into a few long ranges.
+        """
+        wanted = set(nodes)
+        base: dict[Node, bytes] = {}
         async with _mapped("reading subtree hashes"):
-            for level, idxs in by_level.items():
-                lo, hi = min(idxs), max(idxs)
-                if len(idxs) * 4 < hi - lo:  # sparse: fetch exactly, in chunks
-                    for start in range(0, len(idxs), 500):
-                        chunk = idxs[start : start + 500]
-                        marks = ",".join("?" * len(chunk))
-                        cur = await self.db.execute(
-                            f"SELECT idx, hash FROM nodes WHERE level = ? AND idx IN ({marks})",
-                            [level, *chunk],
-                        )
-                        out.update((Node(level, int(i)), bytes(h)) for i, h in await cur.fetchall())
-                else:
-                    cur = await self.db.execute(
-                        "SELECT idx, hash FROM nodes WHERE level = ? AND idx BETWEEN ? AND ?",
-                        (level, lo, hi),
-                    )
-                    out.update((Node(level, int(i)), bytes(h)) for i, h in await cur.fetchall())
-        missing = [x for x in wanted if x not in out]
-        if missing:
-            raise StoreError(f"log database is missing subtree hashes, e.g. {missing[0]}")
-        return out
+            for sql, params in _range_queries(_tile_level_ranges(wanted)):
+                cur = await self.db.execute(sql, params)
+                base.update((Node(int(lv), int(i)), bytes(h)) for lv, i, h in await cur.fetchall())
+        return _fold_from_tile_levels(wanted, base)
+
+    async def tile(self, level: int, index: int, width: int = TILE_WIDTH) -> bytes:
+        """Hash tile (``level``, ``index``) of ``width`` hashes: its bytes, as published.
+
+        StoreError if the tree is too small to have it (a tile of a smaller
+        width is the same tile of an older tree size).
+        """
+        if not 1 <= width <= TILE_WIDTH or level < 0 or index < 0:
+            raise ValueError(f"no tile ({level}, {index}) of width {width}")
+        first = index * TILE_WIDTH
+        async with _mapped("reading a hash tile"):
+            cur = await self.db.execute(
+                "SELECT hash FROM nodes WHERE level = ? AND idx BETWEEN ? AND ? ORDER BY idx",
+                (level * TILE_HEIGHT, first, first + width - 1),
+            )
+            rows = list(await cur.fetchall())
+        if len(rows) != width:
+            raise StoreError(
+                f"hash tile {level}/{index} of width {width}: the tree has only {len(rows)} of "
+                f"its hashes (level {level * TILE_HEIGHT}, from index {first})"
+            )
+        return b"".join(bytes(h) for (h,) in rows)
+
+    async def entry_bundle(self, index: int, width: int = TILE_WIDTH) -> bytes:
+        """Entry bundle ``index``: entries index·256 … index·256 + width − 1, as published."""
+        if not 1 <= width <= TILE_WIDTH or index < 0:
+            raise ValueError(f"no entry bundle {index} of width {width}")
+        first = index * TILE_WIDTH
+        async with _mapped("reading an entry bundle"):
+            cur = await self.db.execute(
+                "SELECT data FROM entries WHERE idx BETWEEN ? AND ? ORDER BY idx",
+                (first, first + width - 1),
+            )
+            rows = list(await cur.fetchall())
+        if len(rows) != width:
+            raise StoreError(
+                f"entry bundle {index} of width {width}: the log has only {len(rows)} of "
+                f"entries {first}–{first + width - 1}"
+            )
+        try:
+            return encode_entry_bundle(bytes(d) for (d,) in rows)
+        except ValueError as exc:
+            raise StoreError(f"entry bundle {index}: {exc}") from exc
 
     async def entries(self, first: int, last: int) -> AsyncIterator[EntryRow]:
         async with (
@@ -448,4 +536,175 @@ _ANCHOR_COLS = (
 def _anchor_row(r: Any) -> AnchorRow:
     return AnchorRow(
         int(r[0]), r[1], bytes(r[2]), r[3], r[4], int(r[5]), r[6], int(r[7]), int(r[8])
+    )
+
+
+# --- tile-level folding (pure) and the checked copy of a version 1 database ---------
+
+
+def _tile_level_ranges(wanted: Iterable[Node]) -> dict[int, list[tuple[int, int]]]:
+    """Per stored tree level, the merged inclusive index ranges that hold ``wanted``."""
+    spans: dict[int, list[tuple[int, int]]] = {}
+    for n in wanted:
+        r = n.level % TILE_HEIGHT
+        first = n.index << r
+        spans.setdefault(n.level - r, []).append((first, first + (1 << r) - 1))
+    merged: dict[int, list[tuple[int, int]]] = {}
+    for level, ranges in spans.items():
+        ranges.sort()
+        out = [ranges[0]]
+        for lo, hi in ranges[1:]:
+            if lo <= out[-1][1] + 1:
+                if hi > out[-1][1]:
+                    out[-1] = (out[-1][0], hi)
+            else:
+                out.append((lo, hi))
+        merged[level] = out
+    return merged
+
+
+def _range_queries(
+    ranges: dict[int, list[tuple[int, int]]],
+) -> Iterator[tuple[str, list[int]]]:
+    """SELECT level, idx, hash for the ranges: each range one primary-key range search."""
+    flat = [(level, lo, hi) for level, rs in ranges.items() for lo, hi in rs]
+    for start in range(0, len(flat), _RANGES_PER_QUERY):
+        chunk = flat[start : start + _RANGES_PER_QUERY]
+        values = ",".join(["(?, ?, ?)"] * len(chunk))
+        yield (
+            f"WITH w (l, a, b) AS (VALUES {values}) "
+            "SELECT n.level, n.idx, n.hash FROM w JOIN nodes AS n "
+            "ON n.level = w.l AND n.idx BETWEEN w.a AND w.b",
+            [v for r in chunk for v in r],
+        )
+
+
+def _fold_from_tile_levels(wanted: Iterable[Node], base: dict[Node, bytes]) -> dict[Node, bytes]:
+    """Each wanted node's hash from the tile-level hashes below it (``base``, extended in place).
+
+    A node at tree level 8·l + r is the perfect root of its two children,
+    down to its 2**r level-8·l hashes; shared children are hashed once.
+    """
+
+    def get(n: Node) -> bytes:
+        h = base.get(n)
+        if h is None:
+            if n.level % TILE_HEIGHT == 0:
+                raise StoreError(f"log database is missing subtree hashes, e.g. {n}")
+            below = n.level - 1
+            h = node_hash(get(Node(below, 2 * n.index)), get(Node(below, 2 * n.index + 1)))
+            base[n] = h
+        return h
+
+    return {n: get(n) for n in wanted}
+
+
+def _backup_and_check(live: Path, backup: Path) -> str:
+    """Copy ``live`` to ``backup`` with SQLite's online backup, check the copy; say what held.
+
+    The copy is written to a temporary name, checked, fsynced and only then
+    renamed over ``backup``; StoreError if any check fails (``backup`` is
+    then left as it was).
+    """
+    tmp = backup.with_name(backup.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        src = sqlite3.connect(f"{live.absolute().as_uri()}?mode=ro", uri=True)
+        try:
+            dst = sqlite3.connect(tmp)
+            try:
+                src.backup(dst)
+                dst.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
+                checked = _check_v1_copy(dst, tmp)
+            finally:
+                dst.close()
+        finally:
+            src.close()
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        tmp.replace(backup)
+        fd = os.open(backup.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, sqlite3.Error | OSError):
+            raise StoreError(f"backing up {live} to {backup} failed: {exc}") from exc
+        raise
+    return checked
+
+
+def _check_v1_copy(db: sqlite3.Connection, name: Path) -> str:
+    """Raise StoreError unless ``db`` is a sound version 1 log whose tile levels are right.
+
+    Beyond ``PRAGMA integrity_check``, the whole tree is recomputed from the
+    copy's leaf hashes: the root at its latest checkpoint must be that
+    checkpoint's root, and every stored hash of tree level 8, 16, … (all the
+    migrated store keeps above the leaves) must be what the leaves give.
+    """
+    problems = [str(r[0]) for r in db.execute("PRAGMA integrity_check").fetchall()]
+    if problems != ["ok"]:
+        raise StoreError(f"the copy {name} fails PRAGMA integrity_check: {'; '.join(problems[:5])}")
+    row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    if row is None or str(row[0]) != "1":
+        raise StoreError(f"the copy {name} is not a schema version 1 log database")
+    row = db.execute("SELECT size, root FROM checkpoints ORDER BY size DESC LIMIT 1").fetchone()
+    cp_size, cp_root = (0, EMPTY_ROOT) if row is None else (int(row[0]), bytes(row[1]))
+    builder = TileBuilder()
+    root = EMPTY_ROOT if cp_size == 0 else None
+    computed: dict[int, list[bytes]] = {}  # tile level ≥ 1 → its hashes, left to right
+    cur = db.execute("SELECT idx, hash FROM nodes WHERE level = 0 ORDER BY idx")
+    while chunk := cur.fetchmany(TILE_WIDTH):
+        start = builder.size
+        if int(chunk[-1][0]) != start + len(chunk) - 1:
+            raise StoreError(f"the copy {name} lacks leaf hashes from {start} to {chunk[-1][0]}")
+        leaves = [bytes(h) for _, h in chunk]
+        if len(chunk) == TILE_WIDTH and not start < cp_size < start + TILE_WIDTH:
+            builder.append_tile(leaves)
+        else:
+            for leaf in leaves:
+                builder.append(leaf)
+                if builder.size == cp_size:
+                    root = builder.root()
+        if builder.size == cp_size:
+            root = builder.root()
+        for level, _, tile in builder.take_full_tiles():
+            if level:
+                computed.setdefault(level, []).append(tile)
+    if root is None:
+        raise StoreError(
+            f"the copy {name} has {builder.size} leaf hashes, fewer than its checkpoint {cp_size}"
+        )
+    if root != cp_root:
+        raise StoreError(
+            f"the copy {name}: the root of checkpoint {cp_size} recomputed from its leaf hashes "
+            f"is {root.hex()}, the checkpoint says {cp_root.hex()}"
+        )
+    for ref, tile in builder.partials():
+        if ref.level:
+            computed.setdefault(ref.level, []).append(tile)
+    above = db.execute(
+        "SELECT 1 FROM nodes WHERE level = ? LIMIT 1",
+        ((max(computed, default=0) + 1) * TILE_HEIGHT,),
+    ).fetchone()
+    if above is not None:
+        raise StoreError(f"the copy {name} has subtree hashes above what its leaf hashes give")
+    for level, tiles in sorted(computed.items()):
+        stored = db.execute(
+            "SELECT hash FROM nodes WHERE level = ? ORDER BY idx", (level * TILE_HEIGHT,)
+        )
+        if b"".join(bytes(h) for (h,) in stored) != b"".join(tiles):
+            raise StoreError(
+                f"the copy {name}: the stored hashes of tree level {level * TILE_HEIGHT} are not "
+                "what its leaf hashes give"
+            )
+    return (
+        f"integrity ok, {builder.size:,} leaf hashes give the root of checkpoint {cp_size} and "
+        "every stored tile-level hash"
     )
