@@ -22,7 +22,9 @@ transaction. A read-only open reads version 1 as it is.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import hashlib
 import logging
 import os
 import sqlite3
@@ -34,7 +36,7 @@ from typing import Any
 
 import aiosqlite
 
-from ledger_client.merkle import EMPTY_ROOT, Node, node_hash
+from ledger_client.merkle import EMPTY_ROOT, Node
 from ledger_client.tiles import TILE_HEIGHT, TILE_WIDTH, TileBuilder, encode_entry_bundle
 
 from .errors import StoreError
@@ -337,12 +339,14 @@ class Store:
         export's consecutive proofs merge into a few long ranges.
         """
         wanted = set(nodes)
-        base: dict[Node, bytes] = {}
+        ranges = _tile_level_ranges(wanted)
+        rows: dict[int, dict[int, bytes]] = {level: {} for level in ranges}
         async with _mapped("reading subtree hashes"):
-            for sql, params in _range_queries(_tile_level_ranges(wanted)):
+            for sql, params in _range_queries(ranges):
                 cur = await self.db.execute(sql, params)
-                base.update((Node(int(lv), int(i)), bytes(h)) for lv, i, h in await cur.fetchall())
-        return _fold_from_tile_levels(wanted, base)
+                for level, idx, h in await cur.fetchall():
+                    rows[level][idx] = h
+        return _fold_from_tile_levels(wanted, ranges, rows)
 
     async def tile(self, level: int, index: int, width: int = TILE_WIDTH) -> bytes:
         """Hash tile (``level``, ``index``) of ``width`` hashes: its bytes, as published.
@@ -579,24 +583,67 @@ def _range_queries(
         )
 
 
-def _fold_from_tile_levels(wanted: Iterable[Node], base: dict[Node, bytes]) -> dict[Node, bytes]:
-    """Each wanted node's hash from the tile-level hashes below it (``base``, extended in place).
+def _fold_from_tile_levels(
+    wanted: Iterable[Node],
+    ranges: dict[int, list[tuple[int, int]]],
+    rows: dict[int, dict[int, bytes]],
+) -> dict[Node, bytes]:
+    """Each wanted node's hash from the stored tile-level hashes below it.
 
-    A node at tree level 8·l + r is the perfect root of its two children,
-    down to its 2**r level-8·l hashes; shared children are hashed once.
+    ``ranges`` are ``_tile_level_ranges(wanted)`` and ``rows`` what the store
+    holds of them. A node at tree level 8·l + r is the perfect root of its
+    2**r level-8·l hashes: each merged range is folded once, level by level,
+    so nodes that share hashes (an export's consecutive proofs) share the work.
     """
+    by_base: dict[int, list[Node]] = {}
+    for n in wanted:
+        by_base.setdefault(n.level - n.level % TILE_HEIGHT, []).append(n)
+    out: dict[Node, bytes] = {}
+    for base, nodes in by_base.items():
+        spans, got = ranges[base], rows[base]
+        starts = [lo for lo, _ in spans]
+        top = max(n.level for n in nodes) - base
+        pyramids: dict[int, list[tuple[int, list[bytes]]]] = {}
+        for n in nodes:
+            r = n.level - base
+            k = bisect.bisect_right(starts, n.index << r) - 1
+            pyramid = pyramids.get(k)
+            if pyramid is None:
+                lo, hi = spans[k]
+                try:
+                    hashes = [got[i] for i in range(lo, hi + 1)]
+                except KeyError as exc:
+                    raise StoreError(
+                        f"log database is missing subtree hashes, e.g. {Node(base, exc.args[0])}"
+                    ) from None
+                pyramid = pyramids[k] = _pyramid(lo, hashes, top)
+            at, level_hashes = pyramid[r]
+            out[n] = level_hashes[n.index - at]
+    return out
 
-    def get(n: Node) -> bytes:
-        h = base.get(n)
-        if h is None:
-            if n.level % TILE_HEIGHT == 0:
-                raise StoreError(f"log database is missing subtree hashes, e.g. {n}")
-            below = n.level - 1
-            h = node_hash(get(Node(below, 2 * n.index)), get(Node(below, 2 * n.index + 1)))
-            base[n] = h
-        return h
 
-    return {n: get(n) for n in wanted}
+def _pyramid(first: int, hashes: list[bytes], height: int) -> list[tuple[int, list[bytes]]]:
+    """Every perfect subtree over a run of same-level hashes, ``height`` levels up.
+
+    Element r is (index of its first subtree, the hashes of the subtrees
+    2**r runs wide that lie wholly inside the run).
+    """
+    out = [(first, hashes)]
+    sha256 = hashlib.sha256
+    for _ in range(height):
+        at, below = out[-1]
+        lo, end = (at + 1) // 2, (at + len(below)) // 2
+        skip = 2 * lo - at
+        out.append(
+            (
+                lo,
+                [
+                    sha256(b"\x01" + below[j] + below[j + 1]).digest()
+                    for j in range(skip, skip + 2 * (end - lo), 2)
+                ],
+            )
+        )
+    return out
 
 
 def _backup_and_check(live: Path, backup: Path) -> str:
