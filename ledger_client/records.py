@@ -221,6 +221,11 @@ def _reading_ok(rec: Mapping[str, Any]) -> bool:
 def _check_record(rec: Mapping[str, Any]) -> None:
     if rec.get("kind") == "reading" and _reading_ok(rec):
         return
+    _check_record_exactly(rec)
+
+
+def _check_record_exactly(rec: Mapping[str, Any]) -> None:
+    """Every rule of docs/bundle-format.md §4.2, each failure with its own message."""
     if _need(rec, "v", int) != RECORD_VERSION:
         raise RecordError(f"record version {rec['v']} is not {RECORD_VERSION}")
     kind = _need(rec, "kind", str)
