@@ -221,6 +221,46 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_publish(args: argparse.Namespace) -> int:
+    from .keys import load_device_key
+    from .log import Log
+    from .publish import PublishStats, open_target, publish
+    from .store import Store
+
+    headers: dict[str, str] = {}
+    for text in args.header or []:
+        name, sep, value = text.partition(":")
+        if not sep or not name.strip():
+            raise ConfigError("--header", f"{text!r} is not 'Name: value'")
+        headers[name.strip()] = value.strip()
+    cfg = load_config(args.config)
+    shown = [0.0]
+
+    def progress(stats: PublishStats) -> None:
+        now = time.monotonic()
+        if now - shown[0] >= 1.0 or stats.files == stats.planned:
+            shown[0] = now
+            print(
+                f"  {stats.files:,}/{stats.planned:,} files, {stats.bytes:,} bytes",
+                file=sys.stderr,
+            )
+
+    async def go() -> PublishStats:
+        key = load_device_key(cfg.key_file)
+        async with Store(cfg.db_path) as store, open_target(args.to, headers=headers) as target:
+            log_ = Log(store, key)
+            await log_.open()
+            return await publish(log_, target, progress=progress)
+
+    stats = asyncio.run(go())
+    since = f"it had {stats.previous:,}" if stats.previous else "it had none"
+    print(
+        f"published checkpoint {stats.size:,} to {stats.target} ({since}): "
+        f"{stats.files:,} files, {stats.bytes:,} bytes"
+    )
+    return 0
+
+
 _STATUS_FRESH_S = 60.0  # the daemon rewrites status.json every few seconds
 
 
@@ -407,6 +447,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--proof-time", metavar="TIME", help="with --proof-sensor (ISO 8601)")
     s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser(
+        "publish",
+        help="copy the log's tiles, manifest and newest checkpoint to a directory or URL "
+        "(C2SP tlog-tiles), resuming from what is there",
+    )
+    s.add_argument("--config", type=Path, default=Path("gateway.toml"))
+    s.add_argument(
+        "--to", required=True, metavar="DIR|URL", help="a directory, or an http(s) URL taking PUT"
+    )
+    s.add_argument(
+        "--header",
+        action="append",
+        metavar="'NAME: VALUE'",
+        help="an HTTP header for every request, e.g. 'Authorization: Bearer ...' (repeat)",
+    )
+    s.set_defaults(func=cmd_publish)
 
     s = sub.add_parser(
         "probe", help="one reading from one configured sensor, with the raw exchange"
