@@ -40,22 +40,18 @@ from ledger_client.bundle_v2 import (
     encode_selected,
 )
 from ledger_client.container import ContainerWriter
-from ledger_client.merkle import Node
 from ledger_client.records import format_time
 from ledger_client.tiles import (
     ENTRIES,
-    TILE_HEIGHT,
     TILE_WIDTH,
     TileRef,
-    encode_entry_bundle,
     encode_index,
     left_context,
 )
 
-from .errors import StoreError
 from .export import _VERSION, ExportEmpty
 from .log import Log
-from .store import CheckpointRow, Store
+from .store import CheckpointRow
 
 __all__ = ["BundleSummary", "Window", "export_bundle_v2", "plan_window", "write_bundle_v2"]
 
@@ -111,23 +107,6 @@ class BundleSummary:
     checkpoints: int
     anchors: int
     tiles: int
-
-
-async def _hash_tile(store: Store, ref: TileRef) -> bytes:
-    # Interim: Store.tile is on its way; its hashes are the tile-level subtree nodes.
-    first = ref.index * TILE_WIDTH
-    wanted = [Node(TILE_HEIGHT * ref.level, first + j) for j in range(ref.width)]
-    found = await store.nodes(wanted)
-    return b"".join(found[n] for n in wanted)
-
-
-async def _entry_bundle(store: Store, ref: TileRef) -> bytes:
-    # Interim: Store.entry_bundle is on its way.
-    first = ref.index * TILE_WIDTH
-    data = [row.data async for row in store.entries(first, first + ref.width - 1)]
-    if len(data) != ref.width:
-        raise StoreError(f"entry bundle {ref.index}: the log has {len(data)} of its entries")
-    return encode_entry_bundle(data)
 
 
 async def write_bundle_v2(
@@ -200,15 +179,18 @@ async def write_bundle_v2(
     writer.add(CHECKPOINT_NAME, cps[-1].note.encode("utf-8"))
     tiles = 0
     for ref in left_context(window.start, window.size):
-        writer.add(ref.path, await _hash_tile(store, ref))
+        writer.add(ref.path, await store.tile(ref.level, ref.index, ref.width))
         tiles += 1
     carried = in_window = 0
     for ref in window.tiles():
         if chosen is None:
-            writer.add(TileRef(ENTRIES, ref.index, ref.width).path, await _entry_bundle(store, ref))
+            writer.add(
+                TileRef(ENTRIES, ref.index, ref.width).path,
+                await store.entry_bundle(ref.index, ref.width),
+            )
             carried += ref.width
             continue
-        writer.add(ref.path, await _hash_tile(store, ref))
+        writer.add(ref.path, await store.tile(ref.level, ref.index, ref.width))
         tiles += 1
         base = ref.index * TILE_WIDTH
         picked: list[tuple[int, bytes]] = []
