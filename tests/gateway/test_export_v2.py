@@ -34,12 +34,14 @@ from gateway.store import Store
 from ledger_client.bundle import Bundle
 from ledger_client.bundle_v2 import Manifest, Selection, decode_selected
 from ledger_client.checkpoint import Checkpoint
+from ledger_client.cli import main as ledger_verify
 from ledger_client.container import ContainerReader
 from ledger_client.evidence import parse_evidence, verify_evidence
 from ledger_client.merkle import leaf_hash
 from ledger_client.note import Signer, split_note
 from ledger_client.records import format_time
 from ledger_client.tiles import TileBuilder, decode_entry_bundle, parse_tile_path, split_hashes
+from ledger_client.verify_stream import verify_source
 
 SEED = bytes(range(0x20, 0x40))
 """A test key seed: never use it for anything real."""
@@ -185,6 +187,13 @@ def entry_leaves(read: Read) -> list[bytes]:
     return out
 
 
+def assert_verifies(path: Path, entries: int) -> None:
+    """The v2 verifier (ledger-verify's) agrees, under the device key as the trust list."""
+    report = verify_source(path, [device_key().signer.verifier()], now=NOW, jobs=1)
+    assert report.verified, report.failures[:5]
+    assert report.entries == entries
+
+
 def tar_names(path: Path) -> list[str]:
     done = subprocess.run(["tar", "tf", str(path)], check=True, capture_output=True, text=True)
     return done.stdout.splitlines()
@@ -247,6 +256,7 @@ async def test_whole_log_bundle(logs: dict[str, Path], tmp_path: Path) -> None:
     ]
     assert decoded == entries
     rebuild(read, entry_leaves(read))
+    assert_verifies(out, SMALL)
     assert summary.entries == SMALL
     assert summary.bytes == out.stat().st_size
     assert summary.window == Window(0, SMALL - 1, None, 0, SMALL)
@@ -293,6 +303,7 @@ async def test_time_range_starts_at_the_tile_of_the_checkpoint_before(
     assert read.members["checkpoint"] == m.checkpoints[-1].encode()
     assert entry_leaves(read) == [leaf_hash(e) for e in entries]
     rebuild(read, entry_leaves(read))
+    assert_verifies(out, 2400 - 1024)
     assert summary.entries == 2400 - 1024
 
 
@@ -341,6 +352,7 @@ async def test_left_context_two_levels_deep(logs: dict[str, Path], tmp_path: Pat
     assert tar_names(out) == read.names
     assert sorted(read.roots()) == [66_000, 67_000]
     rebuild(read, entry_leaves(read))
+    assert_verifies(out, 67_000 - 65_792)
 
 
 async def test_empty_window_writes_nothing(logs: dict[str, Path], tmp_path: Path) -> None:
@@ -396,6 +408,7 @@ async def test_sensor_selection_carries_hash_tiles_and_chosen_entries(
     assert leaves == [leaf_hash(r.data) for r in rows]
     assert summary.entries == carried == sum(1 for r in rows if r.sensor != "ph-1")
     rebuild(read, leaves)
+    assert_verifies(out, carried)
 
 
 async def test_sensor_and_time_range(logs: dict[str, Path], tmp_path: Path) -> None:
@@ -421,6 +434,7 @@ async def test_sensor_and_time_range(logs: dict[str, Path], tmp_path: Path) -> N
     for name in ("tile/0/004", "tile/0/005.p/120"):
         leaves += split_hashes(read.members[name], name)
     rebuild(read, leaves)
+    assert_verifies(out, 125)  # ph-1 among 1024–1399 (j % 3 == 0): 1026, 1029, …, 1398
     chosen = decode_selected(read.members["riverseal/selected/005"], 120, "selected")
     assert [pos for pos, _ in chosen] == [p for p in range(120) if (1280 + p) % 3 == 0]
 
@@ -484,6 +498,8 @@ def test_cli_export_formats_and_proofs(tmp_path: Path, capsys: pytest.CaptureFix
     assert rc == 0
     assert out.startswith(f"wrote {v2}: 600 entries, {v2.stat().st_size} bytes")
     assert read_bundle(v2).manifest.start == 0
+    trust = str(box / "trust.txt")
+    assert ledger_verify([str(v2), "--trust", trust, "--jobs", "1"]) == 0
 
     v1 = tmp_path / "b.json"
     rc, out, _ = run(str(v1), "--format", "v1")
@@ -506,6 +522,7 @@ def test_cli_export_formats_and_proofs(tmp_path: Path, capsys: pytest.CaptureFix
     ev = parse_evidence(proof.read_bytes())
     assert ev.index == 123 and ev.tree.size == 200
     assert verify_evidence(ev, [key.signer.verifier()], now=NOW).verified
+    assert ledger_verify([str(proof), "--trust", trust]) == 0
 
     rc, out, _ = run(str(proof), "--proof-sensor", "do-1", "--proof-time", "2026-01-01T00:02:00Z")
     assert rc == 0
