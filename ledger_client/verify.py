@@ -619,33 +619,47 @@ class Checklist:
     def add(self, outcomes: Iterable[EntryOutcome]) -> None:
         run = self.run
         tally = run.tally
-        for o in outcomes:
-            run.entries += 1
-            for check, reason in o.failures:
-                run.fail(check, reason, entry=o.index)
-            rec = o.rec
+        n_record = n_signed = n_skipped = n_included = n_future = n_unsynced = 0
+        first, last = self._first, self._last
+        lo, hi = self._first_index, self._last_index
+        now_key = self._now_key
+        completeness = self._completeness.add
+        count = 0
+        for index, _, rec, record_ok, signed, included, failures in outcomes:
+            count += 1
+            for check, reason in failures:
+                run.fail(check, reason, entry=index)
             if rec is not None:
-                tally["record"].passed += o.record_ok
-                if o.signed:
-                    tally["signature"].passed += 1
-                key = (rec.time_key, rec.time)
-                if self._first is None or key < self._first:
-                    self._first = key
-                if self._last is None or key > self._last:
-                    self._last = key
-                if rec.time_key > self._now_key:
-                    self._future += 1
-                if not rec.synced:
-                    self._unsynced += 1
+                n_record += record_ok
+                if signed:
+                    n_signed += 1
+                time_key = rec[6]
+                if first is None or time_key < first[0]:
+                    first = (time_key, rec[7])
+                if last is None or time_key > last[0]:
+                    last = (time_key, rec[7])
+                if time_key > now_key:
+                    n_future += 1
+                if not rec[8]:
+                    n_unsynced += 1
             else:
-                tally["signature"].skipped += 1
-            if o.included:
-                tally["inclusion"].passed += 1
-            if self._first_index is None or o.index < self._first_index:
-                self._first_index = o.index
-            if self._last_index is None or o.index > self._last_index:
-                self._last_index = o.index
-            self._completeness.add(o.index, rec)
+                n_skipped += 1
+            if included:
+                n_included += 1
+            if lo is None or index < lo:
+                lo = index
+            if hi is None or index > hi:
+                hi = index
+            completeness(index, rec)
+        run.entries += count
+        tally["record"].passed += n_record
+        tally["signature"].passed += n_signed
+        tally["signature"].skipped += n_skipped
+        tally["inclusion"].passed += n_included
+        self._future += n_future
+        self._unsynced += n_unsynced
+        self._first, self._last = first, last
+        self._first_index, self._last_index = lo, hi
 
     def finish(
         self,
@@ -1104,6 +1118,18 @@ class _Completeness:
     def add(self, i: int, r: _Rec | None) -> None:
         self.count += 1
         highest = self.highest
+        if highest is not None and i == highest + 1 and self.base is not None:
+            # The usual case: the next index. Mark it seen, inline.
+            off = i - self.base
+            byte = off >> 3
+            if byte < len(self.seen) and off < _MAX_INDEX_SPAN:
+                self.seen[byte] |= 1 << (off & 7)
+                self.highest = i
+                if self.largest is None or i >= self.largest:
+                    self._uncovered(i)
+                if r is not None:
+                    self._sensor(i, r)
+                return
         if not self._mark(i):
             self.fail("appears more than once", i)
         elif highest is not None and i < highest:
@@ -1114,14 +1140,15 @@ class _Completeness:
         if highest is None or i > highest:
             self.highest = i
         if self.largest is None or i >= self.largest:
-            what = (
-                "there is no checkpoint"
-                if self.largest is None
-                else f"the largest is {self.largest}"
-            )
-            self.fail(f"not covered by any checkpoint ({what})", i)
+            self._uncovered(i)
         if r is not None:
             self._sensor(i, r)
+
+    def _uncovered(self, i: int) -> None:
+        what = (
+            "there is no checkpoint" if self.largest is None else f"the largest is {self.largest}"
+        )
+        self.fail(f"not covered by any checkpoint ({what})", i)
 
     def _fill(self, i: int) -> None:
         at = bisect.bisect_right(self.holes, (i, i)) - 1
