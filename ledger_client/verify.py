@@ -436,8 +436,37 @@ class EntryChecker:
         named: int | None = None,
         proof: Sequence[bytes] | None = None,
     ) -> EntryOutcome:
-        failures: list[tuple[str, str]] = []
         leaf = _sha256(b"\x00" + raw).digest()
+        if named is None:
+            # The usual case, kept lean: a well-formed record of this device at its
+            # index, signed by the one key of its key ID (no validity window).
+            try:
+                e: Entry | None = parse_entry(raw)
+            except LedgerClientError:
+                e = None
+            if e is not None:
+                rec = e.rec
+                only = self._plain.get(rec["key"])
+                if (
+                    only is not None
+                    and rec["index"] == index
+                    and rec["device"] == self.ctx.device
+                    and only.verify(e.signed, e.signature)
+                ):
+                    return _tuple_new(
+                        EntryOutcome, (index, leaf, _compact(rec), True, True, None, ())
+                    )
+        return self._check_fully(index, raw, leaf, named, proof)
+
+    def _check_fully(
+        self,
+        index: int,
+        raw: bytes,
+        leaf: bytes,
+        named: int | None,
+        proof: Sequence[bytes] | None,
+    ) -> EntryOutcome:
+        failures: list[tuple[str, str]] = []
         rec_c: _Rec | None = None
         record_ok = False
         signed: bool | None = None
@@ -543,21 +572,24 @@ class EntryChecker:
         return ok
 
 
+_tuple_new = tuple.__new__  # builds a NamedTuple without its Python-level __new__
+
+
 def _compact(rec: Mapping[str, Any]) -> _Rec:
-    src_range = None
-    if "src_seq_from" in rec:
-        src_range = (rec["src_seq_from"], rec["src_seq_to"])
     time = rec["time"]
-    return _Rec(
-        rec["index"],
-        rec["kind"],
-        rec.get("sensor"),
-        rec.get("seq"),
-        rec.get("src_seq"),
-        src_range,
-        _time_key(time),
-        time,
-        rec["clock"] == "synced",
+    return _tuple_new(
+        _Rec,
+        (
+            rec["index"],
+            rec["kind"],
+            rec.get("sensor"),
+            rec.get("seq"),
+            rec.get("src_seq"),
+            (rec["src_seq_from"], rec["src_seq_to"]) if "src_seq_from" in rec else None,
+            time if len(time) == 27 else _time_key(time),
+            time,
+            rec["clock"] == "synced",
+        ),
     )
 
 
