@@ -13,12 +13,15 @@ Reading checks shape only; what is true is the verifier's job.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .bundle import BUNDLE_FORMAT, AnchorReceipt, DeviceKey
+from .checkpoint import Checkpoint
 from .errors import LedgerClientError, MalformedBundle
+from .note import split_note
 from .records import parse_time
 
 __all__ = [
@@ -29,6 +32,7 @@ __all__ = [
     "Selection",
     "decode_selected",
     "encode_selected",
+    "read_entries",
 ]
 
 MANIFEST_NAME = "riverseal-bundle.json"
@@ -258,3 +262,28 @@ def decode_selected(data: bytes, width: int, what: str) -> list[tuple[int, bytes
     if not out:
         raise MalformedBundle(f"{what}: holds no entry")
     return out
+
+
+def read_entries(path: os.PathLike[str] | str) -> Iterator[tuple[int, bytes]]:
+    """(index, entry bytes) of every entry a v2 bundle carries in full, in index order.
+
+    Reads one member at a time; checks nothing (``ledger-verify`` does): for tools
+    and tests that look inside a bundle already verified.
+    """
+    from .container import ContainerReader
+    from .tiles import ENTRIES, TILE_WIDTH, decode_entry_bundle, tile_path
+
+    with ContainerReader(path) as reader:
+        manifest = Manifest.loads(reader.read(MANIFEST_NAME))
+        size = Checkpoint.parse(split_note(manifest.checkpoints[-1])[0]).size
+        for t in range(manifest.start // TILE_WIDTH, (size - 1) // TILE_WIDTH + 1):
+            width = min(TILE_WIDTH, size - t * TILE_WIDTH)
+            data = reader.get(tile_path(ENTRIES, t, width))
+            if data is not None:
+                for i, raw in enumerate(decode_entry_bundle(data, width)):
+                    yield t * TILE_WIDTH + i, raw
+                continue
+            selected = reader.get(SELECTED_PREFIX + tile_path(0, t)[len("tile/0/") :])
+            if selected is not None:
+                for pos, raw in decode_selected(selected, width, f"tile {t}"):
+                    yield t * TILE_WIDTH + pos, raw

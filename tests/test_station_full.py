@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ import pytest
 
 from gateway.config import load_config
 from gateway.daemon import sensor_expectations
-from ledger_client.bundle import Bundle
+from ledger_client.bundle_v2 import read_entries
 from ledger_client.records import parse_entry, parse_time
 from simulators.station import Station, parse_station
 
@@ -164,12 +165,14 @@ async def _run_station(tmp_path: Path, host: str, port: int) -> None:
     assert rc == 0, (tmp_path / "gateway.log").read_text()[-3000:]
 
 
-def _covered(bundle: Bundle) -> tuple[dict[str, list[tuple[float, float, str]]], dict[str, int]]:
+def _covered(
+    entries: Iterable[bytes],
+) -> tuple[dict[str, list[tuple[float, float, str]]], dict[str, int]]:
     """Per sensor, the time spans covered: a reading covers its instant, a gap its span."""
     spans: dict[str, list[tuple[float, float, str]]] = defaultdict(list)
     readings: dict[str, int] = defaultdict(int)
-    for e in bundle.entries:
-        rec = parse_entry(e.entry).rec
+    for raw in entries:
+        rec = parse_entry(raw).rec
         if rec["kind"] == "reading":
             t = parse_time(rec["time"]).timestamp()
             spans[rec["sensor"]].append((t, t, "reading"))
@@ -195,8 +198,7 @@ def test_twenty_sensor_station_two_minutes(mosquitto: tuple[str, int], tmp_path:
     assert verify.returncode == 0, json.dumps(report["failures"][:10], indent=1)
     assert report["verified"] and report["keys_trusted"]
 
-    bundle = Bundle.loads((gw / "bundle.json").read_bytes())
-    spans, readings = _covered(bundle)
+    spans, readings = _covered(raw for _, raw in read_entries(gw / "bundle.json"))
     config = load_config(gw / "gateway.toml")
     expected = sensor_expectations(config)
     assert set(expected) == set(
