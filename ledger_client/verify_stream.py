@@ -320,6 +320,13 @@ class _UrlFiles:
         self.client.close()
 
 
+def _root_of(note: str) -> bytes | None:
+    try:
+        return Checkpoint.parse(split_note(note)[0]).root
+    except LedgerClientError:
+        return None
+
+
 def _checkpoint_size(note: str) -> int | None:
     try:
         return Checkpoint.parse(split_note(note)[0]).size
@@ -506,6 +513,16 @@ def _tiled_units(
             failures("inclusion", f"{what} is missing", t * TILE_WIDTH)
             yield _Unit(t * TILE_WIDTH, width, name=bundle_name)
             continue
+        if entries is not None and width == TILE_WIDTH and isinstance(files, _DirFiles):
+            for w, pname in files.partials_beside(bundle_name):
+                older = files.get(pname) or b""
+                if w >= TILE_WIDTH or not _is_prefix_bundle(older, entries, w):
+                    failures(
+                        "inclusion",
+                        f"an older partial entry bundle {pname} disagrees with its full "
+                        "successor",
+                        t * TILE_WIDTH,
+                    )
         yield _Unit(
             t * TILE_WIDTH,
             width,
@@ -514,6 +531,15 @@ def _tiled_units(
             selected=selected,
             name=bundle_name if entries is not None else hash_name,
         )
+
+
+def _is_prefix_bundle(older: bytes, full: bytes, width: int) -> bool:
+    """Whether ``older`` is the first ``width`` entries of entry bundle ``full``."""
+    try:
+        decode_entry_bundle(older, width)
+    except LedgerClientError:
+        return False
+    return full.startswith(older)
 
 
 def _allowed_members(manifest: Manifest, size: int) -> set[str]:
@@ -640,13 +666,36 @@ def _verify_mirror(
     size = _checkpoint_size(note)
     if size is None:
         raise MalformedBundle(f"{where}/checkpoint is not a checkpoint")
-    # The manifest may lag the checkpoint (it is written first): take its checkpoints
-    # up to the mirror's size, and the mirror's checkpoint as the newest.
-    older = tuple(c for c in manifest.checkpoints if (_checkpoint_size(c) or 0) < size)
-    sizes = {(_checkpoint_size(c) or 0) for c in older}
-    anchors = tuple(a for a in manifest.anchors if a.checkpoint in sizes or a.checkpoint == size)
-    header = _MirrorHeader(manifest, (*older, note), anchors)
-    checklist = Checklist(header, trusted, now=now)
+    # Publication writes tiles, then the manifest, then the checkpoint: every signed
+    # checkpoint the mirror holds (manifest and checkpoint file) must be a root of the
+    # one tree its tiles hold, and the checkpoint file must be the newest of them.
+    by_size: dict[int, str] = {}
+    for c in manifest.checkpoints:
+        by_size.setdefault(_checkpoint_size(c) or 0, c)
+    newest = max(by_size, default=0)
+    clash = by_size.get(size)
+    if clash is None:
+        by_size[size] = note
+    notes = tuple(by_size[k] for k in sorted(by_size))
+    sizes = set(by_size)
+    anchors = tuple(a for a in manifest.anchors if a.checkpoint in sizes)
+    checklist = Checklist(_MirrorHeader(manifest, notes, anchors), trusted, now=now)
+    if clash is not None and clash != note and _root_of(clash) != _root_of(note):
+        checklist.fail(
+            "consistency",
+            f"the mirror's checkpoint file and its manifest hold two different roots for "
+            f"size {size}: a forked history\n{note}\n{clash}",
+            checkpoint=size,
+        )
+    if newest > size:
+        checklist.fail(
+            "checkpoint",
+            f"the mirror's checkpoint file (size {size}) is older than checkpoint {newest} "
+            "its manifest publishes: rolled back, or a publication was cut off before its "
+            "last step (publish again)",
+            checkpoint=size,
+        )
+    size = max(size, newest)
     if manifest.start != 0 or manifest.selection is not None:
         checklist.fail("inclusion", "a mirror's manifest must have start 0 and no selection")
     _verify_tiled(
