@@ -513,6 +513,10 @@ def _tiled_units(
             failures("inclusion", f"{what} is missing", t * TILE_WIDTH)
             yield _Unit(t * TILE_WIDTH, width, name=bundle_name)
             continue
+        if entries is None and not by_sensor:
+            # Its entries are not there to check; the tree goes on over the level-0
+            # tile so that what follows is still checked.
+            failures("inclusion", f"entry bundle {bundle_name} is missing", t * TILE_WIDTH)
         if entries is not None and width == TILE_WIDTH and isinstance(files, _DirFiles):
             for w, pname in files.partials_beside(bundle_name):
                 older = files.get(pname) or b""
