@@ -6,6 +6,7 @@ the only third-party dependency is PyNaCl.
 """
 
 from .bundle import AnchorReceipt, Bundle, BundleEntry, ConsistencyProof, DeviceKey
+from .bundle_v2 import Manifest, read_entries
 from .checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from .errors import (
     LedgerClientError,
@@ -18,6 +19,7 @@ from .errors import (
     SignatureError,
     VerificationError,
 )
+from .evidence import Evidence, parse_evidence, verify_evidence
 from .merkle import (
     MerkleTree,
     leaf_hash,
@@ -27,8 +29,10 @@ from .merkle import (
     verify_inclusion,
 )
 from .note import Signer, Verifier, open_note, sign_note
+from .tiles import TileBuilder
 from .trust import MalformedTrust, TrustedKey, TrustList, parse_trust
 from .verify import AnchorResult, Failure, Report, SensorCounts, StepResult, verify_bundle
+from .verify_stream import verify_source
 
 __all__ = [
     "AnchorReceipt",
@@ -38,6 +42,7 @@ __all__ = [
     "Checkpoint",
     "ConsistencyProof",
     "DeviceKey",
+    "Evidence",
     "Failure",
     "LedgerClientError",
     "MalformedBundle",
@@ -45,6 +50,7 @@ __all__ = [
     "MalformedNote",
     "MalformedProof",
     "MalformedTrust",
+    "Manifest",
     "MerkleTree",
     "ProofError",
     "RecordError",
@@ -53,6 +59,7 @@ __all__ = [
     "SignatureError",
     "Signer",
     "StepResult",
+    "TileBuilder",
     "TrustList",
     "TrustedKey",
     "VerificationError",
@@ -61,11 +68,15 @@ __all__ = [
     "node_hash",
     "open_checkpoint",
     "open_note",
+    "parse_evidence",
     "parse_trust",
+    "read_entries",
     "root_from_inclusion_proof",
     "sign_checkpoint",
     "sign_note",
     "verify_bundle",
     "verify_consistency",
+    "verify_evidence",
     "verify_inclusion",
+    "verify_source",
 ]
