@@ -131,3 +131,27 @@ def write_mirror(root: Path, entries: Sequence[bytes], manifest: Manifest, size:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(data)
     return root
+
+
+def ustar_member(name: str, data: bytes, *, typeflag: bytes = b"0") -> bytes:
+    """One ustar member (header, data, padding) built by hand, without the checks of
+    ContainerWriter: for containers the reader must refuse (a name twice, a directory)."""
+    h = bytearray(512)
+    raw = name.encode("ascii")
+    h[0 : len(raw)] = raw
+    h[100:108] = b"0000644\0"
+    h[108:116] = b"0000000\0"
+    h[116:124] = b"0000000\0"
+    h[124:136] = f"{len(data):011o}\0".encode()
+    h[136:148] = b"00000000000\0"
+    h[148:156] = b" " * 8
+    h[156:157] = typeflag
+    h[257:265] = b"ustar\x0000"
+    h[148:156] = f"{sum(h):06o}\0 ".encode()
+    return bytes(h) + data + bytes(-len(data) % 512)
+
+
+def write_raw_container(path: Path, members: Sequence[tuple[str, bytes]]) -> Path:
+    """A container of exactly these members, duplicates and all, ended by two zero blocks."""
+    path.write_bytes(b"".join(ustar_member(n, d) for n, d in members) + bytes(1024))
+    return path
