@@ -145,7 +145,8 @@ def _run_unit(checker: EntryChecker, unit: _Unit) -> _Done:
         if unit.hashes is not None:
             _compare_level0(unit, leaves, failures)
         return _Done(unit.first, unit.width, leaves, outcomes, failures)
-    assert unit.hashes is not None
+    if unit.hashes is None:  # neither entries nor hashes: named missing when it was read
+        return _Done(unit.first, unit.width, None, [], failures)
     try:
         leaves = split_hashes(unit.hashes, unit.name)
     except LedgerClientError as exc:
@@ -320,6 +321,11 @@ class _UrlFiles:
         self.client.close()
 
 
+def _one_line(note: str) -> str:
+    """A signed note on one line, its newlines shown as ⏎ (for failure texts)."""
+    return note.rstrip("\n").replace("\n", "⏎")
+
+
 def _root_of(note: str) -> bytes | None:
     try:
         return Checkpoint.parse(split_note(note)[0]).root
@@ -450,10 +456,11 @@ class _Tree:
                 self.cl.fail("inclusion", f"tile {name} is missing from the mirror")
             else:
                 self._same(name, got, data)
-        if self.mirror and isinstance(self.files, _DirFiles) and width == TILE_WIDTH:
-            for w, pname in self.files.partials_beside(name):
+        if self.mirror and isinstance(self.files, _DirFiles):
+            # Partial tiles of older sizes stay published beside their successor.
+            for w, pname in self.files.partials_beside(tile_path(level, index)):
                 got = self.files.get(pname)
-                if got is not None and w < TILE_WIDTH:
+                if got is not None and w < width:
                     self._same(pname, got, data[: w * 32], older=True)
 
     def _same(self, name: str, have: bytes, want: bytes, *, older: bool = False) -> None:
@@ -517,10 +524,12 @@ def _tiled_units(
             # Its entries are not there to check; the tree goes on over the level-0
             # tile so that what follows is still checked.
             failures("inclusion", f"entry bundle {bundle_name} is missing", t * TILE_WIDTH)
-        if entries is not None and width == TILE_WIDTH and isinstance(files, _DirFiles):
-            for w, pname in files.partials_beside(bundle_name):
+        if entries is not None and isinstance(files, _DirFiles):
+            for w, pname in files.partials_beside(tile_path(ENTRIES, t)):
+                if w >= width:
+                    continue  # the bundle itself, or not older
                 older = files.get(pname) or b""
-                if w >= TILE_WIDTH or not _is_prefix_bundle(older, entries, w):
+                if not _is_prefix_bundle(older, entries, w):
                     failures(
                         "inclusion",
                         f"an older partial entry bundle {pname} disagrees with its full "
@@ -688,7 +697,8 @@ def _verify_mirror(
         checklist.fail(
             "consistency",
             f"the mirror's checkpoint file and its manifest hold two different roots for "
-            f"size {size}: a forked history\n{note}\n{clash}",
+            f"size {size}: a forked history; checkpoint file {_one_line(note)}; "
+            f"manifest {_one_line(clash)}",
             checkpoint=size,
         )
     if newest > size:

@@ -446,13 +446,6 @@ def test_several_deleted_entries_are_one_failure(tmp_path: Path, good: Members) 
     assert report.step("consistency").passed == 1  # 200, before the damage
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a v2 bundle without one of its entry bundles (here tile/entries/001) "
-    "makes verify_source raise AssertionError: _tiled_units records the failure, then "
-    "yields a _Unit with neither entries nor hashes, and _run_unit asserts "
-    "unit.hashes is not None (verify_stream.py, _run_unit)",
-)
 @JOBS
 def test_an_entry_bundle_removed_from_the_middle_is_named(
     tmp_path: Path, good: Members, jobs: int
@@ -598,13 +591,6 @@ def test_checkpoints_must_ascend_and_carry_the_origin(tmp_path: Path, good: Memb
     assert 602 in cps(report, "checkpoint")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: with the two newest checkpoints swapped, the tree size is taken from the "
-    "last-listed note (450), so the entry bundle tile/entries/001.p/194 is 'missing' and "
-    "verify_source raises AssertionError (_run_unit asserts unit.hashes is not None) "
-    "instead of reporting the failures",
-)
 def test_the_newest_checkpoints_swapped_fail(tmp_path: Path, good: Members) -> None:
     manifest = manifest_of(good)
     notes = list(manifest.checkpoints)
@@ -1060,24 +1046,12 @@ def test_an_entry_bundle_with_an_entry_fewer_or_more_fails(
         assert report.entries == 512
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a v2 bundle without its last, partial entry bundle (tile/entries/002.p/90) "
-    "makes verify_source raise AssertionError (_run_unit asserts unit.hashes is not None "
-    "for the placeholder unit _tiled_units yields for a missing tile)",
-)
 def test_the_last_partial_entry_bundle_missing_is_named(tmp_path: Path, good: Members) -> None:
     report = check(tmp_path, without(good, "tile/entries/002.p/90"))
     assert "entry 512: inclusion: entry bundle tile/entries/002.p/90 is missing" in texts(report)
     assert cps(report, "consistency") == {602}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a bundle by sensor without one of its level-0 hash tiles (tile/0/001) "
-    "makes verify_source raise AssertionError (same placeholder _Unit as for a missing "
-    "entry bundle)",
-)
 def test_a_level0_tile_missing_from_a_bundle_by_sensor_is_named(
     tmp_path: Path, by_sensor: Members
 ) -> None:
@@ -1337,12 +1311,6 @@ def test_a_mirror_level0_tile_missing_fails(mirror: Path) -> None:
     assert not report.verified
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a mirror missing both tile/entries/001 and tile/0/001 makes verify_source "
-    "raise AssertionError (_run_unit asserts unit.hashes is not None for the placeholder "
-    "unit of a missing tile) instead of failing 'entry bundle tile/entries/001 or ... missing'",
-)
 def test_a_mirror_missing_a_whole_tile_is_named(mirror: Path) -> None:
     (mirror / "tile/entries/001").unlink()
     (mirror / "tile/0/001").unlink()
@@ -1414,14 +1382,6 @@ def test_an_older_partial_entry_bundle_beside_its_full_successor(
         ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (spec silent, decide): an older partial tile or entry bundle beside a "
-    "newer PARTIAL one (tile/0/002.p/40 or tile/entries/002.p/40 beside .../002.p/90, "
-    "as a mirror published at 552 and then at 602 holds) is never compared: "
-    "_Tree._compare and _tiled_units look at partials_beside only for full tiles, so a "
-    "disagreeing older partial verifies",
-)
 @pytest.mark.parametrize("kind", ["tile/0", "tile/entries"])
 def test_an_older_partial_beside_a_newer_partial_is_checked(
     mirror: Path, log: Log, kind: str
@@ -1492,12 +1452,6 @@ def test_a_manifest_lagging_its_checkpoint_file_verifies_to_the_file(
     assert report.entries == 512
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a mirror missing both the entry bundle and the level-0 tile of a tile "
-    "(here tile/entries/001.p/194 and tile/0/001.p/194 of size 450) makes verify_source "
-    "raise AssertionError (_run_unit asserts unit.hashes is not None)",
-)
 def test_a_mirror_rolled_back_without_its_older_tiles_fails(mirror: Path, log: Log) -> None:
     # Published only at 602, then manifest and checkpoint of 450 put back: the partial
     # tiles of size 450 were never written.
@@ -1506,7 +1460,10 @@ def test_a_mirror_rolled_back_without_its_older_tiles_fails(mirror: Path, log: L
     (mirror / CHECKPOINT).write_text(stale.checkpoints[-1])
     report = verify(mirror)
     assert not report.verified
-    assert "inclusion: tile tile/1/000.p/1 is missing from the mirror" in texts(report)
+    found = texts(report)
+    assert "entry 256: inclusion: tile tile/0/001.p/194 is missing" in found
+    assert any("entry bundle tile/entries/001.p/194" in t for t in found)
+    assert any("checkpoint 450 could not be recomputed" in t for t in found)
 
 
 @JOBS
