@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import copy
 import dataclasses
+import hashlib
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from typing import Any
 from ledger_client.bundle import AnchorReceipt, Bundle, BundleEntry, ConsistencyProof, DeviceKey
 from ledger_client.checkpoint import Checkpoint, sign_checkpoint
 from ledger_client.merkle import MerkleTree
-from ledger_client.note import Signer
+from ledger_client.note import Signer, split_note
 from ledger_client.records import format_time, make_entry
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
@@ -202,3 +203,103 @@ def bundle_doc(bundle: Bundle) -> dict[str, Any]:
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
+
+
+# --- the worked example of docs/bundle-format.md §12, as the gateway writes it -------------
+
+DOC_SEED = bytes(range(32))
+"""Box A's test key seed (bytes 00 01 … 1f): never use it for anything real."""
+DOC_PUBLIC_KEY = Signer.from_seed("riverseal/x", DOC_SEED).public_key
+DOC_DEVICE = "rs-" + hashlib.sha256(DOC_PUBLIC_KEY).hexdigest()[:12]
+"""How the gateway names a device: rs- and 12 hex digits of SHA-256(public key)."""
+DOC_ORIGIN = f"riverseal/{DOC_DEVICE}"
+DOC_CONFIG_SHA256 = "6393a49bea8895f3c00bf0d41c1fa0aac1d5bae81d7a5dfd9723c8600804345e"
+"""SHA-256 of box A's gateway.toml (CONFIG_A in tests/gateway/test_docs_v2.py)."""
+DOC_QC_TESTS = "gross_range,spike,rate_of_change,flat_line"
+
+
+def _doc_node7(seq: int, sent: str, received: str, ph: float, temp: float) -> dict[str, Any]:
+    """A reading of box A's MQTT node as the gateway's Log writes it (src_seq, raw, qc)."""
+    raw = (
+        f'{{"seq":{seq},"time":"{sent[:23]}Z","values":[{{"q":"ph","v":{ph},"u":"pH"}},'
+        f'{{"q":"temperature","v":{temp},"u":"Cel"}}]}}'
+    )
+    tests = "1222" if seq == 100 else "1221"  # what QARTOD can say with no, or one, value before
+    return {
+        "kind": "reading",
+        "time": received,
+        "clock": "synced",
+        "sensor": "node-7",
+        "seq": 0 if seq == 100 else 2,
+        "values": [
+            {"q": "ph", "v": ph, "u": "pH", "qc": {"flag": 1, "tests": tests}},
+            {"q": "temperature", "v": temp, "u": "Cel", "qc": {"flag": 1, "tests": tests}},
+        ],
+        "sensor_time": sent,
+        "src_seq": seq,
+        "raw": raw,
+    }
+
+
+def gateway_doc_example() -> Bundle:
+    """The §12 example, built purely: box A of tests/gateway/test_docs_v2.py.
+
+    A boot event, a reading of MQTT node ``node-7`` (its message 100), the gap
+    record the gateway writes when message 102 shows that 101 was lost, and
+    reading 102; checkpoints at 2 and 4, both anchored in the box's local
+    journal; exported with ``gateway export --format v1`` one minute after the
+    start. Records are written here literally, as gateway.log.Log writes them
+    (per-value QARTOD flags, quantity ``ph`` in unit ``pH``, the boot event's
+    ``detail``); tests/gateway/test_docs_v2.py checks that the real gateway
+    exports this very text.
+    """
+    t = [format_time(T0_NS + s) for s in (0, 5_000_000_000, 5_040_000_000, 25_000_000_000)]
+    t += [format_time(T0_NS + s) for s in (25_040_000_000, 6_040_000_000, 26_040_000_000)]
+    start, sent1, got1, sent3, got3, anchored2, anchored4 = t
+    boot = {
+        "kind": "event",
+        "time": start,
+        "clock": "synced",
+        "event": "boot",
+        "detail": {
+            "version": "0.1.0",
+            "config_sha256": DOC_CONFIG_SHA256,
+            "pid": 4242,
+            "qc_tests": DOC_QC_TESTS,
+        },
+    }
+    gap = {
+        "kind": "gap",
+        "time": got3,
+        "clock": "synced",
+        "sensor": "node-7",
+        "seq": 1,
+        "reason": "source sequence gap",
+        "from": got1,
+        "to": got3,
+        "src_seq_from": 101,
+        "src_seq_to": 101,
+    }
+    records = [
+        boot,
+        _doc_node7(100, sent1, got1, 7.22, 11.4),
+        gap,
+        _doc_node7(102, sent3, got3, 7.24, 11.41),
+    ]
+    m = BundleMaker(
+        signer=Signer.from_seed(DOC_ORIGIN, DOC_SEED), origin=DOC_ORIGIN, device=DOC_DEVICE
+    )
+    built = m.build(records, [2, 4], anchor=False)
+    anchors = []
+    for seq, (note, when) in enumerate(
+        zip(built.checkpoints, (anchored2, anchored4), strict=True), start=1
+    ):
+        cp = Checkpoint.parse(split_note(note)[0])
+        receipt = {"journal": "anchors-local.sqlite", "seq": seq, "time": when}
+        anchors.append(AnchorReceipt(cp.size, "local", cp.digest(), "final", receipt))
+    return dataclasses.replace(
+        built,
+        anchors=tuple(anchors),
+        exported=format_time(T0_NS + 60 * 10**9),
+        exporter="riverseal 0.1.0",
+    )
