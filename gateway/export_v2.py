@@ -51,7 +51,6 @@ from ledger_client.tiles import (
 
 from .export import _VERSION, ExportEmpty
 from .log import Log
-from .store import CheckpointRow
 
 __all__ = ["BundleSummary", "Window", "export_bundle_v2", "plan_window", "write_bundle_v2"]
 
@@ -78,6 +77,13 @@ class Window:
             TileRef(0, t, min(TILE_WIDTH, n - t * TILE_WIDTH))
             for t in range(self.start // TILE_WIDTH, (n - 1) // TILE_WIDTH + 1)
         ]
+
+
+MANIFEST_SPACING_S = 3600
+"""A manifest carries, besides the checkpoint before the range and the newest, one
+anchored checkpoint per hour of checkpoint time (docs/bundle-format.md §15.2): a
+checkpoint a minute would make a year's manifest hundreds of megabytes, and an
+hour is as fine as a "recorded no later than" needs to be."""
 
 
 def plan_window(first: int, last: int, sizes: Sequence[int], *, whole: bool) -> Window:
@@ -139,16 +145,18 @@ async def write_bundle_v2(
     if span is None:
         raise ExportEmpty("no entries in the requested time window")
     whole = since_ns is None and until_ns is None and chosen is None
-    all_cps = await store.checkpoints()
-    window = plan_window(*span, [c.size for c in all_cps], whole=whole)
-    cps: list[CheckpointRow] = [
-        c for c in all_cps if window.lowest_checkpoint <= c.size <= window.size
-    ]
-    in_bundle = {c.size for c in cps}
+    below, _ = await store.checkpoint_sizes_around(span[0])
+    _, above = await store.checkpoint_sizes_around(span[1] + 1)
+    window = plan_window(*span, [s for s in (below, above) if s is not None], whole=whole)
+    cps, anchor_rows = await store.anchored_checkpoints(
+        window.lowest_checkpoint,
+        window.size,
+        every_ns=MANIFEST_SPACING_S * 10**9,
+        always=[s for s in (window.previous, window.size) if s is not None],
+    )
     anchors = tuple(
         AnchorReceipt(a.checkpoint, a.backend, a.digest, a.state, json.loads(a.receipt))
-        for a in await store.anchors()
-        if a.checkpoint in in_bundle and a.state != "pending"
+        for a in anchor_rows
     )
     vkey = await store.get_meta("vkey") or log.key.vkey
     created = await store.get_meta("created")

@@ -55,6 +55,7 @@ from ledger_client.tiles import ENTRIES, TileRef, tiles_for
 from .backoff import Backoff
 from .errors import GatewayError
 from .export import _VERSION
+from .export_v2 import MANIFEST_SPACING_S
 from .log import Log
 from .store import CheckpointRow, Store
 
@@ -400,13 +401,11 @@ async def _root_at(store: Store, size: int) -> bytes:
 
 
 async def _manifest(log: Log, newest: CheckpointRow, clock: Callable[[], int]) -> bytes:
-    """riverseal-bundle.json: keys, every anchored checkpoint up to N and N, their receipts."""
+    """riverseal-bundle.json: keys, an anchored checkpoint per hour up to N and N, receipts."""
     store = log.store
-    anchors = [a for a in await store.anchors() if a.state != "pending"]
-    anchored = {a.checkpoint for a in anchors if a.checkpoint <= newest.size}
-    cps = [c for c in await store.checkpoints(1, newest.size) if c.size in anchored]
-    if not cps or cps[-1].size != newest.size:
-        cps.append(newest)
+    cps, anchors = await store.anchored_checkpoints(
+        1, newest.size, every_ns=MANIFEST_SPACING_S * 10**9, always=[newest.size]
+    )
     vkey = await store.get_meta("vkey") or log.key.vkey
     created = await store.get_meta("created")
     manifest = Manifest(
@@ -417,7 +416,6 @@ async def _manifest(log: Log, newest: CheckpointRow, clock: Callable[[], int]) -
         anchors=tuple(
             AnchorReceipt(a.checkpoint, a.backend, a.digest, a.state, json.loads(a.receipt))
             for a in anchors
-            if a.checkpoint in anchored
         ),
         start=0,
         selection=None,

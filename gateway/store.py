@@ -435,6 +435,58 @@ class Store:
                 CheckpointRow(int(s), bytes(r), n, int(t)) for s, r, n, t in await cur.fetchall()
             ]
 
+    async def checkpoint_sizes_around(self, index: int) -> tuple[int | None, int | None]:
+        """(largest checkpoint size ≤ ``index``, smallest ≥ ``index``), each None if none."""
+        async with _mapped("reading checkpoints"):
+            cur = await self.db.execute(
+                "SELECT (SELECT MAX(size) FROM checkpoints WHERE size <= ?1),"
+                "       (SELECT MIN(size) FROM checkpoints WHERE size >= ?1)",
+                (index,),
+            )
+            row = await cur.fetchone()
+        assert row is not None
+        return (None if row[0] is None else int(row[0]), None if row[1] is None else int(row[1]))
+
+    async def anchored_checkpoints(
+        self, low: int, high: int, *, every_ns: int, always: Iterable[int] = ()
+    ) -> tuple[list[CheckpointRow], list[AnchorRow]]:
+        """The checkpoints a manifest carries for sizes ``low``–``high``, and their receipts.
+
+        A checkpoint is signed every minute and anchored locally as often, so a
+        year holds half a million: a manifest carries, per ``every_ns`` of
+        checkpoint time, the smallest checkpoint with an independent (non-local)
+        included or final anchor, else the smallest with any, plus ``always``.
+        """
+        keep = sorted({s for s in always if low <= s <= high})
+        marks = ",".join("?" * len(keep)) or "NULL"
+        async with _mapped("choosing checkpoints"):
+            cur = await self.db.execute(
+                "WITH a AS (SELECT checkpoint, MAX(backend != 'local') AS indep FROM anchors "
+                "           WHERE state != 'pending' AND checkpoint BETWEEN ?1 AND ?2 "
+                "           GROUP BY checkpoint),"
+                " b AS (SELECT c.size, c.time_ns / ?3 AS bucket, a.indep FROM checkpoints c "
+                "       JOIN a ON a.checkpoint = c.size),"
+                " pick AS (SELECT COALESCE(MIN(CASE WHEN indep THEN size END), MIN(size)) AS size "
+                "          FROM b GROUP BY bucket) "
+                "SELECT size, root, note, time_ns FROM checkpoints "
+                f"WHERE size IN (SELECT size FROM pick) OR size IN ({marks}) ORDER BY size",
+                (low, high, max(1, every_ns), *keep),
+            )
+            cps = [
+                CheckpointRow(int(s), bytes(r), n, int(t)) for s, r, n, t in await cur.fetchall()
+            ]
+            sizes = [c.size for c in cps]
+            anchors: list[AnchorRow] = []
+            for start in range(0, len(sizes), 500):
+                chunk = sizes[start : start + 500]
+                cur = await self.db.execute(
+                    f"SELECT {_ANCHOR_COLS} FROM anchors WHERE state != 'pending' AND "
+                    f"checkpoint IN ({','.join('?' * len(chunk))}) ORDER BY checkpoint, backend",
+                    chunk,
+                )
+                anchors.extend(_anchor_row(r) for r in await cur.fetchall())
+        return cps, anchors
+
     async def latest_checkpoint(self) -> CheckpointRow | None:
         async with _mapped("reading checkpoints"):
             cur = await self.db.execute(

@@ -21,7 +21,7 @@ __all__ = ["BLOCK", "ContainerReader", "ContainerWriter", "Member", "is_containe
 
 BLOCK = 512
 _MAGIC = b"ustar\x0000"
-_MAX_MEMBER = 64 * 1024**2  # no member the format defines comes near this
+_MAX_MEMBER = 256 * 1024**2  # the manifest may reach tens of MiB; entry bundles stay under 17
 
 
 def is_container(head: bytes) -> bool:

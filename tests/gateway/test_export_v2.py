@@ -30,7 +30,7 @@ from gateway.export_v2 import Window, export_bundle_v2, plan_window
 from gateway.keys import DeviceKey, device_id_for, load_device_key
 from gateway.log import Log
 from gateway.sources.base import Reading, Value
-from gateway.store import Store
+from gateway.store import AnchorRow, Store
 from ledger_client.bundle import Bundle
 from ledger_client.bundle_v2 import Manifest, Selection, decode_selected
 from ledger_client.checkpoint import Checkpoint
@@ -194,6 +194,40 @@ def assert_verifies(path: Path, entries: int) -> None:
     assert report.entries == entries
 
 
+def manifest_sizes(
+    log: Log, cps: list[tuple[int, int]], anchors: list[tuple[int, str]], low: int, high: int
+) -> list[int]:
+    """The manifest's checkpoint sizes by the rule of docs/bundle-format.md §15.2, worked
+    out here from (size, time) and (checkpoint, backend) pairs: per hour of checkpoint
+    time the smallest anchored (independently, if any is), plus the one before the
+    range (``low``) and the newest (``high``)."""
+    del log
+    independent: dict[int, bool] = {}
+    for size, backend in anchors:
+        if low <= size <= high:
+            independent[size] = independent.get(size, False) or backend != "local"
+    hours: dict[int, list[int]] = {}
+    for size, time_ns in cps:
+        if size in independent:
+            hours.setdefault(time_ns // (3600 * 10**9), []).append(size)
+    chosen = {min([s for s in sizes if independent[s]] or sizes) for sizes in hours.values()}
+    return sorted(chosen | {low, high})
+
+
+async def expected_manifest(log: Log, low: int, high: int) -> tuple[list[str], list[int]]:
+    cps = await log.store.checkpoints()
+    anchors = [a for a in await log.store.anchors() if a.state != "pending"]
+    sizes = manifest_sizes(
+        log,
+        [(c.size, c.time_ns) for c in cps],
+        [(a.checkpoint, a.backend) for a in anchors],
+        low,
+        high,
+    )
+    notes = [c.note for c in cps if c.size in sizes]
+    return notes, [a.checkpoint for a in anchors if a.checkpoint in sizes]
+
+
 def tar_names(path: Path) -> list[str]:
     done = subprocess.run(["tar", "tf", str(path)], check=True, capture_output=True, text=True)
     return done.stdout.splitlines()
@@ -230,8 +264,9 @@ async def test_whole_log_bundle(logs: dict[str, Path], tmp_path: Path) -> None:
     async with opened(logs["small"], tmp_path) as log:
         summary = await export_bundle_v2(log, out)
         entries = await store_entries(log, 0, SMALL - 1)
-        notes = [c.note for c in await log.store.checkpoints()]
+        all_notes = [c.note for c in await log.store.checkpoints()]
         anchored = [a.checkpoint for a in await log.store.anchors()]
+        notes, kept = await expected_manifest(log, 1, SMALL)
     read = read_bundle(out)
     tiles = [f"tile/entries/{t:03d}" for t in range(11)] + ["tile/entries/011.p/221"]
     assert read.names == ["riverseal-bundle.json", "checkpoint", *tiles]
@@ -243,9 +278,13 @@ async def test_whole_log_bundle(logs: dict[str, Path], tmp_path: Path) -> None:
         log.key.device_id,
         log.key.origin,
     )
-    assert m.checkpoints == tuple(notes)  # sealed first: 100, 200, …, 3000 and 3037
-    assert [Checkpoint.parse(split_note(n)[0]).size for n in notes][-2:] == [3000, SMALL]
-    assert [a.checkpoint for a in m.anchors] == anchored == [500, 1000, 1500, 2000, 2500, 3000]
+    # Sealed first: 100, 200, …, 3000 and 3037; anchored 500, 1000, …, 3000, all in the
+    # first hour: the manifest keeps the first anchored one and the newest.
+    assert [Checkpoint.parse(split_note(n)[0]).size for n in all_notes][-2:] == [3000, SMALL]
+    assert anchored == [500, 1000, 1500, 2000, 2500, 3000]
+    assert m.checkpoints == tuple(notes)
+    assert [Checkpoint.parse(split_note(n)[0]).size for n in notes] == [500, SMALL]
+    assert [a.checkpoint for a in m.anchors] == kept == [500]
     assert all(a.state == "final" and a.backend == "local" for a in m.anchors)
     assert read.members["checkpoint"] == m.checkpoints[-1].encode()
     assert [k.vkey for k in m.keys] == [log.key.vkey]
@@ -270,11 +309,12 @@ async def test_whole_log_bundle_size_is_close_to_its_entries(
     async with opened(logs["big"], tmp_path) as log:
         summary = await export_bundle_v2(log, out)
         payload = sum(len(e) for e in await store_entries(log, 0, BIG - 1))
+        notes, _ = await expected_manifest(log, 1, BIG)
     ratio = out.stat().st_size / payload
     assert ratio <= 1.15, ratio
     assert summary.entries == BIG
     read = read_bundle(out)
-    assert len(read.manifest.checkpoints) == BIG // 1000 + 1
+    assert read.manifest.checkpoints == tuple(notes)
     rebuild(read, entry_leaves(read))
 
 
@@ -295,8 +335,8 @@ async def test_time_range_starts_at_the_tile_of_the_checkpoint_before(
     assert summary.window == Window(1290, 2345, 1200, 1024, 2400)
     assert m.start == 1024
     assert m.selection == Selection(1290, 2345, format_time(since), format_time(until), None)
-    assert sorted(read.roots()) == list(range(1200, 2401, 100))
-    assert [a.checkpoint for a in m.anchors] == [1500, 2000]
+    assert sorted(read.roots()) == [1200, 1500, 2400]  # before, anchored (hour 0), newest
+    assert [a.checkpoint for a in m.anchors] == [1500]
     tiles = [f"tile/entries/{t:03d}" for t in range(4, 9)] + ["tile/entries/009.p/96"]
     assert read.names == ["riverseal-bundle.json", "checkpoint", "tile/1/000.p/9", *tiles]
     assert tar_names(out) == read.names
@@ -542,3 +582,42 @@ def test_cli_export_formats_and_proofs(tmp_path: Path, capsys: pytest.CaptureFix
     assert rc == 1
     assert "entry 600 is not in the log" in err
     assert not (tmp_path / "x").exists()
+
+
+async def test_the_manifest_keeps_one_anchored_checkpoint_an_hour(tmp_path: Path) -> None:
+    """A checkpoint a minute, each anchored locally, some independently: over three hours
+    the manifest keeps per hour the first independently anchored one (else the first
+    anchored at all), the one before the range and the newest — not 180."""
+    key = device_key()
+    clock = FakeClock(T0)
+    async with Store(tmp_path / "log.sqlite") as store:
+        log = Log(store, key, clock=clock, clock_state=lambda: "synced")
+        await log.open()
+        for minute in range(1, 181):
+            clock.now_ns = T0 + minute * 60 * 10**9
+            await log.append(readings((minute - 1) * 20, minute * 20), checkpoint=True)
+            cp = log.last_checkpoint
+            assert cp is not None
+            digest = Checkpoint(key.origin, cp.size, cp.root).digest()
+            backends = ["local"] + (["evm:river"] if minute in (70, 75, 150) else [])
+            for backend in backends:
+                await store.put_anchor(
+                    AnchorRow(cp.size, backend, digest, "final", "{}", 1, None, 0, 0)
+                )
+        out = tmp_path / "b.tar"
+        await export_bundle_v2(log, out)
+        m = read_bundle(out).manifest
+        expected, _ = await expected_manifest(log, 1, 3600)
+    sizes = [Checkpoint.parse(split_note(n)[0]).size for n in m.checkpoints]
+    # hour 0: minutes 1–59 (first anchored: 20); hour 1: minute 70 has an evm anchor
+    # (1400); hour 2: minute 150 (3000); minute 180 is the newest and opens hour 3.
+    assert sizes == [20, 1400, 3000, 3600]
+    assert m.checkpoints == tuple(expected)
+    assert {(a.checkpoint, a.backend) for a in m.anchors} == {
+        (20, "local"),
+        (1400, "local"),
+        (1400, "evm:river"),
+        (3000, "local"),
+        (3000, "evm:river"),
+        (3600, "local"),
+    }
