@@ -80,38 +80,48 @@ READ_EVERY_NS = 60 * 10**9 // len(STATION)  # 20 probes, each once a minute
 BATCH = 1000  # entries per Log.append: one commit and one checkpoint each
 
 
-def items(n: int, rng: random.Random) -> list[Reading | Gap]:
-    out: list[Reading | Gap] = []
-    src: dict[str, int] = {}
-    for i in range(n):
-        sensor, quantities = STATION[i % len(STATION)]
-        t = T0_NS + i * READ_EVERY_NS
-        if rng.random() < 0.0005:  # now and then a lost message: a gap record
-            out.append(Gap(sensor, "timeout", t - READ_EVERY_NS, t))
-            continue
-        values = tuple(
-            Value(q, round(base + swing * rng.uniform(-1, 1), 3), unit)
-            for q, unit, base, swing in quantities
-        )
-        seq = src.get(sensor, 0) + 1
-        src[sensor] = seq
-        mqtt = sensor.startswith("node")
-        out.append(
-            Reading(
-                sensor,
-                values,
-                t,
-                raw=None if mqtt else ",".join(f"{v.value}" for v in values),
-                src_seq=seq if mqtt else None,
+class Station:
+    """The readings of the simulated station, in order, batch after batch."""
+
+    def __init__(self, seed: int = 8) -> None:
+        self.rng = random.Random(seed)
+        self.i = 0
+        self.src: dict[str, int] = {}
+
+    def items(self, n: int) -> list[Reading | Gap]:
+        out: list[Reading | Gap] = []
+        rng = self.rng
+        for _ in range(n):
+            i = self.i
+            self.i += 1
+            sensor, quantities = STATION[i % len(STATION)]
+            t = T0_NS + i * READ_EVERY_NS
+            if rng.random() < 0.0005:  # now and then a lost message: a gap record
+                out.append(Gap(sensor, "timeout", t - READ_EVERY_NS, t))
+                continue
+            values = tuple(
+                Value(q, round(base + swing * rng.uniform(-1, 1), 3), unit)
+                for q, unit, base, swing in quantities
             )
-        )
-    return out
+            seq = self.src.get(sensor, 0) + 1
+            self.src[sensor] = seq
+            mqtt = sensor.startswith("node")
+            out.append(
+                Reading(
+                    sensor,
+                    values,
+                    t,
+                    raw=None if mqtt else ",".join(f"{v.value}" for v in values),
+                    src_seq=seq if mqtt else None,
+                )
+            )
+        return out
 
 
 async def build(box: Path, n: int) -> None:
     cfg = load_config(box / "gateway.toml")
     key = load_device_key(cfg.key_file)
-    rng = random.Random(8)
+    station = Station()
     clock = [T0_NS]
     async with Store(cfg.db_path) as store:
         log = Log(store, key, clock=lambda: clock[0])
@@ -119,7 +129,7 @@ async def build(box: Path, n: int) -> None:
         done = 0
         started = time.monotonic()
         while done < n:
-            batch = items(min(BATCH, n - done), rng)
+            batch = station.items(min(BATCH, n - done))
             clock[0] = T0_NS + (done + len(batch)) * READ_EVERY_NS
             await log.append(batch, checkpoint=True)
             done += len(batch)
