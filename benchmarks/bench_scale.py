@@ -230,7 +230,8 @@ def report(r: dict[str, float]) -> None:
     if "v1_bytes" in r:
         print(
             f"export v1   {r['v1_export_s']:7.1f} s  {r['v1_bytes']:7.1f} B/entry  "
-            f"({r['v1_bytes'] / r['entry_bytes']:.3f} x)  peak RSS {r['v1_export_rss'] / mib:.0f} MiB"
+            f"({r['v1_bytes'] / r['entry_bytes']:.3f} x)  "
+            f"peak RSS {r['v1_export_rss'] / mib:.0f} MiB"
         )
     raw = r["raw_verify_per_s"]
     print(
