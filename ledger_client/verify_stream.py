@@ -532,8 +532,7 @@ def _tiled_units(
                 if not _is_prefix_bundle(older, entries, w):
                     failures(
                         "inclusion",
-                        f"an older partial entry bundle {pname} disagrees with its full "
-                        "successor",
+                        f"an older partial entry bundle {pname} disagrees with its full successor",
                         t * TILE_WIDTH,
                     )
         yield _Unit(
