@@ -18,7 +18,14 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .bundle import BUNDLE_FORMAT, AnchorReceipt, DeviceKey
+from .bundle import (
+    BUNDLE_FORMAT,
+    MAX_NESTING,
+    AnchorReceipt,
+    DeviceKey,
+    nesting_exceeds,
+    object_without_duplicates,
+)
 from .checkpoint import Checkpoint
 from .errors import LedgerClientError, MalformedBundle
 from .note import split_note
@@ -90,45 +97,19 @@ class Selection:
         return cls(first, last, since, until, None if sensors is None else tuple(sensors))
 
 
-MAX_DEPTH = 64
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise MalformedBundle(f"member {k!r} appears twice in one object")
-        out[k] = v
-    return out
-
-
 def strict_json_loads(data: bytes, what: str) -> Any:
-    """JSON with no duplicate member names and at most MAX_DEPTH levels of nesting."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for c in data:  # a cheap pre-scan: json's C parser recurses and would overflow
-        if in_string:
-            if escaped:
-                escaped = False
-            elif c == 0x5C:
-                escaped = True
-            elif c == 0x22:
-                in_string = False
-        elif c == 0x22:
-            in_string = True
-        elif c in (0x5B, 0x7B):
-            depth += 1
-            deepest = max(deepest, depth)
-        elif c in (0x5D, 0x7D):
-            depth -= 1
-    if deepest > MAX_DEPTH:
-        raise MalformedBundle(f"{what} nests deeper than {MAX_DEPTH} levels")
+    """JSON with no repeated member names and at most MAX_NESTING levels (as v1 bundles)."""
     try:
-        return json.loads(data, object_pairs_hook=_no_duplicates)
-    except (ValueError, RecursionError) as exc:
-        if isinstance(exc, MalformedBundle):
-            raise MalformedBundle(f"{what}: {exc}") from exc
+        value = json.loads(data, object_pairs_hook=object_without_duplicates)
+    except RecursionError as exc:
+        raise MalformedBundle(f"{what} nests deeper than {MAX_NESTING} levels") from exc
+    except MalformedBundle as exc:
+        raise MalformedBundle(f"{what}: {exc}") from exc
+    except ValueError as exc:
         raise MalformedBundle(f"{what} is not JSON: {exc}") from exc
+    if nesting_exceeds(value, MAX_NESTING):
+        raise MalformedBundle(f"{what} nests deeper than {MAX_NESTING} levels")
+    return value
 
 
 def _int(obj: Mapping[str, Any], name: str, where: str) -> int:
