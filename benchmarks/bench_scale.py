@@ -181,8 +181,7 @@ def raw_verify_rate(db: Path, sample: int = 20_000) -> float:
     return len(entries) / (time.process_time() - t)
 
 
-def load_device_key_from_db(db: Path) -> object:
-
+def load_device_key_from_db(db: Path) -> Verifier:
     with sqlite3.connect(db) as conn:
         (vkey,) = conn.execute("SELECT value FROM meta WHERE key = 'vkey'").fetchone()
     return Verifier.from_vkey(vkey)
