@@ -604,6 +604,17 @@ def _verify_tiled(
     tree.finish()
 
 
+@dataclass(frozen=True)
+class _How:
+    """How to verify, whatever the source: the caller's keys, time, checkers and cores."""
+
+    trusted: Trusted
+    now: datetime
+    checkers: Sequence[AnchorChecker]
+    jobs: int
+    progress: Progress | None
+
+
 def _open_manifest(files: _Files, where: str) -> Manifest:
     data = files.get(MANIFEST_NAME)
     if data is None:
@@ -613,17 +624,13 @@ def _open_manifest(files: _Files, where: str) -> Manifest:
 
 def _verify_v2(
     path: Path,
-    trusted: Trusted,
-    now: datetime,
-    checkers: Sequence[AnchorChecker],
-    jobs: int,
-    progress: Progress | None,
+    how: _How,
 ) -> Report:
     with ContainerReader(path) as reader:
         files = _ContainerFiles(reader)
         manifest = _open_manifest(files, str(path))
         by_sensor = manifest.selection is not None and manifest.selection.sensors is not None
-        checklist = Checklist(manifest, trusted, now=now, subset=by_sensor)
+        checklist = Checklist(manifest, how.trusted, now=how.now, subset=by_sensor)
         size = _checkpoint_size(manifest.checkpoints[-1]) or 0
         cp_member = files.get(CHECKPOINT_NAME)
         if cp_member is None:
@@ -652,20 +659,16 @@ def _verify_v2(
                 size,
                 mirror=False,
                 by_sensor=by_sensor,
-                jobs=jobs,
-                progress=progress,
+                jobs=how.jobs,
+                progress=how.progress,
             )
-        return checklist.finish(anchor_checkers=checkers, tree_size=size)
+        return checklist.finish(anchor_checkers=how.checkers, tree_size=size)
 
 
 def _verify_mirror(
     files: _DirFiles | _UrlFiles,
     where: str,
-    trusted: Trusted,
-    now: datetime,
-    checkers: Sequence[AnchorChecker],
-    jobs: int,
-    progress: Progress | None,
+    how: _How,
 ) -> Report:
     manifest = _open_manifest(files, where)
     note_bytes = files.get(CHECKPOINT_NAME)
@@ -691,7 +694,7 @@ def _verify_mirror(
     notes = tuple(by_size[k] for k in sorted(by_size))
     sizes = set(by_size)
     anchors = tuple(a for a in manifest.anchors if a.checkpoint in sizes)
-    checklist = Checklist(_MirrorHeader(manifest, notes, anchors), trusted, now=now)
+    checklist = Checklist(_MirrorHeader(manifest, notes, anchors), how.trusted, now=how.now)
     if clash is not None and clash != note and _root_of(clash) != _root_of(note):
         checklist.fail(
             "consistency",
@@ -718,10 +721,10 @@ def _verify_mirror(
         size,
         mirror=True,
         by_sensor=False,
-        jobs=jobs,
-        progress=progress,
+        jobs=how.jobs,
+        progress=how.progress,
     )
-    return checklist.finish(anchor_checkers=checkers, tree_size=size)
+    return checklist.finish(anchor_checkers=how.checkers, tree_size=size)
 
 
 @dataclass(frozen=True)
@@ -761,25 +764,21 @@ def _v1_units(entries: Iterable[BundleEntry]) -> Iterator[_Unit]:
 
 def _verify_v1(
     path: Path,
-    trusted: Trusted,
-    now: datetime,
-    checkers: Sequence[AnchorChecker],
-    jobs: int,
-    progress: Progress | None,
+    how: _How,
 ) -> Report:
     header, entries, total = _open_v1(path)
-    checklist = Checklist(header, trusted, now=now)
-    pool = _Pool(checklist.context(proofs=True), jobs)
+    checklist = Checklist(header, how.trusted, now=how.now)
+    pool = _Pool(checklist.context(proofs=True), how.jobs)
     try:
         done_count = 0
         for done in pool.map(_v1_units(entries())):
             checklist.add(done.outcomes)
             done_count += done.width
-            if progress is not None:
-                progress(done_count, max(total, done_count))
+            if how.progress is not None:
+                how.progress(done_count, max(total, done_count))
     finally:
         pool.close()
-    return checklist.finish(anchor_checkers=checkers, consistency=header.consistency)
+    return checklist.finish(anchor_checkers=how.checkers, consistency=header.consistency)
 
 
 def _open_v1(path: Path) -> tuple[Any, Callable[[], Iterator[BundleEntry]], int]:
@@ -815,27 +814,29 @@ def verify_source(
     the source cannot be read; every problem with its contents is a failure in
     the Report.
     """
-    jobs = default_jobs() if jobs is None else max(1, jobs)
+    how = _How(
+        trusted,
+        now,
+        anchor_checkers,
+        default_jobs() if jobs is None else max(1, jobs),
+        progress,
+    )
     kind = detect(source)
     if kind == "url":
         files = _UrlFiles(os.fspath(source))
         try:
-            return _verify_mirror(
-                files, os.fspath(source), trusted, now, anchor_checkers, jobs, progress
-            )
+            return _verify_mirror(files, os.fspath(source), how)
         finally:
             files.close()
     path = Path(os.fspath(source))
     if kind == "mirror":
-        return _verify_mirror(
-            _DirFiles(path), str(path), trusted, now, anchor_checkers, jobs, progress
-        )
+        return _verify_mirror(_DirFiles(path), str(path), how)
     if kind == "v2":
-        return _verify_v2(path, trusted, now, anchor_checkers, jobs, progress)
+        return _verify_v2(path, how)
     if kind == "evidence":
         from .evidence import parse_evidence, verify_evidence
 
         return verify_evidence(
             parse_evidence(path.read_bytes()), trusted, now=now, anchor_checkers=anchor_checkers
         )
-    return _verify_v1(path, trusted, now, anchor_checkers, jobs, progress)
+    return _verify_v1(path, how)
