@@ -156,7 +156,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from .evidence import build_evidence, reading_at
-    from .export import export_bundle
+    from .export import export_bundle_v1
     from .export_v2 import export_bundle_v2
     from .keys import load_device_key
     from .log import Log
@@ -202,12 +202,8 @@ def cmd_export(args: argparse.Namespace) -> int:
                 replace_out(data)
                 return f"evidence for entry {index}, {len(data)} bytes"
             if args.format == "v1":
-                bundle = await export_bundle(log_, since_ns=since, until_ns=until)
-                replace_out(bundle.dumps().encode("utf-8"))
-                return (
-                    f"{len(bundle.entries)} entries, {len(bundle.checkpoints)} checkpoints, "
-                    f"{len(bundle.anchors)} anchors"
-                )
+                v1 = await export_bundle_v1(log_, out, since_ns=since, until_ns=until)
+                return f"{v1.entries} entries, {v1.checkpoints} checkpoints, {v1.anchors} anchors"
             summary = await export_bundle_v2(
                 log_, out, since_ns=since, until_ns=until, sensors=args.sensor
             )
