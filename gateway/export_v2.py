@@ -79,11 +79,11 @@ class Window:
         ]
 
 
-MANIFEST_SPACING_S = 3600
-"""A manifest carries, besides the checkpoint before the range and the newest, one
-anchored checkpoint per hour of checkpoint time (docs/bundle-format.md §15.2): a
-checkpoint a minute would make a year's manifest hundreds of megabytes, and an
-hour is as fine as a "recorded no later than" needs to be."""
+MANIFEST_MAX_ANCHORED = 10_000
+"""A manifest carries every anchored checkpoint up to this many; beyond, one per hour
+(or per longer span, so that at most this many remain) — docs/bundle-format.md §15.2.
+A checkpoint a minute would otherwise make a year's manifest hundreds of megabytes,
+and an hour is as fine as a "recorded no later than" needs to be."""
 
 
 def plan_window(first: int, last: int, sizes: Sequence[int], *, whole: bool) -> Window:
@@ -151,7 +151,7 @@ async def write_bundle_v2(
     cps, anchor_rows = await store.anchored_checkpoints(
         window.lowest_checkpoint,
         window.size,
-        every_ns=MANIFEST_SPACING_S * 10**9,
+        at_most=MANIFEST_MAX_ANCHORED,
         always=[s for s in (window.previous, window.size) if s is not None],
     )
     anchors = tuple(

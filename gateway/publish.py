@@ -55,7 +55,7 @@ from ledger_client.tiles import ENTRIES, TileRef, tiles_for
 from .backoff import Backoff
 from .errors import GatewayError
 from .export import _VERSION
-from .export_v2 import MANIFEST_SPACING_S
+from .export_v2 import MANIFEST_MAX_ANCHORED
 from .log import Log
 from .store import CheckpointRow, Store
 
@@ -401,10 +401,10 @@ async def _root_at(store: Store, size: int) -> bytes:
 
 
 async def _manifest(log: Log, newest: CheckpointRow, clock: Callable[[], int]) -> bytes:
-    """riverseal-bundle.json: keys, an anchored checkpoint per hour up to N and N, receipts."""
+    """riverseal-bundle.json: keys, the anchored checkpoints up to N (§15.2) and N, receipts."""
     store = log.store
     cps, anchors = await store.anchored_checkpoints(
-        1, newest.size, every_ns=MANIFEST_SPACING_S * 10**9, always=[newest.size]
+        1, newest.size, at_most=MANIFEST_MAX_ANCHORED, always=[newest.size]
     )
     vkey = await store.get_meta("vkey") or log.key.vkey
     created = await store.get_meta("created")

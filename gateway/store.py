@@ -448,29 +448,43 @@ class Store:
         return (None if row[0] is None else int(row[0]), None if row[1] is None else int(row[1]))
 
     async def anchored_checkpoints(
-        self, low: int, high: int, *, every_ns: int, always: Iterable[int] = ()
+        self, low: int, high: int, *, at_most: int, always: Iterable[int] = ()
     ) -> tuple[list[CheckpointRow], list[AnchorRow]]:
         """The checkpoints a manifest carries for sizes ``low``–``high``, and their receipts.
 
-        A checkpoint is signed every minute and anchored locally as often, so a
-        year holds half a million: a manifest carries, per ``every_ns`` of
-        checkpoint time, the smallest checkpoint with an independent (non-local)
-        included or final anchor, else the smallest with any, plus ``always``.
+        Every checkpoint with an included or final anchor, plus ``always``; but a
+        box signs a checkpoint a minute and anchors it locally as often, so when
+        more than ``at_most`` are anchored, time is cut into spans (an hour, or
+        longer so that at most ``at_most`` spans remain) and each span keeps its
+        smallest checkpoint with an independent (non-local) anchor, else its
+        smallest with any anchor.
         """
         keep = sorted({s for s in always if low <= s <= high})
         marks = ",".join("?" * len(keep)) or "NULL"
+        anchored = (
+            "SELECT c.size, c.time_ns, a.indep FROM checkpoints c JOIN "
+            "(SELECT checkpoint, MAX(backend != 'local') AS indep FROM anchors "
+            " WHERE state != 'pending' AND checkpoint BETWEEN ?1 AND ?2 GROUP BY checkpoint) a "
+            "ON a.checkpoint = c.size"
+        )
         async with _mapped("choosing checkpoints"):
             cur = await self.db.execute(
-                "WITH a AS (SELECT checkpoint, MAX(backend != 'local') AS indep FROM anchors "
-                "           WHERE state != 'pending' AND checkpoint BETWEEN ?1 AND ?2 "
-                "           GROUP BY checkpoint),"
-                " b AS (SELECT c.size, c.time_ns / ?3 AS bucket, a.indep FROM checkpoints c "
-                "       JOIN a ON a.checkpoint = c.size),"
-                " pick AS (SELECT COALESCE(MIN(CASE WHEN indep THEN size END), MIN(size)) AS size "
-                "          FROM b GROUP BY bucket) "
+                f"SELECT COUNT(*), MIN(time_ns), MAX(time_ns) FROM ({anchored})", (low, high)
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            count, first_ns, last_ns = int(row[0]), row[1], row[2]
+            span_ns = 1
+            if count > at_most:
+                hour = 3600 * 10**9
+                span_ns = max(hour, -(-(int(last_ns) - int(first_ns) + 1) // at_most))
+            cur = await self.db.execute(
+                f"WITH b AS (SELECT size, time_ns / ?3 AS span, indep FROM ({anchored})), "
+                " pick AS (SELECT COALESCE(MIN(CASE WHEN indep THEN size END), MIN(size)) "
+                "          AS size FROM b GROUP BY span) "
                 "SELECT size, root, note, time_ns FROM checkpoints "
                 f"WHERE size IN (SELECT size FROM pick) OR size IN ({marks}) ORDER BY size",
-                (low, high, max(1, every_ns), *keep),
+                (low, high, span_ns, *keep),
             )
             cps = [
                 CheckpointRow(int(s), bytes(r), n, int(t)) for s, r, n, t in await cur.fetchall()

@@ -20,13 +20,14 @@ from pathlib import Path
 
 import pytest
 
+from gateway import export_v2
 from gateway.anchoring.anchorer import Anchorer
 from gateway.anchoring.local import LocalJournal
 from gateway.cli import main
 from gateway.config import load_config
 from gateway.evidence import NoSuchEntry, build_evidence, reading_at
 from gateway.export import ExportEmpty
-from gateway.export_v2 import Window, export_bundle_v2, plan_window
+from gateway.export_v2 import MANIFEST_MAX_ANCHORED, Window, export_bundle_v2, plan_window
 from gateway.keys import DeviceKey, device_id_for, load_device_key
 from gateway.log import Log
 from gateway.sources.base import Reading, Value
@@ -195,34 +196,43 @@ def assert_verifies(path: Path, entries: int) -> None:
 
 
 def manifest_sizes(
-    log: Log, cps: list[tuple[int, int]], anchors: list[tuple[int, str]], low: int, high: int
+    cps: list[tuple[int, int]],
+    anchors: list[tuple[int, str]],
+    low: int,
+    high: int,
+    at_most: int = MANIFEST_MAX_ANCHORED,
 ) -> list[int]:
     """The manifest's checkpoint sizes by the rule of docs/bundle-format.md §15.2, worked
-    out here from (size, time) and (checkpoint, backend) pairs: per hour of checkpoint
-    time the smallest anchored (independently, if any is), plus the one before the
-    range (``low``) and the newest (``high``)."""
-    del log
+    out here from (size, time) and (checkpoint, backend) pairs: every anchored one, or,
+    past ``at_most``, per span of time (an hour or longer) the smallest anchored
+    independently if any is, else the smallest anchored; plus ``low`` and ``high``."""
     independent: dict[int, bool] = {}
     for size, backend in anchors:
         if low <= size <= high:
             independent[size] = independent.get(size, False) or backend != "local"
-    hours: dict[int, list[int]] = {}
-    for size, time_ns in cps:
-        if size in independent:
-            hours.setdefault(time_ns // (3600 * 10**9), []).append(size)
-    chosen = {min([s for s in sizes if independent[s]] or sizes) for sizes in hours.values()}
+    times = {size: t for size, t in cps if size in independent}
+    if len(times) <= at_most:
+        return sorted(set(times) | {low, high})
+    hour = 3600 * 10**9
+    span = max(hour, -(-(max(times.values()) - min(times.values()) + 1) // at_most))
+    spans: dict[int, list[int]] = {}
+    for size, t in times.items():
+        spans.setdefault(t // span, []).append(size)
+    chosen = {min([s for s in sizes if independent[s]] or sizes) for sizes in spans.values()}
     return sorted(chosen | {low, high})
 
 
-async def expected_manifest(log: Log, low: int, high: int) -> tuple[list[str], list[int]]:
+async def expected_manifest(
+    log: Log, low: int, high: int, at_most: int = MANIFEST_MAX_ANCHORED
+) -> tuple[list[str], list[int]]:
     cps = await log.store.checkpoints()
     anchors = [a for a in await log.store.anchors() if a.state != "pending"]
     sizes = manifest_sizes(
-        log,
         [(c.size, c.time_ns) for c in cps],
         [(a.checkpoint, a.backend) for a in anchors],
         low,
         high,
+        at_most,
     )
     notes = [c.note for c in cps if c.size in sizes]
     return notes, [a.checkpoint for a in anchors if a.checkpoint in sizes]
@@ -278,13 +288,13 @@ async def test_whole_log_bundle(logs: dict[str, Path], tmp_path: Path) -> None:
         log.key.device_id,
         log.key.origin,
     )
-    # Sealed first: 100, 200, …, 3000 and 3037; anchored 500, 1000, …, 3000, all in the
-    # first hour: the manifest keeps the first anchored one and the newest.
+    # Sealed first: 100, 200, …, 3000 and 3037; anchored 500, 1000, …, 3000: the
+    # manifest keeps the anchored ones and the newest.
     assert [Checkpoint.parse(split_note(n)[0]).size for n in all_notes][-2:] == [3000, SMALL]
     assert anchored == [500, 1000, 1500, 2000, 2500, 3000]
     assert m.checkpoints == tuple(notes)
-    assert [Checkpoint.parse(split_note(n)[0]).size for n in notes] == [500, SMALL]
-    assert [a.checkpoint for a in m.anchors] == kept == [500]
+    assert [Checkpoint.parse(split_note(n)[0]).size for n in notes] == [*anchored, SMALL]
+    assert [a.checkpoint for a in m.anchors] == kept == anchored
     assert all(a.state == "final" and a.backend == "local" for a in m.anchors)
     assert read.members["checkpoint"] == m.checkpoints[-1].encode()
     assert [k.vkey for k in m.keys] == [log.key.vkey]
@@ -335,8 +345,8 @@ async def test_time_range_starts_at_the_tile_of_the_checkpoint_before(
     assert summary.window == Window(1290, 2345, 1200, 1024, 2400)
     assert m.start == 1024
     assert m.selection == Selection(1290, 2345, format_time(since), format_time(until), None)
-    assert sorted(read.roots()) == [1200, 1500, 2400]  # before, anchored (hour 0), newest
-    assert [a.checkpoint for a in m.anchors] == [1500]
+    assert sorted(read.roots()) == [1200, 1500, 2000, 2400]  # before, anchored, newest
+    assert [a.checkpoint for a in m.anchors] == [1500, 2000]
     tiles = [f"tile/entries/{t:03d}" for t in range(4, 9)] + ["tile/entries/009.p/96"]
     assert read.names == ["riverseal-bundle.json", "checkpoint", "tile/1/000.p/9", *tiles]
     assert tar_names(out) == read.names
@@ -584,10 +594,13 @@ def test_cli_export_formats_and_proofs(tmp_path: Path, capsys: pytest.CaptureFix
     assert not (tmp_path / "x").exists()
 
 
-async def test_the_manifest_keeps_one_anchored_checkpoint_an_hour(tmp_path: Path) -> None:
-    """A checkpoint a minute, each anchored locally, some independently: over three hours
-    the manifest keeps per hour the first independently anchored one (else the first
-    anchored at all), the one before the range and the newest — not 180."""
+async def test_past_its_cap_the_manifest_keeps_one_anchored_checkpoint_an_hour(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint a minute, each anchored locally, some independently: past the cap
+    (3 here, 10,000 in use) the manifest keeps per hour the first independently
+    anchored one (else the first anchored at all), and the newest — not 180."""
+    monkeypatch.setattr(export_v2, "MANIFEST_MAX_ANCHORED", 3)
     key = device_key()
     clock = FakeClock(T0)
     async with Store(tmp_path / "log.sqlite") as store:
@@ -607,7 +620,7 @@ async def test_the_manifest_keeps_one_anchored_checkpoint_an_hour(tmp_path: Path
         out = tmp_path / "b.tar"
         await export_bundle_v2(log, out)
         m = read_bundle(out).manifest
-        expected, _ = await expected_manifest(log, 1, 3600)
+        expected, _ = await expected_manifest(log, 1, 3600, at_most=3)
     sizes = [Checkpoint.parse(split_note(n)[0]).size for n in m.checkpoints]
     # hour 0: minutes 1–59 (first anchored: 20); hour 1: minute 70 has an evm anchor
     # (1400); hour 2: minute 150 (3000); minute 180 is the newest and opens hour 3.
