@@ -151,13 +151,35 @@ def _check_qc(qc: Any) -> int:
 _good_keys: set[str] = set()  # key IDs already seen well-formed (a handful per log)
 
 
+_good_minutes: dict[str, None] = {}  # "YYYY-MM-DDTHH:MM" prefixes already seen valid
+
+
 def _time_ok(text: Any) -> bool:
+    """``parse_time`` would accept ``text``: its shape, and a real date, hour and minute
+    (remembered per minute, as readings of one minute share them) and second."""
     if type(text) is not str or not _TIME_RE.fullmatch(text):
         return False
+    minute = text[:16]
+    if minute in _good_minutes:
+        return text[17:19] < "60"  # the regex made it two ASCII digits
     try:
         datetime.fromisoformat(text)
     except ValueError:
         return False
+    if len(_good_minutes) >= 4096:
+        _good_minutes.clear()
+    _good_minutes[minute] = None
+    return True
+
+
+_good_tests: set[str] = set()  # qc "tests" strings already seen to be flag digits
+
+
+def _qc_digits(tests: str) -> bool:
+    if not tests or not set(tests) <= _QC_DIGITS:
+        return False
+    if len(_good_tests) < 256:
+        _good_tests.add(tests)
     return True
 
 
@@ -204,8 +226,7 @@ def _reading_ok(rec: Mapping[str, Any]) -> bool:
                     type(flag) is not int
                     or flag not in QC_FLAGS
                     or type(tests) is not str
-                    or not tests
-                    or not set(tests) <= _QC_DIGITS
+                    or (tests not in _good_tests and not _qc_digits(tests))
                 ):
                     return False
     except (KeyError, TypeError):
@@ -363,18 +384,15 @@ def _parse_framed(raw: bytes) -> Entry | None:
     ):
         return None
     signed = raw[7:-_SIG_TAIL]
-    sig = raw[-90:-2]  # _finish_entry refuses it unless it is base64 of 64 bytes
+    text = signed.decode("ascii")
     try:
-        rec = _decode_plain(signed.decode("ascii"))
+        rec = _decode_plain(text)
     except (_Unusual, ValueError, RecursionError):
         return None
-    if (
-        type(rec) is not dict
-        or _dumps(rec).encode("ascii") != signed
-        or _LONG_RUN in signed.translate(_DIGIT_RUNS)
-    ):
+    if type(rec) is not dict or _dumps(rec) != text or _LONG_RUN in signed.translate(_DIGIT_RUNS):
         return None
-    return _finish_entry(raw, rec, signed, sig.decode("ascii"))
+    # _finish_entry refuses the signature unless it is base64 of 64 bytes.
+    return _finish_entry(raw, rec, signed, raw[-90:-2].decode("ascii"))
 
 
 def parse_entry(raw: bytes) -> Entry:
