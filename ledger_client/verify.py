@@ -654,7 +654,9 @@ class Checklist:
     def passed(self, check: str, n: int = 1) -> None:
         self.run.passed(check, n)
 
-    def add(self, outcomes: Iterable[EntryOutcome]) -> None:
+    def add(self, outcomes: Iterable[tuple[Any, ...]]) -> None:
+        """Steps 2–4 of each entry (EntryOutcomes, or their plain tuples from a worker)
+        and step 8 as they stream by."""
         run = self.run
         tally = run.tally
         n_record = n_signed = n_skipped = n_included = n_future = n_unsynced = 0
@@ -1153,7 +1155,7 @@ class _Completeness:
         self.seen[byte] |= 1 << bit
         return True
 
-    def add(self, i: int, r: _Rec | None) -> None:
+    def add(self, i: int, r: tuple[Any, ...] | None) -> None:
         self.count += 1
         highest = self.highest
         if highest is not None and i == highest + 1 and self.base is not None:
@@ -1199,11 +1201,12 @@ class _Completeness:
                     self.holes[k : k + 1] = parts
                     return
 
-    def _sensor(self, index: int, r: _Rec) -> None:
-        if r.kind == "event":
+    def _sensor(self, index: int, r: tuple[Any, ...]) -> None:
+        # r is a _Rec or the plain tuple of one (from a worker): read it by position.
+        kind, sensor, seq, src, src_range = r[1], r[2], r[3], r[4], r[5]
+        if kind == "event":
             self.events += 1
             return
-        sensor, seq = r.sensor, r.seq
         if sensor is None or seq is None:  # parse_entry guarantees both for readings and gaps
             return
         prev = self.last_seq.get(sensor)
@@ -1221,13 +1224,12 @@ class _Completeness:
                     index,
                 )
         self.last_seq[sensor] = (seq, index)
-        if r.kind == "gap":
+        if kind == "gap":
             self.gaps[sensor] = self.gaps.get(sensor, 0) + 1
-            if r.src_range is not None:
-                self.gap_ranges.setdefault(sensor, []).append(r.src_range)
+            if src_range is not None:
+                self.gap_ranges.setdefault(sensor, []).append(src_range)
             return
         self.readings[sensor] = self.readings.get(sensor, 0) + 1
-        src = r.src_seq
         if src is None:
             return
         prev_src = self.last_src.get(sensor)

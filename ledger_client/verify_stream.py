@@ -32,6 +32,7 @@ from .bundle_v2 import CHECKPOINT_NAME, MANIFEST_NAME, SELECTED_PREFIX, Manifest
 from .checkpoint import Checkpoint
 from .container import BLOCK, ContainerReader, is_container
 from .errors import LedgerClientError, MalformedBundle
+from .merkle import HASH_SIZE
 from .note import Verifier, split_note
 from .tiles import (
     ENTRIES,
@@ -108,11 +109,22 @@ class _Unit:
 
 @dataclass(frozen=True, slots=True)
 class _Done:
+    """A unit's results, in the plain shapes that cross between processes cheaply:
+    ``leaves`` joined (None: the tree cannot go on past this unit) and each outcome
+    an EntryOutcome's fields as a plain tuple, its leaf left out (it is in ``leaves``)."""
+
     first: int
     width: int
-    leaves: list[bytes] | None  # None: the tree cannot go on past this unit
-    outcomes: list[EntryOutcome]
+    leaves: bytes | None
+    outcomes: list[tuple[Any, ...]]
     failures: list[tuple[str, str, int | None]]  # (step, reason, entry)
+
+
+def _plain(outcomes: Iterable[EntryOutcome]) -> list[tuple[Any, ...]]:
+    return [
+        (o[0], None, None if o[2] is None else tuple(o[2]), o[3], o[4], o[5], o[6])
+        for o in outcomes
+    ]
 
 
 _checker: EntryChecker | None = None
@@ -133,7 +145,7 @@ def _run_unit(checker: EntryChecker, unit: _Unit) -> _Done:
     failures: list[tuple[str, str, int | None]] = []
     if unit.v1:
         outcomes = [checker.check(e.index, e.entry, e.checkpoint, e.inclusion) for e in unit.v1]
-        return _Done(unit.first, unit.width, None, outcomes, failures)
+        return _Done(unit.first, unit.width, None, _plain(outcomes), failures)
     if unit.entries is not None:
         try:
             raws = decode_entry_bundle(unit.entries, unit.width)
@@ -144,7 +156,7 @@ def _run_unit(checker: EntryChecker, unit: _Unit) -> _Done:
         leaves = [o.leaf for o in outcomes]
         if unit.hashes is not None:
             _compare_level0(unit, leaves, failures)
-        return _Done(unit.first, unit.width, leaves, outcomes, failures)
+        return _Done(unit.first, unit.width, b"".join(leaves), _plain(outcomes), failures)
     if unit.hashes is None:  # neither entries nor hashes: named missing when it was read
         return _Done(unit.first, unit.width, None, [], failures)
     try:
@@ -179,7 +191,7 @@ def _run_unit(checker: EntryChecker, unit: _Unit) -> _Done:
             else:
                 o = o._replace(included=True)
             outcomes.append(o)
-    return _Done(unit.first, unit.width, leaves, outcomes, failures)
+    return _Done(unit.first, unit.width, unit.hashes, _plain(outcomes), failures)
 
 
 def _compare_level0(unit: _Unit, leaves: list[bytes], failures: list[Any]) -> None:
@@ -432,14 +444,16 @@ class _Tree:
             return
         if b.size != done.first:  # pragma: no cover - units are fed in order
             raise AssertionError(f"tree at {b.size}, unit at {done.first}")
-        end = done.first + len(done.leaves)
-        if (self.pending_sizes and self.pending_sizes[0] <= end) or len(done.leaves) != TILE_WIDTH:
-            for leaf in done.leaves:
+        blob = done.leaves
+        leaves = [blob[i : i + HASH_SIZE] for i in range(0, len(blob), HASH_SIZE)]
+        end = done.first + len(leaves)
+        if (self.pending_sizes and self.pending_sizes[0] <= end) or len(leaves) != TILE_WIDTH:
+            for leaf in leaves:
                 b.append(leaf)
                 if self.pending_sizes and self.pending_sizes[0] == b.size:
                     self._check_roots(b)
         else:
-            b.append_tile(done.leaves)
+            b.append_tile(leaves)
         for level, index, data in b.take_full_tiles():
             self._compare(level, index, TILE_WIDTH, data)
 
