@@ -207,7 +207,9 @@ def _unreadable(args: argparse.Namespace, text: str) -> int:
     message = _one_line(text)
     print(f"{_PROG}: {message}", file=sys.stderr)
     if args.json:
-        _print_json({"verified": False, "error": message, "entries": 0, "failures": []})
+        _print_json(
+            {"verified": False, "error": message, "entries": 0, "failure_count": 0, "failures": []}
+        )
     return EXIT_UNREADABLE
 
 

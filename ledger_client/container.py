@@ -140,7 +140,11 @@ class ContainerReader:
                 return
             where = f"member header at byte {at}"
             if h[257:265] != _MAGIC:
-                raise MalformedBundle(f"container: {where} is not a ustar header")
+                kind = "a GNU tar" if h[257:265] == b"ustar  \0" else "not a POSIX ustar"
+                raise MalformedBundle(
+                    f"container: {where} is {kind} header; a riverseal bundle is a POSIX "
+                    "ustar archive (tar --format=ustar)"
+                )
             stored = _parse_octal(h[148:156], f"{where}: checksum")
             if stored != sum(h[:148]) + 8 * 32 + sum(h[156:]):
                 raise MalformedBundle(f"container: {where} has a wrong checksum")

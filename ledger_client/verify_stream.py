@@ -84,7 +84,7 @@ def detect(source: str | os.PathLike[str]) -> str:
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise MalformedBundle(f"cannot read {text!r}: {reason}") from exc
-    if is_container(head):
+    if is_container(head) or head[257:262] == b"ustar":  # any tar: the reader says why not
         return "v2"
     if head.startswith(EVIDENCE_MAGIC):
         return "evidence"

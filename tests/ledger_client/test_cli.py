@@ -287,3 +287,21 @@ def test_output_survives_a_non_utf8_terminal(bundle: Bundle, write_bundle: Write
     )
     assert done.returncode == 0, done.stderr
     assert b"VERIFIED" in done.stdout
+
+
+def test_a_gnu_tar_is_refused_as_not_posix_ustar(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A tar file in GNU tar's own format is not read as JSON: the message says what to make."""
+    (tmp_path / "riverseal-bundle.json").write_text("{}")
+    bundle = tmp_path / "gnu.tar"
+    subprocess.run(
+        ["tar", "--format=gnu", "-cf", str(bundle), "-C", str(tmp_path), "riverseal-bundle.json"],
+        check=True,
+    )
+    assert main([str(bundle), "--json"]) == 2
+    out = capsys.readouterr()
+    doc = json.loads(out.out)
+    assert doc["failure_count"] == 0 and doc["failures"] == [] and doc["verified"] is False
+    assert "GNU tar header" in doc["error"] and "POSIX ustar" in doc["error"]
+    assert out.err.startswith("ledger-verify: ") and out.err.count("\n") == 1
