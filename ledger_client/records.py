@@ -346,35 +346,20 @@ def _decode_plain(text: str) -> Any:
     return value
 
 
-def _fast_signed(raw: bytes, rec: dict[str, Any], sig_text: str) -> bytes | None:
-    """The signed bytes, if json's C encoder shows ``raw`` canonical; else None.
-
-    With sorted keys and no spaces json writes RFC 8785 text when keys sort the
-    same by code point as by UTF-16 unit (so: ASCII text) and every number's
-    repr is its ECMAScript form (``_decode_plain`` let only such numbers in).
-    """
-    end = raw.rfind(_SIG_MARK)
-    if end < 0 or not raw.isascii():
-        return None
-    signed = raw[7:end]
-    if (
-        raw.startswith(b'{"rec":')
-        and raw.endswith(b'"}')
-        and raw[end + len(_SIG_MARK) : -2] == sig_text.encode("ascii")
-        and _dumps(rec).encode("ascii") == signed
-        and _LONG_RUN not in signed.translate(_DIGIT_RUNS)
-    ):
-        return signed
-    return None
-
-
 _SIG_TAIL = len(_SIG_MARK) + 88 + 2  # ,"sig":" + base64 of 64 bytes + "}
 
 
 def _parse_framed(raw: bytes) -> Entry | None:
     """The entry as riverseal writes it, checked without parsing the frame: the
     record between ``{"rec":`` and an 88-character signature. None: take the
-    general path (which decides, and words any refusal)."""
+    general path (which decides, and words any refusal).
+
+    json's C encoder, with sorted keys and no spaces, writes RFC 8785 text when
+    keys sort the same by code point as by UTF-16 unit (so: ASCII text) and every
+    number's repr is its ECMAScript form (``_decode_plain`` lets only such
+    numbers in; 16-digit integers are caught after): then re-encoding the record
+    and comparing proves it canonical at C speed.
+    """
     if (
         len(raw) <= 7 + _SIG_TAIL
         or raw[:7] != b'{"rec":'
@@ -400,26 +385,17 @@ def parse_entry(raw: bytes) -> Entry:
     framed = _parse_framed(raw)
     if framed is not None:
         return framed
-    plain = True
+    # Anything else (other framing, non-ASCII text, numbers whose repr is not their
+    # RFC 8785 form): the exact check, by re-encoding.
     try:
-        doc = _decode_plain(raw.decode("utf-8"))
-    except _Unusual:
-        plain = False
+        doc = json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise RecordError(f"entry is not JSON: {exc}") from exc
-    if not plain:
-        try:
-            doc = json.loads(raw, parse_constant=_reject_constant)
-        except (ValueError, RecursionError) as exc:
-            raise RecordError(f"entry is not JSON: {exc}") from exc
     if not isinstance(doc, dict) or set(doc) != {"rec", "sig"}:
         raise RecordError('entry is not an object with exactly "rec" and "sig"')
     rec, sig_text = doc["rec"], doc["sig"]
     if not isinstance(rec, dict) or not isinstance(sig_text, str):
         raise RecordError('entry "rec" is not an object or "sig" is not a string')
-    fast = _fast_signed(raw, rec, sig_text) if plain and sig_text.isascii() else None
-    if fast is not None:
-        return _finish_entry(raw, rec, fast, sig_text)
     try:
         signed = canonical_bytes(rec)
     except CanonicalizationError as exc:
