@@ -264,19 +264,9 @@ class _Pool:
 
 
 class _Files(Protocol):
-    """Where a tiled source's files come from."""
+    """Where a tiled source's files come from (a ContainerReader is one)."""
 
     def get(self, name: str) -> bytes | None: ...
-
-
-class _ContainerFiles:
-    def __init__(self, reader: ContainerReader) -> None:
-        self.reader = reader
-        self.used: set[str] = set()
-
-    def get(self, name: str) -> bytes | None:
-        self.used.add(name)
-        return self.reader.get(name)
 
 
 class _DirFiles:
@@ -640,8 +630,7 @@ def _verify_v2(
     path: Path,
     how: _How,
 ) -> Report:
-    with ContainerReader(path) as reader:
-        files = _ContainerFiles(reader)
+    with ContainerReader(path) as files:
         manifest = _open_manifest(files, str(path))
         by_sensor = manifest.selection is not None and manifest.selection.sensors is not None
         checklist = Checklist(manifest, how.trusted, now=how.now, subset=by_sensor)
@@ -663,7 +652,7 @@ def _verify_v2(
             )
         else:
             allowed = _allowed_members(manifest, size)
-            for name in reader:
+            for name in files:
                 if name not in allowed:
                     checklist.fail("inclusion", f"member {name!r} has no place in this bundle")
             _verify_tiled(
