@@ -25,13 +25,14 @@ from __future__ import annotations
 import binascii
 import bisect
 import contextlib
+import dataclasses
 import hashlib
 import io
 import itertools
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from json.encoder import encode_basestring
 from pathlib import Path
@@ -47,7 +48,14 @@ from .errors import GatewayError
 from .log import Log
 from .store import CheckpointRow
 
-__all__ = ["ExportEmpty", "V1Summary", "export_bundle", "export_bundle_v1", "write_bundle_v1"]
+__all__ = [
+    "ExportEmpty",
+    "V1Summary",
+    "export_bundle",
+    "export_bundle_v1",
+    "write_bundle_v1",
+    "written_whole",
+]
 
 _VERSION = "riverseal 0.1.0"
 
@@ -375,6 +383,24 @@ async def write_bundle_v1(
     )
 
 
+@contextlib.contextmanager
+def written_whole(path: Path) -> Iterator[BinaryIO]:
+    """A file that appears at ``path`` whole or not at all: written to ``<path>.tmp``
+    beside it, synced and renamed when the block ends; removed if the block raises
+    (``path`` is then untouched)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with tmp.open("wb", buffering=1 << 20) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
 async def export_bundle_v1(
     log: Log,
     path: Path,
@@ -388,28 +414,11 @@ async def export_bundle_v1(
 
     On any failure the temporary file is removed and ``path`` is untouched.
     """
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with tmp.open("wb", buffering=1 << 20) as f:
-            summary = await write_bundle_v1(
-                log, f, since_ns=since_ns, until_ns=until_ns, seal=seal, clock=clock
-            )
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    return V1Summary(
-        path,
-        summary.bytes,
-        summary.entries,
-        summary.first,
-        summary.last,
-        summary.checkpoints,
-        summary.anchors,
-    )
+    with written_whole(path) as f:
+        summary = await write_bundle_v1(
+            log, f, since_ns=since_ns, until_ns=until_ns, seal=seal, clock=clock
+        )
+    return dataclasses.replace(summary, path=path)
 
 
 async def export_bundle(

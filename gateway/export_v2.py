@@ -21,9 +21,8 @@ Which stretch (a = first and b = last index received in the time window):
 from __future__ import annotations
 
 import bisect
-import contextlib
+import dataclasses
 import json
-import os
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -49,7 +48,7 @@ from ledger_client.tiles import (
     left_context,
 )
 
-from .export import _VERSION, ExportEmpty
+from .export import _VERSION, ExportEmpty, written_whole
 from .log import Log
 
 __all__ = ["BundleSummary", "Window", "export_bundle_v2", "plan_window", "write_bundle_v2"]
@@ -239,31 +238,14 @@ async def export_bundle_v2(
 
     On any failure the temporary file is removed and ``path`` is untouched.
     """
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with tmp.open("wb", buffering=1 << 20) as f:
-            summary = await write_bundle_v2(
-                log,
-                f,
-                since_ns=since_ns,
-                until_ns=until_ns,
-                sensors=sensors,
-                seal=seal,
-                clock=clock,
-            )
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    return BundleSummary(
-        path,
-        summary.bytes,
-        summary.entries,
-        summary.window,
-        summary.checkpoints,
-        summary.anchors,
-        summary.tiles,
-    )
+    with written_whole(path) as f:
+        summary = await write_bundle_v2(
+            log,
+            f,
+            since_ns=since_ns,
+            until_ns=until_ns,
+            sensors=sensors,
+            seal=seal,
+            clock=clock,
+        )
+    return dataclasses.replace(summary, path=path)
