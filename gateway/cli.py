@@ -492,6 +492,10 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if not args.verbose:
+        # httpx logs every request at INFO: a line per anchor poll or published tile is
+        # noise in a box's log.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         return int(args.func(args))
     except (GatewayError, LedgerClientError) as exc:

@@ -95,9 +95,6 @@ class EvmRpc:
         self._ids = itertools.count(1)
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
-        if not logging.getLogger().isEnabledFor(logging.DEBUG):
-            # httpx logs every request at INFO: one line per poll is noise in a box's log.
-            logging.getLogger("httpx").setLevel(logging.WARNING)
 
     @property
     def url(self) -> str:
