@@ -33,6 +33,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import itertools
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -60,6 +61,7 @@ __all__ = [
     "Checklist",
     "EntryChecker",
     "EntryContext",
+    "EntryObserver",
     "EntryOutcome",
     "Failure",
     "RecordedBy",
@@ -101,18 +103,42 @@ class Failure:
     reason: str
     entry: int | None = None
     checkpoint: int | None = None
+    sensor: str | None = None
+    """The sensor of the entry's record, when it could be read."""
+    time: str | None = None
+    """The record's time, when it could be read."""
+    values: str | None = None
+    """What the record says, for a person: ``ph 7.31 pH; temperature 12.4 Cel``,
+    ``gap 10:00–10:05 (timeout)`` or ``event boot``."""
+
+    def where(self) -> str:
+        """The entry or checkpoint at fault, with what it says in domain terms."""
+        if self.entry is None:
+            return "" if self.checkpoint is None else f"checkpoint {self.checkpoint}"
+        about = [p for p in (self.sensor, self.time, self.values) if p]
+        return f"entry {self.entry}" + (f" ({', '.join(about)})" if about else "")
 
     def __str__(self) -> str:
+        """The technical form: ``entry 17: signature: does not verify under key …``."""
         if self.entry is not None:
             return f"entry {self.entry}: {self.check}: {self.reason}"
         if self.checkpoint is not None:
             return f"checkpoint {self.checkpoint}: {self.check}: {self.reason}"
         return f"{self.check}: {self.reason}"
 
+    def described(self) -> str:
+        """For a person: what the entry says before the technical check, e.g.
+        ``entry 17 (ph-1, 2026-03-01T10:00:00.000000Z, ph 7.31 pH): signature: …``."""
+        where = self.where()
+        return f"{where}: {self.check}: {self.reason}" if where else f"{self.check}: {self.reason}"
+
     def to_json(self) -> dict[str, Any]:
         return {
             "entry": self.entry,
             "checkpoint": self.checkpoint,
+            "sensor": self.sensor,
+            "time": self.time,
+            "values": self.values,
             "check": self.check,
             "reason": self.reason,
         }
@@ -277,6 +303,13 @@ class _Rec(NamedTuple):
     time_key: str  # the time in the fixed 27-character form, which sorts chronologically
     time: str
     synced: bool
+    extra: Any
+    """By kind: a reading's QC flags, one digit per value (``-`` for a value without
+    ``qc``); a gap's (reason, from, to), times as sortable keys; an event's (name,
+    detail), the detail only for the events the report explains (NOTABLE_EVENTS)."""
+    values: tuple[tuple[str, str, float | None, int | None], ...] | None
+    """A reading's (quantity, unit, value, QC flag) per value, only when the checklist
+    was asked for them (CSV and HTML reports); else None."""
 
 
 def _time_key(text: str) -> str:
@@ -301,6 +334,15 @@ class _CheckpointInfo:
 class _Tally:
     passed: int = 0
     skipped: int = 0
+
+
+class EntryObserver(Protocol):
+    """Sees each entry as the checklist takes it, in log order: ``rec`` is the compact
+    record (a _Rec or its plain tuple, None if unreadable) with its values, and ``ok``
+    says steps 2–4 found nothing wrong with it so far (completeness and the tree may
+    still fail it: the final word is the Report's failures)."""
+
+    def entry(self, index: int, rec: tuple[Any, ...] | None, ok: bool) -> None: ...
 
 
 class BundleHeader(Protocol):
@@ -345,17 +387,25 @@ class _Run:
     entries: int = 0
 
     def fail(
-        self, check: str, reason: str, entry: int | None = None, checkpoint: int | None = None
+        self,
+        check: str,
+        reason: str,
+        entry: int | None = None,
+        checkpoint: int | None = None,
+        about: tuple[str | None, str | None, str | None] | None = None,
     ) -> None:
         self.failure_count += 1
         if len(self.failures) < MAX_KEPT_FAILURES:
-            self.failures.append(Failure(check, reason, entry, checkpoint))
+            if about is None:
+                self.failures.append(Failure(check, reason, entry, checkpoint))
+            else:
+                self.failures.append(Failure(check, reason, entry, checkpoint, *about))
         self.by_step[check] += 1
 
     def passed(self, check: str, n: int = 1) -> None:
         self.tally[check].passed += n
 
-    def entry_context(self, *, proofs: bool) -> EntryContext:
+    def entry_context(self, *, proofs: bool, values: bool = False) -> EntryContext:
         """What a worker needs to check entries on its own (picklable)."""
         keys = {
             kid: tuple(
@@ -369,7 +419,7 @@ class _Run:
             size: (info.checkpoint.root, info.trusted) for size, info in self.checkpoints.items()
         }
         return EntryContext(
-            keys, frozenset(self.ignored), self.header.device, cps if proofs else {}
+            keys, frozenset(self.ignored), self.header.device, cps if proofs else {}, values
         )
 
 
@@ -387,6 +437,7 @@ class EntryContext:
     ignored: frozenset[str]
     device: str
     checkpoints: Mapping[int, tuple[bytes, bool]]  # size -> (root, signature trusted)
+    values: bool = False  # carry each reading's values back (for CSV and HTML reports)
 
     def checker(self) -> EntryChecker:
         return EntryChecker(self)
@@ -406,6 +457,9 @@ class EntryOutcome(NamedTuple):
     signed: bool | None
     included: bool | None
     failures: tuple[tuple[str, str], ...]
+    about: tuple[str | None, str | None, str | None] | None = None
+    """With failures: the sensor, time and values of the record, as far as it can be
+    read (even a record that fails step 2), for the report."""
 
 
 class EntryChecker:
@@ -461,7 +515,8 @@ class EntryChecker:
                     and one[0].verify(e.signed, e.signature)
                 ):
                     return _tuple_new(
-                        EntryOutcome, (index, leaf, _compact(rec), True, True, None, ())
+                        EntryOutcome,
+                        (index, leaf, _compact(rec, self.ctx.values), True, True, None, (), None),
                     )
         return self._check_fully(index, raw, leaf, named, proof)
 
@@ -496,13 +551,22 @@ class EntryChecker:
                     )
                 )
                 record_ok = False
-            rec_c = _compact(rec)
+            rec_c = _compact(rec, self.ctx.values)
             signed = self._signature(entry, failures)
         included = None
         if named is not None and proof is not None:
             included = self._inclusion(index, named, leaf, proof, failures)
+        if not failures:
+            return EntryOutcome(index, leaf, rec_c, record_ok, signed, included, ())
         return EntryOutcome(
-            index, leaf, rec_c, record_ok, signed, included, tuple(failures) if failures else ()
+            index,
+            leaf,
+            rec_c,
+            record_ok,
+            signed,
+            included,
+            tuple(failures),
+            _about(entry.rec if entry is not None else _lenient_record(raw)),
         )
 
     def _signature(self, entry: Entry, failures: list[tuple[str, str]]) -> bool:
@@ -577,13 +641,35 @@ class EntryChecker:
 _tuple_new = tuple.__new__  # builds a NamedTuple without its Python-level __new__
 
 
-def _compact(rec: Mapping[str, Any]) -> _Rec:
+NOTABLE_EVENTS = frozenset(
+    {"boot", "stop", "config", "history-reset", "key-rotation", "clock-step"}
+)
+"""Events whose detail the checklist keeps: they bound downtime, declare the sensors
+expected, or change the log's history or keys (docs/bundle-format.md §4.2)."""
+
+
+def _compact(rec: Mapping[str, Any], values: bool = False) -> _Rec:
     time = rec["time"]
+    kind = rec["kind"]
+    extra: Any
+    vals: tuple[tuple[str, str, float | None, int | None], ...] | None = None
+    if kind == "reading":
+        extra = "".join(str(v["qc"]["flag"]) if "qc" in v else "-" for v in rec["values"])
+        if values:
+            vals = tuple(
+                (v["q"], v["u"], v["v"], v["qc"]["flag"] if "qc" in v else None)
+                for v in rec["values"]
+            )
+    elif kind == "gap":
+        extra = (rec["reason"], _time_key(rec["from"]), _time_key(rec["to"]))
+    else:
+        name = rec["event"]
+        extra = (name, rec.get("detail") if name in NOTABLE_EVENTS else None)
     return _tuple_new(
         _Rec,
         (
             rec["index"],
-            rec["kind"],
+            kind,
             rec.get("sensor"),
             rec.get("seq"),
             rec.get("src_seq"),
@@ -591,8 +677,52 @@ def _compact(rec: Mapping[str, Any]) -> _Rec:
             time if len(time) == 27 else _time_key(time),
             time,
             rec["clock"] == "synced",
+            extra,
+            vals,
         ),
     )
+
+
+def _lenient_record(raw: bytes) -> Mapping[str, Any] | None:
+    """The record in an entry that failed step 2, read as plain JSON if it can be,
+    only to tell a person which reading it was (never to verify anything)."""
+    try:
+        doc = json.loads(raw[:MAX_ABOUT_BYTES])
+    except (ValueError, RecursionError):
+        return None
+    rec = doc.get("rec") if isinstance(doc, dict) else None
+    return rec if isinstance(rec, dict) else None
+
+
+MAX_ABOUT_BYTES = 65_536
+"""A record larger than this is not read for the report's description."""
+
+
+def _text(x: Any, limit: int = 40) -> str | None:
+    if x is None or isinstance(x, dict | list):
+        return None
+    text = str(x)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _about(rec: Mapping[str, Any] | None) -> tuple[str | None, str | None, str | None] | None:
+    """(sensor, time, what it says) of a record, for a person reading a failure."""
+    if rec is None:
+        return None
+    kind = rec.get("kind")
+    what: str | None = None
+    if kind == "reading" and isinstance(rec.get("values"), list):
+        parts = []
+        for v in rec["values"][:8]:
+            if isinstance(v, dict):
+                q, val, u = _text(v.get("q")), _text(v.get("v")), _text(v.get("u"))
+                parts.append(" ".join(p for p in (q, val, u) if p is not None))
+        what = "; ".join(p for p in parts if p) or None
+    elif kind == "gap":
+        what = f"gap {_text(rec.get('from'))} to {_text(rec.get('to'))} ({_text(rec.get('reason'))})"
+    elif kind == "event":
+        what = f"event {_text(rec.get('event'))}"
+    return (_text(rec.get("sensor")), _text(rec.get("time")), what)
 
 
 def _bound(when: datetime | None) -> str | None:
@@ -626,9 +756,12 @@ class Checklist:
         *,
         now: datetime,
         subset: bool = False,
+        observer: EntryObserver | None = None,
     ) -> None:
         """``subset``: the entries are some of a stretch of the log (chosen by sensor),
-        so their indexes may skip; the tree proves nothing between them is missing."""
+        so their indexes may skip; the tree proves nothing between them is missing.
+        ``observer`` is shown every entry as it is checked, with its values (for the
+        CSV and HTML reports)."""
         if now.tzinfo is None:
             raise ValueError("verification needs a timezone-aware now, e.g. datetime.now(UTC)")
         self.run = _Run(header, now)
@@ -642,9 +775,10 @@ class Checklist:
         self._last_index: int | None = None
         self._future = 0
         self._unsynced = 0
+        self.observer = observer
 
     def context(self, *, proofs: bool = False) -> EntryContext:
-        return self.run.entry_context(proofs=proofs)
+        return self.run.entry_context(proofs=proofs, values=self.observer is not None)
 
     def fail(
         self, check: str, reason: str, entry: int | None = None, checkpoint: int | None = None
@@ -664,11 +798,14 @@ class Checklist:
         lo, hi = self._first_index, self._last_index
         now_key = self._now_key
         completeness = self._completeness.add
+        observer = self.observer
         count = 0
-        for index, _, rec, record_ok, signed, included, failures in outcomes:
+        for index, _, rec, record_ok, signed, included, failures, about in outcomes:
             count += 1
             for check, reason in failures:
-                run.fail(check, reason, entry=index)
+                run.fail(check, reason, entry=index, about=about)
+            if observer is not None:
+                observer.entry(index, rec, not failures)
             if rec is not None:
                 n_record += record_ok
                 if signed:

@@ -122,7 +122,7 @@ class _Done:
 
 def _plain(outcomes: Iterable[EntryOutcome]) -> list[tuple[Any, ...]]:
     return [
-        (o[0], None, None if o[2] is None else tuple(o[2]), o[3], o[4], o[5], o[6])
+        (o[0], None, None if o[2] is None else tuple(o[2]), o[3], o[4], o[5], o[6], o[7])
         for o in outcomes
     ]
 

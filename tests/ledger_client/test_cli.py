@@ -168,7 +168,15 @@ def test_tampering_exits_1_and_names_entry_17(
     doc = json.loads(out)
     assert doc["verified"] is False
     assert any(f["entry"] == 17 and f["check"] == check for f in doc["failures"])
-    assert set(doc["failures"][0]) == {"entry", "checkpoint", "check", "reason"}
+    assert set(doc["failures"][0]) == {
+        "entry",
+        "checkpoint",
+        "sensor",
+        "time",
+        "values",
+        "check",
+        "reason",
+    }
 
 
 def test_a_changed_checkpoint_root_names_the_checkpoint(
