@@ -44,7 +44,7 @@ from .tiles import (
     tile_path,
 )
 from .trust import TrustedKey, TrustList
-from .verify import Checklist, EntryChecker, EntryContext, EntryOutcome, Report
+from .verify import Checklist, EntryChecker, EntryContext, EntryObserver, EntryOutcome, Report
 
 if TYPE_CHECKING:
     import concurrent.futures
@@ -617,6 +617,7 @@ class _How:
     checkers: Sequence[AnchorChecker]
     jobs: int
     progress: Progress | None
+    observer: EntryObserver | None = None
 
 
 def _open_manifest(files: _Files, where: str) -> Manifest:
@@ -633,7 +634,9 @@ def _verify_v2(
     with ContainerReader(path) as files:
         manifest = _open_manifest(files, str(path))
         by_sensor = manifest.selection is not None and manifest.selection.sensors is not None
-        checklist = Checklist(manifest, how.trusted, now=how.now, subset=by_sensor)
+        checklist = Checklist(
+            manifest, how.trusted, now=how.now, subset=by_sensor, observer=how.observer
+        )
         size = _checkpoint_size(manifest.checkpoints[-1]) or 0
         cp_member = files.get(CHECKPOINT_NAME)
         if cp_member is None:
@@ -697,7 +700,9 @@ def _verify_mirror(
     notes = tuple(by_size[k] for k in sorted(by_size))
     sizes = set(by_size)
     anchors = tuple(a for a in manifest.anchors if a.checkpoint in sizes)
-    checklist = Checklist(_MirrorHeader(manifest, notes, anchors), how.trusted, now=how.now)
+    checklist = Checklist(
+        _MirrorHeader(manifest, notes, anchors), how.trusted, now=how.now, observer=how.observer
+    )
     if clash is not None and clash != note and _root_of(clash) != _root_of(note):
         checklist.fail(
             "consistency",
@@ -770,7 +775,7 @@ def _verify_v1(
     how: _How,
 ) -> Report:
     header, entries, total = _open_v1(path)
-    checklist = Checklist(header, how.trusted, now=how.now)
+    checklist = Checklist(header, how.trusted, now=how.now, observer=how.observer)
     pool = _Pool(checklist.context(proofs=True), how.jobs)
     try:
         done_count = 0
@@ -809,13 +814,15 @@ def verify_source(
     anchor_checkers: Sequence[AnchorChecker] = (),
     jobs: int | None = None,
     progress: Progress | None = None,
+    observer: EntryObserver | None = None,
 ) -> Report:
     """Verify a bundle (v1 or v2), a mirror (directory or URL) or one reading's evidence.
 
     ``jobs``: worker processes (default: every core this process may use; 1 runs
-    everything here). Raises MalformedBundle (or another MalformedError) when
-    the source cannot be read; every problem with its contents is a failure in
-    the Report.
+    everything here). ``observer`` sees every entry with its values, in log order
+    (the CSV and HTML reports); one reading's evidence is not shown to it. Raises
+    MalformedBundle (or another MalformedError) when the source cannot be read;
+    every problem with its contents is a failure in the Report.
     """
     how = _How(
         trusted,
@@ -823,6 +830,7 @@ def verify_source(
         anchor_checkers,
         default_jobs() if jobs is None else max(1, jobs),
         progress,
+        observer,
     )
     kind = detect(source)
     if kind == "url":
