@@ -28,7 +28,7 @@ import hashlib
 import logging
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -331,6 +331,45 @@ class Store:
     async def add_checkpoint(self, cp: CheckpointRow) -> None:
         async with _mapped("writing a checkpoint"):
             await self._insert_checkpoint(cp)
+
+    async def commit_batch_with_meta(
+        self,
+        entries: Sequence[EntryRow],
+        nodes: Sequence[tuple[int, int, bytes]],
+        checkpoint: CheckpointRow | None,
+        meta: Mapping[str, str],
+    ) -> None:
+        """``commit_batch`` and these meta values in one transaction (a key rotation)."""
+        async with _mapped("committing entries and meta"):
+            await self.db.execute("BEGIN IMMEDIATE")
+            try:
+                await self.db.executemany(
+                    "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (e.index, e.kind, e.sensor, e.seq, e.time_ns, e.dedup, e.data)
+                        for e in entries
+                    ],
+                )
+                await self.db.executemany("INSERT INTO nodes VALUES (?, ?, ?)", nodes)
+                if checkpoint is not None:
+                    await self._insert_checkpoint(checkpoint)
+                await self.db.executemany(
+                    "INSERT INTO meta VALUES (?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    list(meta.items()),
+                )
+                await self.db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    await self.db.execute("ROLLBACK")
+                raise
+
+    async def newest_entry_time(self) -> int | None:
+        """The latest record time (ns) of any entry, or None for an empty log."""
+        async with _mapped("reading entry times"):
+            cur = await self.db.execute("SELECT MAX(time_ns) FROM entries")
+            row = await cur.fetchone()
+        return None if row is None or row[0] is None else int(row[0])
 
     async def nodes(self, nodes: Iterable[Node]) -> dict[Node, bytes]:
         """Any perfect subtree hashes, folded from the tile-level rows that hold them.

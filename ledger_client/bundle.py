@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,8 @@ A v1 bundle as written is 4 deep (bundle → entries → entry → inclusion); a
 receipts add a few levels. Deeper input is refused as malformed, by every
 reader alike, and never surfaces as a RecursionError.
 """
+_HEX = re.compile(r"(?:[0-9a-f]{2})*")
+"""Hex as docs/bundle-format.md §1 writes it: lower-case, two digits a byte, nothing else."""
 
 
 def object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -193,14 +196,15 @@ class AnchorReceipt:
     @classmethod
     def from_json(cls, obj: Any, where: str) -> AnchorReceipt:
         digest_hex = _get(obj, "digest", str, where)
-        try:
-            digest = bytes.fromhex(digest_hex)
-        except ValueError as exc:
-            raise MalformedBundle(f"{where}: digest is not hex") from exc
+        # bytes.fromhex would also take upper case and spaces; §1 allows neither.
+        if not _HEX.fullmatch(digest_hex):
+            raise MalformedBundle(
+                f"{where}: digest {digest_hex[:80]!r} is not lower-case hex (two digits a byte)"
+            )
         return cls(
             _get(obj, "checkpoint", int, where),
             _get(obj, "backend", str, where),
-            digest,
+            bytes.fromhex(digest_hex),
             _get(obj, "state", str, where),
             _get(obj, "receipt", dict, where),
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -24,6 +25,7 @@ __all__ = ["ALG_ED25519", "Signer", "Verifier", "key_id", "open_note", "sign_not
 ALG_ED25519 = 0x01
 _DASH = "\u2014"
 _MAX_SIGNATURES = 100  # a bound on work per note, as Go's note package has
+_KEY_ID_HEX = re.compile(r"[0-9a-f]{8}")  # docs/bundle-format.md §1, §3: lower-case hex
 
 
 def key_id(name: str, public_key: bytes) -> bytes:
@@ -67,12 +69,13 @@ class Verifier:
             raise MalformedNote(f"verifier key {s!r} is not name+keyid+key")
         name, hex_id, b64 = parts
         _check_name(name)
-        try:
-            claimed = bytes.fromhex(hex_id)
-        except ValueError as exc:
-            raise MalformedNote(f"verifier key {name!r}: key ID {hex_id!r} is not hex") from exc
+        if not _KEY_ID_HEX.fullmatch(hex_id):
+            raise MalformedNote(
+                f"verifier key {name!r}: key ID {hex_id!r} is not 8 lower-case hex digits"
+            )
+        claimed = bytes.fromhex(hex_id)
         raw = _b64decode(b64, f"verifier key {name!r}")
-        if len(hex_id) != 8 or len(raw) != 33 or raw[0] != ALG_ED25519:
+        if len(raw) != 33 or raw[0] != ALG_ED25519:
             raise MalformedNote(f"verifier key {name!r} is not an Ed25519 key")
         v = cls.from_public_key(name, raw[1:])
         if v.key_id != claimed:
