@@ -2,10 +2,11 @@
 
 The evidence is a C2SP tlog-proof@v1 file for one entry (ledger_client.evidence
 writes and reads it): the entry's inclusion hashes up to a checkpoint, that
-checkpoint's signed note, and in ``extra`` the entry, the device key(s) and
-the checkpoint's anchor receipts. The checkpoint is the smallest one covering
-the entry that has an included or final anchor, else the smallest covering it,
-so the evidence carries an anchor whenever the log has one for that entry.
+checkpoint's signed note, and in ``extra`` the entry, every key of the device's
+history (each with its window) and the checkpoint's anchor receipts. The
+checkpoint is the smallest one covering the entry that has an included or final
+anchor, else the smallest covering it, so the evidence carries an anchor
+whenever the log has one for that entry.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ import json
 import sqlite3
 
 from ledger_client import merkle
-from ledger_client.bundle import AnchorReceipt, DeviceKey
+from ledger_client.bundle import AnchorReceipt
 from ledger_client.evidence import Evidence
 
 from .errors import GatewayError, StoreError
-from .export import ExportEmpty
+from .export import ExportEmpty, device_keys
 from .log import Log
 from .store import Store
 
@@ -68,14 +69,13 @@ async def build_evidence(log: Log, index: int, *, seal: bool = True) -> Evidence
     rows = [row async for row in store.entries(index, index)]
     if len(rows) != 1:
         raise StoreError(f"log database has no entry {index}")
-    vkey = await store.get_meta("vkey") or log.key.vkey
-    created = await store.get_meta("created")
+    keys = await device_keys(log)
     return Evidence(
         index=index,
         hashes=proof,
         checkpoint=cp.note,
         device=log.key.device_id,
-        keys=(DeviceKey(vkey, created, None),),
+        keys=keys,
         entry=rows[0].data,
         anchors=tuple(
             AnchorReceipt(a.checkpoint, a.backend, a.digest, a.state, json.loads(a.receipt))

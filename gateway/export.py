@@ -51,6 +51,7 @@ from .store import CheckpointRow
 __all__ = [
     "ExportEmpty",
     "V1Summary",
+    "device_keys",
     "export_bundle",
     "export_bundle_v1",
     "write_bundle_v1",
@@ -83,6 +84,25 @@ class V1Summary:
     last: int
     checkpoints: int
     anchors: int
+
+
+async def device_keys(log: Log) -> tuple[DeviceKey, ...]:
+    """The ``keys`` of a bundle (docs/bundle-format.md §3): every key of the log's
+    history, oldest first, with its window.
+
+    The first key's window starts at the log's creation, as bundles of a box
+    that never rotated have always said; the window of a rotated-out key ends
+    at its ``key-rotation`` event, and the next starts a microsecond later.
+    """
+    created = await log.store.get_meta("created")
+    return tuple(
+        DeviceKey(
+            k.vkey,
+            created if i == 0 and k.valid_from is None else k.valid_from,
+            k.valid_until,
+        )
+        for i, k in enumerate(await log.key_history())
+    )
 
 
 async def _select(
@@ -333,12 +353,10 @@ async def write_bundle_v1(
         for a in await store.anchors()
         if a.checkpoint in in_bundle and a.state != "pending"
     )
-    vkey = await store.get_meta("vkey") or log.key.vkey
-    created = await store.get_meta("created")
     head = Bundle(
         origin=log.key.origin,
         device=log.key.device_id,
-        keys=(DeviceKey(vkey, created, None),),
+        keys=await device_keys(log),
         entries=(),
         checkpoints=tuple(c.note for c in cps),
         consistency=consistency,

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from ledger_client.bundle import AnchorReceipt, DeviceKey
+from ledger_client.bundle import AnchorReceipt
 from ledger_client.bundle_v2 import (
     CHECKPOINT_NAME,
     MANIFEST_NAME,
@@ -48,7 +48,7 @@ from ledger_client.tiles import (
     left_context,
 )
 
-from .export import _VERSION, ExportEmpty, written_whole
+from .export import _VERSION, ExportEmpty, device_keys, written_whole
 from .log import Log
 
 __all__ = ["BundleSummary", "Window", "export_bundle_v2", "plan_window", "write_bundle_v2"]
@@ -157,8 +157,7 @@ async def write_bundle_v2(
         AnchorReceipt(a.checkpoint, a.backend, a.digest, a.state, json.loads(a.receipt))
         for a in anchor_rows
     )
-    vkey = await store.get_meta("vkey") or log.key.vkey
-    created = await store.get_meta("created")
+    keys = await device_keys(log)
     exported_ns = clock()
     selection = None
     if not whole:
@@ -172,7 +171,7 @@ async def write_bundle_v2(
     manifest = Manifest(
         origin=log.key.origin,
         device=log.key.device_id,
-        keys=(DeviceKey(vkey, created, None),),
+        keys=keys,
         checkpoints=tuple(c.note for c in cps),
         anchors=anchors,
         start=window.start,

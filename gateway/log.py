@@ -9,14 +9,19 @@ Every value of every reading passes through edge quality control (gateway/qc.py)
 here, before it is signed, whatever driver produced it: its QARTOD flags go
 into the signed record. A value that is NaN or infinite has no JSON form; it
 is written as ``"v": null`` with flag 9 (missing), never dropped.
+
+A log signs with the current key of its key history (``rotate_key``): on open
+it refuses any other key, a retired one above all.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ledger_client.checkpoint import Checkpoint, sign_checkpoint
@@ -25,16 +30,28 @@ from ledger_client.records import RECORD_VERSION, format_time, make_entry
 from ledger_client.tiles import TILE_HEIGHT
 
 from .clock import ClockState, clock_state
-from .errors import StoreError
-from .keys import DeviceKey
+from .errors import KeyFileError, StoreError
+from .keys import KEY_HISTORY_META, DeviceKey, KeyWindow, dump_key_history, parse_key_history
 from .qc import MISSING_RESULT, QcEngine
 from .sources.base import Event, Gap, Reading
 from .store import CheckpointRow, EntryRow, Store
 
-__all__ = ["Event", "Log", "LogItem"]
+__all__ = ["Event", "KeyRotation", "Log", "LogItem"]
 
 
 LogItem = Reading | Gap | Event
+
+
+@dataclass(frozen=True)
+class KeyRotation:
+    """What ``Log.rotate_key`` committed."""
+
+    index: int
+    """The log index of the ``key-rotation`` event (signed by the old key)."""
+    checkpoint: int
+    """The size of the checkpoint the old key signed over it."""
+    history: tuple[KeyWindow, ...]
+    """The key history now stored, oldest first; the last is the new key."""
 
 
 class Log:
@@ -75,12 +92,83 @@ class Log:
                 f"log database {self.store.path} belongs to device {device}, "
                 f"but the key is for {self.key.device_id}"
             )
+        else:
+            await self._check_key()
         size = await self.store.size()
         wanted = Frontier.nodes_for(size)
         found = await self.store.nodes(wanted)
         self._frontier = Frontier(size, [found[n] for n in wanted])
         self._seqs = await self.store.last_seqs()
         self._last_checkpoint = await self.store.latest_checkpoint()
+
+    async def key_history(self) -> tuple[KeyWindow, ...]:
+        """The device's keys, oldest first, with the record times each may sign.
+
+        A log that never rotated has one key, its ``vkey``, with an open window.
+        """
+        text = await self.store.get_meta(KEY_HISTORY_META)
+        if text is not None:
+            return parse_key_history(text)
+        return (KeyWindow(await self.store.get_meta("vkey") or self.key.vkey),)
+
+    async def _check_key(self) -> None:
+        """Refuse to sign with anything but the current key of the log's key history."""
+        history = await self.key_history()
+        current = history[-1]
+        if self.key.vkey == current.vkey:
+            return
+        mine = next((k for k in history if k.vkey == self.key.vkey), None)
+        if mine is None:
+            raise KeyFileError(
+                f"the device key {self.key.key_id_hex} is not a key of log database "
+                f"{self.store.path} (its current key is {current.key_id_hex})"
+            )
+        raise KeyFileError(
+            f"the device key {self.key.key_id_hex} was retired at {mine.valid_until} (the "
+            f"log's current key is {current.key_id_hex}): a retired key must not sign. "
+            "If a rotation was interrupted, `gateway rotate-key` finishes it"
+        )
+
+    async def rotate_key(self, new: DeviceKey) -> KeyRotation:
+        """Hand signing over to ``new`` (same name, so same origin and device id).
+
+        In one transaction: a ``key-rotation`` event signed by the current key,
+        a checkpoint over it signed by the current key, and the key history
+        (meta ``keys``) and ``vkey`` updated. The current key's window ends at
+        the event's time; the new key's starts one microsecond later. From
+        then on this log signs with ``new``.
+        """
+        old = self.key
+        if new.origin != old.origin or new.device_id != old.device_id:
+            raise KeyFileError(
+                f"the new key is named {new.origin!r} for device {new.device_id}; it must be "
+                f"named {old.origin!r} for device {old.device_id}"
+            )
+        history = list(await self.key_history())
+        if any(k.vkey == new.vkey for k in history):
+            raise KeyFileError(f"key {new.key_id_hex} is already in the log's key history")
+        at_us = self._clock() // 1000
+        newest = await self.store.newest_entry_time()
+        if newest is not None and newest // 1000 > at_us:
+            raise KeyFileError(
+                f"the clock ({format_time(at_us * 1000)}) is behind the newest entry "
+                f"({format_time(newest)}): the old key's window would not cover it; "
+                "set the clock first"
+            )
+        until, valid_from = format_time(at_us * 1000), format_time((at_us + 1) * 1000)
+        history[-1] = dataclasses.replace(history[-1], valid_until=until)
+        history.append(KeyWindow(new.vkey, valid_from, None))
+        event = Event(
+            "key-rotation",
+            at_us * 1000,
+            {"old_key": old.vkey, "new_key": new.vkey, "valid_from": valid_from},
+        )
+        meta = {KEY_HISTORY_META: dump_key_history(history), "vkey": new.vkey}
+        [index] = await self.append([event], checkpoint=True, meta=meta)
+        assert index is not None  # an event has no dedup key
+        self.key = new
+        self._base["key"] = new.key_id_hex
+        return KeyRotation(index, self.checkpointed_size, tuple(history))
 
     @property
     def size(self) -> int:
@@ -94,12 +182,16 @@ class Log:
         return self._frontier.root()
 
     async def append(
-        self, items: Sequence[LogItem], *, checkpoint: bool = False
+        self,
+        items: Sequence[LogItem],
+        *,
+        checkpoint: bool = False,
+        meta: Mapping[str, str] | None = None,
     ) -> list[int | None]:
         """Sign and commit ``items``; each result is its log index, or None for a duplicate.
 
         With ``checkpoint``, a checkpoint of the new size is signed in the
-        same transaction.
+        same transaction; so are the ``meta`` values set (a key rotation).
         """
         keys = {
             (it.sensor, it.dedup_key)
@@ -133,7 +225,9 @@ class Log:
             cp_row = None
             if checkpoint and self._frontier.size > self.checkpointed_size:
                 cp_row = self._sign_checkpoint()
-            if rows or cp_row is not None:
+            if meta:
+                await self.store.commit_batch_with_meta(rows, nodes, cp_row, meta)
+            elif rows or cp_row is not None:
                 await self.store.commit_batch(rows, nodes, cp_row)
         except BaseException:
             # Nothing of this batch is on disk (an item that cannot be encoded, or
