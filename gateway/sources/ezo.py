@@ -359,7 +359,7 @@ MEASURING_RANGES: dict[str, tuple[float, float]] = {
     "ph": (-1.6, 15.6),  # extended range
     "orp": (-2000.0, 2000.0),  # extended range, mV
     "temperature": (-126.0, 1254.0),  # °C
-    "do": (0.0, 100.0),  # mg/L; the datasheet says "100+", water holds far less
+    "do": (0.0, 100.0),  # mg/l; the datasheet says "100+", water holds far less
     "do_sat": (0.0, 500.0),  # %; the datasheet says "400+"
     "ec": (0.0, 1_000_000.0),  # µS/cm; the datasheet says "500,000+"
     "tds": (0.0, 1_000_000.0),
