@@ -140,10 +140,12 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .daemon import Gateway
+    from .rotate import finish_interrupted_rotation
 
     cfg = load_config(args.config)
 
     async def go() -> None:
+        await finish_interrupted_rotation(cfg.key_file, cfg.db_path)  # before the key is read
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -151,6 +153,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         await Gateway(cfg).run(stop)
 
     asyncio.run(go())
+    return 0
+
+
+def cmd_rotate_key(args: argparse.Namespace) -> int:
+    from .rotate import print_rotation, refuse_if_running, rotate_device_key
+
+    cfg = load_config(args.config)
+    refuse_if_running(cfg.data_dir)
+    result = asyncio.run(rotate_device_key(cfg.key_file, cfg.db_path))
+    print_rotation(result, cfg.key_file, sys.stdout)
     return 0
 
 
@@ -403,6 +415,11 @@ def build_parser() -> argparse.ArgumentParser:
         ("run", cmd_run, "run the daemon until SIGTERM/SIGINT"),
         ("check", cmd_check, "check the config file and the device key"),
         ("status", cmd_status, "show the gateway's state: log, sensors, each ledger's anchors"),
+        (
+            "rotate-key",
+            cmd_rotate_key,
+            "replace the device key (daemon stopped): the old key signs the hand-over",
+        ),
     ):
         s = sub.add_parser(name, help=helptext)
         s.add_argument("--config", type=Path, default=Path("gateway.toml"))
