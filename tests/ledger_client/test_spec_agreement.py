@@ -18,6 +18,9 @@ Where the spec allows any case — an ``evm-sender`` address (§10) — it is ta
 §4.2: units are SenML/UCUM-style, ``"mg/l"``. Every driver writes dissolved
 oxygen as ``mg/l``, the unit the built-in QC limits are written in, so its QC
 tests are evaluated (not flag 2) whichever driver read it.
+
+docs/operations.md works out the silence allowance of gateway/silence.py for
+the default timeouts and retries; the gateway agrees.
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ import pytest
 from lc_bundles import DOC_DEVICE, DOC_ORIGIN, DOC_SEED, NOW, T0_NS, BundleMaker
 from v2_bundles import manifest_for, notes_for, v2_members, write_container
 
+from gateway.config import parse_config
 from gateway.config.qc import DEFAULT_LIMITS
+from gateway.daemon import sensor_expectations
 from gateway.modbus_profiles import load_profile, shipped_profiles
 from gateway.qc import FAIL, NOT_EVALUATED, PASS, QcEngine
 from gateway.sources.ezo import parse_reading
@@ -366,3 +371,55 @@ def test_the_qc_tests_of_dissolved_oxygen_are_evaluated_in_that_unit(unit: str) 
     # The control: a unit the limits are not written in is not evaluated at all.
     other = QcEngine().check("do-3", "do", "ppm", T0_NS, 8.93)
     assert other.tests == (NOT_EVALUATED,) * 4
+
+
+# --- the silence allowance of docs/operations.md is gateway/silence.py's ---------------------
+
+DEFAULTS_CONFIG = """
+[device]
+[mqtt]
+[[sensor]]
+id = "ph-1"
+driver = "ezo"
+circuit = "ph"
+port = "/dev/ttyUSB0"
+interval_s = 10
+[[sensor]]
+id = "odo-1"
+driver = "modbus"
+port = "/dev/rs485"
+slave = 1
+profile = "ysi-odo-rtu"
+interval_s = 60
+[[sensor]]
+id = "sonde-1"
+driver = "sdi12"
+port = "/dev/ttyUSB1"
+address = "0"
+quantities = [["temperature", "Cel"]]
+interval_s = 60
+[[sensor]]
+id = "node-1"
+driver = "mqtt"
+topic = "river/node-1"
+"""
+
+
+def test_the_allowances_operations_md_works_out_are_the_gateways() -> None:
+    """docs/operations.md, "Silence and gap records": with default timeouts and retries,
+    an EZO circuit read every 10 s is silent after 15 s, a sensor of any driver
+    expected every 60 s after 90 s; a new gap at most once per max(interval, 60 s)."""
+    cfg = parse_config(DEFAULTS_CONFIG, Path("/etc/riverseal/gateway.toml"))
+    exp = sensor_expectations(cfg)
+    s = 1_000_000_000
+    assert {k: (e.allowance_ns // s, e.repeat_ns // s) for k, e in exp.items()} == {
+        "ph-1": (15, 60),
+        "odo-1": (90, 60),
+        "sonde-1": (90, 60),
+        "node-1": (90, 60),
+    }
+    ops = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    said = " ".join(ops.split())
+    assert "`max(interval_s / 2, timeout_s × (retries + 1))`" in said
+    assert "every 10 s is silent after 15 s" in said
+    assert "expected every 60 s after 90 s" in said
