@@ -1,14 +1,15 @@
 """``ledger-verify``: check riverseal evidence offline and say what holds.
 
-    ledger-verify SOURCE [--trust FILE] [--tsa-roots PEM] [--rpc URL] [--jobs N] [--json]
+    ledger-verify SOURCE [--trust FILE] [--tsa-roots PEM] [--rpc URL]
+                  [--since-checkpoint FILE] [--previous SOURCE] [--jobs N] [--json]
 
 SOURCE is a bundle (version 1 JSON or version 2 container), a published tiles
 directory or ``http(s)://`` prefix, or one reading's tlog-proof evidence.
 
-Exit status: 0 everything verified; 1 something failed verification (each
-failure names the entry or checkpoint, the check and the reason); 2 the input
-could not be read (missing file, not JSON, unknown format or version, bad trust
-file), with a one-line diagnosis on stderr.
+Exit status, one per verdict level (docs/bundle-format.md §9.1): 0 VERIFIED;
+1 FAILED (each failure names the entry or checkpoint, what it says, the check and
+the reason); 2 the input could not be read, with a one-line diagnosis on stderr;
+3 AUTHENTIC, NOT INDEPENDENTLY DATED; 4 UNTRUSTED KEY; 5 FORKED HISTORY.
 """
 
 from __future__ import annotations
@@ -26,17 +27,44 @@ from .anchors import AnchorChecker
 from .bundle import MAX_BUNDLE_BYTES
 from .errors import LedgerClientError
 from .evm import EvmChecker
+from .lineage import KeptCheckpoint
 from .trust import MalformedTrust, TrustList, parse_trust
 from .tsa import TsaChecker, load_tsa_roots
-from .verify import Report
-from .verify_stream import verify_source
+from .verify import Level, Report
+from .verify_stream import newest_checkpoint, verify_source
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_UNREADABLE", "main"]
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_FORKED",
+    "EXIT_OK",
+    "EXIT_UNDATED",
+    "EXIT_UNREADABLE",
+    "EXIT_UNTRUSTED",
+    "exit_status",
+    "main",
+]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_UNREADABLE = 2
+EXIT_UNDATED = 3
+EXIT_UNTRUSTED = 4
+EXIT_FORKED = 5
+_EXIT = {
+    Level.VERIFIED: EXIT_OK,
+    Level.FAILED: EXIT_FAILED,
+    Level.AUTHENTIC_UNDATED: EXIT_UNDATED,
+    Level.UNTRUSTED_KEY: EXIT_UNTRUSTED,
+    Level.FORKED: EXIT_FORKED,
+}
 MAX_PRINTED_FAILURES = 50
+MAX_KEPT_NOTE_BYTES = 65_536
+
+
+def exit_status(level: Level) -> int:
+    """The exit status of a verdict level."""
+    return _EXIT[level]
+
 
 _PROG = "ledger-verify"
 
@@ -46,7 +74,12 @@ def _parser() -> argparse.ArgumentParser:
         prog=_PROG,
         description="Verify a riverseal bundle offline: record signatures, Merkle inclusion, "
         "signed checkpoints, consistency, anchors and completeness.",
-        epilog="exit status: 0 verified, 1 verification failed, 2 input unreadable",
+        epilog="exit status, one per verdict: 0 VERIFIED (trusted keys, nothing wrong, "
+        "independently dated by a checked anchor); 1 FAILED; 2 input unreadable; "
+        "3 AUTHENTIC, NOT INDEPENDENTLY DATED (no anchor checked: give --tsa-roots or "
+        "--rpc); 4 UNTRUSTED KEY (no --trust); 5 FORKED HISTORY (two signed checkpoints "
+        "that cannot be one log)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "bundle",
@@ -75,6 +108,33 @@ def _parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="check evm anchors on your own JSON-RPC node (repeatable, one per chain); "
         "needs --trust with evm-sender lines and riverseal[online]",
+    )
+    p.add_argument(
+        "--since-checkpoint",
+        type=Path,
+        action="append",
+        metavar="FILE",
+        help="a signed checkpoint you kept from an earlier bundle (repeatable): prove that "
+        "SOURCE extends it, or report a fork",
+    )
+    p.add_argument(
+        "--previous",
+        action="append",
+        metavar="SOURCE",
+        help="an earlier bundle, mirror or evidence of the same box (repeatable): prove "
+        "that SOURCE extends its newest checkpoint, or report a fork",
+    )
+    p.add_argument(
+        "--csv",
+        type=Path,
+        metavar="FILE",
+        help="write the verified readings as CSV (docs/verify-reports.md)",
+    )
+    p.add_argument(
+        "--html",
+        type=Path,
+        metavar="FILE",
+        help="write a self-contained HTML report with charts (docs/verify-reports.md)",
     )
     p.add_argument(
         "--jobs",
@@ -165,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         trust = _load_trust(args)
         checkers = _anchor_checkers(args, trust)
+        kept = _kept(args)
     except _Unreadable as exc:
         return _unreadable(args, str(exc))
     except LedgerClientError as exc:
@@ -190,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
             anchor_checkers=checkers,
             jobs=args.jobs,
             progress=progress,
+            kept=kept,
         )
     except LedgerClientError as exc:
         return _unreadable(args, f"{args.bundle} is not a readable riverseal source: {exc}")
@@ -200,7 +262,27 @@ def main(argv: list[str] | None = None) -> int:
         _print_json(report.to_json())
     else:
         print_report(report, str(args.bundle), sys.stdout)
-    return EXIT_OK if report.verified else EXIT_FAILED
+    return exit_status(report.level)
+
+
+def _kept(args: argparse.Namespace) -> list[KeptCheckpoint]:
+    """The checkpoints this source must extend: files kept, and earlier sources' newest."""
+    kept: list[KeptCheckpoint] = []
+    for path in args.since_checkpoint or ():
+        data = _read(path, "checkpoint file")
+        if len(data) > MAX_KEPT_NOTE_BYTES:
+            raise _Unreadable(f"checkpoint file {path} is larger than {MAX_KEPT_NOTE_BYTES} bytes")
+        try:
+            kept.append(KeptCheckpoint(data.decode("utf-8"), f"--since-checkpoint {path}"))
+        except UnicodeDecodeError as exc:
+            raise _Unreadable(f"checkpoint file {path} is not UTF-8 text") from exc
+    for source in args.previous or ():
+        try:
+            note = newest_checkpoint(source)
+        except (LedgerClientError, OSError) as exc:
+            raise _Unreadable(f"--previous {source} cannot be read: {exc}") from exc
+        kept.append(KeptCheckpoint(note, f"--previous {source}"))
+    return kept
 
 
 def _unreadable(args: argparse.Namespace, text: str) -> int:
@@ -208,7 +290,15 @@ def _unreadable(args: argparse.Namespace, text: str) -> int:
     print(f"{_PROG}: {message}", file=sys.stderr)
     if args.json:
         _print_json(
-            {"verified": False, "error": message, "entries": 0, "failure_count": 0, "failures": []}
+            {
+                "verified": False,
+                "level": "unreadable",
+                "verdict": "UNREADABLE",
+                "error": message,
+                "entries": 0,
+                "failure_count": 0,
+                "failures": [],
+            }
         )
     return EXIT_UNREADABLE
 
@@ -257,7 +347,9 @@ def print_report(report: Report, name: str, out: TextIO) -> None:
     w("\n")
     width = max(len(s.name) for s in report.steps)
     for s in report.steps:
-        mark = "✓" if s.ok else "✗"
+        mark = (
+            ("✓" if not s.skipped else "–") if s.ok else "✗"
+        )  # –: nothing failed, not all checked
         counts = f"{s.passed} passed"
         if s.failed:
             counts += f", {s.failed} failed"
@@ -268,20 +360,50 @@ def print_report(report: Report, name: str, out: TextIO) -> None:
         w("\n")
         for note in report.notes:
             w(f"note: {note}\n")
+    for text in report.linked:
+        w(f"linked: {text}\n")
+    for fork in report.forks:
+        w(f"\nFORK: {fork.reason}. Both checkpoints are validly signed:\n")
+        for size, source, note in (
+            (fork.size_a, fork.source_a, fork.note_a),
+            (fork.size_b, fork.source_b, fork.note_b),
+        ):
+            w(f"  checkpoint {size} ({source}):\n")
+            for line in note.rstrip("\n").split("\n"):
+                w(f"    {line}\n")
     if report.failures:
         w("\n")
         for f in report.failures[:MAX_PRINTED_FAILURES]:
-            w(f"  {f}\n")
+            w(f"  {f.described()}\n")
         more = report.failure_count - MAX_PRINTED_FAILURES
         if more > 0:
             w(f"  … and {more} more\n")
     w("\n")
-    if report.verified:
-        trust = "" if report.keys_trusted else " (keys NOT independently trusted)"
-        w(
-            f"VERIFIED: {report.entries} entries from device {report.device}, "
-            f"{report.first_time} to {report.last_time}{trust}\n"
+    w(verdict_line(report) + "\n")
+
+
+def verdict_line(report: Report) -> str:
+    """The last line of the human report: the level and what it means."""
+    level = report.level
+    span = (
+        f"{report.entries} entries from device {report.device}, "
+        f"{report.first_time} to {report.last_time}"
+    )
+    if level is Level.VERIFIED:
+        return f"VERIFIED: {span}"
+    if level is Level.AUTHENTIC_UNDATED:
+        return (
+            f"AUTHENTIC, NOT INDEPENDENTLY DATED: {span}; no anchor was checked against an "
+            "independent ledger, so when they were recorded rests on the box's clock "
+            "(give --tsa-roots or --rpc)"
         )
-    else:
-        n = report.failure_count
-        w(f"FAILED: {n} problem{'s' if n != 1 else ''}\n")
+    if level is Level.UNTRUSTED_KEY:
+        return (
+            f"UNTRUSTED KEY: {span}, consistent under the bundle's own keys, which are NOT "
+            "independently trusted (give --trust with the keys you hold for this box)"
+        )
+    n = report.failure_count
+    problems = f"{n} problem{'s' if n != 1 else ''}"
+    if level is Level.FORKED:
+        return f"FORKED HISTORY: {len(report.forks)} fork(s) proven; {problems}"
+    return f"FAILED: {problems}"

@@ -31,6 +31,7 @@ from .bundle import AnchorReceipt, Bundle, BundleEntry, DeviceKey
 from .bundle_v2 import strict_json_loads
 from .checkpoint import Checkpoint
 from .errors import LedgerClientError, MalformedBundle
+from .lineage import KeptCheckpoint
 from .merkle import HASH_SIZE
 from .note import Verifier, split_note
 from .trust import TrustedKey, TrustList
@@ -236,6 +237,7 @@ def verify_evidence(
     *,
     now: datetime,
     anchor_checkers: Sequence[AnchorChecker] = (),
+    kept: Sequence[KeptCheckpoint] = (),
 ) -> Report:
     """Check one entry's evidence with the checklist of ``verify_bundle``; pure.
 
@@ -261,7 +263,7 @@ def verify_evidence(
         exported="",
         exporter="",
     )
-    report = verify_bundle(bundle, trusted, now=now, anchor_checkers=anchor_checkers)
+    report = verify_bundle(bundle, trusted, now=now, anchor_checkers=anchor_checkers, kept=kept)
     # Neither step can find anything in one entry and one checkpoint that steps 4 and 5
     # have not (an index at or above the tree size fails inclusion); they are dropped.
     failures = tuple(f for f in report.failures if f.check not in NOT_APPLICABLE)
@@ -270,7 +272,7 @@ def verify_evidence(
     )
     return replace(
         report,
-        verified=not failures,
+        ok=not failures,
         failures=failures,
         failure_count=len(failures),  # one entry: never more than a report keeps
         steps=steps,

@@ -37,6 +37,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, NamedTuple, Protocol
 
 import nacl.signing
@@ -45,6 +46,7 @@ from .anchors import AnchorChecker
 from .bundle import AnchorReceipt, Bundle, ConsistencyProof, DeviceKey
 from .checkpoint import Checkpoint
 from .errors import LedgerClientError, MalformedProof, ProofError, RecordError
+from .lineage import KeptCheckpoint, Lineage, SignedCheckpoint
 from .merkle import HASH_SIZE, verify_consistency, verify_inclusion
 from .note import Verifier, open_note, split_note
 from .records import Entry, parse_entry, parse_time
@@ -64,6 +66,8 @@ __all__ = [
     "EntryObserver",
     "EntryOutcome",
     "Failure",
+    "Fork",
+    "Level",
     "RecordedBy",
     "Report",
     "SensorCounts",
@@ -231,11 +235,71 @@ class SensorCounts:
         return {"readings": self.readings, "gaps": self.gaps}
 
 
+class Level(StrEnum):
+    """The verdict: exactly what was proven (docs/bundle-format.md §9.1).
+
+    From the strongest claim down; a source gets the first level whose conditions hold,
+    read from the bottom: a proven fork, else any failure, else keys the regulator
+    did not supply, else no anchor checked independently, else VERIFIED.
+    """
+
+    VERIFIED = "verified"
+    """No failure; keys from the regulator's trust file; at least one anchor receipt
+    checked against an independent ledger (online, or a TSA token against roots)."""
+    AUTHENTIC_UNDATED = "authentic-undated"
+    """No failure and trusted keys, but no anchor checked independently: authentic and
+    complete as far as the box's own signatures go; when it was recorded rests on the
+    box's clock."""
+    UNTRUSTED_KEY = "untrusted-key"
+    """No failure, but the keys came from the bundle itself: anyone could have made it."""
+    FAILED = "failed"
+    """At least one failure."""
+    FORKED = "forked"
+    """Two validly signed checkpoints of this log cannot both be prefixes of one history:
+    proof that the box (or its key) signed two histories."""
+
+    @property
+    def headline(self) -> str:
+        return _HEADLINES[self]
+
+
+_HEADLINES = {
+    Level.VERIFIED: "VERIFIED",
+    Level.AUTHENTIC_UNDATED: "AUTHENTIC, NOT INDEPENDENTLY DATED",
+    Level.UNTRUSTED_KEY: "UNTRUSTED KEY",
+    Level.FAILED: "FAILED",
+    Level.FORKED: "FORKED HISTORY",
+}
+
+
+@dataclass(frozen=True)
+class Fork:
+    """Two signed checkpoints that cannot both be prefixes of one log, with the notes
+    themselves: each valid under the keys in force, so together they prove the box (or
+    whoever holds its key) signed two different histories."""
+
+    size_a: int
+    note_a: str
+    source_a: str
+    size_b: int
+    note_b: str
+    source_b: str
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "a": {"size": self.size_a, "source": self.source_a, "note": self.note_a},
+            "b": {"size": self.size_b, "source": self.source_b, "note": self.note_b},
+            "reason": self.reason,
+        }
+
+
 @dataclass(frozen=True)
 class Report:
-    """What ``verify_bundle`` found. ``verified`` is True exactly when there are no failures."""
+    """What the checklist found. ``ok``: no failure at all; ``level``: what was proven
+    (``verified`` only for Level.VERIFIED)."""
 
-    verified: bool
+    ok: bool
     entries: int
     failures: tuple[Failure, ...]
     steps: tuple[StepResult, ...]
@@ -257,10 +321,36 @@ class Report:
     recorded_by: tuple[RecordedBy, ...] = ()
     failure_count: int = -1
     """All failures found; ``failures`` lists at most MAX_KEPT_FAILURES of them."""
+    forks: tuple[Fork, ...] = ()
+    """Proven forks (each is also a failure)."""
+    linked: tuple[str, ...] = ()
+    """Earlier checkpoints (--since-checkpoint, --previous) this source was proven to
+    extend, described."""
 
     def __post_init__(self) -> None:
         if self.failure_count < 0:
             object.__setattr__(self, "failure_count", len(self.failures))
+
+    @property
+    def independently_dated(self) -> bool:
+        return any(a.verified for a in self.anchors)
+
+    @property
+    def level(self) -> Level:
+        if self.forks:
+            return Level.FORKED
+        if not self.ok:
+            return Level.FAILED
+        if not self.keys_trusted:
+            return Level.UNTRUSTED_KEY
+        if not self.independently_dated:
+            return Level.AUTHENTIC_UNDATED
+        return Level.VERIFIED
+
+    @property
+    def verified(self) -> bool:
+        """Everything proven: Level.VERIFIED."""
+        return self.level is Level.VERIFIED
 
     def step(self, name: str) -> StepResult:
         return self.steps[_STEP_NUMBER[name] - 1]
@@ -268,6 +358,8 @@ class Report:
     def to_json(self) -> dict[str, Any]:
         return {
             "verified": self.verified,
+            "level": self.level.value,
+            "verdict": self.level.headline,
             "entries": self.entries,
             "origin": self.origin,
             "device": self.device,
@@ -286,6 +378,8 @@ class Report:
             "recorded_by": [r.to_json() for r in self.recorded_by],
             "notes": list(self.notes),
             "checked_at": self.checked_at,
+            "linked": list(self.linked),
+            "forks": [f.to_json() for f in self.forks],
             "failure_count": self.failure_count,
             "failures": [f.to_json() for f in self.failures],
         }
@@ -384,6 +478,10 @@ class _Run:
     # step 5
     checkpoints: dict[int, _CheckpointInfo] = field(default_factory=dict)
     sizes: list[int] = field(default_factory=list)
+    same_size: list[tuple[tuple[int, int], tuple[int, int]]] = field(default_factory=list)
+    """Pairs of signed checkpoints ((position, size), (position, size)) of one size
+    with different roots."""
+    forks: list[Fork] = field(default_factory=list)
     entries: int = 0
 
     def fail(
@@ -719,7 +817,9 @@ def _about(rec: Mapping[str, Any] | None) -> tuple[str | None, str | None, str |
                 parts.append(" ".join(p for p in (q, val, u) if p is not None))
         what = "; ".join(p for p in parts if p) or None
     elif kind == "gap":
-        what = f"gap {_text(rec.get('from'))} to {_text(rec.get('to'))} ({_text(rec.get('reason'))})"
+        what = (
+            f"gap {_text(rec.get('from'))} to {_text(rec.get('to'))} ({_text(rec.get('reason'))})"
+        )
     elif kind == "event":
         what = f"event {_text(rec.get('event'))}"
     return (_text(rec.get("sensor")), _text(rec.get("time")), what)
@@ -757,16 +857,40 @@ class Checklist:
         now: datetime,
         subset: bool = False,
         observer: EntryObserver | None = None,
+        kept: Sequence[KeptCheckpoint] = (),
     ) -> None:
         """``subset``: the entries are some of a stretch of the log (chosen by sensor),
         so their indexes may skip; the tree proves nothing between them is missing.
         ``observer`` is shown every entry as it is checked, with its values (for the
-        CSV and HTML reports)."""
+        CSV and HTML reports). ``kept``: checkpoints from earlier bundles that this
+        source must extend (lineage.py)."""
         if now.tzinfo is None:
             raise ValueError("verification needs a timezone-aware now, e.g. datetime.now(UTC)")
         self.run = _Run(header, now)
         _step_keys(self.run, trusted)
         _step_checkpoints(self.run)  # numbered 5, but 4 needs its results
+        run = self.run
+        self._own = {
+            size: SignedCheckpoint(
+                info.checkpoint, header.checkpoints[info.position], "this source"
+            )
+            for size, info in run.checkpoints.items()
+            if info.trusted
+        }
+        self.lineage = Lineage(
+            kept,
+            origin=header.origin,
+            verifiers=[k.verifier for ks in run.keys.values() for k in ks],
+            fail=lambda reason, size: run.fail("consistency", reason, checkpoint=size),
+            fork=self._fork,
+        )
+        self.lineage.against_checkpoints(self._own)
+        for a, b in run.same_size:
+            self._fork(
+                self._own_at(a),
+                self._own_at(b),
+                f"two checkpoints of size {a[1]} with different roots",
+            )
         self._completeness = _Completeness(self.run, subset=subset)
         self._now_key = _standard_time(now)
         self._first: tuple[str, str] | None = None
@@ -776,6 +900,44 @@ class Checklist:
         self._future = 0
         self._unsynced = 0
         self.observer = observer
+
+    def _own_at(self, pos_size: tuple[int, int]) -> SignedCheckpoint:
+        pos = pos_size[0]
+        note = self.run.header.checkpoints[pos]
+        cp = Checkpoint.parse(split_note(note)[0])
+        return SignedCheckpoint(cp, note, f"this source, checkpoints[{pos}]")
+
+    def _fork(self, a: SignedCheckpoint, b: SignedCheckpoint, reason: str) -> None:
+        self.run.forks.append(
+            Fork(a.checkpoint.size, a.note, a.source, b.checkpoint.size, b.note, b.source, reason)
+        )
+        self.run.fail(
+            "consistency",
+            f"forked history: {reason} ({a.source}; {b.source}); both are validly signed",
+            checkpoint=b.checkpoint.size,
+        )
+
+    def signed(self, note: str, source: str) -> SignedCheckpoint | None:
+        """``note`` if it opens under the keys in force and has this origin, else None."""
+        try:
+            cp = Checkpoint.parse(split_note(note)[0])
+            open_note(note, [k.verifier for ks in self.run.keys.values() for k in ks])
+        except LedgerClientError:
+            return None
+        return SignedCheckpoint(cp, note, source) if cp.origin == self.run.header.origin else None
+
+    def fork(self, a: SignedCheckpoint, b: SignedCheckpoint, reason: str) -> None:
+        """Report two signed checkpoints that cannot be one history (also a failure)."""
+        self._fork(a, b, reason)
+
+    def wanted_roots(self) -> list[int]:
+        """Tree sizes whose roots a tree rebuilt from tiles should report (``tree_root``)."""
+        return self.lineage.wanted_sizes()
+
+    def tree_root(self, size: int, root: bytes) -> None:
+        """The root of the rebuilt tree at ``size`` (every checkpoint size, and the
+        sizes ``wanted_roots`` asked for)."""
+        self.lineage.tree_root(size, root)
 
     def context(self, *, proofs: bool = False) -> EntryContext:
         return self.run.entry_context(proofs=proofs, values=self.observer is not None)
@@ -844,6 +1006,7 @@ class Checklist:
         anchor_checkers: Sequence[AnchorChecker] = (),
         consistency: Sequence[ConsistencyProof] | None = None,
         tree_size: int | None = None,
+        tree_start: int = 0,
     ) -> Report:
         """Steps 6 (from ``consistency`` proofs, for v1), 7 and the rest of 8; the Report.
 
@@ -853,6 +1016,9 @@ class Checklist:
         run = self.run
         if consistency is not None:
             _step_consistency(run, consistency)
+        self.lineage.finish(
+            self._own, tree_span=None if tree_size is None else (tree_start, tree_size)
+        )
         anchors = _step_anchors(run, anchor_checkers)
         sensors, events = self._completeness.finish(tree_size)
         if self._future:
@@ -881,7 +1047,7 @@ class Checklist:
         )
         header = run.header
         return Report(
-            verified=run.failure_count == 0,
+            ok=run.failure_count == 0,
             entries=run.entries,
             failures=tuple(sorted(run.failures, key=lambda f: _STEP_NUMBER[f.check])),
             steps=steps,
@@ -902,6 +1068,8 @@ class Checklist:
             checked_at=run.now.isoformat(),
             recorded_by=_recorded_by(anchors, run.sizes),
             failure_count=run.failure_count,
+            forks=tuple(run.forks),
+            linked=tuple(self.lineage.linked),
         )
 
 
@@ -911,6 +1079,7 @@ def verify_bundle(
     *,
     now: datetime,
     anchor_checkers: Sequence[AnchorChecker] = (),
+    kept: Sequence[KeptCheckpoint] = (),
 ) -> Report:
     """Run the checklist over a version 1 ``bundle`` held in memory.
 
@@ -922,7 +1091,7 @@ def verify_bundle(
     non-local receipts against independent ledgers (the only IO, theirs).
     For files of any size and format, ``ledger_client.verify_stream.verify_source``.
     """
-    checklist = Checklist(bundle, trusted, now=now)
+    checklist = Checklist(bundle, trusted, now=now, kept=kept)
     checker = checklist.context(proofs=True).checker()
     checklist.add(
         checker.check(be.index, be.entry, be.checkpoint, be.inclusion) for be in bundle.entries
@@ -1034,6 +1203,9 @@ def _step_checkpoints(run: _Run) -> None:
         previous = cp.size if previous is None else max(previous, cp.size)
         if cp.size in run.checkpoints:
             ok = False  # the duplicate was named above; keep the first for what follows
+            first = run.checkpoints[cp.size]
+            if trusted and first.trusted and first.checkpoint.root != cp.root:
+                run.same_size.append(((first.position, cp.size), (pos, cp.size)))
         else:
             run.checkpoints[cp.size] = _CheckpointInfo(pos, cp, trusted)
         if ok:
@@ -1137,7 +1309,7 @@ def _step_anchors(run: _Run, checkers: Sequence[AnchorChecker]) -> list[AnchorRe
             continue
         checker = next((c for c in checkers if c.handles(anchor.backend)), None)
         if checker is None:
-            run.passed("anchors")
+            run.tally["anchors"].skipped += 1  # present, not checked: never "passed"
             results.append(
                 AnchorResult(anchor.checkpoint, anchor.backend, anchor.state, UNCHECKED_STATUS)
             )

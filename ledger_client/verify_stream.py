@@ -32,6 +32,7 @@ from .bundle_v2 import CHECKPOINT_NAME, MANIFEST_NAME, SELECTED_PREFIX, Manifest
 from .checkpoint import Checkpoint
 from .container import BLOCK, ContainerReader, is_container
 from .errors import LedgerClientError, MalformedBundle
+from .lineage import KeptCheckpoint
 from .merkle import HASH_SIZE
 from .note import Verifier, split_note
 from .tiles import (
@@ -374,7 +375,8 @@ class _Tree:
                     f"(leaves {start} to {size})",
                     checkpoint=s,
                 )
-        self.pending_sizes = sorted(self.roots)
+        wanted = {s for s in checklist.wanted_roots() if start < s <= size}
+        self.pending_sizes = sorted(set(self.roots) | wanted)
         # Carried hashes to compare with what the builder computes: (level, index) ->
         # (hashes, name), for the left context's tiles beyond their prefix.
         self.carried: dict[tuple[int, int], tuple[bytes, str]] = {}
@@ -414,7 +416,11 @@ class _Tree:
     def _check_roots(self, builder: TileBuilder) -> None:
         while self.pending_sizes and self.pending_sizes[0] == builder.size:
             s = self.pending_sizes.pop(0)
-            if builder.root() == self.roots[s]:
+            root = builder.root()
+            self.cl.tree_root(s, root)
+            if s not in self.roots:
+                continue  # a size a kept checkpoint asked about
+            if root == self.roots[s]:
                 self.cl.passed("consistency")
             else:
                 self.cl.fail(
@@ -491,6 +497,8 @@ class _Tree:
                 for ref, data in b.partials():
                     self._compare(ref.level, ref.index, ref.width, data)
         for s in self.pending_sizes:
+            if s not in self.roots:
+                continue
             why = self.broken or "the tree never reached it"
             self.cl.fail(
                 "consistency", f"checkpoint {s} could not be recomputed: {why}", checkpoint=s
@@ -618,6 +626,7 @@ class _How:
     jobs: int
     progress: Progress | None
     observer: EntryObserver | None = None
+    kept: Sequence[KeptCheckpoint] = ()
 
 
 def _open_manifest(files: _Files, where: str) -> Manifest:
@@ -635,7 +644,12 @@ def _verify_v2(
         manifest = _open_manifest(files, str(path))
         by_sensor = manifest.selection is not None and manifest.selection.sensors is not None
         checklist = Checklist(
-            manifest, how.trusted, now=how.now, subset=by_sensor, observer=how.observer
+            manifest,
+            how.trusted,
+            now=how.now,
+            subset=by_sensor,
+            observer=how.observer,
+            kept=how.kept,
         )
         size = _checkpoint_size(manifest.checkpoints[-1]) or 0
         cp_member = files.get(CHECKPOINT_NAME)
@@ -668,7 +682,9 @@ def _verify_v2(
                 jobs=how.jobs,
                 progress=how.progress,
             )
-        return checklist.finish(anchor_checkers=how.checkers, tree_size=size)
+        return checklist.finish(
+            anchor_checkers=how.checkers, tree_size=size, tree_start=manifest.start
+        )
 
 
 def _verify_mirror(
@@ -701,16 +717,25 @@ def _verify_mirror(
     sizes = set(by_size)
     anchors = tuple(a for a in manifest.anchors if a.checkpoint in sizes)
     checklist = Checklist(
-        _MirrorHeader(manifest, notes, anchors), how.trusted, now=how.now, observer=how.observer
+        _MirrorHeader(manifest, notes, anchors),
+        how.trusted,
+        now=how.now,
+        observer=how.observer,
+        kept=how.kept,
     )
     if clash is not None and clash != note and _root_of(clash) != _root_of(note):
-        checklist.fail(
-            "consistency",
-            f"the mirror's checkpoint file and its manifest hold two different roots for "
-            f"size {size}: a forked history; checkpoint file {_one_line(note)}; "
-            f"manifest {_one_line(clash)}",
-            checkpoint=size,
-        )
+        a = checklist.signed(clash, f"{where}/{MANIFEST_NAME}")
+        b = checklist.signed(note, f"{where}/{CHECKPOINT_NAME}")
+        if a is not None and b is not None:
+            checklist.fork(a, b, f"two checkpoints of size {size} with different roots")
+        else:
+            checklist.fail(
+                "consistency",
+                f"the mirror's checkpoint file and its manifest hold two different roots for "
+                f"size {size}; checkpoint file {_one_line(note)}; "
+                f"manifest {_one_line(clash)}",
+                checkpoint=size,
+            )
     if newest > size:
         checklist.fail(
             "checkpoint",
@@ -775,7 +800,7 @@ def _verify_v1(
     how: _How,
 ) -> Report:
     header, entries, total = _open_v1(path)
-    checklist = Checklist(header, how.trusted, now=how.now, observer=how.observer)
+    checklist = Checklist(header, how.trusted, now=how.now, observer=how.observer, kept=how.kept)
     pool = _Pool(checklist.context(proofs=True), how.jobs)
     try:
         done_count = 0
@@ -815,6 +840,7 @@ def verify_source(
     jobs: int | None = None,
     progress: Progress | None = None,
     observer: EntryObserver | None = None,
+    kept: Sequence[KeptCheckpoint] = (),
 ) -> Report:
     """Verify a bundle (v1 or v2), a mirror (directory or URL) or one reading's evidence.
 
@@ -831,6 +857,7 @@ def verify_source(
         default_jobs() if jobs is None else max(1, jobs),
         progress,
         observer,
+        tuple(kept),
     )
     kind = detect(source)
     if kind == "url":
@@ -848,6 +875,48 @@ def verify_source(
         from .evidence import parse_evidence, verify_evidence
 
         return verify_evidence(
-            parse_evidence(path.read_bytes()), trusted, now=now, anchor_checkers=anchor_checkers
+            parse_evidence(path.read_bytes()),
+            trusted,
+            now=now,
+            anchor_checkers=anchor_checkers,
+            kept=kept,
         )
     return _verify_v1(path, how)
+
+
+def newest_checkpoint(source: str | os.PathLike[str]) -> str:
+    """The newest signed checkpoint note a source carries (for ``--previous``), unverified:
+    the checklist checks it against the keys in force. Raises MalformedBundle when the
+    source cannot be read or carries none."""
+    kind = detect(source)
+    notes: list[str]
+    if kind == "url":
+        files = _UrlFiles(os.fspath(source))
+        try:
+            notes = list(_open_manifest(files, os.fspath(source)).checkpoints)
+            extra = files.get(CHECKPOINT_NAME)
+        finally:
+            files.close()
+        notes += [] if extra is None else [extra.decode("utf-8", "replace")]
+    else:
+        path = Path(os.fspath(source))
+        if kind == "mirror":
+            dir_files = _DirFiles(path)
+            notes = list(_open_manifest(dir_files, str(path)).checkpoints)
+            extra = dir_files.get(CHECKPOINT_NAME)
+            notes += [] if extra is None else [extra.decode("utf-8", "replace")]
+        elif kind == "v2":
+            with ContainerReader(path) as members:
+                notes = list(_open_manifest(members, str(path)).checkpoints)
+        elif kind == "evidence":
+            from .evidence import parse_evidence
+
+            notes = [parse_evidence(path.read_bytes()).checkpoint]
+        else:
+            header, _, _ = _open_v1(path)
+            notes = list(header.checkpoints)
+    sized = [(_checkpoint_size(n), n) for n in notes]
+    readable = [(size, n) for size, n in sized if size is not None]
+    if not readable:
+        raise MalformedBundle(f"{os.fspath(source)} carries no readable checkpoint")
+    return max(readable, key=lambda x: x[0])[1]

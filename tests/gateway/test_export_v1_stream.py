@@ -291,7 +291,7 @@ async def test_the_streamed_bundles_verify(logs: dict[str, Path], tmp_path: Path
     assert len(whole.anchors) == 3
     for b in (whole, part):
         report = verify_bundle(b, trust, now=NOW)
-        assert report.verified, report.failures
+        assert report.ok, report.failures
 
 
 async def test_empty_windows_are_refused_alike(logs: dict[str, Path], tmp_path: Path) -> None:
@@ -489,5 +489,5 @@ def test_cli_v1_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     b = Bundle.loads(out.read_bytes())
     assert [e.index for e in b.entries] == list(range(345))
     trust = parse_trust((box / "trust.txt").read_text())
-    assert verify_bundle(b, trust, now=datetime.now(UTC) + timedelta(minutes=5)).verified
+    assert verify_bundle(b, trust, now=datetime.now(UTC) + timedelta(minutes=5)).ok
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.json", "box"]

@@ -191,7 +191,7 @@ def entry_leaves(read: Read) -> list[bytes]:
 def assert_verifies(path: Path, entries: int) -> None:
     """The v2 verifier (ledger-verify's) agrees, under the device key as the trust list."""
     report = verify_source(path, [device_key().signer.verifier()], now=NOW, jobs=1)
-    assert report.verified, report.failures[:5]
+    assert report.ok, report.failures[:5]
     assert report.entries == entries
 
 
@@ -516,7 +516,7 @@ async def test_evidence_uses_the_first_anchored_checkpoint(
         again = parse_evidence(e.dumps())
         assert again == e
         report = verify_evidence(again, trusted, now=NOW)
-        assert report.verified, report.failures
+        assert report.ok, report.failures
         assert report.step("anchors").passed == len(e.anchors)
     altered = replace(ev, entry=ev.entry.replace(b'"v":', b'"v":1', 1))
     report = verify_evidence(altered, trusted, now=NOW)
@@ -571,7 +571,7 @@ def test_cli_export_formats_and_proofs(tmp_path: Path, capsys: pytest.CaptureFix
     assert out.startswith(f"wrote {proof}: evidence for entry 123")
     ev = parse_evidence(proof.read_bytes())
     assert ev.index == 123 and ev.tree.size == 200
-    assert verify_evidence(ev, [key.signer.verifier()], now=NOW).verified
+    assert verify_evidence(ev, [key.signer.verifier()], now=NOW).ok
     assert ledger_verify([str(proof), "--trust", trust]) == 0
 
     rc, out, _ = run(str(proof), "--proof-sensor", "do-1", "--proof-time", "2026-01-01T00:02:00Z")

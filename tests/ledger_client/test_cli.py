@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -26,11 +27,12 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str
     return rc, out, err
 
 
-def test_a_good_bundle_exits_0(
+def test_a_good_bundle_without_trust_is_untrusted_key_exit_4(
     bundle: Bundle, write_bundle: Write, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """No trust file: nothing is wrong, but the keys prove nothing (exit 4, never 0)."""
     rc, out, err = run(capsys, write_bundle(bundle))
-    assert rc == 0, out
+    assert rc == 4, out
     assert err == ""
     lines = out.splitlines()
     for number, name in enumerate(
@@ -47,9 +49,10 @@ def test_a_good_bundle_exits_0(
         start=1,
     ):
         assert any(line.startswith(f" {number} ✓ {name}") for line in lines), name
-    assert lines[-1] == (
-        "VERIFIED: 62 entries from device rs-0a1b2c, 2026-03-01T00:00:20.000000Z to "
-        "2026-03-01T00:20:40.000000Z (keys NOT independently trusted)"
+    assert lines[-1].startswith(
+        "UNTRUSTED KEY: 62 entries from device rs-0a1b2c, 2026-03-01T00:00:20.000000Z to "
+        "2026-03-01T00:20:40.000000Z, consistent under the bundle's own keys, which are NOT "
+        "independently trusted"
     )
     assert "local, not independent" in out
 
@@ -58,9 +61,10 @@ def test_json_verdict(
     bundle: Bundle, write_bundle: Write, capsys: pytest.CaptureFixture[str]
 ) -> None:
     rc, out, _ = run(capsys, write_bundle(bundle), "--json")
-    assert rc == 0
+    assert rc == 4
     doc = json.loads(out)
-    assert doc["verified"] is True
+    assert doc["verified"] is False
+    assert doc["level"] == "untrusted-key" and doc["verdict"] == "UNTRUSTED KEY"
     assert doc["entries"] == 62
     assert doc["failures"] == []
     assert doc["keys_trusted"] is False
@@ -79,11 +83,14 @@ def test_trust_file(
     trust = tmp_path / "trust.txt"
     trust.write_text(f"# our station\nkey {maker.signer.verifier().to_vkey()}\n")
     rc, out, _ = run(capsys, write_bundle(bundle), "--trust", trust)
-    assert rc == 0
+    assert rc == 3  # trusted, but only a local anchor: not independently dated
+    assert out.splitlines()[-1].startswith("AUTHENTIC, NOT INDEPENDENTLY DATED: 62 entries")
     assert "from your trust file" in out
     assert "NOT independently trusted" not in out
     rc, out, _ = run(capsys, write_bundle(bundle), "--trust", trust, "--json")
-    assert json.loads(out)["keys_trusted"] is True
+    doc = json.loads(out)
+    assert doc["keys_trusted"] is True and doc["level"] == "authentic-undated"
+    assert doc["verified"] is False
 
 
 def test_a_wrong_trust_key_exits_1(
@@ -161,7 +168,7 @@ def test_tampering_exits_1_and_names_entry_17(
     path = write_bundle(_tampered(bundle, edit))
     rc, out, _ = run(capsys, path)
     assert rc == 1
-    assert f"entry 17: {check}: " in out
+    assert re.search(rf"^  entry 17( \([^)]*\))?: {check}: ", out, re.M), out
     assert out.splitlines()[-1].startswith("FAILED: ")
     rc, out, _ = run(capsys, path, "--json")
     assert rc == 1
@@ -276,8 +283,8 @@ def test_runs_as_a_module(bundle: Bundle, write_bundle: Write, how: list[str]) -
     done = subprocess.run(
         [sys.executable, *how, str(path), "--json"], capture_output=True, text=True, check=False
     )
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["verified"] is True
+    assert done.returncode == 4, done.stderr
+    assert json.loads(done.stdout)["level"] == "untrusted-key"
     done = subprocess.run(
         [sys.executable, *how, str(path) + ".missing"], capture_output=True, text=True, check=False
     )
@@ -293,8 +300,8 @@ def test_output_survives_a_non_utf8_terminal(bundle: Bundle, write_bundle: Write
         check=False,
         env={"PYTHONIOENCODING": "ascii", "PATH": ""},
     )
-    assert done.returncode == 0, done.stderr
-    assert b"VERIFIED" in done.stdout
+    assert done.returncode == 4, done.stderr
+    assert b"UNTRUSTED KEY" in done.stdout
 
 
 def test_a_gnu_tar_is_refused_as_not_posix_ustar(

@@ -54,20 +54,20 @@ def _run(args: list[str], *, tty: bool) -> tuple[int, str, str]:
 def test_progress_appears_on_a_terminal_and_is_cleared(tmp_path: Path) -> None:
     bundle = _bundle(tmp_path)
     rc, out, err = _run([str(bundle), "--jobs", "1"], tty=True)
-    assert rc == 0, out + err
+    assert rc == 4, out + err  # no --trust: UNTRUSTED KEY
     assert "600 / 600 entries" in err
     assert "/s" in err and "ETA 0:00" in err
     assert err.endswith("\r" + " " * 64 + "\r")  # the line is wiped before the report
-    assert "VERIFIED: 600 entries" in out
+    assert "UNTRUSTED KEY: 600 entries" in out
 
 
 def test_no_progress_with_json_or_without_a_terminal(tmp_path: Path) -> None:
     bundle = _bundle(tmp_path)
     rc, out, err = _run([str(bundle), "--json"], tty=True)
-    assert rc == 0
+    assert rc == 4
     assert err == ""
     assert out.lstrip().startswith("{")
     rc, out, err = _run([str(bundle)], tty=False)
-    assert rc == 0
+    assert rc == 4
     assert err == ""
-    assert "VERIFIED" in out
+    assert "UNTRUSTED KEY" in out

@@ -70,7 +70,7 @@ def test_round_trip_is_byte_exact_tlog_proof(ev: Evidence) -> None:
 
 def test_evidence_verifies_with_eight_steps(ev: Evidence, maker: BundleMaker) -> None:
     report = check(ev, maker)
-    assert report.verified, report.failures
+    assert report.ok, report.failures
     assert [s.name for s in report.steps] == list(STEPS)
     passed = {s.name: s.passed for s in report.steps}
     assert passed == {
@@ -97,14 +97,14 @@ def test_without_a_trust_list_the_keys_in_the_evidence_are_used_and_said_so(
     ev: Evidence, maker: BundleMaker
 ) -> None:
     report = check(ev, maker, trust=False)
-    assert report.verified
+    assert report.ok
     assert not report.keys_trusted
     assert any("NOT independently trusted" in n for n in report.notes)
 
 
 def test_the_first_and_last_entries_verify(bundle: Bundle, maker: BundleMaker) -> None:
     for index in (0, 19, 20, 61):
-        assert check(evidence_for(bundle, index), maker).verified, index
+        assert check(evidence_for(bundle, index), maker).ok, index
 
 
 def failures(report: Report) -> set[tuple[str, int | None]]:
@@ -114,7 +114,7 @@ def failures(report: Report) -> set[tuple[str, int | None]]:
 def test_an_altered_entry_fails_naming_it(ev: Evidence, maker: BundleMaker) -> None:
     entry = ev.entry.replace(b'"seq":', b'"seq":1', 1)
     report = check(dataclasses.replace(ev, entry=entry), maker)
-    assert not report.verified
+    assert not report.ok
     assert ("signature", 50) in failures(report)
     assert ("inclusion", 50) in failures(report)
     assert any("does not lead to the root of checkpoint 62" in f.reason for f in report.failures)
@@ -145,7 +145,7 @@ def test_a_checkpoint_from_another_key_fails(
     body = Checkpoint.parse(split_note(ev.checkpoint)[0])
     forged = sign_checkpoint(body, other)
     report = check(dataclasses.replace(ev, checkpoint=forged), maker)
-    assert not report.verified
+    assert not report.ok
     checks = {f.check for f in report.failures}
     assert "checkpoint" in checks
     assert ("inclusion", 50) in failures(report)
@@ -166,7 +166,7 @@ def test_an_index_off_by_one_fails(ev: Evidence, maker: BundleMaker) -> None:
 
 def test_an_index_beyond_the_checkpoint_fails(ev: Evidence, maker: BundleMaker) -> None:
     report = check(dataclasses.replace(ev, index=62), maker)
-    assert not report.verified
+    assert not report.ok
     assert report.failure_count == len(report.failures) > 0
     assert ("inclusion", 62) in failures(report)
     assert report.step("completeness").failed == 0  # it does not apply; inclusion said it
@@ -185,7 +185,7 @@ def test_anchor_of_another_checkpoint_or_digest_fails(ev: Evidence, maker: Bundl
 
 def test_no_anchor_verifies_with_a_note(ev: Evidence, maker: BundleMaker) -> None:
     report = check(dataclasses.replace(ev, anchors=()), maker)
-    assert report.verified
+    assert report.ok
     assert any("no anchor receipt" in n for n in report.notes)
 
 
@@ -287,5 +287,5 @@ def test_the_extra_line_is_not_trusted_for_the_verdict(ev: Evidence, maker: Bund
     stranger = Signer.from_seed("someone/else", OTHER_SEED)
     swapped = dataclasses.replace(ev, keys=(DeviceKey(stranger.verifier().to_vkey()),))
     report = check(swapped, maker)
-    assert report.verified
+    assert report.ok
     assert report.ignored_keys == (stranger.key_id.hex(),)

@@ -51,7 +51,7 @@ def checks(report: Report) -> set[str]:
 def test_the_fixture_bundle_verifies(bundle: Bundle) -> None:
     report = verify_bundle(bundle, now=NOW)
     assert report.failures == ()
-    assert report.verified
+    assert report.ok
     assert report.entries == 62
     assert [s.name for s in report.steps] == list(STEPS)
     assert [s.number for s in report.steps] == list(range(1, 9))
@@ -76,7 +76,8 @@ def test_the_fixture_bundle_verifies(bundle: Bundle) -> None:
     assert [a.status for a in report.anchors] == [LOCAL_STATUS]
     assert not report.keys_trusted
     assert any("NOT independently trusted" in n for n in report.notes)
-    assert json.loads(json.dumps(report.to_json()))["verified"] is True
+    doc = json.loads(json.dumps(report.to_json()))
+    assert doc["verified"] is False and doc["level"] == "untrusted-key"
 
 
 def test_trusted_keys_are_reported_as_trusted(bundle: Bundle, maker: BundleMaker) -> None:
@@ -86,7 +87,7 @@ def test_trusted_keys_are_reported_as_trusted(bundle: Bundle, maker: BundleMaker
         TrustList((TrustedKey(maker.signer.verifier()),)),
     ):
         report = verify_bundle(bundle, trusted, now=NOW)
-        assert report.verified, report.failures
+        assert report.ok, report.failures
         assert report.keys_trusted
         assert report.keys == (maker.signer.key_id.hex(),)
         assert report.ignored_keys == ()
@@ -95,14 +96,14 @@ def test_trusted_keys_are_reported_as_trusted(bundle: Bundle, maker: BundleMaker
 def test_the_bundle_survives_its_json_round_trip(bundle: Bundle) -> None:
     again = Bundle.loads(bundle.dumps())
     assert again == bundle
-    assert verify_bundle(again, now=NOW).verified
+    assert verify_bundle(again, now=NOW).ok
 
 
 def test_a_range_from_the_middle_of_the_log_verifies(maker: BundleMaker) -> None:
     # As the gateway exports: the checkpoint just before the range comes along.
     b = maker.build(maker.standard_records(), [10, 30, 50, 72], first=10)
     report = verify_bundle(b, now=NOW)
-    assert report.verified, [str(f) for f in report.failures]
+    assert report.ok, [str(f) for f in report.failures]
     assert (report.first_index, report.last_index) == (10, 71)
     assert report.checkpoints == (10, 30, 50, 72)
 
@@ -126,7 +127,7 @@ def test_a_changed_value_fails_at_that_entry(bundle: Bundle) -> None:
     old = rec["rec"]["values"][0]["v"]
     doc["entries"][17]["entry"] = text.replace(f'"v":{old}', f'"v":{old + 1}')
     report = verify_doc(doc)
-    assert not report.verified
+    assert not report.ok
     assert named(report) == {17}
     assert {"signature", "inclusion"} <= checks(report)
 
@@ -135,7 +136,7 @@ def test_a_deleted_entry_is_named(bundle: Bundle) -> None:
     doc = bundle.to_json()
     del doc["entries"][17]
     report = verify_doc(doc)
-    assert not report.verified
+    assert not report.ok
     assert 17 in named(report, "completeness")
     assert any(
         str(f) == "entry 17: completeness: missing (indexes jump from 16 to 18)"
@@ -159,7 +160,7 @@ def test_swapped_entries_are_named(bundle: Bundle) -> None:
     doc = bundle.to_json()
     doc["entries"][17], doc["entries"][18] = doc["entries"][18], doc["entries"][17]
     report = verify_doc(doc)
-    assert not report.verified
+    assert not report.ok
     assert any(
         str(f) == "entry 17: completeness: out of order (listed after entry 18)"
         for f in report.failures
@@ -171,7 +172,7 @@ def test_swapped_entry_texts_are_named(bundle: Bundle) -> None:
     a, b = doc["entries"][17], doc["entries"][18]
     a["entry"], b["entry"] = b["entry"], a["entry"]
     report = verify_doc(doc)
-    assert not report.verified
+    assert not report.ok
     assert named(report, "record") == {17, 18}
     assert named(report, "inclusion") == {17, 18}
 
@@ -183,7 +184,7 @@ def test_a_signature_from_another_key_fails(bundle: Bundle, maker: BundleMaker) 
     forged = make_entry(rec, other.signing_key).decode()  # same record, "key" still names ours
     doc["entries"][30]["entry"] = forged
     report = verify_doc(doc)
-    assert not report.verified
+    assert not report.ok
     assert named(report, "signature") == {30}
     key = maker.signer.key_id.hex()
     assert any(
@@ -211,7 +212,7 @@ def test_a_changed_checkpoint_root_names_it_and_its_entries(bundle: Bundle) -> N
     flipped[0] ^= 0x80
     doc["checkpoints"][1] = "\n".join([origin, size, base64.b64encode(flipped).decode(), rest])
     report = verify_doc(doc)
-    assert not report.verified
+    assert not report.ok
     assert any(f.checkpoint == 45 and f.check == "checkpoint" for f in report.failures)
     # Every entry proven against checkpoint 45 (indexes 20-44) is named.
     assert named(report, "inclusion") == set(range(20, 45))
@@ -222,7 +223,7 @@ def test_a_truncated_inclusion_proof_fails(bundle: Bundle) -> None:
     doc = bundle.to_json()
     doc["entries"][5]["inclusion"] = doc["entries"][5]["inclusion"][:-1]
     report = verify_doc(doc)
-    assert not report.verified
+    assert not report.ok
     assert named(report) == {5}
     assert checks(report) == {"inclusion"}
 
@@ -294,7 +295,7 @@ def test_a_forked_log_fails_consistency(maker: BundleMaker) -> None:
     doc["checkpoints"][2] = b.to_json()["checkpoints"][2]
     doc["consistency"][1] = b.to_json()["consistency"][1]
     report = verify_doc(doc)
-    assert not report.verified
+    assert not report.ok
     assert "consistency" in checks(report)
     assert named(report, "inclusion") == set(range(45, 62))
 
@@ -335,7 +336,7 @@ def test_unreadable_checkpoint_notes_fail(bundle: Bundle) -> None:
 def test_a_wrong_trusted_key_fails_everything(bundle: Bundle) -> None:
     other = Signer.from_seed(ORIGIN, OTHER_SEED).verifier()
     report = verify_bundle(bundle, [other], now=NOW)
-    assert not report.verified
+    assert not report.ok
     assert report.keys_trusted
     assert named(report, "signature") == set(range(62))
     assert report.ignored_keys != ()
@@ -344,7 +345,7 @@ def test_a_wrong_trusted_key_fails_everything(bundle: Bundle) -> None:
 
 def test_an_empty_trust_list_trusts_nothing(bundle: Bundle) -> None:
     report = verify_bundle(bundle, [], now=NOW)
-    assert not report.verified
+    assert not report.ok
     assert "keys" in checks(report)
 
 
@@ -392,7 +393,7 @@ def test_key_rotation_with_windows(maker: BundleMaker) -> None:
         TrustedKey(second.verifier(), switch, None),
     ]
     report = verify_bundle(rebuilt, trust, now=NOW)
-    assert report.verified, [str(f) for f in report.failures]
+    assert report.ok, [str(f) for f in report.failures]
     late = [
         TrustedKey(maker.signer.verifier()),
         TrustedKey(second.verifier(), switch.replace(minute=11)),
@@ -415,7 +416,7 @@ def test_non_local_anchors_are_present_but_unchecked(bundle: Bundle) -> None:
     ]:
         b = _with_anchor(bundle, AnchorReceipt(62, backend, digest, "final", receipt))
         report = verify_bundle(b, now=NOW)
-        assert report.verified
+        assert report.ok
         assert [a.status for a in report.anchors] == [UNCHECKED_STATUS]
 
 
@@ -455,7 +456,7 @@ def test_a_seq_hole_without_a_gap_record_names_the_sensor(maker: BundleMaker) ->
     recs.append(maker.reading("ph-1"))
     b = maker.build(recs, [20, 45, 63])
     report = verify_bundle(b, now=NOW)
-    assert not report.verified
+    assert not report.ok
     assert [str(f) for f in report.failures] == [
         "entry 62: completeness: sensor ph-1: seq 20–21 missing "
         "(seq jumps from 19 at entry 59 to 22)"
@@ -477,7 +478,7 @@ def test_a_src_seq_jump_covered_by_a_gap_passes(maker: BundleMaker) -> None:
     recs.append(maker.gap("temp-1", "crc error", (src + 1, src + 3)))
     recs.append(maker.reading("temp-1", skip_src=3))
     report = verify_bundle(maker.build(recs, [64]), now=NOW)
-    assert report.verified, [str(f) for f in report.failures]
+    assert report.ok, [str(f) for f in report.failures]
 
 
 def test_a_src_seq_jump_partly_covered_fails(maker: BundleMaker) -> None:
@@ -505,7 +506,7 @@ def test_a_src_seq_restart_is_allowed(maker: BundleMaker) -> None:
     recs = maker.standard_records()
     maker.src_seq["ph-1"] = 0  # the probe rebooted and counts from 1 again
     recs.append(maker.reading("ph-1"))
-    assert verify_bundle(maker.build(recs, [63]), now=NOW).verified
+    assert verify_bundle(maker.build(recs, [63]), now=NOW).ok
 
 
 def test_entries_beyond_the_largest_checkpoint_fail(bundle: Bundle) -> None:
@@ -522,7 +523,7 @@ def test_an_empty_bundle_does_not_verify(bundle: Bundle) -> None:
     doc = bundle.to_json()
     doc["entries"] = []
     report = verify_doc(doc)
-    assert not report.verified
+    assert not report.ok
     assert checks(report) == {"completeness"}
 
 
@@ -558,7 +559,7 @@ def test_notes_on_clock_and_time(maker: BundleMaker) -> None:
     from datetime import UTC, datetime
 
     report = verify_bundle(b, now=datetime(2026, 3, 1, 0, 10, tzinfo=UTC))
-    assert report.verified
+    assert report.ok
     assert any("not synced" in n for n in report.notes)
     assert any("dated after the verification time" in n for n in report.notes)
 
@@ -575,7 +576,7 @@ def test_verify_writes_nothing(bundle: Bundle, tmp_path: Path, monkeypatch: Any)
         raise AssertionError("verify_bundle did IO")
 
     monkeypatch.setattr("builtins.open", no_io)
-    assert verify_bundle(bundle, now=NOW).verified
+    assert verify_bundle(bundle, now=NOW).ok
 
 
 def test_verify_is_deterministic(bundle: Bundle) -> None:

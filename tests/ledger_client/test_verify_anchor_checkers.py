@@ -57,7 +57,7 @@ def t(hour: int) -> datetime:
 
 def test_without_a_checker_receipts_are_unchecked_never_verified() -> None:
     report = verify_bundle(_anchored([4, 8, 12]), now=NOW)
-    assert report.verified
+    assert report.ok
     assert {a.status for a in report.anchors} == {UNCHECKED_STATUS}
     assert report.recorded_by == ()
     assert any("no anchor was checked" in n for n in report.notes)
@@ -66,7 +66,7 @@ def test_without_a_checker_receipts_are_unchecked_never_verified() -> None:
 def test_confirmed_anchors_bound_the_entries_they_cover() -> None:
     ledger = Ledger({4: t(10), 8: t(9), 12: t(11)})
     report = verify_bundle(_anchored([4, 8, 12]), now=NOW, anchor_checkers=[ledger])
-    assert report.verified, report.failures
+    assert report.ok, report.failures
     assert sorted(ledger.asked) == [4, 8, 12]
     assert all(a.status == VERIFIED_STATUS for a in report.anchors)
     # Entries 0-7 are covered by checkpoint 8 (09:00), earlier than checkpoint 4's 10:00.
@@ -86,7 +86,7 @@ def test_a_contradicting_or_unreachable_ledger_fails_the_anchor_step() -> None:
         }
     )
     report = verify_bundle(_anchored([4, 8, 12]), now=NOW, anchor_checkers=[ledger])
-    assert not report.verified
+    assert not report.ok
     failed = {f.checkpoint: f.reason for f in report.failures if f.check == "anchors"}
     assert "calldata" in failed[8] and "refused" in failed[12]
     assert set(failed) == {8, 12}
@@ -97,5 +97,5 @@ def test_a_contradicting_or_unreachable_ledger_fails_the_anchor_step() -> None:
 def test_a_checker_time_without_a_zone_is_not_a_verdict() -> None:
     ledger = Ledger({4: datetime(2026, 5, 1, 10), 8: t(9), 12: t(11)})
     report = verify_bundle(_anchored([4, 8, 12]), now=NOW, anchor_checkers=[ledger])
-    assert not report.verified
+    assert not report.ok
     assert [f.checkpoint for f in report.failures] == [4]

@@ -37,6 +37,7 @@ import base64
 import dataclasses
 import itertools
 import json
+import re
 import shutil
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -293,7 +294,7 @@ def test_the_whole_log_bundle_verifies(tmp_path: Path, good: Members, jobs: int)
     ]
     report = check(tmp_path, good, jobs=jobs)
     assert report.failures == ()
-    assert report.verified
+    assert report.ok
     assert report.entries == 602
     assert [s.name for s in report.steps] == list(STEPS)
     assert all(s.ok and s.failed == 0 for s in report.steps)
@@ -325,7 +326,7 @@ def test_trusted_keys_are_reported_as_trusted(tmp_path: Path, good: Members) -> 
         TrustList((TrustedKey(SIGNER.verifier()),)),
     ):
         report = verify(path, trusted)
-        assert report.verified, texts(report)
+        assert report.ok, texts(report)
         assert report.keys_trusted
         assert report.keys == (KEY,)
         assert report.ignored_keys == ()
@@ -349,7 +350,7 @@ def test_a_range_from_the_middle_of_the_log_verifies(
         "tile/entries/002.p/90",
     ]
     report = check(tmp_path, ranged, jobs=jobs)
-    assert report.verified, texts(report)
+    assert report.ok, texts(report)
     assert (report.first_index, report.last_index) == (256, 601)
     assert report.entries == 346
     assert report.checkpoints == (256, 450, 602)
@@ -367,7 +368,7 @@ def test_a_bundle_by_sensor_verifies(tmp_path: Path, by_sensor: Members, jobs: i
         "riverseal/selected/002",
     ]
     report = check(tmp_path, by_sensor, jobs=jobs)
-    assert report.verified, texts(report)
+    assert report.ok, texts(report)
     assert report.entries == 200
     assert set(report.sensors) == {"ph-1"}
     assert report.step("inclusion").passed == 200
@@ -382,7 +383,7 @@ def test_a_changed_value_fails_at_that_entry(tmp_path: Path, log: Log, jobs: int
     entries = list(log.entries)
     entries[17] = value_changed(entries[17])
     report = check(tmp_path, build(entries, tree=log.entries), jobs=jobs)
-    assert not report.verified
+    assert not report.ok
     assert named(report) == {17}
     assert named(report, "signature") == {17}
     # The changed leaf changes the root of every checkpoint above it.
@@ -406,7 +407,7 @@ def test_an_entry_removed_from_its_entry_bundle_is_named(
     entries = entry_bundle(good, name, 256)
     del entries[17]
     report = check(tmp_path, replaced(good, name, encode_entry_bundle(entries)), jobs=jobs)
-    assert not report.verified
+    assert not report.ok
     assert "entry 0: inclusion: tile/entries/000: entry bundle holds 255 entries, not 256" in (
         texts(report)
     )
@@ -421,7 +422,7 @@ def test_an_entry_deleted_and_the_rest_moved_up_is_named(tmp_path: Path, log: Lo
     # says another index, and every checkpoint's root changes.
     entries = [*log.entries[:17], *log.entries[18:], log.entries[-1]]
     report = check(tmp_path, build(entries, tree=log.entries))
-    assert not report.verified
+    assert not report.ok
     assert named(report, "record") == set(range(17, 601))
     assert "entry 17: record: the record says index 18" in texts(report)
     assert cps(report, "consistency") == {200, 450, 602}
@@ -451,7 +452,7 @@ def test_an_entry_bundle_removed_from_the_middle_is_named(
     tmp_path: Path, good: Members, jobs: int
 ) -> None:
     report = check(tmp_path, without(good, "tile/entries/001"), jobs=jobs)
-    assert not report.verified
+    assert not report.ok
     assert "entry 256: inclusion: entry bundle tile/entries/001 is missing" in texts(report)
     assert (
         "entry 256: completeness: missing, and so are 257–511 (indexes jump from 255 to 512)"
@@ -465,7 +466,7 @@ def test_swapped_entry_texts_are_named(tmp_path: Path, log: Log, jobs: int) -> N
     entries = list(log.entries)
     entries[17], entries[18] = entries[18], entries[17]
     report = check(tmp_path, build(entries, tree=log.entries), jobs=jobs)
-    assert not report.verified
+    assert not report.ok
     assert named(report, "record") == {17, 18}
     assert cps(report, "consistency") == {200, 450, 602}
 
@@ -517,7 +518,7 @@ def test_a_changed_checkpoint_root_names_it(
     # (with_manifest keeps the checkpoint member equal to the newest note)
     members = with_manifest(good, dataclasses.replace(manifest, checkpoints=tuple(notes)))
     report = check(tmp_path, members, jobs=jobs)
-    assert not report.verified
+    assert not report.ok
     assert cps(report, "checkpoint") == {size}  # its signature no longer verifies
     assert cps(report, "consistency") == {size}  # and the tree has another root there
     # The anchor commits to the real checkpoint 602's body.
@@ -530,7 +531,7 @@ def test_a_checkpoint_left_out_is_no_failure(tmp_path: Path, good: Members) -> N
     notes = (manifest.checkpoints[0], manifest.checkpoints[2])
     members = with_manifest(good, dataclasses.replace(manifest, checkpoints=notes))
     report = check(tmp_path, members)
-    assert report.verified, texts(report)
+    assert report.ok, texts(report)
     assert report.checkpoints == (200, 602)
 
 
@@ -560,7 +561,7 @@ def test_a_forked_log_fails_consistency(tmp_path: Path, log: Log, jobs: int) -> 
     notes = (*manifest.checkpoints[:2], fork_602)
     members = with_manifest(members, dataclasses.replace(manifest, checkpoints=notes))
     report = check(tmp_path, members, jobs=jobs)
-    assert not report.verified
+    assert not report.ok
     assert [str(f) for f in report.failures] == [
         "checkpoint 602: consistency: the root of the tree's first 602 entries is not the "
         "root checkpoint 602 signs (an entry or tile before it was changed, removed or "
@@ -610,7 +611,7 @@ def test_a_checkpoint_by_another_key_is_untrusted(
     notes[position] = sign_checkpoint(Checkpoint.parse(body), OTHER)
     members = with_manifest(good, dataclasses.replace(manifest, checkpoints=tuple(notes)))
     report = check(tmp_path, members)
-    assert not report.verified
+    assert not report.ok
     assert cps(report, "checkpoint") == {size}
     assert checks(report) == {"checkpoint"}
 
@@ -635,7 +636,7 @@ def test_unreadable_checkpoint_notes_fail(tmp_path: Path, good: Members) -> None
 @JOBS
 def test_a_wrong_trusted_key_fails_everything(tmp_path: Path, good: Members, jobs: int) -> None:
     report = check(tmp_path, good, [OTHER.verifier()], jobs=jobs)
-    assert not report.verified
+    assert not report.ok
     assert report.keys_trusted
     assert named(report, "signature") == set(range(602))
     assert cps(report, "checkpoint") == set(SIZES)
@@ -645,7 +646,7 @@ def test_a_wrong_trusted_key_fails_everything(tmp_path: Path, good: Members, job
 
 def test_an_empty_trust_list_trusts_nothing(tmp_path: Path, good: Members) -> None:
     report = check(tmp_path, good, [])
-    assert not report.verified
+    assert not report.ok
     assert "keys" in checks(report)
 
 
@@ -685,7 +686,7 @@ def test_key_rotation_with_windows(tmp_path: Path, jobs: int) -> None:
     ]
     path = write(tmp_path, build(entries))
     report = verify(path, trust, jobs=jobs)
-    assert report.verified, texts(report)
+    assert report.ok, texts(report)
     late = [
         TrustedKey(SIGNER.verifier()),
         TrustedKey(OTHER.verifier(), switch.replace(second=switch.second + 30)),
@@ -697,7 +698,7 @@ def test_key_rotation_with_windows(tmp_path: Path, jobs: int) -> None:
         DeviceKey(OTHER.verifier().to_vkey(), recs[300]["time"], None),
     )
     report = check(tmp_path, edit_manifest(build(entries), keys=keys), jobs=jobs)
-    assert report.verified, texts(report)
+    assert report.ok, texts(report)
 
 
 def test_colliding_key_ids_need_one_key_that_both_signs_and_covers(
@@ -724,14 +725,14 @@ def test_non_local_anchors_are_present_but_unchecked(tmp_path: Path, good: Membe
     for backend, receipt in receipts:
         anchor = AnchorReceipt(602, backend, digest, "final", receipt)
         report = check(tmp_path, edit_manifest(good, anchors=(anchor,)))
-        assert report.verified, texts(report)
+        assert report.ok, texts(report)
         assert [a.status for a in report.anchors] == [UNCHECKED_STATUS]
 
 
 def test_anchors_of_older_checkpoints_verify(tmp_path: Path, good: Members) -> None:
     anchors = tuple(local_anchor(n) for n in manifest_of(good).checkpoints)
     report = check(tmp_path, edit_manifest(good, anchors=anchors))
-    assert report.verified, texts(report)
+    assert report.ok, texts(report)
     assert [(a.checkpoint, a.status) for a in report.anchors] == [
         (200, LOCAL_STATUS),
         (450, LOCAL_STATUS),
@@ -811,7 +812,7 @@ def test_a_src_seq_jump_covered_by_a_gap_passes(tmp_path: Path, maker: BundleMak
     recs.append(maker.gap("temp-1", "crc error", (src + 1, src + 3)))
     recs.append(maker.reading("temp-1", skip_src=3))
     report = verify_records(tmp_path, maker, recs)
-    assert report.verified, texts(report)
+    assert report.ok, texts(report)
     assert report.sensors["temp-1"].gaps == 1
 
 
@@ -841,7 +842,7 @@ def test_a_src_seq_restart_is_allowed(tmp_path: Path, maker: BundleMaker) -> Non
     recs = small_log(maker)
     maker.src_seq["ph-1"] = 0  # the probe rebooted and counts from 1 again
     recs.append(maker.reading("ph-1"))
-    assert verify_records(tmp_path, maker, recs).verified
+    assert verify_records(tmp_path, maker, recs).ok
 
 
 def test_a_seq_hole_in_a_bundle_by_sensor_is_named(tmp_path: Path, by_sensor: Members) -> None:
@@ -876,7 +877,7 @@ def test_an_empty_bundle_does_not_verify(tmp_path: Path, log: Log) -> None:
     members = build(log.entries, sensors=["cond-1"])
     assert not any(n.startswith("riverseal/selected/") for n, _ in members)
     report = check(tmp_path, members)
-    assert not report.verified
+    assert not report.ok
     assert checks(report) == {"completeness"}
     assert report.entries == 0
     assert report.step("consistency").passed == 3
@@ -905,7 +906,7 @@ def test_notes_on_clock_and_time(tmp_path: Path, maker: BundleMaker) -> None:
     recs[5]["clock"] = "unsynced"
     path = write(tmp_path, build(sign_all(maker, recs), (302,)))
     report = verify_source(path, now=datetime(2026, 3, 1, 0, 10, tzinfo=UTC), jobs=1)
-    assert report.verified
+    assert report.ok
     assert any("not synced" in n for n in report.notes)
     assert any("dated after the verification time" in n for n in report.notes)
 
@@ -913,7 +914,7 @@ def test_notes_on_clock_and_time(tmp_path: Path, maker: BundleMaker) -> None:
 @pytest.mark.parametrize("sensor", SENSORS)
 def test_each_sensor_is_counted(tmp_path: Path, log: Log, sensor: str) -> None:
     report = check(tmp_path, build(log.entries, sensors=[sensor]))
-    assert report.verified, texts(report)
+    assert report.ok, texts(report)
     assert set(report.sensors) == {sensor}
     assert report.sensors[sensor].readings == 200
 
@@ -928,7 +929,7 @@ def test_a_left_context_hash_altered_breaks_every_root(
     # Hash 0 of tile/1/000.p/2 is the subtree of leaves 0–255, left of the range.
     name = "tile/1/000.p/2"
     report = check(tmp_path, replaced(ranged, name, flip(member(ranged, name), 0)), jobs=jobs)
-    assert not report.verified
+    assert not report.ok
     assert cps(report, "consistency") == {256, 450, 602}
     assert checks(report) == {"consistency"}
 
@@ -996,7 +997,7 @@ def test_a_selected_entry_changed_fails_its_tile(tmp_path: Path, by_sensor: Memb
     pos, entry = chosen[7]
     chosen[7] = (pos, value_changed(entry))
     report = check(tmp_path, replaced(by_sensor, name, encode_selected(chosen)))
-    assert not report.verified
+    assert not report.ok
     assert named(report) == {pos}
     assert f"entry {pos}: inclusion: its leaf hash is not hash {pos} of tile/0/000" in (
         texts(report)
@@ -1017,7 +1018,7 @@ def test_an_entry_bundle_cut_short_fails(tmp_path: Path, good: Members, jobs: in
     name = "tile/entries/001"
     data = member(good, name)
     report = check(tmp_path, replaced(good, name, data[:-10]), jobs=jobs)
-    assert not report.verified
+    assert not report.ok
     assert named(report, "inclusion") == {256}
     assert any(
         f.entry == 256 and f.reason.startswith("tile/entries/001: entry bundle: entry 255 claims")
@@ -1103,7 +1104,7 @@ def test_level0_tiles_beside_entry_bundles_are_allowed_and_checked(
     extra = [(n, d) for n, d in tile0 if n.startswith("tile/0/")]
     assert [n for n, _ in extra] == ["tile/0/000", "tile/0/001", "tile/0/002.p/90"]
     report = check(tmp_path, [*good, *extra])
-    assert report.verified, texts(report)
+    assert report.ok, texts(report)
     extra[1] = (extra[1][0], flip(extra[1][1], 9))
     report = check(tmp_path, [*good, *extra])
     assert texts(report) == [
@@ -1125,7 +1126,7 @@ def test_the_checkpoint_member_must_be_the_newest_checkpoint(tmp_path: Path, goo
 
 def test_a_start_off_a_tile_boundary_fails(tmp_path: Path, ranged: Members) -> None:
     report = check(tmp_path, edit_manifest(ranged, start=300))
-    assert not report.verified
+    assert not report.ok
     assert any(f.check == "inclusion" and "start 300" in f.reason for f in report.failures)
 
 
@@ -1224,7 +1225,7 @@ def test_an_unreadable_container_is_refused(
 def test_a_raw_container_with_unique_names_is_read(tmp_path: Path, good: Members) -> None:
     # The hand-made header writer used above agrees with the reader on good input.
     report = verify(write_raw_container(tmp_path / "raw.rsb", good))
-    assert report.verified, texts(report)
+    assert report.ok, texts(report)
 
 
 def test_the_cli_reports_a_tampered_bundle_with_exit_1(
@@ -1235,9 +1236,9 @@ def test_the_cli_reports_a_tampered_bundle_with_exit_1(
     path = write(tmp_path, build(entries, tree=log.entries))
     assert ledger_verify([str(path), "--jobs", "1"]) == 1
     out = capsys.readouterr().out
-    assert "entry 17: signature:" in out
+    assert re.search(r"entry 17 \(.*\): signature:", out), out
     assert "FAILED" in out
-    assert ledger_verify([str(write(tmp_path, build(log.entries))), "--jobs", "1"]) == 0
+    assert ledger_verify([str(write(tmp_path, build(log.entries))), "--jobs", "1"]) == 4
 
 
 # --- mirrors -------------------------------------------------------------------------------
@@ -1265,7 +1266,7 @@ def mirror(tmp_path: Path, log: Log) -> Path:
 @JOBS
 def test_a_mirror_verifies(mirror: Path, jobs: int) -> None:
     report = verify(mirror, jobs=jobs)
-    assert report.verified, texts(report)
+    assert report.ok, texts(report)
     assert report.entries == 602
     assert report.checkpoints == SIZES
     assert [a.status for a in report.anchors] == [LOCAL_STATUS]
@@ -1308,14 +1309,14 @@ def test_a_mirror_level0_tile_missing_fails(mirror: Path) -> None:
     (mirror / "tile/0/001").unlink()
     report = verify(mirror)
     assert "entry 256: inclusion: tile tile/0/001 is missing" in texts(report)
-    assert not report.verified
+    assert not report.ok
 
 
 def test_a_mirror_missing_a_whole_tile_is_named(mirror: Path) -> None:
     (mirror / "tile/entries/001").unlink()
     (mirror / "tile/0/001").unlink()
     report = verify(mirror)
-    assert not report.verified
+    assert not report.ok
     assert any(f.entry == 256 and "missing" in f.reason for f in report.failures)
     assert cps(report, "consistency") == {450, 602}
 
@@ -1328,7 +1329,7 @@ def test_a_mirror_entry_bundle_missing_fails(mirror: Path, gone: str, first: int
     # Its level-0 tile is there, so the tree goes on; the entries are not checked.
     (mirror / gone).unlink()
     report = verify(mirror)
-    assert not report.verified
+    assert not report.ok
     assert texts(report)[0] == f"entry {first}: inclusion: entry bundle {gone} is missing"
     assert report.entries == 602 - (90 if first == 512 else 256)
     assert report.step("consistency").passed == 3
@@ -1355,7 +1356,7 @@ def test_an_older_partial_tile_beside_its_full_successor(
     (mirror / "tile/0/000.p/100").write_bytes(older)
     report = verify(mirror)
     if agree:
-        assert report.verified, texts(report)
+        assert report.ok, texts(report)
     else:
         assert texts(report) == [
             "inclusion: an older partial tile disagrees with its full successor: "
@@ -1374,7 +1375,7 @@ def test_an_older_partial_entry_bundle_beside_its_full_successor(
     (mirror / "tile/entries/000.p/100").write_bytes(encode_entry_bundle(entries))
     report = verify(mirror)
     if agree:
-        assert report.verified, texts(report)
+        assert report.ok, texts(report)
     else:
         assert texts(report) == [
             "entry 0: inclusion: an older partial entry bundle tile/entries/000.p/100 "
@@ -1394,7 +1395,7 @@ def test_an_older_partial_beside_a_newer_partial_is_checked(
         older = encode_entry_bundle(entries)
     (mirror / f"{kind}/002.p/40").write_bytes(older)
     report = verify(mirror)
-    assert not report.verified
+    assert not report.ok
     assert any("older partial" in f.reason for f in report.failures)
 
 
@@ -1417,7 +1418,7 @@ def test_a_mirror_rolled_back_to_an_older_publication_verifies_to_its_size(
     (root / MANIFEST).write_bytes(stale.dumps())
     (root / CHECKPOINT).write_text(stale.checkpoints[-1])
     report = verify(root)
-    assert report.verified, texts(report)
+    assert report.ok, texts(report)
     assert report.checkpoints == (200, 450)
     assert report.entries == 450
     assert (report.first_index, report.last_index) == (0, 449)
@@ -1431,7 +1432,7 @@ def test_a_mirror_checkpoint_file_older_than_its_manifest_fails(mirror: Path, lo
     # the whole tree up to the manifest's newest checkpoint.
     (mirror / CHECKPOINT).write_text(notes_for(SIGNER, ORIGIN, log.entries, [450])[0])
     report = verify(mirror)
-    assert not report.verified
+    assert not report.ok
     assert cps(report) == {450}
     assert checks(report) == {"checkpoint"}
     assert "older than checkpoint 602" in report.failures[0].reason
@@ -1447,7 +1448,7 @@ def test_a_manifest_lagging_its_checkpoint_file_verifies_to_the_file(
     (mirror / MANIFEST).write_bytes(stale.dumps())
     (mirror / CHECKPOINT).write_text(notes_for(SIGNER, ORIGIN, log.entries, [512])[0])
     report = verify(mirror)
-    assert report.verified, texts(report)
+    assert report.ok, texts(report)
     assert report.checkpoints == (200, 450, 512)
     assert report.entries == 512
 
@@ -1459,7 +1460,7 @@ def test_a_mirror_rolled_back_without_its_older_tiles_fails(mirror: Path, log: L
     (mirror / MANIFEST).write_bytes(stale.dumps())
     (mirror / CHECKPOINT).write_text(stale.checkpoints[-1])
     report = verify(mirror)
-    assert not report.verified
+    assert not report.ok
     found = texts(report)
     assert "entry 256: inclusion: tile tile/0/001.p/194 is missing" in found
     assert any("entry bundle tile/entries/001.p/194" in t for t in found)
@@ -1471,7 +1472,7 @@ def test_a_mirror_with_a_forked_checkpoint_fails(mirror: Path, log: Log, jobs: i
     fork_602 = notes_for(SIGNER, ORIGIN, forked_log(), [602])[0]
     (mirror / CHECKPOINT).write_text(fork_602)
     report = verify(mirror, jobs=jobs)
-    assert not report.verified
+    assert not report.ok
     assert cps(report) == {602}
     assert checks(report) == {"consistency"}
     assert any("forked history" in f.reason for f in report.failures)
@@ -1492,7 +1493,7 @@ def test_a_mirror_forked_against_its_manifest_fails(tmp_path: Path, log: Log) ->
     (root / MANIFEST).write_bytes(real.dumps())
     assert (root / CHECKPOINT).read_text() != real.checkpoints[-1]
     report = verify(root)
-    assert not report.verified
+    assert not report.ok
     assert any("forked history" in f.reason for f in report.failures)
     assert cps(report, "consistency") == {602}
 
@@ -1549,7 +1550,7 @@ def test_a_big_mirror_verifies_with_agreeing_older_partials(
         b"".join(leaf_hash(e) for e in big_log[255 * 256 : 255 * 256 + 7])
     )
     report = verify(big_copy, jobs=2)
-    assert report.verified, texts(report)
+    assert report.ok, texts(report)
     assert report.entries == BIG
     assert report.checkpoints == (65_536, BIG)
 
@@ -1589,7 +1590,7 @@ def test_a_full_left_context_tile_verifies_and_is_checked(
     name = "tile/1/000"
     assert [n for n, _ in big_ranged][2] == name
     report = check(tmp_path, big_ranged)
-    assert report.verified, texts(report)
+    assert report.ok, texts(report)
     assert report.entries == BIG - 65_280
     # Hash 255 (leaves 65,280–65,535) is the bundle's to prove; hash 3 lies left of it.
     report = check(tmp_path, replaced(big_ranged, name, flip(member(big_ranged, name), 255)))
@@ -1623,7 +1624,7 @@ def test_jobs_give_identical_reports(tmp_path: Path, log: Log, good: Members) ->
     flip_file(root / "tile/0/001", 7)
     flip_file(root / "tile/1/000.p/2", 0)
     one, two = verify(root, jobs=1), verify(root, jobs=2)
-    assert not one.verified
+    assert not one.ok
     assert comparable(one) == comparable(two)
 
 
@@ -1644,7 +1645,7 @@ def test_progress_counts_up_to_the_total(
     else:
         path = write(tmp_path, {"whole": good, "ranged": ranged, "by sensor": by_sensor}[kind])
     report = verify(path, jobs=jobs, progress=lambda done, total: calls.append((done, total)))
-    assert report.verified
+    assert report.ok
     total = 602 - 256 if kind == "ranged" else 602
     assert calls, "progress was never called"
     assert {t for _, t in calls} == {total}
