@@ -371,6 +371,38 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reset_history(args: argparse.Namespace) -> int:
+    from .history import reset_history
+    from .keys import load_device_key
+
+    cfg = load_config(args.config)
+    live = _live_status(cfg.data_dir / "status.json")
+    if live is not None:
+        raise GatewayError(
+            f"the gateway is running (pid {live.get('pid')}): stop it first; "
+            "reset-history works on a log nobody is writing"
+        )
+    key = load_device_key(cfg.key_file)
+    done = asyncio.run(reset_history(cfg, key, args.reason))
+    for src, dst in done.moved:
+        print(f"moved aside: {src} -> {dst} (kept, not deleted)")
+    prev = done.previous
+    if prev is None:
+        print("no earlier history was found to supersede")
+    else:
+        print(f"superseded: checkpoint {prev['size']} (root {prev['root']}) per {prev['source']}")
+    print(
+        f"new log:     {cfg.db_path}, entry 0 the signed history-reset event "
+        f"(reason: {args.reason!r}), checkpoint {done.checkpoint.size} signed"
+    )
+    print(f"high-water:  {done.high_water}")
+    print(
+        "Regulators will see the reset in every bundle of this log: its entry 0 is the signed "
+        "history-reset event, and no checkpoint of the old history extends to it."
+    )
+    return 0
+
+
 def cmd_probe(args: argparse.Namespace) -> int:
     from .tools import print_probe, probe
 
@@ -477,6 +509,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="an HTTP header for every request, e.g. 'Authorization: Bearer ...' (repeat)",
     )
     s.set_defaults(func=cmd_publish)
+
+    s = sub.add_parser(
+        "reset-history",
+        help="deliberately start a new log under this key (the old database is kept aside); "
+        "only when `gateway run` refuses a log that does not extend the key's history",
+    )
+    s.add_argument("--config", type=Path, default=Path("gateway.toml"))
+    s.add_argument(
+        "--reason", required=True, help="why, in words a regulator will read (signed into the log)"
+    )
+    s.set_defaults(func=cmd_reset_history)
 
     s = sub.add_parser(
         "probe", help="one reading from one configured sensor, with the raw exchange"

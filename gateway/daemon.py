@@ -9,6 +9,16 @@ final checkpoint and anchors it.
 Beside them, the silence watcher writes signed gap records for configured
 sensors that stop reporting (gateway/silence.py), whatever their driver, and
 every reading value is quality-controlled before it is signed (gateway/qc.py).
+
+The log bounds its own downtime (docs/bundle-format.md §4.2, §4.2.2): a
+clean shutdown ends with a ``stop`` event; each ``boot`` event declares the
+watched sensors and their expectations and says how the run before it ended
+(``previous``: a ``stop`` last means clean, anything else a crash, a kill or
+a power cut); right after it, a ``gateway-down`` gap per watched sensor
+covers the time from its last covered instant to the boot, and a ``config``
+event lists the sensors added, removed or changed since the last
+declaration. Before anything is written, the log is checked against the
+history this key has already signed (gateway/history.py).
 ``status.json`` shows, per sensor, its last reading, counts, refusals by reason,
 the silence it is in and its QC flags, and per source its restarts.
 """
@@ -34,23 +44,31 @@ from .anchoring.backend import AnchorBackend
 from .anchoring.registry import build_backends
 from .backoff import Backoff
 from .config import GatewayConfig
-from .errors import GatewayError
+from .errors import GatewayError, StoreError
+from .history import HighWater, check_history, high_water_path
 from .ingest import Ingest
 from .keys import DeviceKey, load_device_key
 from .log import Log
 from .qc import QC_TESTS, QcEngine
 from .silence import Expectation, SilenceTracker, expectation
-from .sources.base import Event, Source
+from .sources.base import Event, Gap, Source
 from .sources.registry import build_sources
-from .store import Store
+from .store import CheckpointRow, Store
 
-__all__ = ["Gateway"]
+__all__ = ["BOOT_META", "GATEWAY_DOWN", "Gateway", "declared_sensors"]
 
 log = logging.getLogger(__name__)
 
 VERSION = "0.1.0"
 _RESTART_CAP_S = 60.0
 _SILENCE_POLL_MAX_S = 30.0  # wake at least this often, in case the wall clock steps
+
+GATEWAY_DOWN = "gateway-down"
+"""The reason of the gaps that cover the time the gateway was not running."""
+BOOT_META = "last_boot"
+"""Meta key: ``{"index": i, "before": j}``, set just before each boot event is written at
+index i, j being the index of the boot before it (or null). It spares the boot a walk
+back through a year of readings to find the previous declaration of the sensors."""
 
 
 @dataclass
@@ -83,6 +101,95 @@ def sensor_expectations(config: GatewayConfig) -> dict[str, Expectation]:
     return out
 
 
+def declared_sensors(config: GatewayConfig) -> dict[str, dict[str, float]]:
+    """What a ``boot`` event declares: per watched sensor, its interval and expectation."""
+    intervals = {s.id: s.interval_s for s in config.sensors}
+    return {
+        sensor: {
+            "interval_s": intervals[sensor],
+            "allowance_s": e.allowance_ns / 1e9,
+            "repeat_s": e.repeat_ns / 1e9,
+        }
+        for sensor, e in sorted(sensor_expectations(config).items())
+    }
+
+
+@dataclass(frozen=True)
+class BootPlan:
+    """What the daemon writes as it starts, worked out from the log before anything is."""
+
+    previous: dict[str, Any] | None
+    """The boot event's ``previous``: the last entry before it and how that run ended."""
+    last_boot: int | None
+    """The index of the latest earlier boot event, if the log has one."""
+    sensors: dict[str, dict[str, float]]
+    """The boot event's ``sensors``."""
+    config: dict[str, Any] | None
+    """The detail of the ``config`` event to write after it, if the sensors changed."""
+    gaps: list[Gap]
+    """The ``gateway-down`` gaps to write after it."""
+
+
+async def _last_boot(store: Store, size: int) -> tuple[int, dict[str, Any]] | None:
+    """The latest boot event of the log (since its start or history reset)."""
+    text = await store.get_meta(BOOT_META)
+    hint: Any = None
+    if text is not None:
+        with contextlib.suppress(ValueError):
+            hint = json.loads(text)
+    if isinstance(hint, dict):
+        index, before = hint.get("index"), hint.get("before")
+        if isinstance(index, int) and index >= size:
+            # That start wrote nothing (stopped before its boot event was committed).
+            index = before
+            if index is None:
+                return None
+        if isinstance(index, int) and 0 <= index < size:
+            rec = await store.record(index)
+            if rec is not None and rec.get("kind") == "event" and rec.get("event") == "boot":
+                return index, rec
+    # No hint (a log written before there was one), or it does not hold: look.
+    found = await store.last_event(("boot", "history-reset"))
+    if found is None or found[1].get("event") != "boot":
+        return None
+    return found
+
+
+async def plan_boot(store: Store, config: GatewayConfig, boot_ns: int) -> BootPlan:
+    """The boot event's ``sensors`` and ``previous``, and what follows it."""
+    size = await store.size()
+    previous = None
+    if size > 0:
+        last = await store.record(size - 1)
+        if last is None:
+            raise StoreError(f"log database {store.path}: entry {size - 1} is missing")
+        clean = last.get("kind") == "event" and last.get("event") == "stop"
+        previous = {
+            "index": size - 1,
+            "time": last.get("time"),
+            "stop": "clean" if clean else "unclean",
+        }
+    sensors = declared_sensors(config)
+    boot = await _last_boot(store, size)
+    change = None
+    if boot is not None:
+        detail = boot[1].get("detail")
+        before = detail.get("sensors") if isinstance(detail, dict) else None
+        if not isinstance(before, dict):
+            before = {}  # a boot event of a gateway that did not declare its sensors
+        added = sorted(sensors.keys() - before.keys())
+        removed = sorted(before.keys() - sensors.keys())
+        changed = sorted(s for s in sensors.keys() & before.keys() if before[s] != sensors[s])
+        if added or removed or changed:
+            change = {"added": added, "removed": removed, "changed": changed, "sensors": sensors}
+    gaps = []
+    for sensor in sensors:
+        covered = await store.covered_until(sensor)
+        if covered is not None and boot_ns > covered:
+            gaps.append(Gap(sensor, GATEWAY_DOWN, covered, boot_ns))
+    return BootPlan(previous, None if boot is None else boot[0], sensors, change, gaps)
+
+
 class Gateway:
     def __init__(
         self,
@@ -113,21 +220,61 @@ class Gateway:
             list(self._sources) if self._sources is not None else build_sources(cfg, key.device_id)
         )
         async with Store(cfg.db_path) as store:
+            # Before anything is written: does this log extend what the key already signed?
+            await check_history(store, cfg, key)
             log_ = Log(store, key, qc=QcEngine(cfg.qc))
             await log_.open()
             self.anchorer = anchorer = Anchorer(
                 store, backends, retry_max_seconds=cfg.anchor.retry_max_seconds
             )
+            high_water = HighWater(high_water_path(cfg.key_file), key.origin)
             boot_ns = time.time_ns()
-            # Silence is counted from this start: the boot event covers the downtime before it.
+            plan = await plan_boot(store, cfg, boot_ns)
+            # Silence is counted from this start; the gateway-down gaps cover the time before it.
             self.silence = silence = SilenceTracker(sensor_expectations(cfg), boot_ns)
+
+            def checkpoint_signed(cp: CheckpointRow) -> None:
+                anchorer.notify(cp)
+                high_water.checkpoint_signed(cp)
+
             self.ingest = ingest = Ingest(
-                log_, cfg.log, on_checkpoint=anchorer.notify, silence=silence
+                log_, cfg.log, on_checkpoint=checkpoint_signed, silence=silence
+            )
+            boot = {
+                **self._boot_detail(),
+                "sensors": plan.sensors,
+                "previous": plan.previous,
+            }
+            await store.set_meta(
+                BOOT_META, json.dumps({"index": log_.size, "before": plan.last_boot})
             )
             try:
                 async with asyncio.TaskGroup() as tg:
                     writer = tg.create_task(ingest.run(), name="gateway.ingest")
-                    await ingest.submit_event(Event("boot", boot_ns, self._boot_detail()))
+                    # Queued together, in this order: usually one transaction.
+                    await asyncio.gather(
+                        ingest.submit_event(Event("boot", boot_ns, boot)),
+                        *(ingest.submit_gap(g) for g in plan.gaps),
+                        *(
+                            [ingest.submit_event(Event("config", time.time_ns(), plan.config))]
+                            if plan.config is not None
+                            else []
+                        ),
+                    )
+                    for gap in plan.gaps:
+                        log.info(
+                            "sensor %s: gap while the gateway was down, since %s",
+                            gap.sensor,
+                            format_time(gap.from_ns),
+                        )
+                    if plan.config is not None:
+                        log.warning(
+                            "sensors changed since the last start: added %s, removed %s, "
+                            "changed %s",
+                            plan.config["added"],
+                            plan.config["removed"],
+                            plan.config["changed"],
+                        )
                     anchoring = tg.create_task(anchorer.run(), name="gateway.anchor")
                     status = tg.create_task(self._write_status(), name="gateway.status")
                     watcher = tg.create_task(
@@ -151,8 +298,15 @@ class Gateway:
                     for t in [*feeds, watcher]:
                         t.cancel()
                     await asyncio.gather(*feeds, watcher, return_exceptions=True)
+                    try:
+                        # The last entry of a clean run: the next boot's "previous" says so.
+                        await ingest.submit_event(Event("stop", time.time_ns(), {"cause": "clean"}))
+                    except GatewayError as exc:
+                        log.error("the stop event could not be logged: %s", exc)
                     await ingest.close()
                     await writer
+                    if log_.last_checkpoint is not None:
+                        high_water.write(log_.last_checkpoint)
                     anchoring.cancel()
                     await asyncio.gather(anchoring, return_exceptions=True)
                     await anchorer.step()  # anchor the final checkpoint before leaving
@@ -225,16 +379,17 @@ class Gateway:
     async def _watch_silence(self, silence: SilenceTracker, ingest: Ingest) -> None:
         """Write the gap records of silent sensors as they fall due."""
         while True:
-            gaps = silence.poll(time.time_ns())
-            if gaps:
-                for gap in gaps:
-                    log.warning(
-                        "sensor %s: silent since %s (%s)",
-                        gap.sensor,
-                        format_time(gap.from_ns),
-                        gap.reason,
-                    )
-                await asyncio.gather(*(ingest.submit_gap(g) for g in gaps))
+            for gap in silence.poll(time.time_ns()):
+                log.warning(
+                    "sensor %s: silent since %s (%s)",
+                    gap.sensor,
+                    format_time(gap.from_ns),
+                    gap.reason,
+                )
+                # Queued now, before any reading that arrives after this poll (as the gap
+                # that closes a silence is): a reading must never be logged ahead of the
+                # gap that covers the silence before it (docs/bundle-format.md §4.2.2).
+                ingest._enqueue_detached(gap)
             due = silence.next_due_ns()
             delay = _SILENCE_POLL_MAX_S if due is None else (due - time.time_ns()) / 1e9
             await asyncio.sleep(min(max(delay, 0.001), _SILENCE_POLL_MAX_S))

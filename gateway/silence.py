@@ -22,7 +22,8 @@ Rules, per configured sensor (times are the gateway's, in ns):
   its last reading (``timeout``, ``crc``, ``garbage``...), else ``silent``.
 - Across a restart: the tracker starts at the gateway's start, so a sensor
   silent since before the restart gets a gap from the start; the time the
-  gateway itself was down is covered by the ``boot`` event, not by gaps.
+  gateway itself was down is covered by the daemon's ``gateway-down`` gaps,
+  which end exactly there (gateway/daemon.py).
 
 A reading counts when it reaches the gateway (``Sink.submit``), before its
 commit, so a gap is never written past a reading already on its way to the

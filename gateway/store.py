@@ -25,18 +25,22 @@ import asyncio
 import bisect
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import aiosqlite
 
-from ledger_client.merkle import EMPTY_ROOT, Node
+from ledger_client.errors import LedgerClientError
+from ledger_client.merkle import EMPTY_ROOT, Frontier, Node
+from ledger_client.records import parse_time
 from ledger_client.tiles import TILE_HEIGHT, TILE_WIDTH, TileBuilder, encode_entry_bundle
 
 from .errors import StoreError
@@ -459,6 +463,83 @@ class Store:
             return None
         return int(row[0]), int(row[1])
 
+    # --- what earlier runs left: downtime and history (gateway/daemon.py, history.py) ---
+
+    async def record(self, index: int) -> dict[str, Any] | None:
+        """The record of entry ``index`` (its ``rec``), None if the log has no such entry."""
+        async with _mapped("reading an entry"):
+            cur = await self.db.execute("SELECT data FROM entries WHERE idx = ?", (index,))
+            row = await cur.fetchone()
+        return None if row is None else _rec(row[0])
+
+    async def covered_until(self, sensor: str) -> int | None:
+        """The last instant ``sensor``'s records cover (ns): the latest reading ``time`` or
+        gap ``to``, exactly as written (microseconds).
+
+        None if the sensor has no record. Walks the sensor's records newest
+        first on the (sensor, seq) index and stops at the first whose own
+        time is before the best instant found: a record never covers an
+        instant after its own time (a reading's instant is its time, a gap
+        is written once its span has ended), so nothing older can be later.
+        Usually two or three rows, however long the log.
+        """
+        best: int | None = None
+        async with (
+            _mapped("reading a sensor's last records"),
+            self.db.execute(
+                "SELECT kind, time_ns, data FROM entries WHERE sensor = ? ORDER BY seq DESC",
+                (sensor,),
+            ) as cur,
+        ):
+            async for kind, time_ns, data in cur:
+                if best is not None and int(time_ns) < best:
+                    break
+                rec = _rec(data)
+                instant = rec.get("time") if kind == "reading" else rec.get("to")
+                if kind not in ("reading", "gap") or not isinstance(instant, str):
+                    continue
+                ns = _time_ns(instant)
+                if best is None or ns > best:
+                    best = ns
+        return best
+
+    async def last_event(
+        self, names: Iterable[str], *, before: int | None = None
+    ) -> tuple[int, dict[str, Any]] | None:
+        """The newest event record named one of ``names`` (below index ``before``): its index
+        and record.
+
+        Walks the log backwards from the end: as long as the distance back to
+        the event. The daemon keeps a pointer to its last ``boot`` in meta so
+        that it does not walk a year of readings (gateway/daemon.py).
+        """
+        wanted = set(names)
+        async with (
+            _mapped("looking for an event"),
+            self.db.execute(
+                "SELECT idx, data FROM entries WHERE kind = 'event' AND idx < ? ORDER BY idx DESC",
+                (before if before is not None else 2**62,),
+            ) as cur,
+        ):
+            async for idx, data in cur:
+                rec = _rec(data)
+                if rec.get("event") in wanted:
+                    return int(idx), rec
+        return None
+
+    async def root_at(self, size: int) -> bytes:
+        """The tree root of the first ``size`` entries (StoreError if the log is smaller)."""
+        wanted = Frontier.nodes_for(size)
+        found = await self.nodes(wanted)
+        return Frontier(size, [found[n] for n in wanted]).root()
+
+    async def largest_anchored(self) -> int | None:
+        """The largest checkpoint size any anchor row names, None if there is none."""
+        async with _mapped("reading anchors"):
+            cur = await self.db.execute("SELECT MAX(checkpoint) FROM anchors")
+            row = await cur.fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
     # --- checkpoints and anchors ----------------------------------------------
 
     async def checkpoints(
@@ -637,9 +718,31 @@ class Store:
             )
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
 _ANCHOR_COLS = (
     "checkpoint, backend, digest, state, receipt, attempts, last_error, created_ns, updated_ns"
 )
+
+
+def _rec(data: Any) -> dict[str, Any]:
+    """The ``rec`` of stored entry bytes (StoreError if they are not an entry)."""
+    try:
+        rec = json.loads(bytes(data))["rec"]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise StoreError(f"log database holds an entry that is not a record: {exc}") from exc
+    if not isinstance(rec, dict):
+        raise StoreError("log database holds an entry whose rec is not an object")
+    return rec
+
+
+def _time_ns(text: str) -> int:
+    """An entry's RFC 3339 time as ns since the epoch (microsecond precision, as written)."""
+    try:
+        dt = parse_time(text)
+    except LedgerClientError as exc:
+        raise StoreError(f"log database holds a record with a bad time: {exc}") from exc
+    return (dt - _EPOCH) // timedelta(microseconds=1) * 1000
 
 
 def _anchor_row(r: Any) -> AnchorRow:

@@ -155,7 +155,7 @@ def test_an_optional_tsa_that_fails_blocks_nothing_and_records_nothing(
     gw, rows = asyncio.run(run_station(cfg, lambda g: bool(final_of(g, "rfc3161:good"))))
     assert gw.ingest is not None
     size = gw.ingest.log.size
-    assert gw.ingest.log.size == READINGS + 1  # the boot event and every reading
+    assert gw.ingest.log.size == READINGS + 2  # the boot event, every reading, the stop event
     assert max(r.checkpoint for r in rows["rfc3161:good"]) == size
     assert {r.state for r in rows["rfc3161:good"]} == {"final"}
     assert {r.state for r in rows["local"]} == {"final"}

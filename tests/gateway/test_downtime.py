@@ -1,0 +1,274 @@
+"""The log bounds the gateway's own downtime: a real ``gateway run`` process reading two MQTT
+nodes through a real Mosquitto is killed with SIGKILL, restarted, stopped cleanly, restarted,
+and restarted once more with one node removed from its configuration.
+
+The exported records must show: a ``boot`` event per start declaring the watched sensors and
+saying how the run before it ended (``unclean`` after the kill, ``clean`` after a ``stop``
+event); ``gateway-down`` gaps from each sensor's last covered instant to the boot; a
+``config`` event naming the removed node; and, over the whole log, the covered-instant rule
+of docs/bundle-format.md §4.2.2, which a verifier checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from gateway.config import load_config
+from gateway.daemon import sensor_expectations
+from gateway.export import export_bundle
+from gateway.keys import create_device_key, load_device_key
+from gateway.log import Log
+from gateway.silence import expectation
+from gateway.store import Store
+from ledger_client.records import parse_entry, parse_time
+
+GATEWAY = [sys.executable, "-m", "gateway"]
+INTERVAL_S = 0.5
+NODES = ("node-1", "node-2")
+TOLERANCE_S = 1.0  # what the rule allows a reading beyond its allowance
+END_SLACK_S = 60.0  # what the rule allows at the end of the log beyond allowance + repeat
+
+
+def config_text(broker: tuple[str, int], nodes: tuple[str, ...]) -> str:
+    sensors = "".join(
+        f'[[sensor]]\nid = "{n}"\ndriver = "mqtt"\ntopic = "downtime/{n}"\n'
+        f"interval_s = {INTERVAL_S}\n"
+        for n in nodes
+    )
+    return (
+        '[device]\nkey_file = "device.key"\ndata_dir = "data"\n'
+        "[log]\ncheckpoint_every_entries = 50\ncheckpoint_every_seconds = 0.5\n"
+        f'[mqtt]\nhost = "{broker[0]}"\nport = {broker[1]}\nclient_id = "downtime-gw"\n' + sensors
+    )
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def start(cfg: Path, procs: list[subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+    with (cfg.parent / "gateway.log").open("ab") as out:
+        p = subprocess.Popen([*GATEWAY, "run", "--config", str(cfg)], stdout=out, stderr=out)
+    procs.append(p)
+    return p
+
+
+def records(db: Path) -> list[dict[str, Any]]:
+    if not db.exists():
+        return []
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as c:
+        rows = c.execute("SELECT data FROM entries ORDER BY idx").fetchall()
+    return [json.loads(bytes(d))["rec"] for (d,) in rows]
+
+
+async def readings_after_boot(db: Path, boots: int, each: int, within: float = 15.0) -> None:
+    """Wait for ``boots`` boot events and ``each`` readings per watched node after the last."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        recs = records(db)
+        starts = [i for i, r in enumerate(recs) if r.get("event") == "boot"]
+        if len(starts) >= boots:
+            after = recs[starts[-1] :]
+            watched = after[0]["detail"]["sensors"]
+            if all(
+                sum(r["kind"] == "reading" and r["sensor"] == n for r in after) >= each
+                for n in watched
+            ):
+                return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no {each} readings per node after boot {boots} within {within} s")
+
+
+@contextlib.asynccontextmanager
+async def nodes_publishing(broker: tuple[str, int]) -> AsyncIterator[None]:
+    """Both nodes publish every INTERVAL_S / 2, QoS 1, until the block ends."""
+
+    async def publish(client: aiomqtt.Client) -> None:
+        seq = 0
+        while True:
+            now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+            for n in NODES:
+                values = [{"q": "turbidity", "v": 3.0 + seq % 7, "u": "NTU"}]
+                body = {"seq": seq, "time": now, "values": values}
+                await client.publish(f"downtime/{n}", json.dumps(body), qos=1)
+            seq += 1
+            await asyncio.sleep(INTERVAL_S / 2)
+
+    async with aiomqtt.Client(broker[0], broker[1], identifier="downtime-nodes") as client:
+        task = asyncio.create_task(publish(client))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def ns(text: str) -> int:
+    return int(parse_time(text).timestamp() * 1e6) * 1000
+
+
+def covered_instant_problems(recs: list[dict[str, Any]]) -> list[str]:
+    """The covered-instant rule (docs/bundle-format.md §4.2.2), applied record by record."""
+    expect: dict[str, tuple[float, float]] = {}
+    covered: dict[str, int] = {}
+    problems: list[str] = []
+    for r in recs:
+        if r["kind"] == "event" and r["event"] in ("boot", "config"):
+            declared = r["detail"]["sensors"]
+            expect = {s: (e["allowance_s"], e["repeat_s"]) for s, e in declared.items()}
+            for s in r["detail"].get("removed", []):
+                expect.pop(s, None)
+            continue
+        sensor = r.get("sensor")
+        if sensor not in expect:
+            continue
+        allowance = expect[sensor][0] * 1e9
+        last = covered.get(sensor)
+        if r["kind"] == "reading":
+            t = ns(r["time"])
+            if last is not None and t - last > allowance + TOLERANCE_S * 1e9:
+                problems.append(
+                    f"{r['index']}: {sensor} read {(t - last) / 1e9:.3f} s after {last}"
+                )
+            covered[sensor] = max(t, last or t)
+        elif r["kind"] == "gap":
+            start, end = ns(r["from"]), ns(r["to"])
+            if last is not None and start > last + allowance:
+                problems.append(
+                    f"{r['index']}: {sensor} gap starts {(start - last) / 1e9:.3f} s late"
+                )
+            covered[sensor] = max(end, last or end)
+    end_ns = ns(recs[-1]["time"])
+    for sensor, (allowance_s, repeat_s) in expect.items():
+        last = covered.get(sensor)
+        if last is not None and end_ns - last > (allowance_s + repeat_s + END_SLACK_S) * 1e9:
+            problems.append(f"end: {sensor} uncovered for {(end_ns - last) / 1e9:.3f} s")
+    return problems
+
+
+def last_covered_before(recs: list[dict[str, Any]], index: int, sensor: str) -> str:
+    """The sensor's latest reading time or gap end among the records before ``index``."""
+    instants = [
+        r["time"] if r["kind"] == "reading" else r["to"]
+        for r in recs[:index]
+        if r.get("sensor") == sensor and r["kind"] in ("reading", "gap")
+    ]
+    return str(max(instants, key=ns))
+
+
+async def test_kill_clean_stop_and_a_removed_sensor_leave_signed_bounds(
+    tmp_path: Path, mosquitto: tuple[str, int], procs: list[subprocess.Popen[bytes]]
+) -> None:
+    create_device_key(tmp_path / "device.key")
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(config_text(mosquitto, NODES))
+    db = tmp_path / "data" / "log.sqlite"
+    async with nodes_publishing(mosquitto):
+        proc = start(cfg, procs)
+        await readings_after_boot(db, 1, 2)
+        proc.send_signal(signal.SIGKILL)  # a crash: no stop event
+        proc.wait()
+        await asyncio.sleep(1.5)  # down for longer than a reading's allowance
+        proc = start(cfg, procs)
+        await readings_after_boot(db, 2, 2)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        await asyncio.sleep(1.0)
+        cfg.write_text(config_text(mosquitto, ("node-1",)))  # node-2 taken out
+        proc = start(cfg, procs)
+        await readings_after_boot(db, 3, 2)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    assert "Traceback" not in (tmp_path / "gateway.log").read_text()
+
+    config = load_config(cfg)
+    key = load_device_key(config.key_file)
+    async with Store(config.db_path) as store:
+        log = Log(store, key)
+        await log.open()
+        bundle = await export_bundle(log)
+    recs = [dict(parse_entry(e.entry).rec) for e in bundle.entries]
+    boots = [r for r in recs if r["kind"] == "event" and r["event"] == "boot"]
+    stops = [r for r in recs if r["kind"] == "event" and r["event"] == "stop"]
+    configs = [r for r in recs if r["kind"] == "event" and r["event"] == "config"]
+    assert len(boots) == 3
+    assert [s["detail"] for s in stops] == [{"cause": "clean"}] * 2
+    assert recs[-1]["event"] == "stop"  # the clean stop is the last entry; the checkpoint follows
+
+    # Each boot declares the watched sensors with the tracker's expectation of them.
+    e = expectation(INTERVAL_S)
+    assert (e.allowance_ns, e.repeat_ns) == (750_000_000, 60_000_000_000)
+    one = {"interval_s": INTERVAL_S, "allowance_s": 0.75, "repeat_s": 60}
+    both = {"node-1": one, "node-2": one}
+    assert [b["detail"]["sensors"] for b in boots] == [both, both, {"node-1": one}]
+    assert set(sensor_expectations(config)) == {"node-1"}
+    for b in boots:
+        assert {"version", "config_sha256", "pid", "qc_tests"} <= b["detail"].keys()
+
+    # previous: none on the first boot; the kill shows as unclean, the SIGTERM as clean.
+    assert boots[0]["detail"]["previous"] is None
+    for boot, how in ((boots[1], "unclean"), (boots[2], "clean")):
+        prev = boot["detail"]["previous"]
+        before = recs[boot["index"] - 1]
+        assert prev == {"index": before["index"], "time": before["time"], "stop": how}
+        assert (before.get("event") == "stop") == (how == "clean")
+
+    # After each restart, a gateway-down gap per watched sensor from its last covered
+    # instant to the boot, taking the sensor's next seq.
+    for boot in boots[1:]:
+        at = boot["index"]
+        watched = sorted(boot["detail"]["sensors"])
+        down = [r for r in recs if r["kind"] == "gap" and r["reason"] == "gateway-down"]
+        mine = [g for g in down if at < g["index"] < at + 1 + len(watched) + 1]
+        assert sorted(g["sensor"] for g in mine) == watched
+        for g in mine:
+            assert g["from"] == last_covered_before(recs, at, g["sensor"])
+            assert g["to"] == boot["time"]
+            assert ns(g["from"]) < ns(g["to"])
+    down_gaps = [r for r in recs if r["kind"] == "gap" and r["reason"] == "gateway-down"]
+    assert len(down_gaps) == 2 + 1  # both nodes after the kill; node-1 alone after the stop
+    # The downtime after the kill is covered end to end: the node's last reading before the
+    # kill up to the restart, at least the 1.5 s the gateway was down.
+    for g in down_gaps[:2]:
+        assert ns(g["to"]) - ns(g["from"]) >= 1.5e9
+
+    for sensor in NODES:  # gaps share the readings' seq, without holes
+        seqs = [r["seq"] for r in recs if r.get("sensor") == sensor]
+        assert seqs == list(range(len(seqs)))
+
+    # Removing node-2 is a signed config event, right after the boot and its gaps.
+    assert len(configs) == 1
+    change = configs[0]["detail"]
+    assert change == {
+        "added": [],
+        "removed": ["node-2"],
+        "changed": [],
+        "sensors": {"node-1": one},
+    }
+    assert boots[2]["index"] < configs[0]["index"] <= boots[2]["index"] + 2
+
+    assert covered_instant_problems(recs) == []
+    # ...and the rule has teeth: without the gateway-down gaps, the downtime shows.
+    without = [r for r in recs if r.get("reason") != "gateway-down"]
+    assert len(covered_instant_problems(without)) >= 2
