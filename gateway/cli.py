@@ -374,13 +374,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_reset_history(args: argparse.Namespace) -> int:
     from .history import reset_history
     from .keys import load_device_key
+    from .rotate import running_daemon
 
     cfg = load_config(args.config)
-    live = _live_status(cfg.data_dir / "status.json")
-    if live is not None:
+    pid = running_daemon(cfg.data_dir)
+    if pid is not None:
         raise GatewayError(
-            f"the gateway is running (pid {live.get('pid')}): stop it first; "
-            "reset-history works on a log nobody is writing"
+            f"the gateway appears to be running (pid {pid}, named in "
+            f"{cfg.data_dir / 'status.json'}): stop the service first, then reset the history; "
+            "if that process is not the gateway, delete status.json"
         )
     key = load_device_key(cfg.key_file)
     done = asyncio.run(reset_history(cfg, key, args.reason))
