@@ -626,9 +626,12 @@ def test_the_examples_verify_under_their_trust_files(
         ],
         ["docs/examples/bundle-v2.tar", "--trust", "docs/examples/trust-v2.txt", "--jobs", "2"],
     ):
-        assert ledger_verify([*args, "--json"]) == 0, args
+        # Exit 3: authentic under the trust file, but the examples anchor only in the
+        # box's local journal, so nothing dates them independently.
+        assert ledger_verify([*args, "--json"]) == 3, args
         doc = json.loads(capsys.readouterr().out)
-        assert doc["verified"] and doc["failure_count"] == 0 and doc["keys_trusted"]
+        assert doc["level"] == "authentic-undated"
+        assert doc["failure_count"] == 0 and doc["keys_trusted"]
     # The other box's key is not trusted for this bundle.
     assert (
         ledger_verify(["docs/examples/bundle-v2.tar", "--trust", "docs/examples/trust-v1.txt"]) == 1
@@ -750,7 +753,9 @@ def test_the_operations_commands_run_as_written(tmp_path: Path) -> None:
                 done = subprocess.run(
                     ["bash", "-c", command], cwd=work, env=env, capture_output=True, text=True
                 )
-                assert done.returncode == 0, (command, done.stdout, done.stderr)
+                # ledger-verify exits 3 on these: local anchors date nothing independently.
+                want = 3 if command.startswith("ledger-verify") else 0
+                assert done.returncode == want, (command, done.stdout, done.stderr)
                 outputs[command] = done.stdout
         # What the sections say these commands print.
         said = re.search(r"`(wrote bundle\.tar: [^`]*)`", " ".join(export.split()))
