@@ -43,7 +43,7 @@ from typing import Protocol
 
 import httpx
 
-from ledger_client.bundle import AnchorReceipt, DeviceKey
+from ledger_client.bundle import AnchorReceipt
 from ledger_client.bundle_v2 import CHECKPOINT_NAME, MANIFEST_NAME, Manifest
 from ledger_client.checkpoint import Checkpoint, open_checkpoint
 from ledger_client.errors import LedgerClientError
@@ -54,7 +54,7 @@ from ledger_client.tiles import ENTRIES, TileRef, tiles_for
 
 from .backoff import Backoff
 from .errors import GatewayError
-from .export import _VERSION
+from .export import _VERSION, device_keys
 from .export_v2 import MANIFEST_MAX_ANCHORED
 from .log import Log
 from .store import CheckpointRow, Store
@@ -406,12 +406,10 @@ async def _manifest(log: Log, newest: CheckpointRow, clock: Callable[[], int]) -
     cps, anchors = await store.anchored_checkpoints(
         1, newest.size, at_most=MANIFEST_MAX_ANCHORED, always=[newest.size]
     )
-    vkey = await store.get_meta("vkey") or log.key.vkey
-    created = await store.get_meta("created")
     manifest = Manifest(
         origin=log.key.origin,
         device=log.key.device_id,
-        keys=(DeviceKey(vkey, created, None),),
+        keys=await device_keys(log),  # every key of a rotated box, with its window
         checkpoints=tuple(c.note for c in cps),
         anchors=tuple(
             AnchorReceipt(a.checkpoint, a.backend, a.digest, a.state, json.loads(a.receipt))
