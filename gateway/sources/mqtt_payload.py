@@ -65,7 +65,8 @@ _KEYS = ("seq", "time", "values")
 _VALUE_KEYS = ("q", "v", "u")
 _RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
-    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))"
+    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))",
+    re.ASCII,  # \d would take any Unicode digit, which no verifier reads back as a time
 )
 
 

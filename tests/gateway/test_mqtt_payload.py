@@ -292,3 +292,15 @@ def test_arbitrary_json_never_raises_anything_else(doc: object, fmt: str) -> Non
 @given(senml_like)
 def test_senml_shaped_packs_never_raise_anything_else(pack: list[dict[str, object]]) -> None:
     check("senml", json.dumps(pack).encode())
+
+
+def test_a_time_in_non_ascii_digits_is_refused() -> None:
+    """Arabic-Indic digits are digits to Unicode, not to RFC 3339: the payload is refused,
+    never signed as a sensor_time no verifier can read."""
+    stamp = "٢٠٢٦-11-21T05:09:56Z"
+    body = json.dumps(
+        {"seq": 4, "time": stamp, "values": [{"q": "ph", "v": 7, "u": "pH"}]}, ensure_ascii=False
+    ).encode()
+    with pytest.raises(PayloadError) as info:
+        decode("json", body, sensor="s1", max_bytes=4096, received_ns=NOW_NS)
+    assert "time" in str(info.value)
