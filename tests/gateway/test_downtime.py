@@ -28,13 +28,14 @@ import aiomqtt
 import pytest
 
 from gateway.config import load_config
-from gateway.daemon import sensor_expectations
+from gateway.daemon import BOOT_META, plan_boot, sensor_expectations
 from gateway.export import export_bundle
 from gateway.keys import create_device_key, load_device_key
 from gateway.log import Log
 from gateway.silence import expectation
+from gateway.sources.base import Event, Reading, Value
 from gateway.store import Store
-from ledger_client.records import parse_entry, parse_time
+from ledger_client.records import format_time, parse_entry, parse_time
 
 GATEWAY = [sys.executable, "-m", "gateway"]
 INTERVAL_S = 0.5
@@ -272,3 +273,47 @@ async def test_kill_clean_stop_and_a_removed_sensor_leave_signed_bounds(
     # ...and the rule has teeth: without the gateway-down gaps, the downtime shows.
     without = [r for r in recs if r.get("reason") != "gateway-down"]
     assert len(covered_instant_problems(without)) >= 2
+
+
+async def test_the_last_declaration_without_a_walk_after_a_lost_boot_and_in_an_old_log(
+    tmp_path: Path,
+) -> None:
+    """``plan_boot`` finds the boot to compare with: by the pointer in meta, past a start that
+    died before its boot was committed, and by looking back in a log older than the pointer."""
+    create_device_key(tmp_path / "device.key")
+    key = load_device_key(tmp_path / "device.key")
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(config_text(("127.0.0.1", 1883), NODES))
+    config = load_config(cfg)
+    t0 = time.time_ns() // 1000 * 1000 - 100 * 10**9  # records keep microseconds
+    async with Store(config.db_path) as store:
+        log = Log(store, key)
+        await log.open()
+        # A log written before boots declared sensors: an old boot, readings, no pointer.
+        await log.append([Event("boot", t0, {"version": "0.0.9"})])
+        await log.append([Reading(n, (Value("turbidity", 3.0, "NTU"),), t0 + 10**9) for n in NODES])
+        plan = await plan_boot(store, config, t0 + 5 * 10**9)
+        assert plan.last_boot == 0
+        assert plan.previous == {
+            "index": 2,
+            "time": format_time(t0 + 10**9),
+            "stop": "unclean",
+        }
+        assert plan.config is not None
+        assert (plan.config["added"], plan.config["removed"]) == (list(NODES), [])
+        assert [(g.sensor, g.from_ns, g.to_ns) for g in plan.gaps] == [
+            (n, t0 + 10**9, t0 + 5 * 10**9) for n in NODES
+        ]
+        # This start's boot (declaring both nodes) is committed at index 3...
+        await store.set_meta(BOOT_META, json.dumps({"index": 3, "before": plan.last_boot}))
+        boot = {"sensors": plan.sensors, "previous": plan.previous}
+        await log.append([Event("boot", t0 + 5 * 10**9, boot)])
+        # ...the next start dies after setting the pointer, before its boot is committed...
+        await store.set_meta(BOOT_META, json.dumps({"index": 4, "before": 3}))
+        # ...so the one after compares with boot 3, and finds nothing changed.
+        plan = await plan_boot(store, config, t0 + 9 * 10**9)
+        assert plan.last_boot == 3
+        assert plan.config is None
+        assert plan.previous is not None and plan.previous["index"] == 3
+        # Each node's covered instant is still its reading: 8 s of downtime to cover.
+        assert [(g.from_ns, g.to_ns) for g in plan.gaps] == [(t0 + 10**9, t0 + 9 * 10**9)] * 2
