@@ -125,6 +125,13 @@ def _parser() -> argparse.ArgumentParser:
         "that SOURCE extends its newest checkpoint, or report a fork",
     )
     p.add_argument(
+        "--save-checkpoint",
+        type=Path,
+        metavar="FILE",
+        help="when nothing failed under your trust file, write the source's newest signed "
+        "checkpoint to FILE: keep it, and check the next bundle with --since-checkpoint FILE",
+    )
+    p.add_argument(
         "--csv",
         type=Path,
         metavar="FILE",
@@ -258,11 +265,38 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if progress is not None:
             progress.clear()
+    saved = _save_checkpoint(args, report)
     if args.json:
         _print_json(report.to_json())
     else:
         print_report(report, str(args.bundle), sys.stdout)
+        if saved:
+            print(saved)
     return exit_status(report.level)
+
+
+def _save_checkpoint(args: argparse.Namespace, report: Report) -> str | None:
+    """Keep the newest checkpoint, only of a source that had no failure under a trust file."""
+    path: Path | None = args.save_checkpoint
+    if path is None:
+        return None
+    note = report.newest_note
+    if not report.ok or not report.keys_trusted or note is None:
+        print(
+            f"{_PROG}: --save-checkpoint: not written ({report.level.headline}: only a source "
+            "with no failure under your trust file gives a checkpoint worth keeping)",
+            file=sys.stderr,
+        )
+        return None
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(note, encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        print(f"{_PROG}: --save-checkpoint {path}: {exc.strerror or exc}", file=sys.stderr)
+        return None
+    size = note.split("\n", 2)[1]
+    return f"kept checkpoint {size} in {path}: check the next bundle with --since-checkpoint {path}"
 
 
 def _kept(args: argparse.Namespace) -> list[KeptCheckpoint]:

@@ -326,6 +326,9 @@ class Report:
     linked: tuple[str, ...] = ()
     """Earlier checkpoints (--since-checkpoint, --previous) this source was proven to
     extend, described."""
+    newest_note: str | None = None
+    """The signed note of the newest checkpoint that opened under the keys in force:
+    what a regulator keeps to link the next bundle (§9.2)."""
 
     def __post_init__(self) -> None:
         if self.failure_count < 0:
@@ -1070,6 +1073,7 @@ class Checklist:
             failure_count=run.failure_count,
             forks=tuple(run.forks),
             linked=tuple(self.lineage.linked),
+            newest_note=self._own[max(self._own)].note if self._own else None,
         )
 
 
