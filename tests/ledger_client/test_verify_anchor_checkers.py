@@ -17,8 +17,8 @@ from ledger_client.anchors import AnchorEvidence
 from ledger_client.bundle import AnchorReceipt, Bundle
 from ledger_client.checkpoint import Checkpoint
 from ledger_client.errors import AnchorCheckError, LedgerUnreachable
-from ledger_client.note import split_note
-from ledger_client.verify import UNCHECKED_STATUS, VERIFIED_STATUS, verify_bundle
+from ledger_client.note import Verifier, split_note
+from ledger_client.verify import UNCHECKED_STATUS, VERIFIED_STATUS, Level, verify_bundle
 
 
 class Ledger:
@@ -99,3 +99,43 @@ def test_a_checker_time_without_a_zone_is_not_a_verdict() -> None:
     report = verify_bundle(_anchored([4, 8, 12]), now=NOW, anchor_checkers=[ledger])
     assert not report.ok
     assert [f.checkpoint for f in report.failures] == [4]
+
+
+# --- verdict levels (docs/bundle-format.md §9.1) --------------------------------------------
+
+
+def _trusted(bundle: Bundle) -> list[Verifier]:
+    return [Verifier.from_vkey(k.vkey) for k in bundle.keys]
+
+
+def test_each_verdict_level_and_what_it_needs() -> None:
+    from ledger_client.cli import exit_status
+
+    bundle = _anchored([4, 8, 12])
+    ledger = Ledger({4: t(10), 8: t(9), 12: t(11)})
+    cases = {
+        # no trust file: the bundle's own keys prove nothing, however well anchored
+        "untrusted-key": verify_bundle(bundle, now=NOW, anchor_checkers=[ledger]),
+        # trusted keys, receipts present but unchecked (offline)
+        "authentic-undated": verify_bundle(bundle, _trusted(bundle), now=NOW),
+        # trusted keys and no anchor at all
+        "authentic-undated ": verify_bundle(
+            dataclasses.replace(bundle, anchors=()), _trusted(bundle), now=NOW
+        ),
+        # trusted keys and an independently checked anchor: the only VERIFIED
+        "verified": verify_bundle(bundle, _trusted(bundle), now=NOW, anchor_checkers=[ledger]),
+    }
+    for want, report in cases.items():
+        assert report.ok and report.failure_count == 0, (want, report.failures)
+        assert report.level.value == want.strip(), want
+        assert report.verified is (want == "verified")
+        assert report.to_json()["verified"] is (want == "verified")
+    assert [exit_status(r.level) for r in cases.values()] == [4, 3, 3, 0]
+    offline = cases["authentic-undated"]
+    step7 = offline.step("anchors")
+    assert (step7.passed, step7.skipped, step7.failed) == (0, 3, 0)  # never "passed"
+    # Any failure is FAILED, exit 1, whatever else holds.
+    ledger = Ledger({4: t(10), 8: AnchorCheckError("the node has no such transaction"), 12: t(11)})
+    failed = verify_bundle(bundle, _trusted(bundle), now=NOW, anchor_checkers=[ledger])
+    assert failed.level is Level.FAILED and exit_status(failed.level) == 1
+    assert not failed.verified
