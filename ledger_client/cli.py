@@ -28,6 +28,8 @@ from .bundle import MAX_BUNDLE_BYTES
 from .errors import LedgerClientError
 from .evm import EvmChecker
 from .lineage import KeptCheckpoint
+from .report_csv import CsvRefused, CsvReport
+from .report_html import HtmlReport
 from .trust import MalformedTrust, TrustList, parse_trust
 from .tsa import TsaChecker, load_tsa_roots
 from .verify import Level, Report
@@ -251,6 +253,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.json and sys.stderr.isatty():
         progress = _Progress(sys.stderr)
     try:
+        csv_report = CsvReport(args.csv) if args.csv is not None else None
+    except OSError as exc:
+        return _unreadable(args, f"--csv {args.csv}: {exc.strerror or exc}")
+    html_report = HtmlReport(args.html) if args.html is not None else None
+    observers = [o for o in (csv_report, html_report) if o is not None]
+    try:
         report = verify_source(
             args.bundle,
             trust,
@@ -259,20 +267,62 @@ def main(argv: list[str] | None = None) -> int:
             jobs=args.jobs,
             progress=progress,
             kept=kept,
+            observer=_Observers(observers) if observers else None,
         )
     except LedgerClientError as exc:
+        if csv_report is not None:
+            csv_report.abort()
         return _unreadable(args, f"{args.bundle} is not a readable riverseal source: {exc}")
     finally:
         if progress is not None:
             progress.clear()
+    written = _write_reports(args, report, csv_report, html_report)
     saved = _save_checkpoint(args, report)
     if args.json:
         _print_json(report.to_json())
     else:
         print_report(report, str(args.bundle), sys.stdout)
-        if saved:
-            print(saved)
+        for line in [saved, *written]:
+            if line:
+                print(line)
     return exit_status(report.level)
+
+
+class _Observers:
+    """Shows every entry to each report being written."""
+
+    def __init__(self, observers: list[CsvReport | HtmlReport]) -> None:
+        self.observers = observers
+
+    def entry(self, index: int, rec: tuple[Any, ...] | None, ok: bool) -> None:
+        for o in self.observers:
+            o.entry(index, rec, ok)
+
+
+def _write_reports(
+    args: argparse.Namespace,
+    report: Report,
+    csv_report: CsvReport | None,
+    html_report: HtmlReport | None,
+) -> list[str]:
+    """Finish the --csv and --html files; what to tell the user about them. A CSV is
+    refused (and says why on stderr) unless the report can name every unproven reading."""
+    said: list[str] = []
+    if csv_report is not None:
+        try:
+            rows = csv_report.finish(report)
+            said.append(f"wrote {args.csv}: {rows} verified reading value(s)")
+        except CsvRefused as exc:
+            print(f"{_PROG}: --csv {args.csv}: {exc}", file=sys.stderr)
+        except OSError as exc:
+            print(f"{_PROG}: --csv {args.csv}: {exc.strerror or exc}", file=sys.stderr)
+    if html_report is not None:
+        try:
+            html_report.finish(report, str(args.bundle))
+            said.append(f"wrote {args.html}: the report as a web page")
+        except OSError as exc:
+            print(f"{_PROG}: --html {args.html}: {exc.strerror or exc}", file=sys.stderr)
+    return said
 
 
 def _save_checkpoint(args: argparse.Namespace, report: Report) -> str | None:

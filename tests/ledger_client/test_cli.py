@@ -320,3 +320,31 @@ def test_a_gnu_tar_is_refused_as_not_posix_ustar(
     assert doc["failure_count"] == 0 and doc["failures"] == [] and doc["verified"] is False
     assert "GNU tar header" in doc["error"] and "POSIX ustar" in doc["error"]
     assert out.err.startswith("ledger-verify: ") and out.err.count("\n") == 1
+
+
+def test_csv_and_html_reports_from_the_command_line(
+    bundle: Bundle,
+    maker: BundleMaker,
+    write_bundle: Write,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    trust = tmp_path / "trust.txt"
+    trust.write_text(f"key {maker.signer.verifier().to_vkey()}\n")
+    csv_path, html_path = tmp_path / "r.csv", tmp_path / "r.html"
+    path = write_bundle(bundle)
+    rc, out, err = run(capsys, path, "--trust", trust, "--csv", csv_path, "--html", html_path)
+    assert rc == 3, err
+    rows = csv_path.read_text().splitlines()
+    assert rows[0].startswith("index,sensor,time,quantity,unit,value,qartod_flag,waterml_quality")
+    assert len(rows) == 1 + 60  # one value per reading: 20 each of ph-1, do-1, temp-1
+    assert f"wrote {csv_path}: 60 verified reading value(s)" in out
+    assert "<svg" in html_path.read_text()
+    # Without a trust file nothing is proven about who made the readings: no CSV.
+    csv_path.unlink()
+    rc, out, err = run(capsys, path, "--csv", csv_path)
+    assert rc == 4 and not csv_path.exists()
+    assert "--csv" in err and "no CSV written" in err
+    # An unwritable place is a usage problem, exit 2, before anything is checked.
+    rc, _, err = run(capsys, path, "--csv", tmp_path / "no" / "such" / "dir.csv")
+    assert rc == 2 and err.startswith("ledger-verify: --csv ")
