@@ -52,6 +52,9 @@ MAX_LISTED_GAPS = 100
 """Gap records listed (start, end, reason) per sensor; all are counted and shaded."""
 MAX_FAILURE_MARKS = 200
 """Failed entries marked on one sensor's charts (all are listed)."""
+CHART_COLUMNS = 600
+"""Columns a chart draws across (about one per pixel of a desktop page): buckets merge
+into them when drawn."""
 MAX_TEXT = 200
 """Characters of one bundle string shown; longer ones end in an ellipsis."""
 
@@ -113,8 +116,8 @@ def _when(us: int) -> str:
 
 class Buckets:
     """Values over time in at most MAX_BUCKETS buckets of one width, a power of two of
-    microseconds. Each bucket keeps its count and its smallest and largest value with
-    their times. When a time arrives that more buckets would be needed for, the width
+    microseconds. Each bucket keeps its count, its sum, and its smallest and largest
+    value with their times. When a time arrives that more buckets would be needed for, the width
     doubles and neighbouring buckets merge pairwise, as often as it takes."""
 
     __slots__ = ("cells", "hi", "limit", "lo", "origin", "shift")
@@ -123,7 +126,7 @@ class Buckets:
         self.origin = origin
         self.shift = 0
         self.limit = limit
-        self.cells: dict[int, list[Any]] = {}  # k -> [n, t_min, v_min, t_max, v_max]
+        self.cells: dict[int, list[Any]] = {}  # k -> [n, t_min, v_min, t_max, v_max, sum]
         self.lo = 0
         self.hi = 0
 
@@ -132,6 +135,7 @@ class Buckets:
         cell = self.cells.get(k)
         if cell is not None:
             cell[0] += 1
+            cell[5] += v
             if v < cell[2]:
                 cell[1] = t
                 cell[2] = v
@@ -146,9 +150,9 @@ class Buckets:
             k = (t - self.origin) >> self.shift
             cell = self.cells.get(k)
             if cell is not None:
-                self.cells[k] = _merge(cell, [1, t, v, t, v])
+                self.cells[k] = _merge(cell, [1, t, v, t, v, v])
                 return
-        self.cells[k] = [1, t, v, t, v]
+        self.cells[k] = [1, t, v, t, v, v]
 
     def _widen(self, lo: int, hi: int) -> None:
         d = 0
@@ -165,8 +169,24 @@ class Buckets:
         self.lo, self.hi = lo >> d, hi >> d
 
     def points(self) -> list[list[Any]]:
-        """The buckets in time order: [n, t_min, v_min, t_max, v_max] each."""
+        """The buckets in time order: [n, t_min, v_min, t_max, v_max, sum] each."""
         return [self.cells[k] for k in sorted(self.cells)]
+
+    def columns(self, limit: int) -> list[tuple[int, int, list[Any]]]:
+        """The buckets merged into at most ``limit`` wider ones (of a power-of-two
+        multiple of the width), in time order: (start, end, bucket) each."""
+        d = 0
+        while (self.hi >> d) - (self.lo >> d) >= limit:
+            d += 1
+        merged: dict[int, list[Any]] = {}
+        for k, cell in self.cells.items():
+            other = merged.get(k >> d)
+            merged[k >> d] = cell if other is None else _merge(other, cell)
+        width = 1 << (self.shift + d)
+        return [
+            (self.origin + k * width, self.origin + (k + 1) * width, merged[k])
+            for k in sorted(merged)
+        ]
 
     @property
     def count(self) -> int:
@@ -176,7 +196,7 @@ class Buckets:
 def _merge(a: list[Any], b: list[Any]) -> list[Any]:
     lo = (a[1], a[2]) if a[2] <= b[2] else (b[1], b[2])
     hi = (a[3], a[4]) if a[4] >= b[4] else (b[3], b[4])
-    return [a[0] + b[0], lo[0], lo[1], hi[0], hi[1]]
+    return [a[0] + b[0], lo[0], lo[1], hi[0], hi[1], a[5] + b[5]]
 
 
 @dataclass
@@ -484,6 +504,7 @@ ol.failures li{margin:.2em 0;font-family:ui-monospace,Menlo,Consolas,monospace;f
 .sw{display:inline-block;width:14px;height:10px;margin-right:4px;vertical-align:middle}
 svg .val{fill:none;stroke:var(--line);stroke-width:1.4;stroke-linejoin:round;
 stroke-linecap:round;vector-effect:non-scaling-stroke}
+svg .band{fill:var(--line);fill-opacity:.2}
 svg .gap{fill:var(--gap);fill-opacity:.65}
 svg .suspect{fill:var(--suspect);stroke:#fff;stroke-width:.6}
 svg .fail{fill:var(--fail);stroke:#fff;stroke-width:.6}
@@ -651,7 +672,8 @@ class _Page:
         self.w(
             "<p class='legend'>",
             "<span><i class='sw' style='background:var(--line);height:3px'></i>"
-            "value (smallest and largest of each time bucket)</span>",
+            "value: the mean of each time step, and a band from its smallest to its "
+            "largest</span>",
             "<span><i class='sw' style='background:var(--suspect);border-radius:50%;"
             "width:10px'></i>QC 3 suspect</span>",
             "<span><i class='sw' style='background:var(--fail);width:10px'></i>QC 4 fail</span>",
@@ -719,13 +741,12 @@ class _Page:
     def chart(
         self, st: _Sensor, s: _Series, lo: int, hi: int, marks: list[tuple[int, str]]
     ) -> None:
-        points = s.values.points() if s.values is not None else []
-        width = 1 << s.values.shift if s.values is not None else 0
-        n = sum(p[0] for p in points)
+        cols = s.values.columns(CHART_COLUMNS) if s.values is not None else []
+        n = sum(c[0] for _, _, c in cols)
         missing = s.missing.count if s.missing is not None else 0
-        if points:
-            vmin = min(p[2] for p in points)
-            vmax = max(p[4] for p in points)
+        if cols:
+            vmin = min(c[2] for _, _, c in cols)
+            vmax = max(c[4] for _, _, c in cols)
             yr = f"{_num(vmin)} – {_num(vmax)} {_b(s.unit)}"
         else:
             vmin = vmax = 0.0
@@ -740,7 +761,7 @@ class _Page:
         )
 
         def x(t: int) -> float:
-            return _X0 + (t - lo) / (hi - lo) * (_X1 - _X0)
+            return min(max(_X0 + (t - lo) / (hi - lo) * (_X1 - _X0), _X0), _X1)
 
         def y(v: float) -> float:
             return _Y1 - _scale(v, vmin, vmax) * (_Y1 - _Y0)
@@ -754,23 +775,24 @@ class _Page:
                 f"width='{max(x2 - x1, 1.5):.1f}' height='{_Y1 - _Y0 + 6:.1f}'>",
                 f"<title>{_e(_span_text(span), 2000)}</title></rect>",
             )
-        self.w(f"<path class='val' d='{_path(points, width, x, y, st.spans)}'/>")
+        band, line = _trace(cols, x, y, st.spans)
+        self.w(f"<path class='band' d='{band}'/><path class='val' d='{line}'/>")
         if s.missing is not None:
-            for c in s.missing.points():
+            for _, _, c in s.missing.columns(CHART_COLUMNS):
                 self.w(
                     f"<rect class='missing' x='{x(c[1]) - 0.75:.1f}' y='{_Y1 - 7:.1f}' "
                     f"width='1.5' height='7'><title>{_mark_text(c, 'missing (QC 9)', None)}"
                     "</title></rect>"
                 )
         if s.suspect is not None:
-            for c in s.suspect.points():
+            for _, _, c in s.suspect.columns(CHART_COLUMNS):
                 for t, v in _extremes(c):
                     self.w(
                         f"<circle class='suspect' cx='{x(t):.1f}' cy='{y(v):.1f}' r='3.2'>",
                         f"<title>{_mark_text(c, 'suspect (QC 3)', s.unit)}</title></circle>",
                     )
         if s.fail is not None:
-            for c in s.fail.points():
+            for _, _, c in s.fail.columns(CHART_COLUMNS):
                 for t, v in _extremes(c):
                     cx, cy = x(t), y(v)
                     self.w(
@@ -907,7 +929,7 @@ def _extremes(c: Sequence[Any]) -> Iterable[tuple[int, float]]:
 
 def _mark_text(c: Sequence[Any], what: str, unit: str | None) -> str:
     """The tooltip of a marked bucket: ``unit`` None for values that have none."""
-    n, t1, v1, t2, v2 = c
+    n, t1, v1, t2, v2 = c[:5]
     u = f" {unit}" if unit else ""
     if n == 1:
         value = "" if unit is None else f": {_num(v1)}{u}"
@@ -926,25 +948,44 @@ def _span_text(span: _Span) -> str:
     return f"{head} {_when(span.start)} – {_when(span.end)}: {reasons}"
 
 
-def _path(points: list[list[Any]], width: int, x: Any, y: Any, spans: GapSpans) -> str:
-    """SVG path data through each bucket's smallest and largest value in time order,
-    broken where a gap lies between two points or the time between them is far longer
-    than usual (ten times the median step, and three bucket widths). A lone point is
-    drawn as a dot (a round cap on a zero-length line)."""
-    seq: list[tuple[int, float]] = []
-    for c in points:
-        seq.extend(sorted(_extremes(c)))
-    if not seq:
-        return ""
-    steps = sorted(b[0] - a[0] for a, b in itertools.pairwise(seq))
-    far = max(10 * (steps[len(steps) // 2] if steps else 0), 3 * width)
-    out: list[str] = []
-    prev: tuple[int, float] | None = None
-    for t, v in seq:
-        xs, ys = x(t), y(v)
-        if prev is None or t - prev[0] > far or spans.between(prev[0], t):
-            out.append(f"M{xs:.1f} {ys:.1f}l0 0")
-        else:
-            out.append(f"L{xs:.1f} {ys:.1f}")
-        prev = (t, v)
-    return "".join(out)
+def _mean(c: Sequence[Any]) -> float:
+    mean = c[5] / c[0]
+    return float(mean) if math.isfinite(mean) else c[2] / 2 + c[4] / 2
+
+
+def _trace(
+    cols: list[tuple[int, int, list[Any]]], x: Any, y: Any, spans: GapSpans
+) -> tuple[str, str]:
+    """SVG path data of a series: a band over each column from its smallest to its
+    largest value, and a line through the columns' means. Both break where a gap lies
+    between two columns or the time between them is far longer than usual (ten times
+    the median step, and three columns). A lone column's mean is a dot (a round cap on
+    a zero-length line)."""
+    if not cols:
+        return "", ""
+    centres = [(a + b) // 2 for a, b, _ in cols]
+    steps = sorted(b - a for a, b in itertools.pairwise(centres))
+    far = max(10 * (steps[len(steps) // 2] if steps else 0), 3 * (cols[0][1] - cols[0][0]))
+    runs: list[list[tuple[int, int, list[Any]]]] = [[cols[0]]]
+    for prev, col, t in zip(centres, cols[1:], centres[1:], strict=False):
+        if t - prev > far or spans.between(prev, t):
+            runs.append([])
+        runs[-1].append(col)
+    band: list[str] = []
+    line: list[str] = []
+    for run in runs:
+        means = [f"{x((a + b) // 2):.1f} {y(_mean(c)):.1f}" for a, b, c in run]
+        line.append("M" + "L".join(means) + ("l0 0" if len(means) == 1 else ""))
+        if all(c[2] == c[4] for _, _, c in run):
+            continue
+        top: list[str] = []
+        bottom: list[str] = []
+        for a, b, c in run:
+            xa, xb = x(a), x(b)
+            if xb - xa < 1:  # at least a pixel wide
+                mid = (xa + xb) / 2
+                xa, xb = mid - 0.5, mid + 0.5
+            top.append(f"{xa:.1f} {y(c[4]):.1f}L{xb:.1f} {y(c[4]):.1f}")
+            bottom.append(f"{xb:.1f} {y(c[2]):.1f}L{xa:.1f} {y(c[2]):.1f}")
+        band.append("M" + "L".join(top) + "L" + "L".join(reversed(bottom)) + "Z")
+    return "".join(band), "".join(line)

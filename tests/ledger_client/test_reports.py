@@ -10,6 +10,7 @@ after rendering).
 
 from __future__ import annotations
 
+import base64
 import csv
 import dataclasses
 import io
@@ -20,6 +21,7 @@ import struct
 import subprocess
 import zlib
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -31,13 +33,14 @@ from v2_bundles import manifest_for, notes_for, v2_members, write_container
 from ledger_client.bundle import Bundle
 from ledger_client.report_csv import COLUMNS, CsvRefused, CsvReport
 from ledger_client.report_html import (
+    CHART_COLUMNS,
     MAX_BUCKETS,
     MAX_GAP_SPANS,
     Buckets,
     GapSpans,
     HtmlReport,
 )
-from ledger_client.verify import Report
+from ledger_client.verify import Report, verify_bundle
 from ledger_client.verify_stream import verify_source
 
 WML = "http://www.opengis.net/def/waterml/2.0/quality/"
@@ -299,8 +302,6 @@ def test_an_entry_named_only_after_the_stream_is_dropped_at_finish(
 @pytest.fixture
 def root_flipped(good: tuple[BundleMaker, Bundle], tmp_path: Path) -> Path:
     """The good bundle with one bit of checkpoint 120's root flipped."""
-    import base64
-
     _, bundle = good
     doc = bundle.to_json()
     origin, size, root, rest = doc["checkpoints"][1].split("\n", 3)
@@ -400,8 +401,6 @@ def verify_report_stub() -> Report:
     """A real Report of a real (tiny) bundle, for tests that feed records by hand."""
     m = BundleMaker()
     bundle = m.build([m.event("boot"), m.reading("ph-1")])
-    from ledger_client.verify import verify_bundle
-
     return verify_bundle(bundle, trust(m), now=NOW)
 
 
@@ -460,7 +459,6 @@ def test_a_long_stream_keeps_memory_bounded(tmp_path: Path) -> None:
     a series and still marks flagged values."""
     h = HtmlReport(tmp_path / "big.html")
     day0 = 20_000 * 86_400
-    from datetime import UTC, datetime
 
     def key(s: int) -> str:
         return datetime.fromtimestamp(day0 + s, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -484,7 +482,11 @@ def test_a_long_stream_keeps_memory_bounded(tmp_path: Path) -> None:
     h.finish(verify_report_stub(), "synthetic")
     page = (tmp_path / "big.html").read_text(encoding="utf-8")
     assert len(page) < 2_000_000
-    assert page.count("class='suspect'") <= 2 * MAX_BUCKETS
+    assert 0 < page.count("class='suspect'") <= 2 * CHART_COLUMNS
+    cols = series.values.columns(CHART_COLUMNS)
+    assert CHART_COLUMNS // 4 < len(cols) <= CHART_COLUMNS
+    assert sum(c[0] for _, _, c in cols) == 200_000
+    assert min(c[2] for _, _, c in cols) == 7.0 and max(c[4] for _, _, c in cols) == 7.49
 
 
 # --- HTML in Chromium ---------------------------------------------------------------------
