@@ -55,7 +55,7 @@ from .sources.base import Event, Gap, Source
 from .sources.registry import build_sources
 from .store import CheckpointRow, Store
 
-__all__ = ["BOOT_META", "GATEWAY_DOWN", "Gateway", "declared_sensors"]
+__all__ = ["BOOT_META", "GATEWAY_DOWN", "BootPlan", "Gateway", "declared_sensors", "plan_boot"]
 
 log = logging.getLogger(__name__)
 

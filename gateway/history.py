@@ -239,8 +239,12 @@ def _journal_top(path: Path) -> tuple[int, bytes] | None:
             ).fetchone()
             if has is None:
                 return None
+            # The anchorer journals ever newer checkpoints: the largest is among the last
+            # rows (a primary-key search, where MAX(checkpoint) would read a year of rows).
             row = db.execute(
-                "SELECT checkpoint, digest FROM journal ORDER BY checkpoint DESC, seq DESC LIMIT 1"
+                "SELECT checkpoint, digest FROM "
+                "(SELECT checkpoint, digest FROM journal ORDER BY seq DESC LIMIT 64) "
+                "ORDER BY checkpoint DESC LIMIT 1"
             ).fetchone()
         finally:
             db.close()
