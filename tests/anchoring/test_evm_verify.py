@@ -104,7 +104,7 @@ def verify(bundle: Bundle, trust: TrustList, checker: EvmChecker) -> Report:
 
 
 def only_failure(report: Report) -> str:
-    assert not report.verified
+    assert not report.ok
     (failure,) = report.failures
     assert failure.check == "anchors"
     return str(failure)
@@ -115,7 +115,7 @@ def test_final_anchors_verify_and_date_the_entries_by_their_blocks(anchored: Anc
     report = verify(
         anchored.bundle, anchored.good_trust, EvmChecker([node.url], anchored.good_trust)
     )
-    assert report.verified, [str(f) for f in report.failures]
+    assert report.ok, [str(f) for f in report.failures]
     results = [a for a in report.anchors if a.backend == NAME]
     assert len(results) == 2
     for result, receipt in zip(results, anchored.evm(), strict=True):
@@ -156,7 +156,7 @@ def test_a_sender_not_registered_fails_naming_the_receipt(anchored: Anchored) ->
     stranger = "0x" + "12" * 20
     trust = anchored.trust(f"evm-sender {anchored.node.chain_id} {stranger}")
     report = verify(anchored.bundle, trust, EvmChecker([anchored.node.url], trust))
-    assert not report.verified
+    assert not report.ok
     assert len(report.failures) == 2  # both receipts
     for failure, receipt in zip(report.failures, anchored.evm(), strict=True):
         assert receipt.receipt["tx"] in str(failure)
@@ -168,7 +168,7 @@ def test_a_sender_not_registered_fails_naming_the_receipt(anchored: Anchored) ->
 def test_a_chain_without_a_registered_sender_fails(anchored: Anchored) -> None:
     trust = anchored.trust(f"evm-sender 1 {anchored.key.address}")
     report = verify(anchored.bundle, trust, EvmChecker([anchored.node.url], trust))
-    assert not report.verified
+    assert not report.ok
     assert "registers no anchoring address for chain 31337" in str(report.failures[0])
 
 
@@ -188,14 +188,14 @@ def test_a_receipt_for_another_chain_fails(anchored: Anchored, tmp_path: Path) -
     with running_anvil(tmp_path, chain_id=5, block_time=None) as other:
         checker = EvmChecker([other.url], anchored.good_trust)
         report = verify(anchored.bundle, anchored.good_trust, checker)
-    assert not report.verified
+    assert not report.ok
     assert f"{other.url} serves chain 5" in str(report.failures[0])
 
 
 def test_an_unreachable_node_is_no_verdict(anchored: Anchored) -> None:
     checker = EvmChecker(["http://127.0.0.1:9"], anchored.good_trust, timeout_s=2)
     report = verify(anchored.bundle, anchored.good_trust, checker)
-    assert not report.verified
+    assert not report.ok
     assert "no --rpc node for chain 31337 answered" in str(report.failures[0])
 
 
@@ -248,13 +248,13 @@ def test_without_a_finalized_tag_confirmations_decide(
     trust = anchored.trust(sender)
     checker = EvmChecker([node.url], trust, transport=no_finalized_tag)
     report = verify(anchored.bundle, trust, checker)
-    assert report.verified, [str(f) for f in report.failures]
+    assert report.ok, [str(f) for f in report.failures]
     assert "as the receipt says" in report.anchors[-1].detail
     # The regulator's own rule wins over the receipt.
     strict = anchored.trust(sender, f"evm-confirmations {chain} 100000")
     checker = EvmChecker([node.url], strict, transport=no_finalized_tag)
     report = verify(anchored.bundle, strict, checker)
-    assert not report.verified
+    assert not report.ok
     assert "100000 needed (as the trust file says" in str(report.failures[0])
 
 

@@ -21,7 +21,7 @@ import pytest
 from gateway.cli import main as gateway_cli
 from gateway.config import load_config
 from gateway.daemon import Gateway
-from gateway.keys import create_device_key
+from gateway.keys import create_device_key, load_device_key
 from gateway.sources.base import Reading, Sink, Value
 from gateway.store import AnchorRow, Store
 from ledger_client.cli import main as ledger_verify
@@ -55,6 +55,13 @@ class Thermometer:
             await sink.submit(Reading(self.name, (value,), time.time_ns(), src_seq=i))
             await asyncio.sleep(0.01)
         await asyncio.Event().wait()
+
+
+def _trust(cfg: Path) -> Path:
+    """The regulator's trust file: the station's device key."""
+    path = cfg.parent / "trust.txt"
+    path.write_text(f"key {load_device_key(load_config(cfg).key_file).vkey}\n")
+    return path
 
 
 def make_station(tmp_path: Path, anchors: str) -> Path:
@@ -116,9 +123,11 @@ def test_a_station_anchors_to_two_tsas_and_its_bundle_verifies(
     bundle = tmp_path / "bundle.json"
     assert gateway_cli(["export", "--config", str(cfg), "--out", str(bundle)]) == 0
     capsys.readouterr()
-    assert ledger_verify([str(bundle), "--tsa-roots", str(tsa.roots), "--json"]) == 0
+    trust = _trust(cfg)
+    args = [str(bundle), "--tsa-roots", str(tsa.roots), "--trust", str(trust)]
+    assert ledger_verify([*args, "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["verified"], doc["failures"]
+    assert doc["verified"] and doc["level"] == "verified", doc["failures"]
     tsa_anchors = [a for a in doc["anchors"] if a["backend"].startswith("rfc3161:")]
     assert tsa_anchors
     assert all(a["ok"] and a["status"] == "verified" for a in tsa_anchors)
@@ -135,14 +144,17 @@ def test_a_station_anchors_to_two_tsas_and_its_bundle_verifies(
         assert r["time"] == min(t for (_, cp), t in receipts.items() if cp > r["last"])
 
     # the human report says the same
-    assert ledger_verify([str(bundle), "--tsa-roots", str(tsa.roots)]) == 0
+    assert ledger_verify(args) == 0
     out = capsys.readouterr().out
     first = doc["recorded_by"][0]
     assert (
         f"recorded    entries {first['first']}–{first['last']} no later than {first['time']} "
         f"({first['backend']})"
     ) in out
-    assert "VERIFIED" in out
+    assert out.splitlines()[-1].startswith("VERIFIED: ")
+    # Without the regulator's trust file the same receipts date an untrusted bundle: exit 4.
+    assert ledger_verify([str(bundle), "--tsa-roots", str(tsa.roots)]) == 4
+    capsys.readouterr()
 
 
 def test_an_optional_tsa_that_fails_blocks_nothing_and_records_nothing(
@@ -170,8 +182,9 @@ def test_an_optional_tsa_that_fails_blocks_nothing_and_records_nothing(
     bundle = tmp_path / "bundle.json"
     assert gateway_cli(["export", "--config", str(cfg), "--out", str(bundle)]) == 0
     capsys.readouterr()
-    assert ledger_verify([str(bundle), "--tsa-roots", str(tsa.roots), "--json"]) == 0
+    assert ledger_verify([str(bundle), "--tsa-roots", str(tsa.roots), "--json"]) == 4
     doc = json.loads(capsys.readouterr().out)
+    assert doc["failure_count"] == 0  # no trust file here: UNTRUSTED KEY, nothing wrong
     assert {a["backend"] for a in doc["anchors"]} == {"local", "rfc3161:good"}
     covered = {i for r in doc["recorded_by"] for i in range(r["first"], r["last"] + 1)}
     assert covered == set(range(size))

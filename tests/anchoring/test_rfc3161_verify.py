@@ -27,7 +27,13 @@ from gateway.sources.base import Reading, Value
 from gateway.store import Store
 from ledger_client.bundle import AnchorReceipt, Bundle
 from ledger_client.checkpoint import Checkpoint
-from ledger_client.cli import EXIT_FAILED, EXIT_OK, EXIT_UNREADABLE
+from ledger_client.cli import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_UNDATED,
+    EXIT_UNREADABLE,
+    EXIT_UNTRUSTED,
+)
 from ledger_client.cli import main as ledger_verify
 from ledger_client.note import split_note
 from ledger_client.tsa import load_tsa_roots
@@ -64,7 +70,9 @@ def run(
 ) -> tuple[int, dict[str, Any]]:
     path = tmp_path / "bundle.json"
     path.write_text(bundle.dumps())
-    args = [str(path), "--json"]
+    trust = tmp_path / "trust.txt"  # the regulator holds the device key
+    trust.write_text("".join(f"key {k.vkey}\n" for k in bundle.keys))
+    args = [str(path), "--json", "--trust", str(trust)]
     for r in roots:
         args += ["--tsa-roots", str(r)]
     code = ledger_verify(args)
@@ -98,9 +106,10 @@ def test_good_tokens_verify_and_date_the_entries(
         for i in range(r["first"], r["last"] + 1)
     }
     assert dated == {i: (gen_times[i // 3], "rfc3161:tsa-a") for i in range(6)}
+    assert doc["level"] == "verified"
     # without roots the same receipts are present but unchecked, never verified
     code, doc = run(tmp_path, good, capsys=capsys)
-    assert code == EXIT_OK
+    assert code == EXIT_UNDATED and doc["level"] == "authentic-undated"
     assert {a["status"] for a in doc["anchors"]} == {"present but unchecked (offline)"}
     assert doc["recorded_by"] == []
 
@@ -280,4 +289,4 @@ def test_without_rfc3161_client_the_roots_option_says_what_to_install(
         capture_output=True,
         text=True,
     )
-    assert offline.returncode == EXIT_OK, offline.stdout + offline.stderr
+    assert offline.returncode == EXIT_UNTRUSTED, offline.stdout + offline.stderr
