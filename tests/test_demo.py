@@ -1,57 +1,92 @@
-"""The README's demo, as a new user runs it: `gateway demo` ends with a verified bundle."""
+"""The README's demo, as a new user runs it: `gateway demo` ends with a VERIFIED bundle.
+
+VERIFIED is the top verdict level: the regulator's trust file, nothing wrong, and
+anchors checked independently — here RFC 3161 tokens from the demo's local TSA,
+checked against its root by the command the demo prints.
+"""
 
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+LEVELS = ("VERIFIED", "AUTHENTIC", "UNTRUSTED KEY", "FAILED", "FORKED")
 
-def test_demo_ends_with_a_verified_bundle_in_under_a_minute(tmp_path: Path) -> None:
-    out = tmp_path / "demo"
-    t0 = time.monotonic()
-    run = subprocess.run(
-        [sys.executable, "-m", "gateway", "demo", "--seconds", "10", "--out", str(out)],
+
+def demo(out: Path, seconds: int) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "demo", "--seconds", str(seconds), "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
+
+
+def test_demo_ends_verified_and_its_printed_command_agrees(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    t0 = time.monotonic()
+    run = demo(out, 10)
     elapsed = time.monotonic() - t0
     assert run.returncode == 0, run.stdout + run.stderr
-    assert elapsed < 60
-    assert "VERIFIED" in run.stdout
+    assert elapsed < 30
+    lines = run.stdout.splitlines()
+    verdicts = [line for line in lines if line.startswith(LEVELS)]
+    assert len(verdicts) == 1, run.stdout
+    assert verdicts[0].startswith("VERIFIED: "), run.stdout
     for sensor in ("ph-1", "do-1", "ec-1", "orp-1", "temp-1"):
         assert sensor in run.stdout
     assert "rejected: 1 garbage, 1 error-reply" in run.stdout  # the injected faults, handled
-    bundle = out / "bundle.json"
+    assert "local stand-in for an independent authority" in run.stdout
+    recorded = [line for line in lines if line.startswith("recorded:")]
+    assert recorded
+    assert all("(rfc3161:local-tsa)" in line for line in recorded)
+    assert (out / "bundle.tar").is_file()
+
+    # The command the demo printed, run as a user would (the TSA has stopped by now).
+    (command,) = [line for line in lines if line.startswith("verify it yourself:")]
+    argv = shlex.split(command.partition(":")[2])
+    assert argv[0] == "ledger-verify"
+    assert argv[1:] == [
+        str(out / "bundle.tar"),
+        "--trust",
+        str(out / "station" / "trust.txt"),
+        "--tsa-roots",
+        str(out / "tsa-roots.pem"),
+    ]
     verify = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ledger_client",
-            str(bundle),
-            "--trust",
-            str(out / "station" / "trust.txt"),
-            "--json",
-        ],
+        [sys.executable, "-m", "ledger_client", *argv[1:], "--json"],
         capture_output=True,
         text=True,
         check=False,
     )
-    assert verify.returncode == 0
+    assert verify.returncode == 0, verify.stdout + verify.stderr
     verdict = json.loads(verify.stdout)
+    assert verdict["level"] == "verified"
     assert verdict["verified"]
     assert verdict["entries"] >= 30
     assert verdict["failures"] == []
-    # Running it again replaces the demo station, never anything else.
-    again = subprocess.run(
-        [sys.executable, "-m", "gateway", "demo", "--seconds", "3", "--out", str(out)],
+    tsa_anchors = [a for a in verdict["anchors"] if a["backend"] == "rfc3161:local-tsa"]
+    assert any(a["status"] == "verified" for a in tsa_anchors), verdict["anchors"]
+    # the demo printed what the verifier says: the same bounds, entry for entry
+    assert len(recorded) == len(verdict["recorded_by"])
+    for line, r in zip(recorded, verdict["recorded_by"], strict=True):
+        assert f"entries {r['first']}–{r['last']} no later than {r['time']}" in line
+
+    # Without the TSA's root nothing is checked independently: one level down, exit 3.
+    undated = subprocess.run(
+        [sys.executable, "-m", "ledger_client", *argv[1:4], "--json"],
         capture_output=True,
         text=True,
-        timeout=120,
         check=False,
     )
-    assert again.returncode == 0, again.stderr
+    assert undated.returncode == 3, undated.stdout + undated.stderr
+    assert json.loads(undated.stdout)["level"] == "authentic-undated"
+
+    # Running it again replaces the demo station, never anything else.
+    again = demo(out, 3)
+    assert again.returncode == 0, again.stdout + again.stderr
