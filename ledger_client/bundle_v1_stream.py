@@ -358,7 +358,8 @@ class _Reader:
                 f"{where}: a single value longer than {MAX_VALUE_CHARS} characters, "
                 f"or not JSON {self.at()}"
             )
-        want = max(2 * have, have + self._chunk)
+        # Never read past the limit for one value: what does not fit by then is refused.
+        want = min(max(2 * have, have + self._chunk), MAX_VALUE_CHARS)
         while not self._eof and len(self._buf) - self._pos < want:
             self._fill()
 
@@ -408,6 +409,10 @@ class _Reader:
                 self._more(where)  # a number may go on in the next chunk
                 continue
             break
+        if end - self._pos > MAX_VALUE_CHARS:  # it fitted in the last chunk read, just
+            raise MalformedBundle(
+                f"{where}: a single value longer than {MAX_VALUE_CHARS} characters {self.at()}"
+            )
         bad = _NOT_UTF8.search(self._buf, self._pos, end)
         if bad is not None:
             raise MalformedBundle(

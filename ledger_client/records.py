@@ -374,10 +374,17 @@ def _parse_framed(raw: bytes) -> Entry | None:
         rec = _decode_plain(text)
     except (_Unusual, ValueError, RecursionError):
         return None
-    if type(rec) is not dict or _dumps(rec) != text or _LONG_RUN in signed.translate(_DIGIT_RUNS):
+    try:
+        same = type(rec) is dict and _dumps(rec) == text
+    except RecursionError:  # decoded, but too deep to encode again: the general path says so
+        return None
+    if not same or _LONG_RUN in signed.translate(_DIGIT_RUNS):
         return None
     # _finish_entry refuses the signature unless it is base64 of 64 bytes.
     return _finish_entry(raw, rec, signed, raw[-90:-2].decode("ascii"))
+
+
+_TOO_DEEP = "entry nests arrays and objects too deeply to be checked"
 
 
 def parse_entry(raw: bytes) -> Entry:
@@ -389,8 +396,10 @@ def parse_entry(raw: bytes) -> Entry:
     # RFC 8785 form): the exact check, by re-encoding.
     try:
         doc = json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+    except ValueError as exc:  # UnicodeDecodeError is a ValueError
         raise RecordError(f"entry is not JSON: {exc}") from exc
+    except RecursionError:
+        raise RecordError(_TOO_DEEP) from None
     if not isinstance(doc, dict) or set(doc) != {"rec", "sig"}:
         raise RecordError('entry is not an object with exactly "rec" and "sig"')
     rec, sig_text = doc["rec"], doc["sig"]
@@ -406,6 +415,10 @@ def parse_entry(raw: bytes) -> Entry:
             signed = canonical_bytes(rec)
         except (CanonicalizationError, ValueError, RecursionError):
             raise RecordError(f"entry has no canonical form: {exc}") from exc
+    except RecursionError:
+        # json read it, but it nests too deeply to be encoded again (a record of
+        # hundreds of levels): no canonical form can be checked, so none is accepted.
+        raise RecordError(_TOO_DEEP) from None
     # "rec" sorts before "sig", so the canonical entry is this concatenation.
     if raw != b'{"rec":' + signed + b',"sig":' + encode_basestring_ascii(sig_text).encode() + b"}":
         raise RecordError("entry is not in RFC 8785 canonical form")
