@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shlex
 import shutil
 import time
@@ -95,6 +96,15 @@ def _config(devdir: Path, tsa_url: str, tsa_roots: Path) -> str:
     )
 
 
+def _loopback_without_proxy() -> None:
+    """The demo's TSA listens on 127.0.0.1: reach it directly even when the environment
+    names an HTTP proxy (httpx, which the anchorer uses, honours NO_PROXY)."""
+    for name in ("NO_PROXY", "no_proxy"):
+        have = os.environ.get(name, "")
+        if "127.0.0.1" not in [h.strip() for h in have.split(",")]:
+            os.environ[name] = f"{have},127.0.0.1" if have.strip() else "127.0.0.1"
+
+
 def _prepare(out: Path) -> Path:
     station = out / "station"
     if station.exists():
@@ -136,6 +146,7 @@ async def run_demo(*, seconds: float = 20.0, out: Path = Path("riverseal-demo"))
     trust.write_text(f"key {key.vkey}\n")
     roots_copy = out / "tsa-roots.pem"
     config_path = station / "gateway.toml"
+    _loopback_without_proxy()
     print(f"riverseal demo: device {key.device_id}, {len(_PROBES)} simulated EZO probes on ptys")
 
     river = RiverModel(seed=7)
@@ -200,11 +211,13 @@ async def run_demo(*, seconds: float = 20.0, out: Path = Path("riverseal-demo"))
     print(f"log entries:  {report.entries} (readings, and the boot and stop events)")
     print(f"checkpoints:  {len(report.checkpoints)} signed, consistent with each other")
     finals = Counter(a.backend for a in anchors if a.state == "final")
+    tokens = finals[_TSA_BACKEND]
     print(
-        f"anchors:      {finals[_TSA_BACKEND]} RFC 3161 tokens from the TSA, each checked against "
-        f"its root\n              before it was recorded; {finals['local']} in the local journal"
+        f"anchors:      {tokens} RFC 3161 token{'' if tokens == 1 else 's'} from the TSA, each "
+        "checked against its root\n"
+        f"              before it was recorded; {finals['local']} in the local journal"
     )
-    if tsa_error and not finals[_TSA_BACKEND]:
+    if tsa_error and not tokens:
         print(f"              the TSA's last error: {tsa_error}")
     print(
         "              The TSA is a local stand-in for an independent authority: this machine\n"

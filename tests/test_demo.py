@@ -33,7 +33,7 @@ def test_demo_ends_verified_and_its_printed_command_agrees(tmp_path: Path) -> No
     run = demo(out, 10)
     elapsed = time.monotonic() - t0
     assert run.returncode == 0, run.stdout + run.stderr
-    assert elapsed < 30
+    assert elapsed < 40
     lines = run.stdout.splitlines()
     verdicts = [line for line in lines if line.startswith(LEVELS)]
     assert len(verdicts) == 1, run.stdout
@@ -51,12 +51,11 @@ def test_demo_ends_verified_and_its_printed_command_agrees(tmp_path: Path) -> No
     (command,) = [line for line in lines if line.startswith("verify it yourself:")]
     argv = shlex.split(command.partition(":")[2])
     assert argv[0] == "ledger-verify"
-    assert argv[1:] == [
-        str(out / "bundle.tar"),
-        "--trust",
-        str(out / "station" / "trust.txt"),
-        "--tsa-roots",
-        str(out / "tsa-roots.pem"),
+    assert argv[2::2] == ["--trust", "--tsa-roots"]
+    assert [Path(a).resolve() for a in argv[1::2]] == [
+        out.resolve() / "bundle.tar",
+        out.resolve() / "station" / "trust.txt",
+        out.resolve() / "tsa-roots.pem",
     ]
     verify = subprocess.run(
         [sys.executable, "-m", "ledger_client", *argv[1:], "--json"],
@@ -73,8 +72,8 @@ def test_demo_ends_verified_and_its_printed_command_agrees(tmp_path: Path) -> No
     tsa_anchors = [a for a in verdict["anchors"] if a["backend"] == "rfc3161:local-tsa"]
     assert any(a["status"] == "verified" for a in tsa_anchors), verdict["anchors"]
     # the demo printed what the verifier says: the same bounds, entry for entry
-    assert len(recorded) == len(verdict["recorded_by"])
-    for line, r in zip(recorded, verdict["recorded_by"], strict=True):
+    assert len(recorded) == min(6, len(verdict["recorded_by"]))  # the demo prints up to 6
+    for line, r in zip(recorded, verdict["recorded_by"], strict=False):
         assert f"entries {r['first']}–{r['last']} no later than {r['time']}" in line
 
     # Without the TSA's root nothing is checked independently: one level down, exit 3.
