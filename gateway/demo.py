@@ -154,7 +154,7 @@ async def run_demo(*, seconds: float = 20.0, out: Path = Path("riverseal-demo"))
         try:
             tsa = await stack.enter_async_context(LocalTsa("riverseal demo TSA"))
         except TsaSetupError as exc:
-            raise GatewayError(f"the demo's local timestamp authority: {exc}") from exc
+            raise GatewayError(str(exc)) from exc
         shutil.copyfile(tsa.roots_pem, roots_copy)
         config_path.write_text(_config(devdir, tsa.url, tsa.roots_pem))
         cfg = load_config(config_path)
