@@ -21,6 +21,7 @@ import base64
 import copy
 import dataclasses
 import json
+import re
 import tracemalloc
 from collections.abc import Sequence
 from pathlib import Path
@@ -50,6 +51,7 @@ OTHER_ORIGIN = "riverseal.example/gw/ffffff"
 OTHER_BOX = Signer.from_seed(OTHER_ORIGIN, bytes(range(2, 34)))
 """Another box of the same operator, with its own key and log."""
 SIZES = (20, 45, 62)
+DOC = Path(__file__).resolve().parents[2] / "docs" / "tamper-matrix.md"
 MANIFEST = "riverseal-bundle.json"
 ENTRY_BUNDLE = tile_path(ENTRIES, 0, 62)  # tile/entries/000.p/62: the whole log
 Doc = dict[str, Any]
@@ -181,10 +183,17 @@ class Verdict:
 
 
 def ledger_verify(
-    capsys: pytest.CaptureFixture[str], world: World, source: Path, *args: str | Path
+    capsys: pytest.CaptureFixture[str],
+    world: World,
+    source: Path,
+    *args: str | Path,
+    trust: bool = True,
 ) -> Verdict:
-    """``ledger-verify SOURCE --trust <regulator's file> --jobs 1 ARGS``, human and --json."""
-    argv = [str(source), "--trust", str(world.trust), "--jobs", "1", *map(str, args)]
+    """``ledger-verify SOURCE --trust <regulator's file> --jobs 1 ARGS``, human and --json
+    (``trust=False``: without the trust file, as someone holding no key would run it)."""
+    argv = [str(source), "--jobs", "1", *map(str, args)]
+    if trust:
+        argv += ["--trust", str(world.trust)]
     rc = main(argv)
     out, err = capsys.readouterr()
     rc_json = main([*argv, "--json"])
@@ -301,7 +310,8 @@ def test_altered_value_v2(capsys: pytest.CaptureFixture[str], world: World) -> N
 
 def test_altered_time(capsys: pytest.CaptureFixture[str], world: World) -> None:
     # Backdated by an hour: the reading would fall before a permit breach began.
-    earlier = format_time(T0_NS + 17 * 20 * 10**9 - 3600 * 10**9)
+    assert world.rec(17)["time"] == format_time(T0_NS + 18 * 20 * 10**9)
+    earlier = format_time(T0_NS + 18 * 20 * 10**9 - 3600 * 10**9)
     forged = edited(world, 17, time=earlier)
     v = ledger_verify(capsys, world, world.write(set_entry(world.doc(), 17, forged)))
     assert v.rc == 1
@@ -351,6 +361,19 @@ def test_deleted_entry(capsys: pytest.CaptureFixture[str], world: World) -> None
     assert hole, v.out
     assert_about(hole[0], world, 20)
     v.printed(hole[0])
+
+
+def test_deleted_entry_v2(capsys: pytest.CaptureFixture[str], world: World) -> None:
+    """v2: an entry cut out of its entry bundle; the bundle no longer splits into its width."""
+    members = world.members()
+    entries = [*world.raws[:17], *world.raws[18:]]
+    members = replace_member(members, ENTRY_BUNDLE, encode_entry_bundle(entries))
+    v = ledger_verify(capsys, world, world.write_v2(members))
+    assert v.rc == 1
+    f = v.one(check="inclusion", entry=0)
+    assert f.reason == f"{ENTRY_BUNDLE}: entry bundle holds 61 entries, not 62"
+    for size in SIZES:
+        assert "could not be recomputed" in v.one(check="consistency", checkpoint=size).reason
 
 
 def test_deleted_run_at_the_end_keeping_its_checkpoints(
@@ -471,7 +494,7 @@ def forged_reading(world: World, index: int, key: str) -> dict[str, Any]:
         "seq": 99,
         "key": key,
         "values": [{"q": "pH", "v": 7.0, "u": "pH"}],
-        "time": format_time(T0_NS + index * 20 * 10**9 - 10**9),
+        "time": format_time(T0_NS + (index * 20 + 10) * 10**9),  # between index - 1 and index
     }
 
 
@@ -491,6 +514,14 @@ def test_inserted_entry_signed_by_an_attacker_key(
     v.printed(sig)
     assert f"note: bundle key(s) not in the trust list, ignored: {ATTACKER_KEY}" in v.out
     assert any(f.reason == "appears more than once" for f in v.at(entry=30))
+    # Without the trust file the attacker's key, in the bundle, is in force: the
+    # signature passes, but the tree and the indexes still give the insertion away.
+    v = ledger_verify(capsys, world, world.write(doc), trust=False)
+    assert v.rc == 1
+    assert not v.at(check="signature")
+    inc = v.one(check="inclusion", entry=30)
+    assert inc.reason == "the proof does not lead to the root of checkpoint 45"
+    assert (inc.sensor, inc.time) == ("ph-1", rec["time"])
 
 
 def test_inserted_entry_signed_by_no_key(capsys: pytest.CaptureFixture[str], world: World) -> None:
@@ -779,6 +810,14 @@ def test_forked_history_in_one_bundle(
             assert f"    {line}\n" in v.out
     (fork,) = v.json["forks"]
     assert {fork["a"]["note"], fork["b"]["note"]} == {world.note(45), other_45}
+    repeated = v.one(check="checkpoint", checkpoint=45)
+    assert repeated.reason == "size 45 does not ascend from the previous checkpoint's 45"
+    proven = v.one(check="consistency", checkpoint=45)
+    assert proven.reason == (
+        "forked history: two checkpoints of size 45 with different roots "
+        "(this source, checkpoints[1]; this source, checkpoints[2]); both are validly signed"
+    )
+    v.printed(proven)
     assert v.out.rstrip().splitlines()[-1].startswith("FORKED HISTORY: 1 fork(s) proven")
 
 
@@ -1021,3 +1060,21 @@ def test_the_fixture_tree_is_the_entries_tree(world: World) -> None:
         assert cp.root == tree.root(size)
     assert [e.index for e in world.bundle.entries] == list(range(62))
     assert decode_entry_bundle(member(world.members(), ENTRY_BUNDLE), 62) == list(world.raws)
+
+
+def test_the_matrix_document_lists_every_row_and_its_tests() -> None:
+    """docs/tamper-matrix.md: rows 1–N in the table, each with tests of this module."""
+    text = DOC.read_text(encoding="utf-8")
+    rows = [int(n) for n in re.findall(r"^\| (\d+) \|", text, re.MULTILINE)]
+    assert rows == list(range(1, len(rows) + 1)) and len(rows) >= 20
+    listed = dict(re.findall(r"^(\d+)\. (`test_.*)$", text, re.MULTILINE))
+    assert sorted(map(int, listed)) == rows
+    ours = {name for name in globals() if name.startswith("test_")}
+    for row, names in listed.items():
+        for name in re.findall(r"`(test_\w+)`", names):
+            assert name in ours, f"row {row}: no test {name}"
+    named = set(re.findall(r"`(test_\w+)`", text))
+    assert ours - named == {
+        "test_the_fixture_tree_is_the_entries_tree",
+        "test_the_matrix_document_lists_every_row_and_its_tests",
+    }
