@@ -16,7 +16,11 @@ the time by which the checkpoint demonstrably existed.
 The CMS and X.509 work is rfc3161-client's (≥ 1.0.6, which picks the signer
 certificate by the SignerInfo's issuer and serial, so a token of one TSA
 cannot pass as another's). It is imported lazily: the offline verifier needs
-only PyNaCl, and only ``--tsa-roots`` needs ``riverseal[online]``.
+only PyNaCl, and only ``--tsa-roots`` needs ``riverseal[online]``. The
+library reads strict DER; a token whose certificates SET OF is in the order
+its TSA added them (OpenSSL with ``certs =``, and TSAs in the field) is
+handed to it with that SET in DER order (der_sets.py says why that is sound),
+while the receipt keeps the token as sent.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from .anchors import AnchorEvidence
 from .bundle import AnchorReceipt
+from .der_sets import der_sorted_token
 from .errors import AnchorCheckError, LedgerClientError, LedgerUnreachable, MalformedError
 from .records import parse_time
 
@@ -131,15 +136,19 @@ def format_gen_time(t: datetime) -> str:
 
 
 def decode_token(token: bytes) -> TimeStampResponse:
-    """Parse a DER TimeStampToken; AnchorCheckError if it is not one."""
+    """Parse a DER TimeStampToken; AnchorCheckError if it is not one.
+
+    Its certificates SET OF is put into DER order first (der_sets.py): the
+    response parsed is of that copy; ``token`` itself is not changed.
+    """
     _require_library()
     from rfc3161_client import decode_timestamp_response
 
-    body = _GRANTED + token
     try:
+        body = _GRANTED + der_sorted_token(token)
         resp = decode_timestamp_response(_der_sequence(body))
         resp.tst_info.gen_time  # noqa: B018  (parsing is lazy in places: force it)
-    except ValueError as exc:
+    except ValueError as exc:  # a DerError is one too
         raise AnchorCheckError(f"the token is not a DER RFC 3161 TimeStampToken ({exc})") from exc
     return resp
 

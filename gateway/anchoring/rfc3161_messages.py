@@ -9,11 +9,16 @@ rfc3161-client's request builder only hashes data itself, so the few bytes
 of a TimeStampReq are written here.
 
 A reply is recorded only when every check passes (ledger_client/tsa.py holds
-the checks a regulator repeats). How a bad reply is classified:
+the checks a regulator repeats). The token's certificates SET OF, which
+OpenSSL-built and other TSAs send in the order they added them, is put into
+DER order for rfc3161-client (ledger_client/der_sets.py says why no check is
+weakened); what is recorded is the token exactly as the TSA sent it. How a
+bad reply is classified:
 
 - LedgerUnavailable, "a later attempt may get a good reply": not a
-  TimeStampResp at all, status "waiting", no token, a token whose nonce or
-  imprint is not ours (a confused TSA, a proxy, a replay).
+  TimeStampResp at all (a malformed certificates SET included), status
+  "waiting", no token, a token whose nonce or imprint is not ours (a
+  confused TSA, a proxy, a replay).
 - LedgerRejected, "the TSA said no, or is not one we trust": any other
   non-granted status, and a token whose signature, chain to the configured
   roots or timestamping EKU fails.
@@ -29,6 +34,7 @@ from dataclasses import dataclass
 
 from rfc3161_client import decode_timestamp_response
 
+from ledger_client.der_sets import der_sorted_reply
 from ledger_client.errors import AnchorCheckError
 from ledger_client.tsa import TokenFacts, TsaRoots, verify_token
 
@@ -82,10 +88,12 @@ class Stamp:
 def read_reply(reply: bytes, digest: bytes, nonce: int, roots: TsaRoots) -> Stamp:
     """Accept a DER TimeStampResp for ``digest`` and ``nonce``, or raise (see the module doc)."""
     try:
-        resp = decode_timestamp_response(reply)
+        # ``token`` is as sent; the library reads the reply with the token's
+        # certificates in DER order (the only bytes that may differ).
+        readable, token = der_sorted_reply(reply)
+        resp = decode_timestamp_response(readable)
         status = resp.status
-        token = resp.time_stamp_token() if status == 0 else b""
-    except ValueError as exc:
+    except ValueError as exc:  # a DerError is one too
         raise LedgerUnavailable(
             f"the reply ({len(reply)} bytes) is not an RFC 3161 TimeStampResp: {exc}"
         ) from exc

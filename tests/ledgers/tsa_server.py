@@ -1,11 +1,18 @@
 """A real RFC 3161 timestamp authority for the tests: ``openssl ts -reply`` behind HTTP.
 
-Test-only. Two authorities are made with openssl in a temporary folder
+Test-only. Three authorities are made with openssl in a temporary folder
 (ledger-and-proofs.md §7.2): the *trusted* one (a root CA and a TSA
 certificate with a critical id-kp-timeStamping EKU) whose root a station and
 a regulator are given, and an *untrusted* one built the same way from a
-second, unrelated root. No ``certs =`` line: OpenSSL would embed the chain
-unsorted (openssl/openssl#13142) and the token would not parse.
+second, unrelated root. Neither has a ``certs =`` line, so their tokens embed
+the signer's certificate alone. The third, *chained*, is a TSA configured as
+OpenSSL's sample configuration is, and as TSAs in the field are: its
+certificate is issued by an intermediate CA under the trusted root, and a
+``certs =`` line embeds that intermediate and the root. OpenSSL writes the
+token's certificates SET OF in insertion order, not in DER order
+(openssl/openssl#13142); the chain file lists the two CA certificates in
+descending order of their DER encodings, so that SET is never in DER order.
+``openssl ts -verify`` accepts those tokens; a strict DER parser does not.
 
 Every token is made by ``openssl ts -reply``; the HTTP handler around it is a
 few lines of the standard library and exists only here. The first path
@@ -20,6 +27,8 @@ shared mutable modes:
     /other-nonce     a token (trusted signer, our imprint) with another nonce
     /rejection       a well-formed reply with PKIStatus "rejection"
     /slow            a correct reply after SLOW_S seconds
+    /chain           a correct reply from the chained authority (trusted root,
+                     certificates SET OF not in DER order)
 
 ``/<fault>/<n>/<key>`` applies the fault to the first ``n`` requests made
 under ``key`` (choose a key per test), then answers correctly: a TSA that
@@ -45,6 +54,7 @@ __all__ = [
     "Authority",
     "TestTsa",
     "make_authority",
+    "make_chained_authority",
     "rfc3161_toml",
     "running_tsa",
 ]
@@ -60,6 +70,7 @@ FAULTS = (
     "other-nonce",
     "rejection",
     "slow",
+    "chain",
 )
 _MAX_QUERY = 4096
 
@@ -153,6 +164,41 @@ def make_authority(folder: Path, name: str) -> Authority:
     return Authority(folder, name)
 
 
+def make_chained_authority(folder: Path, parent: Authority, name: str) -> Authority:
+    """A TSA certificate "<name>" issued by an intermediate CA "<name> CA" under
+    ``parent``'s root, configured with ``certs =`` (the intermediate and the root).
+
+    The chain file lists the two CA certificates in descending order of their
+    DER encodings, so the token's certificates (the signer's, then the file's,
+    in that order) are never in DER order. ``root`` is ``parent``'s root.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tsa.cnf").write_text(_CNF.format(dir=folder) + "certs = $dir/chain.pem\n")
+    shutil.copyfile(parent.root, folder / "ca.crt")
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
+    for key, subject, issuer, issuer_key, extensions in (
+        ("inter", f"{name} CA", parent.root, parent.dir / "ca.key", "v3_ca"),
+        ("tsa", name, folder / "inter.crt", folder / "inter.key", "v3_tsa"),
+    ):
+        _openssl(
+            "req", "-new", *ec, "-keyout", f"{key}.key", "-out", f"{key}.csr",
+            "-subj", f"/CN={subject}", "-config", "tsa.cnf",
+            cwd=folder,
+        )  # fmt: skip
+        _openssl(
+            "x509", "-req", "-in", f"{key}.csr", "-CA", str(issuer), "-CAkey", str(issuer_key),
+            "-CAserial", f"{key}.srl", "-CAcreateserial", "-out", f"{key}.crt", "-days", "3650",
+            "-extfile", "tsa.cnf", "-extensions", extensions,
+            cwd=folder,
+        )  # fmt: skip
+    chain = [folder / "inter.crt", folder / "ca.crt"]
+    der = {p: _openssl("x509", "-in", str(p), "-outform", "DER", cwd=folder) for p in chain}
+    chain.sort(key=der.__getitem__, reverse=True)
+    (folder / "chain.pem").write_bytes(b"".join(p.read_bytes() for p in chain))
+    (folder / "tsaserial").write_text("01\n")
+    return Authority(folder, name)
+
+
 # --- the few DER edits the fault paths need (a TimeStampReq is tiny and fixed-shape) ---
 
 
@@ -205,9 +251,17 @@ class TestTsa:
 
     __test__ = False  # not a pytest class
 
-    def __init__(self, trusted: Authority, untrusted: Authority, base_url: str) -> None:
+    def __init__(
+        self,
+        trusted: Authority,
+        untrusted: Authority,
+        base_url: str,
+        chained: Authority | None = None,
+    ) -> None:
         self.trusted = trusted
         self.untrusted = untrusted
+        self.chained = chained
+        """The ``/chain`` authority (its root is the trusted root)."""
         self.base_url = base_url
         self.hits: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
@@ -262,6 +316,10 @@ class TestTsa:
             return 200, reply, _REJECTION
         if fault == "untrusted":
             return 200, reply, self.stamp(query, self.untrusted)
+        if fault == "chain":
+            if self.chained is None:
+                return 404, "text/plain", b"no chained authority\n"
+            return 200, reply, self.stamp(query, self.chained)
         if fault == "other-imprint":
             return 200, reply, self.stamp(_flip_imprint(query))
         if fault == "other-nonce":
@@ -306,12 +364,13 @@ class _Handler(BaseHTTPRequestHandler):
 
 @contextlib.contextmanager
 def running_tsa(folder: Path) -> Iterator[TestTsa]:
-    """Make both authorities in ``folder`` and serve them on a free 127.0.0.1 port."""
+    """Make the three authorities in ``folder`` and serve them on a free 127.0.0.1 port."""
     trusted = make_authority(folder / "trusted", "Riverseal Test TSA")
     untrusted = make_authority(folder / "untrusted", "Untrusted Test TSA")
+    chained = make_chained_authority(folder / "chained", trusted, "Riverseal Chained TSA")
     server = _Server(("127.0.0.1", 0), _Handler)
     host, port = server.server_address[:2]
-    server.tsa = tsa = TestTsa(trusted, untrusted, f"http://{host!s}:{port}")
+    server.tsa = tsa = TestTsa(trusted, untrusted, f"http://{host!s}:{port}", chained)
     thread = threading.Thread(target=server.serve_forever, name="test-tsa", daemon=True)
     thread.start()
     try:
