@@ -21,9 +21,10 @@ The steps, in order (docs/bundle-format.md §9 is the normative list):
                  are checked offline; others are confirmed by an AnchorChecker
                  (the regulator's own node, TSA roots) when one is given, and
                  are otherwise reported as present but unchecked, never verified
-8. completeness  indexes are contiguous; per sensor, ``seq`` steps by one and
-                 every ``src_seq`` jump is covered by a gap record; every
-                 entry lies below the largest checkpoint
+8. completeness  indexes are contiguous; every entry lies below the largest
+                 checkpoint; per sensor, ``seq`` steps by one, every ``src_seq``
+                 number skipped is logged (late is fine) or declared lost by a
+                 gap record, and no declared sensor is silent without a gap record
 
 A bundle verifies when no step has a failure.
 """
@@ -67,11 +68,13 @@ __all__ = [
     "EntryOutcome",
     "Failure",
     "Fork",
+    "GapSpan",
     "Level",
     "RecordedBy",
     "Report",
     "SensorCounts",
     "StepResult",
+    "TimelineEvent",
     "verify_bundle",
 ]
 
@@ -228,11 +231,38 @@ class RecordedBy:
 
 @dataclass(frozen=True)
 class SensorCounts:
+    """One sensor's records in the bundle (those that passed step 2)."""
+
     readings: int = 0
     gaps: int = 0
+    first: str | None = None
+    """The earliest and latest reading times (27-character UTC), None without readings."""
+    last: str | None = None
+    unsynced: int = 0
+    """Readings and gaps made while the gateway clock was not synced."""
+    qc: Mapping[str, int] = field(default_factory=dict)
+    """Values per aggregate QC flag digit (``{"1": 1410, "3": 2}``), over every value of
+    every reading; values without ``qc`` are not counted."""
+    late: int = 0
+    """Readings whose src_seq arrived after a higher one of their run (accepted, 8 d)."""
+    gap_spans: tuple[GapSpan, ...] = ()
+    """The sensor's gaps, merged: consecutive gap records with the same reason whose spans
+    touch or overlap are one span; at most MAX_GAP_SPANS."""
+    gap_spans_more: int = 0
+    """Spans beyond MAX_GAP_SPANS, counted."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"readings": self.readings, "gaps": self.gaps}
+        return {
+            "readings": self.readings,
+            "gaps": self.gaps,
+            "first": self.first,
+            "last": self.last,
+            "unsynced": self.unsynced,
+            "qc": dict(self.qc),
+            "late": self.late,
+            "gap_spans": [g.to_json() for g in self.gap_spans],
+            "gap_spans_more": self.gap_spans_more,
+        }
 
 
 class Level(StrEnum):
@@ -329,6 +359,9 @@ class Report:
     newest_note: str | None = None
     """The signed note of the newest checkpoint that opened under the keys in force:
     what a regulator keeps to link the next bundle (§9.2)."""
+    timeline: tuple[TimelineEvent, ...] = ()
+    """Notable events (boots, stops, configuration changes, key rotations, history
+    resets, clock steps), in log order; at most MAX_TIMELINE (a note counts the rest)."""
 
     def __post_init__(self) -> None:
         if self.failure_count < 0:
@@ -385,6 +418,7 @@ class Report:
             "forks": [f.to_json() for f in self.forks],
             "failure_count": self.failure_count,
             "failures": [f.to_json() for f in self.failures],
+            "timeline": [t.to_json() for t in self.timeline],
         }
 
 
@@ -407,6 +441,11 @@ class _Rec(NamedTuple):
     values: tuple[tuple[str, str, float | None, int | None], ...] | None
     """A reading's (quantity, unit, value, QC flag) per value, only when the checklist
     was asked for them (CSV and HTML reports); else None."""
+    seconds: float
+    """The time as seconds since 1970 (step 8 f measures silences with it)."""
+
+
+_fromiso = datetime.fromisoformat
 
 
 def _time_key(text: str) -> str:
@@ -751,6 +790,7 @@ expected, or change the log's history or keys (docs/bundle-format.md §4.2)."""
 
 def _compact(rec: Mapping[str, Any], values: bool = False) -> _Rec:
     time = rec["time"]
+    key = time if len(time) == 27 else _time_key(time)
     kind = rec["kind"]
     extra: Any
     vals: tuple[tuple[str, str, float | None, int | None], ...] | None = None
@@ -775,11 +815,12 @@ def _compact(rec: Mapping[str, Any], values: bool = False) -> _Rec:
             rec.get("seq"),
             rec.get("src_seq"),
             (rec["src_seq_from"], rec["src_seq_to"]) if "src_seq_from" in rec else None,
-            time if len(time) == 27 else _time_key(time),
+            key,
             time,
             rec["clock"] == "synced",
             extra,
             vals,
+            _fromiso(key).timestamp(),
         ),
     )
 
@@ -992,7 +1033,7 @@ class Checklist:
                 lo = index
             if hi is None or index > hi:
                 hi = index
-            completeness(index, rec)
+            completeness(index, rec if record_ok else None)  # step 8: readable records only
         run.entries += count
         tally["record"].passed += n_record
         tally["signature"].passed += n_signed
@@ -1023,7 +1064,7 @@ class Checklist:
             self._own, tree_span=None if tree_size is None else (tree_start, tree_size)
         )
         anchors = _step_anchors(run, anchor_checkers)
-        sensors, events = self._completeness.finish(tree_size)
+        sensors, events, timeline = self._completeness.finish(tree_size)
         if self._future:
             run.notes.append(
                 f"{self._future} record(s) are dated after the verification time "
@@ -1074,6 +1115,7 @@ class Checklist:
             forks=tuple(run.forks),
             linked=tuple(self.lineage.linked),
             newest_note=self._own[max(self._own)].note if self._own else None,
+            timeline=timeline,
         )
 
 
@@ -1392,28 +1434,183 @@ def _recorded_by(anchors: Sequence[AnchorResult], sizes: Sequence[int]) -> tuple
 
 # --- step 8: completeness -----------------------------------------------------------------
 
+SRC_WINDOW = 1000
+"""8 d): a ``src_seq`` may arrive late while it lies within this many numbers of the
+highest of its run; a number still missing further down is decided then. The gateway
+declares a lost number by then at the latest (gateway/sources/mqtt.py, REORDER_MAX_SEQS)."""
+SILENCE_TOLERANCE_S = 1.0
+"""8 f): added to a sensor's declared allowance before an uncovered silence fails."""
+END_SLACK_S = 60.0
+"""8 f): at the end of a bundle a declared sensor may be uncovered for its allowance, its
+repeat period and this much more (a gap record on its way as the bundle was cut)."""
+CRASH_WINDOW_S = 660.0
+"""8 d): numbers found missing this long or less before an unclean stop may still have
+been in the gateway's reorder window (at most 600 s) when it stopped."""
+MAX_GAP_SPANS = 1000
+"""Merged gap spans kept per sensor in the summary; the rest are counted."""
+MAX_TIMELINE = 1000
+"""Notable events kept in the report's timeline; the rest are counted in a note."""
+_MAX_PENDING = 1000  # per sensor: gap ranges above its run's highest src_seq, kept
+_MAX_DECLARED = 1000  # per sensor: ranges a gap declared lost that may still arrive
+_MAX_QC_PATTERNS = 4096  # per sensor: distinct QC flag strings counted before folding
+_MAX_SENSORS_DECLARED = 10_000  # sensors one boot or config event may declare
+_MAX_NAMED = 20  # sensors named in one note
+_MAX_LISTED = 100  # sensor ids kept per list of a timeline item
+
 
 def _range_text(lo: int, hi: int) -> str:
     return str(lo) if lo == hi else f"{lo}–{hi}"
 
 
-def _uncovered(lo: int, hi: int, ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The parts of [lo, hi] that no range covers."""
-    holes: list[tuple[int, int]] = []
-    at = lo
-    for start, end in sorted(ranges):
-        if end < at:
+def _duration(seconds: float) -> str:
+    """``12 s``, ``4 min 10 s``, ``3 h 2 min``, ``2 d 5 h``: a silence, for a person."""
+    s = int(seconds)
+    if s < 60:
+        return f"{seconds:.1f} s" if seconds < 10 else f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s"
+    if s < 86400:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    return f"{s // 86400} d {s % 86400 // 3600} h"
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and 0 <= x < 1e12
+
+
+def _names(x: Any) -> tuple[str, ...]:
+    """A JSON list of sensor ids, as far as it is one (at most _MAX_LISTED kept)."""
+    if not isinstance(x, list):
+        return ()
+    return tuple(n for n in x[:_MAX_LISTED] if isinstance(n, str))
+
+
+def _instant(text: Any) -> float | None:
+    """A record's time (or a time an event's detail gives) in seconds, None if it is not one."""
+    try:
+        return parse_time(text).timestamp()
+    except (LedgerClientError, TypeError):
+        return None
+
+
+def _has(ranges: list[list[Any]], n: int) -> bool:
+    return any(r[0] <= n <= r[1] for r in ranges)
+
+
+def _take(ranges: list[list[Any]], n: int) -> bool:
+    """Remove ``n`` from the ranges ([first, last, …] lists) that hold it; whether one did."""
+    for k, r in enumerate(ranges):
+        if r[0] <= n <= r[1]:
+            parts = []
+            if r[0] < n:
+                parts.append([r[0], n - 1, *r[2:]])
+            if n < r[1]:
+                parts.append([n + 1, r[1], *r[2:]])
+            ranges[k : k + 1] = parts
+            return True
+    return False
+
+
+def _cut(ranges: list[list[Any]], lo: int, hi: int) -> list[tuple[int, int]]:
+    """Remove [lo, hi] from the ranges; the parts removed."""
+    out: list[list[Any]] = []
+    removed: list[tuple[int, int]] = []
+    for r in ranges:
+        a, b = r[0], r[1]
+        if b < lo or a > hi:
+            out.append(r)
             continue
-        if start > hi:
-            break
-        if start > at:
-            holes.append((at, start - 1))
-        at = max(at, end + 1)
-        if at > hi:
-            break
-    if at <= hi:
-        holes.append((at, hi))
-    return holes
+        removed.append((max(a, lo), min(b, hi)))
+        if a < lo:
+            out.append([a, lo - 1, *r[2:]])
+        if b > hi:
+            out.append([hi + 1, b, *r[2:]])
+    ranges[:] = out
+    return removed
+
+
+@dataclass(frozen=True)
+class GapSpan:
+    """Consecutive gap records of one sensor with the same reason whose spans touch or
+    overlap, merged: from ``start`` to ``end`` (27-character UTC times)."""
+
+    start: str
+    end: str
+    reason: str
+    records: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"from": self.start, "to": self.end, "reason": self.reason, "records": self.records}
+
+
+@dataclass(frozen=True)
+class TimelineEvent:
+    """A notable event of the log, for the report: ``event`` is ``boot``, ``stop``,
+    ``config``, ``key-rotation``, ``history-reset`` or ``clock-step``."""
+
+    index: int
+    time: str
+    event: str
+    previous_stop: str | None = None
+    """boot: how the run before it ended, ``clean`` or ``unclean`` (None: the log's first
+    boot, or a boot that does not say)."""
+    previous_time: str | None = None
+    """boot: the time of the entry before it (the last of the run before)."""
+    downtime_s: float | None = None
+    """boot: seconds from ``previous_time`` to the boot."""
+    watched: int | None = None
+    """boot and config: how many sensors it declares (None: it declares none in a form
+    the verifier reads, e.g. a boot written before sensors were declared)."""
+    added: tuple[str, ...] = ()
+    """config: the sensors added, removed, and whose expectations changed (at most 100
+    of each)."""
+    removed: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+    cause: str | None = None
+    """stop: its ``cause`` (``clean``)."""
+
+    def describe(self) -> str:
+        """One line for a person, e.g. ``boot after an unclean stop, down 3 h 2 min``."""
+        if self.event == "boot":
+            if self.previous_stop is None:
+                text = "boot"
+            else:
+                text = f"boot after a {self.previous_stop} stop"
+            if self.downtime_s is not None:
+                text += f", down {_duration(self.downtime_s)} (since {self.previous_time})"
+            if self.watched is not None:
+                text += f", {self.watched} sensor(s) watched"
+            return text
+        if self.event == "stop":
+            return f"stop ({self.cause})" if self.cause else "stop"
+        if self.event == "config":
+            parts = [
+                f"{what} {', '.join(names)}"
+                for what, names in (
+                    ("added", self.added),
+                    ("removed", self.removed),
+                    ("changed", self.changed),
+                )
+                if names
+            ]
+            return "sensors changed: " + ("; ".join(parts) or "no difference listed")
+        return self.event
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"index": self.index, "time": self.time, "event": self.event}
+        if self.event == "boot":
+            doc["previous_stop"] = self.previous_stop
+            doc["previous_time"] = self.previous_time
+            doc["downtime_s"] = self.downtime_s
+            doc["watched"] = self.watched
+        elif self.event == "config":
+            doc["watched"] = self.watched
+            doc["added"] = list(self.added)
+            doc["removed"] = list(self.removed)
+            doc["changed"] = list(self.changed)
+        elif self.event == "stop":
+            doc["cause"] = self.cause
+        return doc
 
 
 _MAX_INDEX_SPAN = 1 << 28
@@ -1421,13 +1618,124 @@ _MAX_INDEX_SPAN = 1 << 28
 32 MiB); a bundle that claims more is refused rather than allowed to exhaust memory."""
 
 
+class _SensorState:
+    """What step 8 keeps of one sensor: a few numbers, and windows bounded by constants."""
+
+    __slots__ = (
+        "L",
+        "L_index",
+        "L_lost",
+        "L_text",
+        "across_boot",
+        "ahead",
+        "below",
+        "blind",
+        "calm",
+        "cand",
+        "cand_ranges",
+        "declared",
+        "end_limit",
+        "excused",
+        "first",
+        "first_run",
+        "gaps",
+        "hi",
+        "hi_index",
+        "holes",
+        "last",
+        "late",
+        "late_gap",
+        "limit",
+        "qc",
+        "readings",
+        "seq",
+        "seq_index",
+        "seq_lost",
+        "span_tail",
+        "spans",
+        "spans_more",
+        "start",
+        "unchecked",
+        "unsynced",
+    )
+
+    def __init__(self) -> None:
+        # c) the last seq, and the count of unreadable or missing entries then
+        self.seq: int | None = None
+        self.seq_index = -1
+        self.seq_lost = 0
+        self.blind = False
+        """The sensor's records just before are unknown (a seq hole): the next src_seq
+        jump is not judged."""
+        # d) the current run of src_seq numbers
+        self.hi: int | None = None
+        """The highest src_seq of the run, and the entry that logged it."""
+        self.hi_index = -1
+        self.start = 0
+        self.first_run = True
+        """The run is the sensor's first in the bundle: numbers below its start may have
+        been due before the bundle, and may still arrive."""
+        self.holes: list[list[Any]] = []
+        """Numbers of the run not logged and not declared lost, still open, ascending:
+        [first, last, after entry, at entry, at time, excuse or None, at time as text]."""
+        self.declared: list[list[Any]] = []
+        """Ranges of the run a gap record declared lost and that have not arrived."""
+        self.ahead: list[list[Any]] = []
+        """Ranges gap records declared lost above the run's highest (an older gateway
+        wrote the gap just before the reading that revealed the loss)."""
+        self.below: set[int] = set()
+        """First run: numbers below its start that arrived late."""
+        self.cand: tuple[int, int] | None = None
+        """A src_seq that fits nowhere in the run (src_seq, entry): a restarted counter if
+        the next reading does not fit the run either, else a stray late arrival."""
+        self.cand_ranges: list[tuple[int, int]] = []
+        self.across_boot = False
+        """A boot event came after the run's last reading."""
+        self.calm = False
+        """Nothing open: the next src_seq, one above the highest, needs no other look."""
+        self.late = 0
+        self.late_gap = 0
+        self.excused: dict[str, int] = {}
+        # f) the latest covered instant and the declared expectation
+        self.L: float | None = None
+        self.L_text = ""
+        self.L_index = -1
+        self.L_lost = 0
+        self.limit: float | None = None
+        self.end_limit = 0.0
+        self.unchecked = False
+        # the summary
+        self.readings = 0
+        self.gaps = 0
+        self.first = "~"  # sorts after every time
+        self.last = ""
+        self.unsynced = 0
+        self.qc: dict[str, int] = {}
+        self.spans: list[list[Any]] = []
+        self.span_tail: list[Any] | None = None
+        self.spans_more = 0
+
+    def settle(self) -> None:
+        self.calm = (
+            self.hi is not None
+            and not self.holes
+            and self.cand is None
+            and not self.ahead
+            and not self.blind
+            and not self.across_boot
+        )
+
+
 class _Completeness:
     """Step 8, fed entries in the order the bundle lists them.
 
     a) indexes ascend with no repeat and no hole; b) each lies below the largest
-    checkpoint; c) per sensor, ``seq`` steps by one; d) ``src_seq`` jumps are
-    covered by gap records. State: a bitmap of the indexes seen, the holes still
-    open and a few numbers per sensor.
+    checkpoint; c) per sensor, ``seq`` steps by one; d) per sensor and counter run,
+    every ``src_seq`` number skipped is logged (late is fine) or declared lost by a gap
+    record; f) no declared sensor is uncovered for longer than its allowance. Only
+    records that passed step 2 take part (``add`` is given None for the others). State:
+    a bitmap of the indexes seen, the holes still open and, per sensor, a few numbers and
+    windows bounded by constants.
     """
 
     def __init__(self, run: _Run, *, subset: bool = False) -> None:
@@ -1438,17 +1746,31 @@ class _Completeness:
         self.seen = bytearray()
         self.highest: int | None = None
         self.holes: list[tuple[int, int]] = []  # (first, last) missing so far, ascending
-        self.readings: dict[str, int] = {}
-        self.gaps: dict[str, int] = {}
         self.events = 0
-        self.last_seq: dict[str, tuple[int, int]] = {}  # sensor -> (seq, index)
-        self.last_src: dict[str, tuple[int, int]] = {}  # sensor -> (src_seq, index)
-        self.gap_ranges: dict[str, list[tuple[int, int]]] = {}  # src_seq ranges since last_src
         self.count = 0
         self.largest = run.sizes[-1] if run.sizes else None
+        self.lost = 0
+        """Entries so far that failed step 2: any of them may have been a record of any
+        sensor."""
+        self.states: dict[str, _SensorState] = {}
+        self.declared: set[str] = set()
+        """f) the sensors the latest boot or config event declares."""
+        self.suspended = False
+        """f) after a stop event, until the next boot: nothing is expected."""
+        self.t_max = float("-inf")
+        self.t_max_text = ""
+        self.bad_declarations = 0
+        self.timeline: list[TimelineEvent] = []
+        self.timeline_more = 0
 
-    def fail(self, reason: str, entry: int | None) -> None:
-        self.run.fail("completeness", reason, entry=entry)
+    def fail(
+        self, reason: str, entry: int | None, about: tuple[str, str | None] | None = None
+    ) -> None:
+        """A failure of step 8; ``about``: the sensor and time it concerns."""
+        if about is None:
+            self.run.fail("completeness", reason, entry=entry)
+        else:
+            self.run.fail("completeness", reason, entry=entry, about=(*about, None))
         if entry is not None and len(self.failed) < MAX_KEPT_FAILURES:
             self.failed.add(entry)
 
@@ -1469,6 +1791,7 @@ class _Completeness:
         return True
 
     def add(self, i: int, r: tuple[Any, ...] | None) -> None:
+        """Entry ``i`` with its compact record if it passed step 2, else None."""
         self.count += 1
         highest = self.highest
         if highest is not None and i == highest + 1 and self.base is not None:
@@ -1482,11 +1805,14 @@ class _Completeness:
                     self._uncovered(i)
                 if r is not None:
                     self._sensor(i, r)
+                else:
+                    self.lost += 1
                 return
+        about = None if r is None or r[2] is None else (r[2], r[7])
         if not self._mark(i):
-            self.fail("appears more than once", i)
+            self.fail("appears more than once", i, about)
         elif highest is not None and i < highest:
-            self.fail(f"out of order (listed after entry {highest})", i)
+            self.fail(f"out of order (listed after entry {highest})", i, about)
             self._fill(i)
         elif highest is not None and i > highest + 1 and not self.subset:
             self.holes.append((highest + 1, i - 1))
@@ -1496,6 +1822,8 @@ class _Completeness:
             self._uncovered(i)
         if r is not None:
             self._sensor(i, r)
+        else:
+            self.lost += 1
 
     def _uncovered(self, i: int) -> None:
         what = (
@@ -1516,57 +1844,475 @@ class _Completeness:
 
     def _sensor(self, index: int, r: tuple[Any, ...]) -> None:
         # r is a _Rec or the plain tuple of one (from a worker): read it by position.
-        kind, sensor, seq, src, src_range = r[1], r[2], r[3], r[4], r[5]
+        t = r[11]
+        if t > self.t_max:
+            self.t_max = t
+            self.t_max_text = r[7]
+        kind, sensor, seq = r[1], r[2], r[3]
         if kind == "event":
             self.events += 1
+            if r[9][0] in NOTABLE_EVENTS:
+                self._event(index, r)
             return
         if sensor is None or seq is None:  # parse_entry guarantees both for readings and gaps
             return
-        prev = self.last_seq.get(sensor)
-        if prev is not None:
-            pseq, pindex = prev
-            if seq > pseq + 1:
-                self.fail(
-                    f"sensor {sensor}: seq {_range_text(pseq + 1, seq - 1)} missing "
-                    f"(seq jumps from {pseq} at entry {pindex} to {seq})",
-                    index,
-                )
-            elif seq <= pseq:
-                self.fail(
-                    f"sensor {sensor}: seq {seq} does not follow seq {pseq} of entry {pindex}",
-                    index,
-                )
-        self.last_seq[sensor] = (seq, index)
-        if kind == "gap":
-            self.gaps[sensor] = self.gaps.get(sensor, 0) + 1
-            if src_range is not None:
-                self.gap_ranges.setdefault(sensor, []).append(src_range)
+        st = self.states.get(sensor)
+        if st is None:
+            st = self.states[sensor] = _SensorState()
+        lost = self.lost
+        pseq = st.seq
+        unknown = False  # the sensor's records just before this one are not known
+        if pseq is not None and seq != pseq + 1:
+            unknown = self._seq_step(st, (sensor, r[7]), index, seq, pseq)
+        st.seq = seq
+        st.seq_index = index
+        st.seq_lost = lost
+        if kind != "reading":
+            self._gap(st, sensor, index, r, unknown)
             return
-        self.readings[sensor] = self.readings.get(sensor, 0) + 1
-        if src is None:
-            return
-        prev_src = self.last_src.get(sensor)
-        if prev_src is not None and src > prev_src[0] + 1:
-            holes = _uncovered(prev_src[0] + 1, src - 1, self.gap_ranges.get(sensor, ()))
-            if holes:
-                text = ", ".join(_range_text(a, b) for a, b in holes)
+        st.readings += 1
+        key = r[6]
+        if key > st.last:
+            st.last = key
+        if key < st.first:
+            st.first = key
+        if not r[8]:
+            st.unsynced += 1
+        flags = r[9]
+        n = st.qc.get(flags)
+        if n is None:
+            self._new_qc(st, flags)
+        else:
+            st.qc[flags] = n + 1
+        src = r[4]
+        if src is not None:
+            if st.calm and src == st.hi + 1:  # type: ignore[operator]  # calm: hi is set
+                st.hi = src
+                st.hi_index = index
+            else:
+                self._src(st, sensor, index, src, t, r[7])
+        limit = st.limit
+        if limit is None:
+            st.unchecked = True
+        last = st.L
+        if last is None or t > last:
+            if (
+                last is not None
+                and limit is not None
+                and t - last > limit
+                and not unknown
+                and not self.suspended
+            ):
                 self.fail(
-                    f"sensor {sensor}: src_seq {text} skipped after entry {prev_src[1]} "
-                    "and no gap record covers it",
+                    f"sensor {sensor}: silent from {st.L_text} to {r[7]} "
+                    f"({_duration(t - last)}) with no gap record",
                     index,
+                    (sensor, r[7]),
                 )
-        self.last_src[sensor] = (src, index)
-        self.gap_ranges.pop(sensor, None)
+            st.L = t
+            st.L_text = r[7]
+            st.L_index = index
+            st.L_lost = lost
 
-    def finish(self, tree_size: int | None) -> tuple[dict[str, SensorCounts], int]:
+    # c) ---------------------------------------------------------------------------------
+
+    def _seq_step(
+        self, st: _SensorState, about: tuple[str, str], index: int, seq: int, pseq: int
+    ) -> bool:
+        """A seq that is not the previous one plus 1; whether records of the sensor are
+        missing before this one (then d and f do not judge what they might have said)."""
+        sensor = about[0]
+        if seq <= pseq:
+            self.fail(
+                f"sensor {sensor}: seq {seq} does not follow seq {pseq} of entry {st.seq_index}",
+                index,
+                about,
+            )
+            return False
+        if self.lost - st.seq_lost < seq - pseq - 1:
+            self.fail(
+                f"sensor {sensor}: seq {_range_text(pseq + 1, seq - 1)} missing "
+                f"(seq jumps from {pseq} at entry {st.seq_index} to {seq})",
+                index,
+                about,
+            )
+        # else: as many entries between them failed step 2: those are the failures, and
+        # they may be these records.
+        st.blind = True
+        st.calm = False
+        return True
+
+    # d) ---------------------------------------------------------------------------------
+
+    def _src(self, st: _SensorState, sensor: str, index: int, s: int, t: float, text: str) -> None:
+        """A reading's src_seq, off the usual path (see docs/bundle-format.md §9, 8 d)."""
+        hi = st.hi
+        if hi is None:
+            self._start_run(st, s, index, first=True)
+            st.blind = st.across_boot = False
+            st.settle()
+            return
+        if st.cand is not None:
+            cand, st.cand = st.cand, None
+            ranges, st.cand_ranges = st.cand_ranges, []
+            if self._fits(st, s):
+                st.late += 1  # the one that fitted nowhere was a stray late arrival
+            else:  # the counter restarted at the candidate
+                self._close_run(st, sensor)
+                self._start_run(st, cand[0], cand[1], first=False)
+                for lo, up in ranges:
+                    self._declare(st, lo, up)
+                hi = cand[0]
+        if s > hi:
+            if s > hi + 1 and not st.blind:
+                self._open(st, hi + 1, s - 1, index, t, text)
+            elif s > hi + 1:  # the records before are unknown: take the skip as explained
+                st.declared.extend([a, b] for a, b in _cut(st.ahead, hi + 1, s - 1))
+            if st.ahead and _cut(st.ahead, s, s):
+                st.late += 1  # a gap record declared it lost just before it came
+                st.late_gap += 1
+            st.hi = s
+            st.hi_index = index
+            floor = s - SRC_WINDOW
+            if st.holes and st.holes[0][0] < floor:
+                self._decide(st, sensor, floor)
+            if st.declared and st.declared[0][1] < floor:
+                st.declared = [r for r in st.declared if r[1] >= floor]
+            if len(st.below) > SRC_WINDOW:
+                st.below = {n for n in st.below if n >= floor}
+        elif _take(st.holes, s):
+            st.late += 1
+        elif _take(st.declared, s):
+            st.late += 1
+            st.late_gap += 1
+        elif self._early(st, s):
+            st.below.add(s)
+            st.late += 1
+        else:
+            st.cand = (s, index)
+        st.blind = st.across_boot = False
+        st.settle()
+
+    @staticmethod
+    def _early(st: _SensorState, s: int) -> bool:
+        """Below the start of the sensor's first run, near enough, and not seen yet."""
+        return (
+            st.first_run
+            and s < st.start
+            and st.hi is not None
+            and st.hi - s <= SRC_WINDOW
+            and s not in st.below
+        )
+
+    def _fits(self, st: _SensorState, s: int) -> bool:
+        return (
+            st.hi is None
+            or s > st.hi
+            or _has(st.holes, s)
+            or _has(st.declared, s)
+            or self._early(st, s)
+        )
+
+    def _start_run(self, st: _SensorState, s: int, index: int, *, first: bool) -> None:
+        ahead = st.ahead if first else []
+        st.hi, st.hi_index, st.start, st.first_run = s, index, s, first
+        st.holes, st.declared, st.ahead, st.below = [], [], [], set()
+        for lo, up in ahead:  # declared lost before the sensor's first reading
+            self._declare(st, lo, up)
+
+    def _open(self, st: _SensorState, lo: int, up: int, index: int, t: float, text: str) -> None:
+        """Numbers lo..up skipped by the reading at ``index`` (at ``t``, ``text``): open, but
+        for those a gap record has already declared lost."""
+        excuse = "restart" if st.across_boot else None
+        holes = [[lo, up, st.hi_index, index, t, excuse, text]]
+        if st.ahead:
+            for a, b in _cut(st.ahead, lo, up):
+                _cut(holes, a, b)
+                st.declared.append([a, b])
+            del st.declared[:-_MAX_DECLARED]
+        st.holes.extend(holes)
+
+    def _declare(self, st: _SensorState, lo: int, up: int) -> None:
+        """A gap record declared src_seq lo..up lost."""
+        if st.cand is not None and len(st.cand_ranges) < _MAX_PENDING:
+            st.cand_ranges.append((lo, up))  # perhaps of the run the candidate starts
+        hi = st.hi
+        if hi is not None and lo <= hi:
+            top = min(up, hi)
+            for a, b in _cut(st.holes, lo, top):
+                st.declared.append([a, b])
+            if st.first_run and lo < st.start:
+                st.declared.append([lo, min(top, st.start - 1)])
+            del st.declared[:-_MAX_DECLARED]
+        if (hi is None or up > hi) and len(st.ahead) < _MAX_PENDING:
+            st.ahead.append([lo if hi is None else max(lo, hi + 1), up])
+        st.settle()
+
+    def _decide(self, st: _SensorState, sensor: str, floor: int | None) -> None:
+        """Decide the open numbers below ``floor`` (all, if None): no record can fill them."""
+        keep: list[list[Any]] = []
+        for hole in st.holes:
+            lo, up, after, at, _, excuse, text = hole
+            if floor is not None and lo >= floor:
+                keep.append(hole)
+                continue
+            if floor is not None and up >= floor:
+                keep.append([floor, *hole[1:]])
+                up = floor - 1
+            if excuse is None and st.first_run and (self.base or 0) > 0:
+                # The bundle starts part-way through the log: numbers just above the
+                # first one it holds may have been logged before its first entry.
+                early = min(up, st.start + SRC_WINDOW - 1)
+                if lo <= early:
+                    st.excused["start"] = st.excused.get("start", 0) + early - lo + 1
+                    lo = early + 1
+            if lo > up:
+                continue
+            if excuse is not None:
+                st.excused[excuse] = st.excused.get(excuse, 0) + up - lo + 1
+                continue
+            self.fail(
+                f"sensor {sensor}: src_seq {_range_text(lo, up)} skipped after entry {after} "
+                "and no gap record covers it",
+                at,
+                (sensor, text),
+            )
+        st.holes = keep
+
+    def _close_run(self, st: _SensorState, sensor: str) -> None:
+        self._decide(st, sensor, None)
+
+    # f), and the summary of gaps ----------------------------------------------------------
+
+    def _gap(
+        self, st: _SensorState, sensor: str, index: int, r: tuple[Any, ...], unknown: bool
+    ) -> None:
+        st.gaps += 1
+        if not r[8]:
+            st.unsynced += 1
+        reason, start, end = r[9]
+        tail = st.span_tail
+        if tail is not None and tail[2] == reason and start <= tail[1]:
+            if end > tail[1]:
+                tail[1] = end
+            if start < tail[0]:
+                tail[0] = start
+            tail[3] += 1
+        else:
+            tail = st.span_tail = [start, end, reason, 1]
+            if len(st.spans) < MAX_GAP_SPANS:
+                st.spans.append(tail)
+            else:
+                st.spans_more += 1
+        if r[5] is not None:
+            self._declare(st, r[5][0], r[5][1])
+        begin, until = _fromiso(start).timestamp(), _fromiso(end).timestamp()
+        last = st.L
+        if st.limit is None:
+            st.unchecked = True
+        elif last is not None and begin - last > st.limit and not unknown and not self.suspended:
+            self.fail(
+                f"sensor {sensor}: silent from {st.L_text} to {start} "
+                f"({_duration(begin - last)}, where this gap starts) with no gap record",
+                index,
+                (sensor, r[7]),
+            )
+        if last is None or until > last:
+            st.L = until
+            st.L_text = end
+            st.L_index = index
+            st.L_lost = self.lost
+
+    def _event(self, index: int, r: tuple[Any, ...]) -> None:
+        name, detail = r[9]
+        detail = detail if isinstance(detail, dict) else {}
+        item: TimelineEvent
+        if name == "boot":
+            item = self._boot(index, r, detail)
+        elif name == "config":
+            watched = None
+            if isinstance(detail.get("sensors"), dict):
+                watched = self._declare_sensors(detail["sensors"])
+            for sensor in _names(detail.get("removed")):
+                self._undeclare(sensor)
+            item = TimelineEvent(
+                index,
+                r[7],
+                name,
+                watched=watched,
+                added=_names(detail.get("added")),
+                removed=_names(detail.get("removed")),
+                changed=_names(detail.get("changed")),
+            )
+        elif name == "stop":
+            self.suspended = True
+            cause = detail.get("cause")
+            item = TimelineEvent(index, r[7], name, cause=cause if isinstance(cause, str) else None)
+        else:
+            item = TimelineEvent(index, r[7], name)
+        if len(self.timeline) < MAX_TIMELINE:
+            self.timeline.append(item)
+        else:
+            self.timeline_more += 1
+
+    def _boot(self, index: int, r: tuple[Any, ...], detail: dict[str, Any]) -> TimelineEvent:
+        self.suspended = False
+        for st in self.states.values():  # the gateway's memory of src_seq starts again
+            st.across_boot = True
+            st.calm = False
+        previous = detail.get("previous")
+        stop = when = down = None
+        if isinstance(previous, dict):
+            stop = previous.get("stop") if previous.get("stop") in ("clean", "unclean") else None
+            when = previous.get("time") if isinstance(previous.get("time"), str) else None
+            before = _instant(when)
+            if before is not None:
+                down = round(r[11] - before, 6)
+                if stop == "unclean":
+                    for st in self.states.values():
+                        for hole in st.holes:
+                            if hole[5] is None and hole[4] >= before - CRASH_WINDOW_S:
+                                hole[5] = "crash"
+        sensors = detail.get("sensors")
+        watched = self._declare_sensors(sensors if isinstance(sensors, dict) else {})
+        return TimelineEvent(
+            index,
+            r[7],
+            "boot",
+            previous_stop=stop,
+            previous_time=when,
+            downtime_s=down,
+            watched=watched if isinstance(sensors, dict) else None,
+        )
+
+    def _declare_sensors(self, sensors: dict[Any, Any]) -> int:
+        """A boot's or config event's ``sensors``: the declaration from here on."""
+        new: dict[str, tuple[float, float]] = {}
+        for sensor, e in itertools.islice(sensors.items(), _MAX_SENSORS_DECLARED):
+            allowance = e.get("allowance_s") if isinstance(e, dict) else None
+            repeat = e.get("repeat_s") if isinstance(e, dict) else None
+            if isinstance(sensor, str) and _number(allowance) and _number(repeat):
+                new[sensor] = (float(allowance or 0), float(repeat or 0))
+            else:
+                self.bad_declarations += 1
+        for sensor in self.declared - new.keys():
+            self._undeclare(sensor)
+        for sensor, (allowance, repeat) in new.items():
+            st = self.states.get(sensor)
+            if st is None:
+                st = self.states[sensor] = _SensorState()
+            st.limit = allowance + SILENCE_TOLERANCE_S
+            st.end_limit = allowance + repeat + END_SLACK_S
+        self.declared = set(new)
+        return len(new)
+
+    def _undeclare(self, sensor: str) -> None:
+        self.declared.discard(sensor)
+        st = self.states.get(sensor)
+        if st is not None:
+            st.limit = None
+
+    def _new_qc(self, st: _SensorState, flags: str) -> None:
+        if len(st.qc) >= _MAX_QC_PATTERNS:  # fold into single digits: bounded by ten keys
+            folded: dict[str, int] = {}
+            for pattern, n in st.qc.items():
+                for digit in pattern:
+                    folded[digit] = folded.get(digit, 0) + n
+            st.qc = folded
+            for digit in flags:
+                st.qc[digit] = st.qc.get(digit, 0) + 1
+            return
+        st.qc[flags] = 1
+
+    # the end ----------------------------------------------------------------------------
+
+    def finish(
+        self, tree_size: int | None
+    ) -> tuple[dict[str, SensorCounts], int, tuple[TimelineEvent, ...]]:
         if self.count == 0:
             self.fail("the bundle holds no entries", None)
         for lo, hi in self.holes:
             more = "" if lo == hi else f", and so are {_range_text(lo + 1, hi)}"
             self.fail(f"missing{more} (indexes jump from {lo - 1} to {hi + 1})", lo)
         del tree_size  # a tiled bundle places every entry in its tree: a) and b) hold
+        notes = self.run.notes
+        for sensor, st in sorted(self.states.items()):
+            self._close_run(st, sensor)
+        if not self.suspended:
+            for sensor in sorted(self.declared):
+                st = self.states[sensor]
+                last = st.L
+                if last is None or self.lost > st.L_lost:
+                    continue  # no record yet; or entries after its last failed step 2
+                silent = self.t_max - last
+                if silent > st.end_limit:
+                    self.fail(
+                        f"sensor {sensor}: silent since {st.L_text}, {_duration(silent)} "
+                        f"before the bundle's last record ({self.t_max_text}), with no gap "
+                        "record: removed without a config event, or its records were deleted",
+                        st.L_index,
+                        (sensor, st.L_text),
+                    )
         ok = self.count - len(self.failed)
         self.run.passed("completeness", max(ok, 0))
-        names = sorted(set(self.readings) | set(self.gaps))
-        sensors = {s: SensorCounts(self.readings.get(s, 0), self.gaps.get(s, 0)) for s in names}
-        return sensors, self.events
+        unchecked = sorted(s for s, st in self.states.items() if st.unchecked)
+        if unchecked:
+            shown = ", ".join(unchecked[:_MAX_NAMED])
+            more = f" and {len(unchecked) - _MAX_NAMED} more" if len(unchecked) > _MAX_NAMED else ""
+            notes.append(
+                "silence not checked for sensors no boot or config event in this bundle "
+                f"declares (8 f): {shown}{more}"
+            )
+        if self.bad_declarations:
+            notes.append(
+                f"{self.bad_declarations} sensor declaration(s) of boot or config events "
+                "lack a usable allowance_s or repeat_s; those sensors are not checked for silence"
+            )
+        for sensor, st in sorted(self.states.items()):
+            if st.late_gap:
+                notes.append(
+                    f"sensor {sensor}: {st.late_gap} reading(s) arrived after a gap record "
+                    "declared them lost"
+                )
+            for excuse, n in sorted(st.excused.items()):
+                notes.append(f"sensor {sensor}: {n} src_seq number(s) {_EXCUSES[excuse]}")
+        if self.timeline_more:
+            notes.append(
+                f"{self.timeline_more} further notable event(s) are not in the timeline "
+                f"(the first {MAX_TIMELINE} are)"
+            )
+        sensors = {
+            s: _counts(st) for s, st in sorted(self.states.items()) if st.readings or st.gaps
+        }
+        return sensors, self.events, tuple(self.timeline)
+
+
+_EXCUSES = {
+    "restart": "skipped across a gateway restart were never logged and no gap record names "
+    "them: the gateway keeps a node's count in memory only, and the time it was down is in "
+    "its gateway-down gaps",
+    "crash": "went missing shortly before the gateway stopped uncleanly and were never "
+    "declared lost: it stopped while it was still waiting for them (its reorder window)",
+    "start": "between its first ones in this bundle were not found and no gap record covers "
+    "them: the bundle starts part-way through the log, so they may have been logged before "
+    "its first entry",
+}
+
+
+def _counts(st: _SensorState) -> SensorCounts:
+    qc: dict[str, int] = {}
+    for pattern, n in st.qc.items():
+        for digit in pattern:
+            if digit != "-":
+                qc[digit] = qc.get(digit, 0) + n
+    return SensorCounts(
+        st.readings,
+        st.gaps,
+        first=st.first if st.readings else None,
+        last=st.last if st.readings else None,
+        unsynced=st.unsynced,
+        qc=dict(sorted(qc.items())),
+        late=st.late,
+        gap_spans=tuple(GapSpan(a, b, reason, n) for a, b, reason, n in st.spans),
+        gap_spans_more=st.spans_more,
+    )

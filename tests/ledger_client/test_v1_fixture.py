@@ -42,11 +42,44 @@ def _doc(name: str) -> dict[str, Any]:
 def _expected(doc: dict[str, Any]) -> dict[str, Any]:
     """What a verifier must report, read straight from the file."""
     recs = [json.loads(e["entry"])["rec"] for e in doc["entries"]]
-    sensors: dict[str, dict[str, int]] = {}
+    sensors: dict[str, dict[str, Any]] = {}
     for rec in recs:
-        if rec["kind"] in ("reading", "gap"):
-            counts = sensors.setdefault(rec["sensor"], {"readings": 0, "gaps": 0})
-            counts["readings" if rec["kind"] == "reading" else "gaps"] += 1
+        if rec["kind"] not in ("reading", "gap"):
+            continue
+        counts = sensors.setdefault(
+            rec["sensor"],
+            {
+                "readings": 0,
+                "gaps": 0,
+                "first": None,
+                "last": None,
+                "unsynced": 0,
+                "qc": {},
+                "late": 0,  # the 0.1.0 gateway logged every node's messages in order
+                "gap_spans": [],
+                "gap_spans_more": 0,
+            },
+        )
+        counts["unsynced"] += rec["clock"] != "synced"
+        if rec["kind"] == "gap":
+            counts["gaps"] += 1
+            spans = counts["gap_spans"]
+            last = spans[-1] if spans else None
+            if last and last["reason"] == rec["reason"] and rec["from"] <= last["to"]:
+                last["to"] = max(last["to"], rec["to"])
+                last["records"] += 1
+            else:
+                spans.append(
+                    {"from": rec["from"], "to": rec["to"], "reason": rec["reason"], "records": 1}
+                )
+            continue
+        counts["readings"] += 1
+        counts["first"] = min(counts["first"] or rec["time"], rec["time"])
+        counts["last"] = max(counts["last"] or rec["time"], rec["time"])
+        for value in rec["values"]:
+            if "qc" in value:
+                flag = str(value["qc"]["flag"])
+                counts["qc"][flag] = counts["qc"].get(flag, 0) + 1
     return {
         "entries": len(doc["entries"]),
         "first_index": doc["entries"][0]["index"],
