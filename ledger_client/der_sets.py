@@ -50,9 +50,11 @@ trusted to have found the same SET as the library does.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
-__all__ = ["DerError", "der_sorted_reply", "der_sorted_token"]
+__all__ = ["DerError", "der_sorted_reply", "der_sorted_token", "token_gen_time"]
 
 _SEQUENCE = b"\x30"
 _SET = b"\x31"
@@ -216,3 +218,51 @@ def der_sorted_reply(reply: bytes) -> tuple[bytes, bytes | None]:
         reply[: token.start] + sorted_token + reply[token.end :],
         reply[token.start : token.end],
     )
+
+
+_OCTET_STRING = b"\x04"
+_GENERALIZED_TIME = b"\x18"
+
+
+def token_gen_time(token: bytes) -> datetime:
+    """The exact ``genTime`` of a DER TimeStampToken, fractions of a second included.
+
+    rfc3161-client 1.0.9 returns genTime in whole seconds, dropping the
+    fraction RFC 3161 §2.4.2 allows (``YYYYMMDDhhmmss[.s...]Z``): a token stamped
+    at 10:00:15.9 would read as 10:00:15, and "recorded no later than" would
+    claim 0.9 s more than the TSA signed. So the verifier takes the time from
+    the signed TSTInfo itself: ContentInfo → SignedData → encapContentInfo →
+    eContent [0] → OCTET STRING → TSTInfo { version, policy, messageImprint,
+    serialNumber, genTime }. Fractions finer than a microsecond are rounded up
+    (the bound may only be later than the TSA's time, never earlier).
+    """
+    info = _only(token, 0, len(token), _SEQUENCE, "ContentInfo")
+    oid = _expect(token, info.body, info.end, _OID, "ContentInfo contentType")
+    content = _only(token, oid.end, info.end, _CONTEXT_0, "ContentInfo content [0]")
+    signed = _only(token, content.body, content.end, _SEQUENCE, "SignedData")
+    at = _expect(token, signed.body, signed.end, _INTEGER, "SignedData version").end
+    at = _expect(token, at, signed.end, _SET, "SignedData digestAlgorithms").end
+    encap = _expect(token, at, signed.end, _SEQUENCE, "SignedData encapContentInfo")
+    kind = _expect(token, encap.body, encap.end, _OID, "encapContentInfo eContentType")
+    wrapper = _only(token, kind.end, encap.end, _CONTEXT_0, "encapContentInfo eContent [0]")
+    octets = _only(token, wrapper.body, wrapper.end, _OCTET_STRING, "eContent OCTET STRING")
+    tst = _only(token, octets.body, octets.end, _SEQUENCE, "TSTInfo")
+    at = _expect(token, tst.body, tst.end, _INTEGER, "TSTInfo version").end
+    at = _expect(token, at, tst.end, _OID, "TSTInfo policy").end
+    at = _expect(token, at, tst.end, _SEQUENCE, "TSTInfo messageImprint").end
+    at = _expect(token, at, tst.end, _INTEGER, "TSTInfo serialNumber").end
+    gen = _expect(token, at, tst.end, _GENERALIZED_TIME, "TSTInfo genTime")
+    text = token[gen.body : gen.end].decode("ascii", "replace")
+    match = _GEN_TIME.fullmatch(text)
+    if match is None:
+        raise DerError(f"TSTInfo genTime {text!r} is not YYYYMMDDhhmmss[.f]Z")
+    whole = datetime.strptime(match.group(1), "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+    fraction = match.group(2) or ""
+    micros = int((fraction + "000000")[:6]) if fraction else 0
+    if len(fraction) > 6 and int(fraction[6:]) > 0:
+        micros += 1  # round up: never claim an earlier time than the TSA signed
+    return whole + timedelta(microseconds=micros)
+
+
+# RFC 3161 §2.4.2: UTC ("Z"), seconds always present, a fraction without trailing zeros.
+_GEN_TIME = re.compile(r"(\d{14})(?:\.(\d*[1-9]))?Z", re.ASCII)

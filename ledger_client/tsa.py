@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from .anchors import AnchorEvidence
 from .bundle import AnchorReceipt
-from .der_sets import der_sorted_token
+from .der_sets import DerError, der_sorted_token, token_gen_time
 from .errors import AnchorCheckError, LedgerClientError, LedgerUnreachable, MalformedError
 from .records import parse_time
 
@@ -189,6 +189,16 @@ def verify_token(
     gen_time = info.gen_time
     if gen_time.tzinfo is None:  # GeneralizedTime in a token is UTC by RFC 3161
         gen_time = gen_time.replace(tzinfo=UTC)
+    try:
+        exact = token_gen_time(token)  # the library drops fractions of a second
+    except DerError as exc:
+        raise AnchorCheckError(f"the token's genTime cannot be read: {exc}") from exc
+    if exact.replace(microsecond=0) != gen_time.replace(microsecond=0):
+        raise AnchorCheckError(
+            f"the token's genTime reads {format_gen_time(exact)} here and "
+            f"{format_gen_time(gen_time)} to the token library"
+        )
+    gen_time = exact
     return TokenFacts(
         gen_time,
         info.serial_number,
@@ -288,7 +298,11 @@ class TsaChecker:
 
 
 def _same_instant(text: Any, t: datetime) -> bool:
+    """The receipt's informational gen_time names the token's genTime: exactly, or in
+    the whole seconds riverseal's gateway wrote before it read fractions (a smaller
+    claim, never a later one)."""
     try:
-        return parse_time(text) == t
+        stated = parse_time(text)
     except LedgerClientError:
         return False
+    return stated in (t, t.replace(microsecond=0))

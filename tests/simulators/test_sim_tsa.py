@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import re
 import subprocess
 import urllib.error
 import urllib.request
@@ -134,3 +135,42 @@ def test_async_use_and_cleanup() -> None:
 def test_without_openssl_it_says_so(tmp_path: Path) -> None:
     with pytest.raises(OpensslMissing, match="needs the openssl command line"):
         LocalTsa(openssl=str(tmp_path / "no-openssl")).start()
+
+
+def test_a_fraction_of_a_second_in_gen_time_is_kept(tmp_path: Path) -> None:
+    """rfc3161-client drops genTime's fraction; the verifier reads it from the signed
+    TSTInfo, so "recorded no later than" is never earlier than the TSA's time."""
+    from ledger_client.der_sets import token_gen_time
+    from ledger_client.tsa import load_tsa_roots, verify_token
+
+    with LocalTsa() as tsa:
+        cnf = Path(tsa.roots_pem).parent / "tsa.cnf"
+        cnf.write_text(
+            cnf.read_text().replace("accuracy ", "clock_precision_digits = 3\naccuracy ", 1)
+        )
+        digest = hashlib.sha256(b"checkpoint body").digest()
+        query = subprocess.run(
+            ["openssl", "ts", "-query", "-digest", digest.hex(), "-sha256", "-cert"],
+            capture_output=True,
+            check=True,
+        ).stdout
+        (tmp_path / "q.tsq").write_bytes(query)
+        token = subprocess.run(
+            ["openssl", "ts", "-reply", "-config", str(cnf), "-queryfile", str(tmp_path / "q.tsq"),
+             "-token_out"],
+            capture_output=True,
+            check=True,
+            cwd=cnf.parent,
+        ).stdout  # fmt: skip
+        shown = subprocess.run(
+            ["openssl", "ts", "-reply", "-in", "/dev/stdin", "-token_in", "-text"],
+            input=token,
+            capture_output=True,
+            check=True,
+        ).stdout.decode()
+        stamp = re.search(r"Time stamp: \w+ +\d+ \d\d:\d\d:\d\d\.(\d{3}) ", shown)
+        assert stamp is not None, shown
+        millis = int(stamp.group(1))
+        facts = verify_token(token, digest, load_tsa_roots([Path(tsa.roots_pem)]))
+    assert facts.gen_time == token_gen_time(token)
+    assert facts.gen_time.microsecond == millis * 1000
