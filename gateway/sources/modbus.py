@@ -2,11 +2,13 @@
 
 ``ModbusSource`` owns one bus (``ModbusLink``: one pymodbus client on one
 port) and runs one named task per slave in a TaskGroup. Each slave keeps
-its own fixed cadence (``interval_s``), timeout and retry budget; requests
-share the half-duplex bus in the order they ask for it, one attempt at a
-time, so a slave that stops answering costs the bus at most
-``timeout_s × (retries + 1)`` per its own interval and delays any other
-slave's request by at most one of its timeouts.
+its own fixed cadence (``interval_s``), timeout and retry budget. Slaves
+take turns on the half-duplex bus in the order they ask for it: a turn is
+one reading (every request of it, back to back), ended early by a failed
+attempt, whose retry asks for a new turn. So a slave that stops answering
+holds the bus for one timeout at a time, costs it at most
+``timeout_s × (retries + 1)`` per its own interval, and delays any other
+slave's reading by at most one of its timeouts.
 
 A reading is: the profile's per-reading setup writes (if any), the reads
 ``plan_reads`` groups the profile's registers into, and ``decode_reading``.
@@ -112,22 +114,53 @@ class _SlaveReader:
         self.connected_setup_done = False
 
     async def read(self, link: ModbusLink) -> _Outcome:
+        """One reading: setup writes, then every block, each one turn on the bus.
+
+        The requests go out back to back within one turn (``link.turn``), so
+        another slave's request never waits between two blocks of this reading.
+        The turn ends early after a failed attempt (the retry queues behind
+        the other slaves' turns) and after a setup write that asks for a wait
+        (the wait is off the bus).
+        """
         cfg, out = self.cfg, _Outcome()
+        steps: list[SetupWrite | ReadBlock] = []
         if not self.connected_setup_done:
-            for w in (w for w in cfg.profile.setup if w.when == "connect"):
-                if not await self._write(link, w, out):
-                    return out
-            self.connected_setup_done = True
-        for w in (w for w in cfg.profile.setup if w.when == "reading"):
-            if not await self._write(link, w, out):
-                return out
+            steps += [w for w in cfg.profile.setup if w.when == "connect"]
+        connect_left = len(steps)
+        self.connected_setup_done = connect_left == 0
+        steps += [w for w in cfg.profile.setup if w.when == "reading"]
+        steps += self.blocks
         words: dict[ReadBlock, Sequence[int]] = {}
-        for block in self.blocks:
-            got = await self._attempts(link, block, None, out)
-            if got is None:
-                return out
-            words[block] = got
-            out.frames.append(hex_frame(read_reply(cfg.slave, block.function, got)))
+        attempts = cfg.retries + 1
+        attempt = 1
+        while steps:
+            pause = 0.0
+            async with link.turn():
+                while steps:
+                    step = steps[0]
+                    got = await self._attempt(link, step, attempt, out)
+                    if got is None:
+                        return out  # an exception reply: rejected, not retried
+                    if isinstance(got, SensorError):
+                        if attempt == attempts:
+                            self._give_up(step, got, out)
+                            return out
+                        attempt += 1
+                        break  # the retry waits for its turn behind the other slaves
+                    steps.pop(0)
+                    attempt = 1
+                    if isinstance(step, ReadBlock):
+                        words[step] = got
+                        out.frames.append(hex_frame(read_reply(cfg.slave, step.function, got)))
+                        continue
+                    if connect_left:
+                        connect_left -= 1
+                        self.connected_setup_done = connect_left == 0
+                    if step.wait_s > 0:
+                        pause = step.wait_s
+                        break
+            if pause:
+                await asyncio.sleep(pause)  # off the bus: other slaves may use it meanwhile
         out.received_ns = self._clock()
         out.decoded = decoded = decode_reading(cfg.profile, words)
         for spec, why in decoded.errors:
@@ -138,74 +171,73 @@ class _SlaveReader:
             out.error = "no value could be read (see the rejections)"
         return out
 
-    async def _write(self, link: ModbusLink, w: SetupWrite, out: _Outcome) -> bool:
-        ok = await self._attempts(link, None, w, out) is not None
-        if ok and w.wait_s > 0:
-            await asyncio.sleep(w.wait_s)  # off the bus: other slaves may use it meanwhile
-        return ok
+    def _what(self, step: SetupWrite | ReadBlock) -> str:
+        if isinstance(step, ReadBlock):
+            return f"read FC{step.function} @{step.address} x{step.count}"
+        return f"setup write FC{step.function} @{step.address}"
 
-    async def _attempts(
-        self, link: ModbusLink, block: ReadBlock | None, write: SetupWrite | None, out: _Outcome
-    ) -> list[int] | None:
-        """One request with the slave's retry budget; None (already rejected) if it failed."""
+    async def _attempt(
+        self, link: ModbusLink, step: SetupWrite | ReadBlock, attempt: int, out: _Outcome
+    ) -> list[int] | SensorError | None:
+        """One attempt at one request: the words (a write: its values), the error that
+        may be retried (already noted), or None for an exception reply (rejected).
+
+        Raises:
+            LinkLost: the port failed.
+        """
         cfg = self.cfg
-        if block is not None:
-            what = f"read FC{block.function} @{block.address} x{block.count}"
-        else:
-            assert write is not None
-            what = f"setup write FC{write.function} @{write.address}"
+        what = self._what(step)
         attempts = cfg.retries + 1
-        last: SensorError | None = None
-        for attempt in range(1, attempts + 1):
-            try:
-                if block is not None:
-                    got = await link.read(
-                        cfg.slave,
-                        block.function,
-                        block.address,
-                        block.count,
-                        timeout_s=cfg.timeout_s,
-                        sensor=cfg.id,
-                    )
-                else:
-                    assert write is not None
-                    await link.write(
-                        cfg.slave,
-                        write.function,
-                        write.address,
-                        write.values,
-                        timeout_s=cfg.timeout_s,
-                        sensor=cfg.id,
-                    )
-                    got = list(write.values)
-            except LinkLost:
-                raise
-            except ModbusExceptionReply as exc:
-                self._note(link, f"{what}: {exc.problem}")
-                self._reject(cfg.id, exc.reason, f"{what}: {exc.problem}")
-                out.error = f"slave {cfg.slave} answered {what} with {exc.problem}"
-                return None
-            except SensorTimeout as exc:
-                self._note(link, f"{what}: no reply (attempt {attempt}/{attempts})")
-                last = exc
-                continue
-            except ProtocolError as exc:
-                reason = "crc" if isinstance(exc, BadCrc) else "garbage"
-                self._note(link, f"{what}: {exc.problem} (attempt {attempt}/{attempts})")
-                self._reject(cfg.id, reason, f"{what}: {exc.problem}")
-                last = exc
-                continue
-            self._note(link, f"{what}: ok")
-            return got
+        try:
+            if isinstance(step, ReadBlock):
+                got = await link.read(
+                    cfg.slave,
+                    step.function,
+                    step.address,
+                    step.count,
+                    timeout_s=cfg.timeout_s,
+                    sensor=cfg.id,
+                )
+            else:
+                await link.write(
+                    cfg.slave,
+                    step.function,
+                    step.address,
+                    step.values,
+                    timeout_s=cfg.timeout_s,
+                    sensor=cfg.id,
+                )
+                got = list(step.values)
+        except LinkLost:
+            raise
+        except ModbusExceptionReply as exc:
+            self._note(link, f"{what}: {exc.problem}")
+            self._reject(cfg.id, exc.reason, f"{what}: {exc.problem}")
+            out.error = f"slave {cfg.slave} answered {what} with {exc.problem}"
+            return None
+        except SensorTimeout as exc:
+            self._note(link, f"{what}: no reply (attempt {attempt}/{attempts})")
+            return exc
+        except ProtocolError as exc:
+            reason = "crc" if isinstance(exc, BadCrc) else "garbage"
+            self._note(link, f"{what}: {exc.problem} (attempt {attempt}/{attempts})")
+            self._reject(cfg.id, reason, f"{what}: {exc.problem}")
+            return exc
+        self._note(link, f"{what}: ok")
+        return got
+
+    def _give_up(self, step: SetupWrite | ReadBlock, last: SensorError, out: _Outcome) -> None:
+        """Every attempt at ``step`` failed: no reading this time."""
+        cfg = self.cfg
+        what = self._what(step)
         if isinstance(last, SensorTimeout):
             self._reject(
                 cfg.id,
                 "timeout",
                 f"no reply from slave {cfg.slave} on {cfg.port} to {what} "
-                f"({attempts} attempt(s) of {cfg.timeout_s:g} s)",
+                f"({cfg.retries + 1} attempt(s) of {cfg.timeout_s:g} s)",
             )
-        out.error = f"{what}: {last.problem if last is not None else 'failed'}"
-        return None
+        out.error = f"{what}: {last.problem}"
 
     def _note(self, link: ModbusLink, note: str) -> None:
         if self._on_exchange is not None and link.last is not None:

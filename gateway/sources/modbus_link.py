@@ -16,10 +16,13 @@ which would cost the next slave its reply too; so stray frames are taken off
 the front of the receive buffer here (through pymodbus's ``trace_packet``
 hook, which may rewrite received data) and reported to ``on_stray``.
 
-A bus is half-duplex: requests go one at a time, in the order they asked
-for the bus (``asyncio.Lock`` is FIFO). Each request holds the bus for one
-attempt only, so a caller's retries queue behind other slaves' requests and
-a silent slave delays the others by at most one of its timeouts.
+A bus is half-duplex: callers take turns on it, in the order they asked for
+it (``asyncio.Lock`` is FIFO). A request made outside a turn is a turn of
+its own; ``async with link.turn():`` holds the bus for several requests of
+one caller, so the register blocks of one reading go out back to back. A
+caller ends its turn after an attempt that failed, so its retries queue
+behind the other slaves and a silent slave holds the bus for at most one of
+its timeouts at a time.
 
 pymodbus's own retries and reconnects are off (``retries=0``,
 ``reconnect_delay=0``): each slave has its own timeout and retry budget,
@@ -33,7 +36,8 @@ import asyncio
 import gc
 import logging
 import termios
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -103,6 +107,7 @@ class ModbusLink:
         self.name = name or f"modbus[{port}]"
         self._client: AsyncModbusSerialClient | None = None
         self._lock = asyncio.Lock()
+        self._holder: asyncio.Task[Any] | None = None  # the task whose turn it is
         self._lost: asyncio.Future[str] | None = None
         self._sent = b""
         self._received: list[bytes] = []
@@ -179,6 +184,21 @@ class ModbusLink:
         """Wait until the port fails or is closed; the reason."""
         assert self._lost is not None, "not open"
         return await asyncio.shield(self._lost)
+
+    # -- turns on the bus ---------------------------------------------------------
+
+    @asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        """Hold the bus for the requests this task makes inside; others wait their turn."""
+        task = asyncio.current_task()
+        if task is None or self._holder is task:
+            raise RuntimeError("a turn on the bus needs a task and cannot be nested")
+        async with self._lock:
+            self._holder = task
+            try:
+                yield
+            finally:
+                self._holder = None
 
     # -- requests ---------------------------------------------------------------
 
@@ -257,44 +277,58 @@ class ModbusLink:
         timeout_s: float,
         sensor: str,
     ) -> Any:
+        if self._holder is not None and self._holder is asyncio.current_task():
+            return await self._exchange(call, frame, slave, function, timeout_s, sensor)
         async with self._lock:
-            lost = self._lost
-            assert lost is not None
-            if lost.done():
-                raise LinkLost(self.name, f"{self.port} is {lost.result()}")
-            self._sent, self._received, self._last_buffer = b"", [], b""
-            self._expect = (slave, function)
+            return await self._exchange(call, frame, slave, function, timeout_s, sensor)
+
+    async def _exchange(
+        self,
+        call: Callable[[], Awaitable[Any]],
+        frame: bytes,
+        slave: int,
+        function: int,
+        timeout_s: float,
+        sensor: str,
+    ) -> Any:
+        """One attempt of one request; the caller holds the bus."""
+        lost = self._lost
+        assert lost is not None
+        if lost.done():
+            raise LinkLost(self.name, f"{self.port} is {lost.result()}")
+        self._sent, self._received, self._last_buffer = b"", [], b""
+        self._expect = (slave, function)
+        try:
+            task = asyncio.ensure_future(call())
+        except ModbusException as exc:
+            raise self._translate(exc, sensor) from exc
+        try:
+            done, _ = await asyncio.wait(
+                {task, lost}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.wait({task})
+        received = b"".join(self._received)
+        self.last = Traffic(self._sent or frame, received)
+        if task in done:
             try:
-                task = asyncio.ensure_future(call())
+                reply = task.result()
             except ModbusException as exc:
                 raise self._translate(exc, sensor) from exc
-            try:
-                done, _ = await asyncio.wait(
-                    {task, lost}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
-                )
-            finally:
-                if not task.done():
-                    task.cancel()
-                    await asyncio.wait({task})
-            received = b"".join(self._received)
-            self.last = Traffic(self._sent or frame, received)
-            if task in done:
-                try:
-                    reply = task.result()
-                except ModbusException as exc:
-                    raise self._translate(exc, sensor) from exc
-                return self._check(reply, slave, function, sensor)
-            if not task.cancelled():
-                task.exception()  # retrieved, so asyncio does not warn about it
-            if lost.done():
-                raise LinkLost(self.name, f"{self.port} is {lost.result()}")
-            if received:
-                raise diagnose(received, slave=slave, function=function, sensor=sensor)
-            raise SensorTimeout(
-                sensor,
-                f"no reply from slave {slave} on {self.port} within {timeout_s:g} s to "
-                f"{hex_frame(frame)}",
-            )
+            return self._check(reply, slave, function, sensor)
+        if not task.cancelled():
+            task.exception()  # retrieved, so asyncio does not warn about it
+        if lost.done():
+            raise LinkLost(self.name, f"{self.port} is {lost.result()}")
+        if received:
+            raise diagnose(received, slave=slave, function=function, sensor=sensor)
+        raise SensorTimeout(
+            sensor,
+            f"no reply from slave {slave} on {self.port} within {timeout_s:g} s to "
+            f"{hex_frame(frame)}",
+        )
 
     def _check(self, reply: Any, slave: int, function: int, sensor: str) -> Any:
         if reply is None or not hasattr(reply, "function_code"):

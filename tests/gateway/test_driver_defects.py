@@ -1,0 +1,99 @@
+"""Field defects found by running the drivers against fakes of real devices (issue 10).
+
+Each test failed on the code before its fix:
+
+1. Modbus: a reading (every register block of one slave's profile) is one
+   turn on the bus, so a dead slave delays a healthy one by at most one of
+   its timeouts, not one per block.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gateway.backoff import Backoff
+from gateway.config.modbus import ModbusSensorConfig
+from gateway.modbus_profiles import load_profile
+from gateway.modbus_profiles.profile import plan_reads
+from gateway.sources.modbus import ModbusSource
+from simulators.modbus import ModbusSimBus, SimSlave, load_sim_profile
+from simulators.river import RiverModel
+
+if TYPE_CHECKING:
+    from conftest import RecordingSink
+
+RIVER = RiverModel(seed=7)
+
+
+# -- 1. Modbus: one turn on the bus per reading -----------------------------------------
+
+DEAD_TIMEOUT_S = 0.25
+"""T: the dead slave's timeout; it asks the bus for T at a time, back to back."""
+BUS_INTERVAL_S = 0.5
+"""Both slaves' cadence: the dead one's two attempts (2 T) fill its whole interval."""
+TRANSFER_S = 0.1
+"""The healthy slave's own two request/reply exchanges on a pty, with event-loop
+latency on a busy box: what its reading may take beyond waiting for the bus."""
+
+
+async def test_a_dead_slave_delays_a_two_block_reading_by_at_most_one_timeout(
+    tmp_path: Path, sink: RecordingSink
+) -> None:
+    link = tmp_path / "rs485"
+    two_blocks = load_profile("boqu-bh-485-nh")
+    assert len(plan_reads(two_blocks)) == 2
+    healthy = ModbusSensorConfig(
+        "two-blocks",
+        port=str(link),
+        slave=10,
+        profile=two_blocks,
+        interval_s=BUS_INTERVAL_S,
+        timeout_s=DEAD_TIMEOUT_S,
+        retries=1,
+    )
+    dead = ModbusSensorConfig(
+        "dead",
+        port=str(link),
+        slave=2,  # configured, but nobody answers at 2
+        profile=load_profile("supmea-sup-ph8001"),
+        interval_s=BUS_INTERVAL_S,
+        timeout_s=DEAD_TIMEOUT_S,
+        retries=1,
+    )
+    slaves = [SimSlave(10, load_sim_profile("boqu-bh-485-nh"), RIVER)]
+    source = ModbusSource([dead, healthy], clock=time.monotonic_ns, backoff=Backoff(0.05, 0.2))
+    async with ModbusSimBus(slaves, link):
+        task = asyncio.create_task(source.run(sink), name="test.modbus")
+        try:
+            await sink.wait_for(lambda: len(readings(sink, "two-blocks")) >= 8, within=10)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        stopped = asyncio.get_running_loop().time()
+
+    # The dead slave really held the bus: each of its readings timed out.
+    assert sink.reject_counts()["timeout"] >= 3
+    assert {s for s, _, _ in sink.rejects} == {"dead"}
+
+    # The healthy slave's slots lie on one grid (source._slots holds its last one);
+    # the k-th reading belongs to the k-th slot from its first.
+    stamps = readings(sink, "two-blocks")
+    grid = source._slots["two-blocks"]
+    first = grid - math.ceil((grid - stamps[0]) / BUS_INTERVAL_S) * BUS_INTERVAL_S
+    lateness = [t - (first + k * BUS_INTERVAL_S) for k, t in enumerate(stamps)]
+    # Every slot that was due long enough before the end has its reading: none missed...
+    due = math.floor((stopped - DEAD_TIMEOUT_S - TRANSFER_S - first) / BUS_INTERVAL_S) + 1
+    assert len(stamps) >= due, (len(stamps), due, lateness)
+    # ...and none later than one of the dead slave's timeouts after its slot.
+    assert all(0 <= late <= DEAD_TIMEOUT_S + TRANSFER_S for late in lateness), [
+        round(late, 3) for late in lateness
+    ]
+
+
+def readings(sink: RecordingSink, sensor: str) -> list[float]:
+    """Receive times (monotonic seconds) of a sensor's readings."""
+    return [r.received_ns / 1e9 for r in sink.readings if r.sensor == sensor]
