@@ -140,6 +140,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .daemon import Gateway
+    from .lock import hold_data_dir
+    from .notify import Notifier
     from .rotate import finish_interrupted_rotation
 
     cfg = load_config(args.config)
@@ -150,9 +152,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await Gateway(cfg).run(stop)
+        await Gateway(cfg, notifier=Notifier.from_environment()).run(stop)
 
-    asyncio.run(go())
+    # One daemon per data directory: refused here, before anything is read or written.
+    with hold_data_dir(cfg.data_dir, "gateway run", cfg.path):
+        asyncio.run(go())
     return 0
 
 

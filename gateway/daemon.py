@@ -21,6 +21,13 @@ declaration. Before anything is written, the log is checked against the
 history this key has already signed (gateway/history.py).
 ``status.json`` shows, per sensor, its last reading, counts, refusals by reason,
 the silence it is in and its QC flags, and per source its restarts.
+
+One daemon per data directory: ``run`` holds ``<data_dir>/gateway.lock``
+(gateway/lock.py) before it reads or writes anything. Under systemd
+(gateway/notify.py) it says ``READY=1`` once the boot event is committed and
+the sources are started, keeps a one-line ``STATUS=`` with the status file,
+sends ``WATCHDOG=1`` only while the ingest writer answers (``_watchdog``) and
+``STOPPING=1`` when asked to stop.
 """
 
 from __future__ import annotations
@@ -48,7 +55,9 @@ from .errors import GatewayError, StoreError
 from .history import HighWater, check_history, high_water_path
 from .ingest import Ingest
 from .keys import DeviceKey, load_device_key
+from .lock import hold_data_dir
 from .log import Log
+from .notify import Notifier
 from .qc import QC_TESTS, QcEngine
 from .silence import Expectation, SilenceTracker, expectation
 from .sources.base import Event, Gap, Source
@@ -198,8 +207,14 @@ class Gateway:
         sources: Sequence[Source] | None = None,
         backends: Sequence[AnchorBackend] | None = None,
         status_every_s: float = 5.0,
+        notifier: Notifier | None = None,
     ) -> None:
         self.config = config
+        self.notifier = notifier if notifier is not None else Notifier(None)
+        """systemd's notification socket (``Notifier.from_environment()``); a no-op by default."""
+        self.watchdog_problem: str | None = None
+        """Why ``WATCHDOG=1`` is being withheld, while it is."""
+        self._status_sent: str | None = None
         self._sources = sources
         self._backends = backends
         self.status_every_s = status_every_s
@@ -212,7 +227,16 @@ class Gateway:
         self.started = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
+        # One daemon per data directory, taken before anything is read or written.
+        with hold_data_dir(self.config.data_dir, "gateway run", self.config.path):
+            try:
+                await self._run(stop)
+            finally:
+                self.notifier.close()
+
+    async def _run(self, stop: asyncio.Event) -> None:
         cfg = self.config
+        self.notifier.status("starting: checking the log")
         self.key = key = load_device_key(cfg.key_file)
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         backends = list(self._backends) if self._backends is not None else build_backends(cfg)
@@ -293,11 +317,23 @@ class Gateway:
                         log_.size,
                     )
                     self.started.set()
+                    await asyncio.sleep(0)  # each source takes its first step
+                    self.notifier.ready(self.summary())
+                    pings: list[asyncio.Task[None]] = []
+                    every_s = self.notifier.watchdog_interval_s
+                    if every_s is not None:
+                        pings.append(
+                            tg.create_task(
+                                self._watchdog(store, ingest, writer, every_s),
+                                name="gateway.watchdog",
+                            )
+                        )
                     await stop.wait()
                     log.info("stopping: sources first, then the log")
-                    for t in [*feeds, watcher]:
+                    self.notifier.stopping("stopping: committing what the sources handed over")
+                    for t in [*feeds, watcher, *pings]:
                         t.cancel()
-                    await asyncio.gather(*feeds, watcher, return_exceptions=True)
+                    await asyncio.gather(*feeds, watcher, *pings, return_exceptions=True)
                     try:
                         # The last entry of a clean run: the next boot's "previous" says so.
                         await ingest.submit_event(Event("stop", time.time_ns(), {"cause": "clean"}))
@@ -444,4 +480,89 @@ class Gateway:
     async def _write_status(self) -> None:
         while True:
             self._status_snapshot()
+            self._notify_status()
             await asyncio.sleep(self.status_every_s)
+
+    def _notify_status(self) -> None:
+        """Send ``STATUS=`` to systemd if the summary changed since it was last sent."""
+        line = self.summary()
+        if line != self._status_sent:
+            self.notifier.status(line)
+            self._status_sent = line
+
+    def summary(self) -> str:
+        """One line for ``systemctl status`` (sd_notify ``STATUS=``)."""
+        ing, anc = self.ingest, self.anchorer
+        if ing is None or anc is None:
+            return "starting"
+        silent = (
+            sum(self.silence.silence(s.id) is not None for s in self.config.sensors)
+            if self.silence is not None
+            else 0
+        )
+        cp = ing.log.last_checkpoint
+        failing = sorted(name for name, st in anc.status.items() if st.failures)
+        parts = [
+            f"log {ing.log.size} entries",
+            f"{len(self.config.sensors)} sensors" + (f" ({silent} silent)" if silent else ""),
+            f"last checkpoint {cp.size}" if cp is not None else "no checkpoint yet",
+            (
+                "no anchors"
+                if not anc.status
+                else f"anchors failing: {', '.join(failing)}"
+                if failing
+                else "anchors ok"
+            ),
+        ]
+        down = sorted(name for name, h in self.health.items() if not h.running)
+        if down:
+            parts.append(f"sources down: {', '.join(down)}")
+        if self.watchdog_problem is not None:
+            parts.append(f"watchdog held: {self.watchdog_problem}")
+        return ", ".join(parts)
+
+    async def _watchdog(
+        self, store: Store, ingest: Ingest, writer: asyncio.Task[None], every_s: float
+    ) -> None:
+        """``WATCHDOG=1`` every ``every_s`` (half systemd's ``WatchdogSec``) while ingest works.
+
+        The ping is the proof that the event loop runs and that the ingest writer
+        answers; a quiet station with nothing to commit is healthy. It is withheld
+        (and systemd restarts the daemon one ``WatchdogSec`` after the last one) when
+        the writer task has ended, when items have waited in its queue since the
+        previous look with no commit done (or failed) in between, or when the log
+        database does not answer a read within ``every_s / 2``: the read goes through
+        the one connection, and worker thread, that the writer commits on, so a commit
+        stuck in the disk holds it. A commit that fails (disk full, I/O error) is an
+        answer: restarting would not help, and status says so.
+        """
+        seen, waited = -1, 0
+        while True:
+            due = time.monotonic() + every_s
+            answered = ingest.stats.batches + ingest.stats.failed_batches
+            waiting = ingest._queue.qsize()
+            problem = None
+            if writer.done():
+                problem = "the ingest writer has ended"
+            elif waiting and waited and answered == seen:
+                problem = f"items wait in the ingest queue, no commit done in {every_s:g} s"
+            else:
+                try:
+                    async with asyncio.timeout(every_s / 2):
+                        await store.get_meta(BOOT_META)
+                except TimeoutError:
+                    problem = f"the log database did not answer in {every_s / 2:g} s"
+                except GatewayError:
+                    pass  # it answered, with an error: the writer's commits say the rest
+            seen, waited = answered, waiting
+            if problem is None:
+                self.notifier.watchdog()
+                if self.watchdog_problem is not None:
+                    log.info("watchdog: ingest answers again")
+                    self.watchdog_problem = None
+                    self._notify_status()
+            elif problem != self.watchdog_problem:
+                log.error("watchdog: not telling systemd all is well: %s", problem)
+                self.watchdog_problem = problem
+                self._notify_status()
+            await asyncio.sleep(max(0.0, due - time.monotonic()))

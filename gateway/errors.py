@@ -7,6 +7,7 @@ Split by who is at fault, so the CLI can tell a technician what to do::
     ├── KeyFileError               device key missing, unreadable, wrong mode, or exists already
     ├── StoreError                 the log database failed (disk, corruption, schema)
     ├── HistoryConflict            the log does not extend what the key signed (gateway/history.py)
+    ├── DataDirInUse               another gateway holds the data directory's lock (gateway/lock.py)
     ├── SensorError                a sensor or its link misbehaved (retried by the supervisor)
     │   ├── SensorTimeout          no answer within the sensor's timeout
     │   └── ProtocolError          an answer that breaks the wire protocol

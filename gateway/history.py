@@ -44,6 +44,7 @@ from ledger_client.records import format_time
 from .config import GatewayConfig
 from .errors import GatewayError, StoreError
 from .keys import DeviceKey
+from .lock import hold_data_dir
 from .log import Log
 from .sources.base import Event
 from .store import CheckpointRow, Store
@@ -386,9 +387,15 @@ async def reset_history(
     config: GatewayConfig, key: DeviceKey, reason: str, *, now: Any = time.time_ns
 ) -> ResetSummary:
     """Move the log (and the local anchor journal) aside and start a new log with a signed
-    ``history-reset`` event. The daemon must not be running (the caller checks)."""
+    ``history-reset`` event. The daemon must not be running: the data directory's lock
+    (gateway/lock.py) is held throughout, refused if a daemon holds it."""
     if not reason.strip():
         raise GatewayError("--reason must say why the history is reset")
+    with hold_data_dir(config.data_dir, "gateway reset-history", config.path):
+        return await _reset(config, key, reason, now)
+
+
+async def _reset(config: GatewayConfig, key: DeviceKey, reason: str, now: Any) -> ResetSummary:
     previous = await _previous(config, key)
     stamp = datetime.fromtimestamp(now() / 1e9, UTC).strftime("%Y%m%dT%H%M%SZ")
     moved = _move_aside(config.db_path, stamp)

@@ -45,6 +45,7 @@ from .keys import (
     peek_vkey,
     retired_key_path,
 )
+from .lock import hold_data_dir, lock_holder
 from .log import Log
 from .store import Store
 
@@ -110,10 +111,14 @@ def _boot_time() -> float | None:
 def running_daemon(data_dir: Path) -> int | None:
     """The pid of a gateway daemon that appears to run on ``data_dir``, else None.
 
-    The daemon names its pid in ``status.json``; it is taken to be running if a
-    process of that pid exists, unless the status was written before this
-    machine booted (the pid is then someone else's).
+    First the data directory's lock (gateway/lock.py): whoever holds it is running.
+    Failing that (a daemon older than the lock), the pid ``status.json`` names is
+    taken to be running if a process of that pid exists, unless the status was
+    written before this machine booted (the pid is then someone else's).
     """
+    holder = lock_holder(data_dir)
+    if holder is not None and holder.pid is not None:
+        return holder.pid
     try:
         doc = json.loads((data_dir / "status.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -142,6 +147,12 @@ def running_daemon(data_dir: Path) -> int | None:
 
 def refuse_if_running(data_dir: Path) -> None:
     """RotationError if a daemon appears to be running on ``data_dir``."""
+    holder = lock_holder(data_dir)
+    if holder is not None:
+        raise RotationError(
+            f"another gateway ({holder.describe()}) is running on {data_dir}: stop the "
+            "service first (systemctl stop riverseal-gateway), then rotate the key"
+        )
     pid = running_daemon(data_dir)
     if pid is not None:
         raise RotationError(
@@ -274,13 +285,16 @@ async def rotate_device_key(
     """Rotate the device key (module docstring); the daemon must not be running.
 
     A rotation a crash interrupted is finished instead, and no new one begun.
+    The data directory (the database's folder) is locked throughout: no daemon
+    starts while the key changes hands.
     """
-    resumed = await finish_interrupted_rotation(key_file, db_path)
-    if resumed is not None:
-        return resumed
-    result = await record_rotation(key_file, db_path, clock=clock, clock_state=clock_state)
-    retired = install_next_key(key_file, result.history)
-    return RotationResult(result.device_id, result.history, retired, False, result.index)
+    with hold_data_dir(db_path.parent, "gateway rotate-key"):
+        resumed = await finish_interrupted_rotation(key_file, db_path)
+        if resumed is not None:
+            return resumed
+        result = await record_rotation(key_file, db_path, clock=clock, clock_state=clock_state)
+        retired = install_next_key(key_file, result.history)
+        return RotationResult(result.device_id, result.history, retired, False, result.index)
 
 
 def print_rotation(result: RotationResult, key_file: Path, out: TextIO) -> None:
