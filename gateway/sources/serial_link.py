@@ -8,10 +8,12 @@ in its place, so the caller can count it and keep reading.
 
 This module is the one place where ``serial.SerialException``, ``OSError``
 and ``termios.error`` from the port become ``SensorError``: nothing above it
-sees a pyserial exception. A read error or end of file (a USB adapter that
+sees a pyserial exception. A read error or a hang-up (a USB adapter that
 was unplugged, a pty whose master closed) fails the link for good; the
 driver closes it and opens the same path again, so a ``/dev/serial/by-id``
-symlink that now points at a new device is followed.
+symlink that now points at a new device is followed. A zero-length read
+alone is no hang-up: a non-blocking tty returns one whenever nothing is
+waiting, e.g. when ``discard_input`` flushed the bytes that woke the reader.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import asyncio
 import collections
 import logging
 import os
+import select
 import termios
 from types import TracebackType
 from typing import Self
@@ -226,9 +229,31 @@ class SerialLink:
             self._fail(_translate(self.sensor, f"read from {self.path} failed", exc))
             return
         if not chunk:
-            self._fail(SensorError(self.sensor, f"end of file on {self.path} (unplugged?)"))
+            if self._hung_up():
+                self._fail(SensorError(self.sensor, f"end of file on {self.path} (unplugged?)"))
+            # Else nothing was waiting: the bytes that made the port readable were
+            # flushed (discard_input) before this callback ran. Not an unplug.
             return
         self._feed(chunk)
+
+    def _hung_up(self) -> bool:
+        """After a zero-length read: has the device gone, or was there just nothing to read?
+
+        With ``timeout=0`` pyserial leaves a tty returning ``b""`` whenever no
+        data waits. A tty that hung up (a USB adapter unplugged, a pty whose
+        master closed) polls as POLLHUP or POLLERR and refuses terminal calls
+        (EIO, so ``isatty`` is false); a descriptor that is no tty has reached
+        its end of file.
+        """
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
+        try:
+            events = poller.poll(0)
+        except OSError:
+            return True
+        if any(ev & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, ev in events):
+            return True
+        return not os.isatty(self._fd)
 
     def _feed(self, chunk: bytes) -> None:
         data = self._buffer + chunk

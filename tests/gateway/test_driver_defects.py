@@ -5,21 +5,30 @@ Each test failed on the code before its fix:
 1. Modbus: a reading (every register block of one slave's profile) is one
    turn on the bus, so a dead slave delays a healthy one by at most one of
    its timeouts, not one per block.
+2. Serial: a zero-length read from a tty that is still there (the bytes that
+   woke the reader were flushed by ``discard_input``) is not an unplug.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import os
+import select
 import time
+import tty
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pytest
+
 from gateway.backoff import Backoff
 from gateway.config.modbus import ModbusSensorConfig
+from gateway.errors import SensorError
 from gateway.modbus_profiles import load_profile
 from gateway.modbus_profiles.profile import plan_reads
 from gateway.sources.modbus import ModbusSource
+from gateway.sources.serial_link import SerialLink
 from simulators.modbus import ModbusSimBus, SimSlave, load_sim_profile
 from simulators.river import RiverModel
 
@@ -92,6 +101,36 @@ async def test_a_dead_slave_delays_a_two_block_reading_by_at_most_one_timeout(
     assert all(0 <= late <= DEAD_TIMEOUT_S + TRANSFER_S for late in lateness), [
         round(late, 3) for late in lateness
     ]
+
+
+# -- 2. Serial: a zero-length read is not an unplug ---------------------------------------
+
+
+async def test_input_flushed_after_it_woke_the_reader_is_no_disconnect() -> None:
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    loop = asyncio.get_running_loop()
+    try:
+        async with SerialLink(os.ttyname(slave), 9600, sensor="probe") as link:
+            os.write(master, b"stale\r")
+            # The bytes are in the tty's input queue: the loop's next poll sees the
+            # port readable. Before the reader runs in that iteration, a driver
+            # flushes them (as before each command): the reader then reads b"".
+            assert select.select([slave], [], [], 2.0)[0]
+            loop.call_soon(link.discard_input)
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            os.write(master, b"fresh\r")
+            assert await link.readline(1.0) == b"fresh"
+            # A real hang-up (the other end gone) still fails the link.
+            os.close(master)
+            master = -1
+            with pytest.raises(SensorError, match=r"unplugged|failed"):
+                await link.readline(1.0)
+    finally:
+        if master >= 0:
+            os.close(master)
+        os.close(slave)
 
 
 def readings(sink: RecordingSink, sensor: str) -> list[float]:
