@@ -10,6 +10,12 @@ whose text becomes the ``{id}`` in the sensor's ``id``); see
 ``gateway.sources.mqtt_topics`` for matching and precedence. ``format`` is
 ``"json"`` (the riverseal contract) or ``"senml"`` (RFC 8428); ``names`` maps
 SenML names to quantities for one sensor (``gateway.sources.mqtt_senml``).
+
+``reorder_window_s`` (default 30 s, at most 600 s): how long numbers missing from
+a node's ``seq`` are awaited before a signed gap record declares them lost.
+Messages can arrive out of order (a node or the broker redelivering after a
+reconnect); one that arrives within the window is logged like any other and
+needs no gap. 0 declares the loss at once, before the reading that revealed it.
 """
 
 from __future__ import annotations
@@ -21,7 +27,16 @@ from typing import Literal
 from ..errors import ConfigError
 from .table import Table, positive
 
-__all__ = ["MqttConfig", "MqttSensorConfig", "parse_mqtt", "parse_mqtt_sensor"]
+__all__ = [
+    "MAX_REORDER_WINDOW_S",
+    "MqttConfig",
+    "MqttSensorConfig",
+    "parse_mqtt",
+    "parse_mqtt_sensor",
+]
+
+MAX_REORDER_WINDOW_S = 600.0
+"""The largest ``reorder_window_s`` (a verifier allows for it after an unclean stop)."""
 
 _ID = "{id}"
 
@@ -44,6 +59,9 @@ class MqttConfig:
     tls_cert: Path | None = None
     """Client certificate, PEM, for mutual TLS (with ``tls_key``)."""
     tls_key: Path | None = None
+    reorder_window_s: float = 30.0
+    """Seconds a node's missing ``seq`` numbers are awaited (out-of-order delivery) before
+    a gap record declares them lost; time disconnected from the broker does not count."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +123,12 @@ def parse_mqtt(t: Table | None) -> MqttConfig | None:
         tls_ca=tls_ca,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        reorder_window_s=t.check(
+            "reorder_window_s",
+            t.get("reorder_window_s", float, d.reorder_window_s),
+            lambda w: 0 <= w <= MAX_REORDER_WINDOW_S,
+            f"must be between 0 and {MAX_REORDER_WINDOW_S:.0f} seconds",
+        ),
     )
     if cfg.password is not None and cfg.username is None:
         raise ConfigError(f"{t.where}.password", "a password needs a username")

@@ -17,8 +17,16 @@ not make it valid.
 
 Duplicates (redelivery, a node re-sending a message) carry the same dedup key
 and are dropped by the sink. A forward jump in a node's ``seq`` (JSON
-contract) is recorded as a signed Gap before the reading that revealed it; a
-``seq`` that goes back with a newer node time is a restarted node, not a gap.
+contract) leaves the numbers skipped *open* for ``reorder_window_s``: a node
+or the broker redelivering after a reconnect can deliver them late, and a
+late one is logged like any other. Numbers still missing when the window
+closes (checked on every message and by a tick while connected; time spent
+disconnected does not count), or once the node's ``seq`` has gone
+REORDER_MAX_SEQS past them, are declared lost by a signed Gap from the
+arrival of the reading before the hole to the arrival of the one that
+revealed it; so are any still open when the node restarts or the source
+stops. A ``seq`` that goes back with a newer node time, and is not one of its
+open numbers, is a restarted node, not a gap.
 Silence (no message for longer than a sensor's interval) is not detected here:
 the gateway's central silence tracker does that for every driver.
 
@@ -61,6 +69,8 @@ from gateway.sources.mqtt_topics import Route, TopicRouter
 
 __all__ = [
     "MAX_RAW_CHARS",
+    "REORDER_MAX_SEQS",
+    "SEQUENCE_GAP",
     "MqttSource",
     "ParsedPayload",
     "PayloadError",
@@ -73,6 +83,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _NAME = "mqtt"
+SEQUENCE_GAP = "source sequence gap"
+"""The reason of a gap record that declares a node's ``seq`` numbers lost."""
 _PROBE_MAX_WAIT_S = 300.0
 _PROBE_SHOW_CHARS = 2000
 _HANDSHAKE_S = 10.0
@@ -152,14 +164,51 @@ def explain_mqtt_error(exc: BaseException) -> str:
     return text
 
 
+REORDER_MAX_SEQS = 1000
+"""A missing ``seq`` number is declared lost at the latest when the node's ``seq`` has gone
+this far past it, whatever the window: a verifier stops waiting for late numbers there
+(docs/bundle-format.md §9, 8 d)."""
+_TICK_MAX_S = 1.0
+
+
+@dataclass
+class _Hole:
+    """Numbers ``first``–``last`` of a node's ``seq`` not received (yet)."""
+
+    first: int
+    last: int
+    from_ns: int
+    """The arrival of the reading before the jump, and of the one that revealed it."""
+    to_ns: int
+    due_ns: int
+    """When the window closes: then they are declared lost."""
+
+
 @dataclass
 class _Track:
     """What we last saw from one node (memory only; unknown after a start)."""
 
     seq: int
+    """The highest ``seq`` seen."""
     received_ns: int
     time: str
     """Sensor time, normalised: comparable as a string."""
+    holes: list[_Hole]
+    """Numbers below ``seq`` still awaited, ascending."""
+
+
+def _fill(holes: list[_Hole], seq: int) -> bool:
+    """Take ``seq`` out of the open holes; whether it was one (a late arrival)."""
+    for k, h in enumerate(holes):
+        if h.first <= seq <= h.last:
+            parts = []
+            if h.first < seq:
+                parts.append(_Hole(h.first, seq - 1, h.from_ns, h.to_ns, h.due_ns))
+            if seq < h.last:
+                parts.append(_Hole(seq + 1, h.last, h.from_ns, h.to_ns, h.due_ns))
+            holes[k : k + 1] = parts
+            return True
+    return False
 
 
 def _readings(sensor: str, decoded: Decoded, received_ns: int) -> list[Reading]:
@@ -271,6 +320,12 @@ class MqttSource:
         self._clock = clock
         self._backoff = backoff if backoff is not None else Backoff()
         self._tracks: dict[str, _Track] = {}
+        self._window_ns = round(config.reorder_window_s * 1e9)
+        self._next_due: int | None = None
+        """The earliest ``due_ns`` of any open hole (None: none is open)."""
+        self._unsent: list[Gap] = []
+        """Gaps declared whose commit has not succeeded yet: a session that ends first
+        leaves them here, and the next session (or ``flush``) submits them again."""
         self.connected = False
         """True while connected and subscribed."""
         self.connections = 0
@@ -279,15 +334,46 @@ class MqttSource:
         """Why the last connection ended or failed, as logged."""
 
     async def run(self, sink: Sink) -> None:
-        """Read until cancelled; reconnect after failures. Never raises for bad input."""
-        while True:
-            try:
-                await self._session(sink)
-            except SensorError as exc:
-                self.last_error = str(exc)
-                delay = self._backoff.next_delay()
-                log.warning("mqtt: %s; reconnecting in %.2f s", exc.problem, delay)
-                await asyncio.sleep(delay)
+        """Read until cancelled; reconnect after failures. Never raises for bad input.
+
+        On the way out, numbers still awaited are declared lost (the gateway forgets its
+        nodes' counts when it stops)."""
+        try:
+            while True:
+                try:
+                    await self._session(sink)
+                except SensorError as exc:
+                    self.last_error = str(exc)
+                    delay = self._backoff.next_delay()
+                    log.warning("mqtt: %s; reconnecting in %.2f s", exc.problem, delay)
+                    await asyncio.sleep(delay)
+        finally:
+            await self.flush(sink)
+
+    async def flush(self, sink: Sink, *, timeout_s: float = 5.0) -> None:
+        """Declare every number still awaited lost, now, and log every gap not yet
+        committed (bounded by ``timeout_s``)."""
+        self._unsent.extend(self._expire(None))
+        if not self._unsent:
+            return
+        try:
+            async with asyncio.timeout(timeout_s):
+                for gap in list(self._unsent):
+                    await self._submit_gap(sink, gap)
+        except (GatewayError, TimeoutError) as exc:
+            log.error(
+                "mqtt: %d gap record(s) of lost messages not logged: %s",
+                len(self._unsent),
+                exc or "timed out",
+            )
+
+    def _gap_job(self, sink: Sink, gap: Gap) -> Coroutine[Any, Any, None]:
+        self._unsent.append(gap)
+        return self._submit_gap(sink, gap)
+
+    async def _submit_gap(self, sink: Sink, gap: Gap) -> None:
+        await sink.submit_gap(gap)
+        self._unsent.remove(gap)
 
     async def _session(self, sink: Sink) -> None:
         """One connection, from connect to failure; the error boundary of this driver."""
@@ -302,6 +388,7 @@ class MqttSource:
             async with client:
                 await self._subscribe(client, sink)
                 log.info("mqtt: connected to %s as %s", where, self.client_id)
+                self._reopen(self._clock())
                 self.connected = True
                 self.connections += 1
                 self._backoff.reset()
@@ -338,6 +425,10 @@ class MqttSource:
         )
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._acknowledge(client, inflight), name="mqtt.acknowledge")
+            for gap in list(self._unsent):  # left by a session that ended before their commit
+                tg.create_task(self._submit_gap(sink, gap), name="mqtt.commit")
+            if self._window_ns > 0:
+                tg.create_task(self._tick(sink, tg), name="mqtt.reorder")
             async for message in client.messages:
                 work = [
                     tg.create_task(job, name="mqtt.commit") for job in self._handle(message, sink)
@@ -359,32 +450,41 @@ class MqttSource:
             if rc != paho.MQTT_ERR_SUCCESS:
                 raise aiomqtt.MqttCodeError(rc, f"could not acknowledge message {message.mid}")
 
+    async def _tick(self, sink: Sink, tg: asyncio.TaskGroup) -> None:
+        """While connected: declare lost the numbers whose window closed with no message
+        arriving to notice it."""
+        every = min(_TICK_MAX_S, self._window_ns / 4e9)
+        while True:
+            await asyncio.sleep(every)
+            for gap in self._expire(self._clock()):
+                tg.create_task(self._gap_job(sink, gap), name="mqtt.commit")
+
     def _handle(self, message: aiomqtt.Message, sink: Sink) -> list[Coroutine[Any, Any, object]]:
         """Decode one message and update the per-node state, in arrival order; return the
-        commits it needs, in order (a gap before the reading that revealed it)."""
+        commits it needs, in order (gaps declared lost before the reading that showed it)."""
         received_ns = self._clock()
+        jobs: list[Coroutine[Any, Any, object]] = [
+            self._gap_job(sink, gap) for gap in self._expire(received_ns)
+        ]
         topic = message.topic.value
         route = self.router.route(topic)
         if route is None:
             # E.g. a subscription left in the persistent session by an older config.
             sink.reject(self.name, "no-sensor", f"{topic!r} matches no sensor's topic")
-            return []
+            return jobs
         try:
             sensor = route.sensor_id(message.topic.value.split("/"))
         except ValueError as exc:
             sink.reject(route.sensor.id, "bad-topic", f"{topic}: {exc}")
-            return []
+            return jobs
         payload = message.payload if isinstance(message.payload, bytes) else b""
         try:
             decoded = self._decode(route, sensor, payload, received_ns)
         except PayloadError as exc:
             sink.reject(sensor, exc.reason, f"{topic}: {exc.problem}")
-            return []
-        jobs: list[Coroutine[Any, Any, object]] = []
+            return jobs
         for reading in _readings(sensor, decoded, received_ns):
-            gap = self._track(reading)
-            if gap is not None:
-                jobs.append(sink.submit_gap(gap))
+            jobs.extend(self._gap_job(sink, gap) for gap in self._track(reading))
             jobs.append(self._submit(sink, reading))
         return jobs
 
@@ -398,32 +498,111 @@ class MqttSource:
             names=self._names.get(route.sensor.id),
         )
 
-    def _track(self, reading: Reading) -> Gap | None:
-        """Follow a node's seq; the gap its reading reveals, if any."""
+    def _track(self, reading: Reading) -> list[Gap]:
+        """Follow a node's seq; the gaps to log before its reading (declared lost now)."""
         seq, stamp = reading.src_seq, reading.sensor_time or ""
         if seq is None:
-            return None
-        track = self._tracks.get(reading.sensor)
-        gap = None
-        if track is not None and seq > track.seq + 1:
-            gap = Gap(
-                reading.sensor,
-                "source sequence gap",
-                from_ns=track.received_ns,
-                to_ns=reading.received_ns,
-                src_seq_from=track.seq + 1,
-                src_seq_to=seq - 1,
-            )
-        if track is None or seq > track.seq or stamp > track.time:
-            if track is not None and seq < track.seq:
-                log.info(
-                    "mqtt: %s seq went back from %d to %d with a newer time (node restarted?)",
-                    reading.sensor,
+            return []
+        sensor, now = reading.sensor, reading.received_ns
+        track = self._tracks.get(sensor)
+        if track is None:
+            self._tracks[sensor] = _Track(seq, now, stamp, [])
+            return []
+        if seq > track.seq:
+            if seq > track.seq + 1:
+                hole = _Hole(track.seq + 1, seq - 1, track.received_ns, now, now + self._window_ns)
+                track.holes.append(hole)
+                log.debug(
+                    "mqtt: %s seq jumped from %d to %d: awaiting the numbers between",
+                    sensor,
                     track.seq,
                     seq,
                 )
-            self._tracks[reading.sensor] = _Track(seq, reading.received_ns, stamp)
-        return gap
+                if self._next_due is None or hole.due_ns < self._next_due:
+                    self._next_due = hole.due_ns
+            track.seq, track.received_ns = seq, now
+            track.time = max(track.time, stamp)
+            if self._window_ns == 0:
+                return self._declare(sensor, track, None)
+            return self._declare(sensor, track, seq - REORDER_MAX_SEQS + 1)
+        if _fill(track.holes, seq):
+            log.info("mqtt: %s seq %d arrived late (out of order): logged", sensor, seq)
+            return []
+        if stamp > track.time:
+            log.info(
+                "mqtt: %s seq went back from %d to %d with a newer time (node restarted?)",
+                sensor,
+                track.seq,
+                seq,
+            )
+            gaps = self._declare(sensor, track, None)
+            self._tracks[sensor] = _Track(seq, now, stamp, [])
+            return gaps
+        return []
+
+    def _declare(self, sensor: str, track: _Track, below: int | None) -> list[Gap]:
+        """Take the holes of ``track`` below ``below`` (all with None) as lost: their gaps."""
+        gaps: list[Gap] = []
+        keep: list[_Hole] = []
+        for hole in track.holes:
+            if below is not None and hole.first >= below:
+                keep.append(hole)
+                continue
+            last = hole.last
+            if below is not None and last >= below:
+                keep.append(_Hole(below, last, hole.from_ns, hole.to_ns, hole.due_ns))
+                last = below - 1
+            gaps.append(
+                Gap(
+                    sensor,
+                    SEQUENCE_GAP,
+                    from_ns=hole.from_ns,
+                    to_ns=hole.to_ns,
+                    src_seq_from=hole.first,
+                    src_seq_to=last,
+                )
+            )
+        track.holes = keep
+        for gap in gaps:
+            log.info(
+                "mqtt: %s seq %s lost: not received (gap recorded)",
+                sensor,
+                gap.src_seq_from
+                if gap.src_seq_from == gap.src_seq_to
+                else f"{gap.src_seq_from}–{gap.src_seq_to}",
+            )
+        return gaps
+
+    def _expire(self, now_ns: int | None) -> list[Gap]:
+        """The gaps of every hole whose window closed by ``now_ns`` (every one with None)."""
+        if self._next_due is None or (now_ns is not None and now_ns < self._next_due):
+            return []
+        gaps: list[Gap] = []
+        next_due: int | None = None
+        for sensor, track in self._tracks.items():
+            if not track.holes:
+                continue
+            due: list[_Hole] = []
+            rest: list[_Hole] = []
+            for h in track.holes:
+                (due if now_ns is None or h.due_ns <= now_ns else rest).append(h)
+            if due:
+                track.holes = due
+                gaps += self._declare(sensor, track, None)
+                track.holes = rest
+            for h in track.holes:
+                if next_due is None or h.due_ns < next_due:
+                    next_due = h.due_ns
+        self._next_due = next_due
+        return gaps
+
+    def _reopen(self, now_ns: int) -> None:
+        """After a (re)connect: a full window for every hole, for redelivery to fill it."""
+        for track in self._tracks.values():
+            for h in track.holes:
+                h.due_ns = max(h.due_ns, now_ns + self._window_ns)
+        dues = [h.due_ns for t in self._tracks.values() for h in t.holes]
+        self._next_due = min(dues, default=None)
 
     @staticmethod
     async def _submit(sink: Sink, reading: Reading) -> None:
