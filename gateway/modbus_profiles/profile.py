@@ -11,6 +11,11 @@ writes (e.g. a start-measurement command) and identifying registers for
 Loading is strict: an unknown key, a wrong type or an impossible value
 raises ConfigError naming the file and the key (``value[2].type``).
 
+Scaling: an integer value is ``raw / 10**decimals × scale + offset``,
+computed in decimal with ``scale`` and ``offset`` as written, so it keeps the
+decimals they imply (``34 × 0.1`` is ``3.4``); a float32 is the device's
+binary number times ``scale`` plus ``offset``.
+
 The codec is pure: ``decode_value`` turns register words into a number and
 ``encode_value`` does the reverse (tests and tools use it); ``plan_reads``
 merges the registers a profile needs into as few requests as its ``[read]``
@@ -33,6 +38,7 @@ import re
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal, localcontext
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -231,6 +237,19 @@ def _raw(spec: ValueSpec, words: Sequence[int]) -> tuple[int | float, int]:
     return raw, pattern
 
 
+def _scaled(raw: int, places: int, scale: float, offset: float) -> float:
+    """``raw / 10**places × scale + offset`` in decimal, with the factors as written.
+
+    ``scale`` and ``offset`` are taken as their shortest decimal text (what the
+    profile says, ``0.1``), so the result has exactly the decimals they imply and
+    becomes the float nearest to it: ``34 × 0.1`` is ``3.4``, where binary
+    arithmetic gives ``3.4000000000000004``.
+    """
+    with localcontext(prec=64):  # exact for any 32-bit raw value and 17-digit factors
+        exact = Decimal(raw).scaleb(-places) * Decimal(repr(scale)) + Decimal(repr(offset))
+    return float(exact)
+
+
 def decode_value(
     spec: ValueSpec, words: Sequence[int], decimals: int | None = None
 ) -> float | None:
@@ -248,19 +267,21 @@ def decode_value(
             return None
         if math.isinf(raw):
             raise CodecError(f"{spec.quantity}: infinite float (0x{pattern:08X})")
+        value = raw * spec.scale + spec.offset  # a binary float on the wire: no decimals
     elif raw in spec.missing:
         return None
-    number = float(raw)
-    if spec.decimals_register is not None:
-        if decimals is None:
-            raise CodecError(f"{spec.quantity}: the decimal-places register was not read")
-        if not 0 <= decimals <= _MAX_DECIMALS:
-            raise CodecError(
-                f"{spec.quantity}: decimal-places register holds {decimals}, "
-                f"expected 0..{_MAX_DECIMALS}"
-            )
-        number /= 10**decimals
-    value = number * spec.scale + spec.offset
+    else:
+        places = 0
+        if spec.decimals_register is not None:
+            if decimals is None:
+                raise CodecError(f"{spec.quantity}: the decimal-places register was not read")
+            if not 0 <= decimals <= _MAX_DECIMALS:
+                raise CodecError(
+                    f"{spec.quantity}: decimal-places register holds {decimals}, "
+                    f"expected 0..{_MAX_DECIMALS}"
+                )
+            places = decimals
+        value = _scaled(int(raw), places, spec.scale, spec.offset)
     if not math.isfinite(value):
         raise CodecError(f"{spec.quantity}: {value} after scaling is not finite")
     return value

@@ -7,11 +7,14 @@ Each test failed on the code before its fix:
    its timeouts, not one per block.
 2. Serial: a zero-length read from a tty that is still there (the bytes that
    woke the reader were flushed by ``discard_input``) is not an unplug.
+3. Modbus scaling: an integer register times a decimal factor keeps the
+   decimals the factor implies (``34 × 0.1`` is ``3.4``, not ``3.4000000000000004``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
 import select
@@ -26,7 +29,13 @@ from gateway.backoff import Backoff
 from gateway.config.modbus import ModbusSensorConfig
 from gateway.errors import SensorError
 from gateway.modbus_profiles import load_profile
-from gateway.modbus_profiles.profile import plan_reads
+from gateway.modbus_profiles.profile import (
+    ReadBlock,
+    ValueSpec,
+    decode_reading,
+    decode_value,
+    plan_reads,
+)
 from gateway.sources.modbus import ModbusSource
 from gateway.sources.serial_link import SerialLink
 from simulators.modbus import ModbusSimBus, SimSlave, load_sim_profile
@@ -131,6 +140,48 @@ async def test_input_flushed_after_it_woke_the_reader_is_no_disconnect() -> None
         if master >= 0:
             os.close(master)
         os.close(slave)
+
+
+# -- 3. Modbus scaling keeps the factor's decimals --------------------------------------
+
+
+def test_a_scaled_integer_is_stored_with_the_decimals_of_its_factor() -> None:
+    # The shipped Supmea profile: int16 temperature × 0.1, pH × 0.01, pH mV × 0.1.
+    profile = load_profile("supmea-sup-ph8001")
+    (block,) = plan_reads(profile)
+    assert block == ReadBlock(3, 0, 3)
+    assert 34 * 0.1 == 3.4000000000000004 and 702 * 0.01 == 7.0200000000000005
+    decoded = decode_reading(profile, {block: [34, 702, -1234 & 0xFFFF]})
+    values = {spec.quantity: value for spec, value in decoded.values}
+    # What the signed record holds is the JSON of these numbers.
+    assert json.dumps(values) == '{"temperature": 3.4, "ph": 7.02, "ph_mv": -123.4}'
+
+
+def test_every_int16_times_a_power_of_ten_is_the_nearest_float_to_the_decimal() -> None:
+    for k, scale in ((1, 0.1), (2, 0.01), (3, 0.001)):
+        spec = ValueSpec("x", "1", 0, type="int16", scale=scale)
+        wrong = [
+            raw
+            for raw in range(-32768, 32768)
+            if decode_value(spec, [raw & 0xFFFF]) != float(f"{raw}e-{k}")
+        ]
+        assert not wrong, (scale, wrong[:5], len(wrong))
+
+
+def test_offsets_decimal_registers_and_wide_integers_keep_their_decimals() -> None:
+    kelvin = ValueSpec("temperature", "Cel", 0, type="uint16", scale=0.1, offset=-273.15)
+    assert 2931 * 0.1 - 273.15 != 19.95
+    assert decode_value(kelvin, [2931]) == 19.95
+    places = ValueSpec("ph", "pH", 0, type="int16", scale=0.1, decimals_register=1)
+    assert 7 / 10 * 0.1 != 0.07
+    assert decode_value(places, [7], decimals=1) == 0.07
+    assert decode_value(places, [702], decimals=0) == 70.2
+    wide = ValueSpec("ec", "uS/cm", 0, type="uint32", scale=0.001)
+    raw = 4_000_000_013
+    assert raw * 0.001 != 4_000_000.013
+    assert decode_value(wide, [raw >> 16, raw & 0xFFFF]) == 4_000_000.013
+    quarter = ValueSpec("level", "m", 0, type="int16", scale=0.25, offset=0.1)
+    assert decode_value(quarter, [3]) == 0.85
 
 
 def readings(sink: RecordingSink, sensor: str) -> list[float]:
