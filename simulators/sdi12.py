@@ -32,7 +32,7 @@ the time the measurement starts, rounded per quantity.
 
 Faults (``Sonde.inject``): garbage lines before replies, truncated data
 replies, wrong CRCs, dropouts (ignored commands, or ``silent`` until
-cleared), stuck values, spikes, missing service requests, slow replies; and
+cleared), stuck values, spikes, missing or late service requests, slow replies; and
 ``Sdi12PtyAdapter.unplug``/``replug`` for a disconnect.
 """
 
@@ -149,6 +149,9 @@ class SondeFaults:
     stuck_next: N measurements repeat the previous values.
     spike_next: N measurements have a spike in their first value.
     no_service_request: M measurements never send a service request.
+    late_service_request_next: N M measurements send their service request late,
+        after ttt: just ahead of the reply to the next command to this sonde (the
+        recorder's ``aD0!``), on the line it reads for that reply.
     slow_s: added before every reply (a slow sonde; above the host's timeout, a late one).
     silent: answer nothing at all until cleared (a dropout).
     """
@@ -160,6 +163,7 @@ class SondeFaults:
     stuck_next: int = 0
     spike_next: int = 0
     no_service_request: bool = False
+    late_service_request_next: int = 0
     slow_s: float = 0.0
     silent: bool = False
 
@@ -181,6 +185,8 @@ class _Measurement:
     ready_at: float
     service_request_at: float | None
     aborted: bool = False
+    late_service_request: bool = False
+    """The service request is still to come, ahead of the next reply (a fault)."""
 
 
 class Sonde:
@@ -243,6 +249,7 @@ class Sonde:
             "silent_next",
             "stuck_next",
             "spike_next",
+            "late_service_request_next",
         }
         merged: dict[str, int | float | bool] = {}
         for name, value in changes.items():
@@ -316,6 +323,9 @@ class Sonde:
             return None  # an invalid command: a sonde stays silent
         if m is not None and m is self._measurement and m.concurrent and now < m.ready_at:
             m.aborted = True  # a valid command to a sonde aborts its concurrent measurement
+        if m is not None and m.late_service_request and not m.aborted:
+            m.late_service_request = False  # sent after ttt, as the reply is about to go
+            lines.insert(0, a.encode())
         if self._take("garbage_next"):
             lines.insert(0, self._garbage())
         return lines
@@ -343,8 +353,10 @@ class Sonde:
             return self._shape(concurrent, 0)
         values = self._take_values(wall)
         sr_at = None
+        late = False
         if not concurrent and model.ttt_s >= 1 and not self.faults.no_service_request:
-            sr_at = now + model.ready_s
+            late = self._take("late_service_request_next")
+            sr_at = None if late else now + model.ready_s
         self._measurement = _Measurement(
             concurrent,
             crc,
@@ -354,6 +366,7 @@ class Sonde:
             ),
             now + model.ready_s,
             sr_at,
+            late_service_request=late,
         )
         return self._shape(concurrent, None)
 

@@ -30,6 +30,13 @@ the bad reply arrive (``settle_s``). A ``aDn!`` is safe to repeat: the sonde
 keeps its data until the next measurement. An aborted measurement or a
 wrong number of values is not retried within the round.
 
+A service request that comes after ttt (the sonde's fault) arrives just as
+``aD0!`` goes out, on the line read for its reply. After an M whose service
+request did not come, a bare ``a`` in reply to ``aD0!`` is taken for that
+request and the next line for the reply; only if no line follows is the bare
+``a`` the (empty) reply. So the round is kept and every D reply pairs with its
+own command.
+
 A sonde that never answers costs its own ``timeout_s * (retries + 1)`` per
 round and nothing more. A round in which the adapter said nothing at all,
 ``max_silent_rounds`` times in a row, counts as a hung adapter: the port is
@@ -144,8 +151,13 @@ class _Adapter:
         self.heard = False
         """Set whenever any line arrives; the source clears it each round."""
 
-    async def ask(self, command: str, timeout_s: float) -> bytes:
+    async def ask(self, command: str, timeout_s: float, *, service_request_owed: str = "") -> bytes:
         """Send ``command`` (after dropping stale input) and return the reply line, echo removed.
+
+        ``service_request_owed``: the address of a sonde whose service request
+        has not come (after an M, by ttt). A bare address line is then that
+        request, sent late (the sonde's fault), and the reply is the next line;
+        it was the (empty) reply only if no other line follows within ``timeout_s``.
 
         Raises:
             SensorTimeout: no line within ``timeout_s``.
@@ -155,6 +167,27 @@ class _Adapter:
         raw = command.encode("ascii")
         self._link.discard_input()
         await self._link.write(raw + self._terminator)
+        line = await self._reply(command, timeout_s)
+        line = strip_echo(line, raw)
+        if service_request_owed and line == service_request_owed.encode("ascii"):
+            try:
+                after = await self._link.readline(timeout_s)
+            except SensorTimeout:
+                pass  # nothing followed: the bare address was the reply
+            except ProtocolError as exc:
+                self._record(command, escape(line), "late service request")
+                self._record("", "", exc.problem)
+                raise
+            else:
+                self._record(command, escape(line), "late service request; the reply follows")
+                log.debug("%s: late service request %r before the reply", command, line)
+                line = strip_echo(after, raw)
+                self._record("", escape(line))
+                return line
+        self._record(command, escape(line))
+        return line
+
+    async def _reply(self, command: str, timeout_s: float) -> bytes:
         try:
             line = await self._link.readline(timeout_s)
         except SensorTimeout:
@@ -165,8 +198,6 @@ class _Adapter:
             self._record(command, "", exc.problem)
             raise
         self.heard = True
-        line = strip_echo(line, raw)
-        self._record(command, escape(line))
         return line
 
     async def listen(self, timeout_s: float) -> bytes:
@@ -204,13 +235,24 @@ class _Session:
         self._reject = reject
         self._clock = clock
 
-    async def command(self, cfg: Sdi12SensorConfig, command: str, parse: Callable[[bytes], T]) -> T:
-        """Send ``command`` until ``parse`` accepts a reply, at most ``retries + 1`` times."""
+    async def command(
+        self,
+        cfg: Sdi12SensorConfig,
+        command: str,
+        parse: Callable[[bytes], T],
+        *,
+        service_request_owed: bool = False,
+    ) -> T:
+        """Send ``command`` until ``parse`` accepts a reply, at most ``retries + 1`` times.
+
+        ``service_request_owed``: the sonde's service request is late; see ``_Adapter.ask``.
+        """
         attempts = cfg.retries + 1
         replies = 0
+        owed = cfg.address if service_request_owed else ""
         for attempt in range(1, attempts + 1):
             try:
-                line = await self.adapter.ask(command, cfg.timeout_s)
+                line = await self.adapter.ask(command, cfg.timeout_s, service_request_owed=owed)
             except SensorTimeout:
                 continue
             except ProtocolError as exc:
@@ -259,8 +301,11 @@ class _Session:
             raise _MeasurementFailed(cfg.id, "value count differs from the config")
         return reply
 
-    async def await_service_request(self, cfg: Sdi12SensorConfig, reply: MeasureReply) -> None:
-        """After M: wait for ``a`` CR LF, or the announced time, whichever comes first."""
+    async def await_service_request(self, cfg: Sdi12SensorConfig, reply: MeasureReply) -> bool:
+        """After M: wait for ``a`` CR LF, or the announced time, whichever comes first.
+
+        True when the service request came; False when ttt ran out without it.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + reply.ready_s
         while True:
@@ -268,20 +313,31 @@ class _Session:
                 line = await self.adapter.listen(deadline - loop.time())
             except SensorTimeout:
                 log.debug("%s: no service request within %d s", cfg.id, reply.ready_s)
-                return
+                return False
             except ProtocolError as exc:
                 self._reject(cfg.id, "malformed", f"waiting for the service request: {exc.problem}")
                 continue
             try:
                 parse_acknowledge(line, cfg.address, sensor=cfg.id)
-                return
+                return True
             except Sdi12Rejection as exc:
                 self._reject(cfg.id, exc.reason, f"waiting for the service request: {exc.problem}")
 
     async def collect(
-        self, cfg: Sdi12SensorConfig, request: MeasureRequest, reply: MeasureReply
+        self,
+        cfg: Sdi12SensorConfig,
+        request: MeasureRequest,
+        reply: MeasureReply,
+        *,
+        service_request_owed: bool = False,
     ) -> Reading:
-        """``aD0!``, ``aD1!``, … until all values are in; a Reading named per the config."""
+        """``aD0!``, ``aD1!``, … until all values are in; a Reading named per the config.
+
+        ``service_request_owed``: an M measurement's service request did not come
+        by ttt. Sent late, it arrives as ``aD0!`` goes out, ahead of the reply:
+        ``aD0!`` recognises it (``_Adapter.ask``) instead of taking it for an
+        empty reply, so the round and the pairing of replies are kept.
+        """
         collector = DataCollector(reply.count)
         lines: list[str] = []
         done = False
@@ -300,7 +356,12 @@ class _Session:
                 captured.append(line)
                 return values
 
-            values = await self.command(cfg, send_data(cfg.address, index), parse)
+            values = await self.command(
+                cfg,
+                send_data(cfg.address, index),
+                parse,
+                service_request_owed=service_request_owed and index == 0,
+            )
             lines.append(escape(captured[-1]))
             try:
                 done = collector.add(values, sensor=cfg.id)
@@ -316,12 +377,13 @@ class _Session:
     async def measure(self, cfg: Sdi12SensorConfig, request: MeasureRequest) -> Reading:
         """One measurement start to finish (M: service request; C: the full announced time)."""
         reply = await self.start(cfg, request)
+        owed = False
         if reply.ready_s:
             if request.concurrent:
                 await asyncio.sleep(reply.ready_s)
             else:
-                await self.await_service_request(cfg, reply)
-        return await self.collect(cfg, request, reply)
+                owed = not await self.await_service_request(cfg, reply)
+        return await self.collect(cfg, request, reply, service_request_owed=owed)
 
 
 @dataclass

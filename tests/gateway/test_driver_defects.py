@@ -9,6 +9,9 @@ Each test failed on the code before its fix:
    woke the reader were flushed by ``discard_input``) is not an unplug.
 3. Modbus scaling: an integer register times a decimal factor keeps the
    decimals the factor implies (``34 × 0.1`` is ``3.4``, not ``3.4000000000000004``).
+4. SDI-12: a service request that comes after ttt, as the recorder's ``aD0!``
+   goes out, is recognised for what it is and not taken as the D0 reply: the
+   round still gives its reading, and each D reply pairs with its command.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import pytest
 
 from gateway.backoff import Backoff
 from gateway.config.modbus import ModbusSensorConfig
+from gateway.config.sdi12 import Sdi12SensorConfig
 from gateway.errors import SensorError
 from gateway.modbus_profiles import load_profile
 from gateway.modbus_profiles.profile import (
@@ -37,9 +41,11 @@ from gateway.modbus_profiles.profile import (
     plan_reads,
 )
 from gateway.sources.modbus import ModbusSource
+from gateway.sources.sdi12 import Sdi12Source, probe_sdi12
 from gateway.sources.serial_link import SerialLink
 from simulators.modbus import ModbusSimBus, SimSlave, load_sim_profile
 from simulators.river import RiverModel
+from simulators.sdi12 import SDI12_QUANTITIES, Sdi12Adapter, Sdi12PtyAdapter, Sonde, SondeModel
 
 if TYPE_CHECKING:
     from conftest import RecordingSink
@@ -182,6 +188,83 @@ def test_offsets_decimal_registers_and_wide_integers_keep_their_decimals() -> No
     assert decode_value(wide, [raw >> 16, raw & 0xFFFF]) == 4_000_000.013
     quarter = ValueSpec("level", "m", 0, type="int16", scale=0.25, offset=0.1)
     assert decode_value(quarter, [3]) == 0.85
+
+
+# -- 4. SDI-12: a late service request is not the D0 reply ------------------------------
+
+SONDE = SondeModel("RIVERSIM", "WQ6", "110", ("temperature", "conductivity", "ph"), 1, 0.05)
+"""ttt = 1 s; the data are ready after 0.05 s, when a healthy sonde sends its service request."""
+NOW = 1_767_272_400.0
+
+
+def test_the_simulated_sonde_sends_a_late_service_request_ahead_of_the_d0_reply() -> None:
+    sonde = Sonde("0", SONDE, RIVER, seed=3, values_per_reply=1)
+    sonde.inject(late_service_request_next=1)
+    adapter = Sdi12Adapter([sonde])
+    assert [r.data for r in adapter.receive(b"0M!", 10.0)] == [b"00013\r\n"]
+    assert adapter.next_deadline() is None  # nothing by itself: not at 0.05 s, not at ttt
+    first, second = adapter.receive(b"0D0!", 11.05)
+    assert first.data == b"0\r\n"  # the service request, on the line read for D0...
+    assert second.data.startswith(b"0+") and second.delay_s == 0.0  # ...then the D0 reply
+    assert [r.data for r in adapter.receive(b"0D1!", 11.1)] == [
+        b"0+" + f"{sonde.served[-1][1]:.1f}".encode() + b"\r\n"
+    ]
+    sonde.inject(late_service_request_next=1)
+    adapter.receive(b"0M!", 20.0)
+    assert len(adapter.receive(b"0D0!", 20.01)) == 1  # a break before ready: aborted, no request
+
+
+def sdi12_config(link: Path) -> Sdi12SensorConfig:
+    return Sdi12SensorConfig(
+        id="sonde-0",
+        port=str(link),
+        address="0",
+        quantities=tuple((q, SDI12_QUANTITIES[q].unit) for q in SONDE.quantities),
+        interval_s=0.4,
+        timeout_s=0.25,
+        open_delay_s=0.0,
+    )
+
+
+async def test_a_late_service_request_does_not_cost_the_round(
+    tmp_path: Path, sink: RecordingSink
+) -> None:
+    link = tmp_path / "usb-sdi12"
+    # One value per D reply: D0, D1 and D2 must each pair with their own reply.
+    sonde = Sonde("0", SONDE, RIVER, seed=3, values_per_reply=1)
+    sonde.inject(late_service_request_next=2)
+    source = Sdi12Source([sdi12_config(link)], backoff=Backoff(0.05, 0.2))
+    host = Sdi12PtyAdapter(Sdi12Adapter([sonde]), link, clock=lambda: NOW)
+    async with host:
+        task = asyncio.create_task(source.run(sink), name="test.sdi12")
+        try:
+            await sink.wait_for(lambda: len(sink.readings) >= 3, within=8.0, what="3 readings")
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    assert sink.rejects == []
+    assert sonde.faults.late_service_request_next == 0  # both late requests were sent
+    # Every measurement gave its reading (the last may have been under way), each
+    # value from its own D command, in the order the sonde served them.
+    measured = [t for t, body in sonde.commands if body == "M"]
+    assert len(measured) <= len(sink.readings) + 1
+    readings_values = [tuple(v.value for v in r.values) for r in sink.readings]
+    assert readings_values == sonde.served[: len(readings_values)]
+
+
+async def test_a_probe_shows_the_late_service_request_and_the_reply_after_it(
+    tmp_path: Path,
+) -> None:
+    link = tmp_path / "usb-sdi12"
+    sonde = Sonde("0", SONDE, RIVER, seed=3)
+    sonde.inject(late_service_request_next=1)
+    async with Sdi12PtyAdapter(Sdi12Adapter([sonde]), link, clock=lambda: NOW):
+        result = await probe_sdi12(sdi12_config(link))
+    assert result.error is None, result.exchanges
+    assert result.reading is not None
+    assert tuple(v.value for v in result.reading.values) == sonde.served[-1]
+    d0 = [e for e in result.exchanges if e.sent == "0D0!"]
+    assert len(d0) == 1 and d0[0].received == "0" and "service request" in d0[0].note
 
 
 def readings(sink: RecordingSink, sensor: str) -> list[float]:
