@@ -7,9 +7,10 @@ a ``LocalJournal``, ``export_bundle`` (v1), ``export_bundle_v2``,
 ``build_evidence`` and ``publish`` — with fixed test keys, a fake clock and a
 fixed process id, so every byte is reproducible:
 
-- box A (v1, §12): a boot event, an MQTT node's reading, a gap record for its
-  lost message, its next reading; checkpoints at 2 and 4, 4 anchored locally;
-  exported with ``--format v1``.
+- box A (v1, §12): a boot event, an MQTT node's reading, its next reading, and
+  the gap record for the message lost between them (once the reorder window
+  closed); checkpoints at 2 and 4, 4 anchored locally; exported with
+  ``--format v1``.
 - box B (v2, §17): 300 entries from an EZO pH circuit and an MQTT node, one
   pH spike, one lost MQTT message; a checkpoint at 200 (anchored locally), the
   export seals 300; the whole log exported as v2, the spike reading's
@@ -198,6 +199,12 @@ class Box:
         for job in self.mqtt._handle(message, LogSink(self.log)):
             await job
 
+    async def reorder_window_closes(self, now_ns: int) -> None:
+        """The MQTT source's tick at ``now_ns``: numbers still missing are declared lost."""
+        self.clock.now_ns = now_ns
+        for gap in self.mqtt._expire(now_ns):
+            await LogSink(self.log).submit_gap(gap)
+
     async def ph_reply(self, text: str, received_ns: int) -> None:
         """ph-1 (an EZO pH circuit, polled) answers ``text`` to ``R``."""
         self.clock.now_ns = received_ns
@@ -258,8 +265,11 @@ async def box_a(work: Path) -> bytes:
         await box.boot()  # entry 0
         await box.node_message(100, T0 + 5 * S, node7_values(7.22, 11.4), 1)  # 1
         await box.checkpoint_if_due()  # size 2
-        # Message 101 (sent at 00:00:15) never arrives; 102 reveals the loss: entries 2 and 3.
+        # Message 101 (sent at 00:00:15) never arrives; 102 shows it missing (entry 2), and
+        # when the reorder window (30 s) closes with 101 still missing, a gap record says
+        # it was lost (entry 3).
         await box.node_message(102, T0 + 25 * S, node7_values(7.24, 11.41), 2)
+        await box.reorder_window_closes(T0 + 55 * S + 40 * MS)
         await box.checkpoint_if_due()  # size 4, anchored
         box.clock.now_ns = T0 + 60 * S
         bundle = await export_bundle(box.log, clock=box.clock)
@@ -422,7 +432,9 @@ def blocks_b(ex: ExampleB, path: Path) -> dict[str, str]:
     # What the prose of §17 says about the log.
     recs = [json.loads(e)["rec"] for e in entries]
     gaps = [i for i, r in enumerate(recs) if r["kind"] == "gap"]
-    assert gaps == [197] and recs[197]["src_seq_from"] == recs[197]["src_seq_to"] == 4097
+    # 4097 is declared lost 30 s after 4098 showed it missing: as 4101 arrives.
+    assert gaps == [203] and recs[203]["src_seq_from"] == recs[203]["src_seq_to"] == 4097
+    assert recs[204]["src_seq"] == 4101
     flagged = [(i, v["qc"]["flag"]) for i, r in enumerate(recs) for v in r.get("values", [])]
     assert [(i, f) for i, f in flagged if f != 1] == [(EVIDENCE_INDEX, 3), (125, 3)]
     assert recs[EVIDENCE_INDEX]["values"][0]["v"] == 7.712

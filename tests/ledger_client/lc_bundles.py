@@ -230,7 +230,7 @@ def _doc_node7(seq: int, sent: str, received: str, ph: float, temp: float) -> di
         "time": received,
         "clock": "synced",
         "sensor": "node-7",
-        "seq": 0 if seq == 100 else 2,
+        "seq": 0 if seq == 100 else 1,
         "values": [
             {"q": "ph", "v": ph, "u": "pH", "qc": {"flag": 1, "tests": tests}},
             {"q": "temperature", "v": temp, "u": "Cel", "qc": {"flag": 1, "tests": tests}},
@@ -244,9 +244,10 @@ def _doc_node7(seq: int, sent: str, received: str, ph: float, temp: float) -> di
 def gateway_doc_example() -> Bundle:
     """The §12 example, built purely: box A of tests/gateway/test_docs_v2.py.
 
-    A boot event, a reading of MQTT node ``node-7`` (its message 100), the gap
-    record the gateway writes when message 102 shows that 101 was lost, and
-    reading 102; checkpoints at 2 and 4, both anchored in the box's local
+    A boot event, a reading of MQTT node ``node-7`` (its message 100), reading 102,
+    which shows 101 missing, and the gap record the gateway writes when 101 is still
+    missing as its reorder window (30 s) closes; checkpoints at 2 and 4, both anchored
+    in the box's local
     journal; exported with ``gateway export --format v1`` one minute after the
     start. Records are written here literally, as gateway.log.Log writes them
     (per-value QARTOD flags, quantity ``ph`` in unit ``pH``, the boot event's
@@ -254,8 +255,9 @@ def gateway_doc_example() -> Bundle:
     exports this very text.
     """
     t = [format_time(T0_NS + s) for s in (0, 5_000_000_000, 5_040_000_000, 25_000_000_000)]
-    t += [format_time(T0_NS + s) for s in (25_040_000_000, 6_040_000_000, 26_040_000_000)]
-    start, sent1, got1, sent3, got3, anchored2, anchored4 = t
+    t += [format_time(T0_NS + s) for s in (25_040_000_000, 55_040_000_000)]
+    t += [format_time(T0_NS + s) for s in (6_040_000_000, 56_040_000_000)]
+    start, sent1, got1, sent2, got2, lost, anchored2, anchored4 = t
     boot = {
         "kind": "event",
         "time": start,
@@ -270,21 +272,21 @@ def gateway_doc_example() -> Bundle:
     }
     gap = {
         "kind": "gap",
-        "time": got3,
+        "time": lost,
         "clock": "synced",
         "sensor": "node-7",
-        "seq": 1,
+        "seq": 2,
         "reason": "source sequence gap",
         "from": got1,
-        "to": got3,
+        "to": got2,
         "src_seq_from": 101,
         "src_seq_to": 101,
     }
     records = [
         boot,
         _doc_node7(100, sent1, got1, 7.22, 11.4),
+        _doc_node7(102, sent2, got2, 7.24, 11.41),
         gap,
-        _doc_node7(102, sent3, got3, 7.24, 11.41),
     ]
     m = BundleMaker(
         signer=Signer.from_seed(DOC_ORIGIN, DOC_SEED), origin=DOC_ORIGIN, device=DOC_DEVICE

@@ -118,9 +118,10 @@ def worked(bundle: Bundle) -> str:
   digest SHA-256(body) =
   `{_hex(digest)}`, which the
   second local anchor commits to (the first commits to checkpoint 2's).
-- **Completeness.** Sensor node-7 has seq 0 (reading), 1 (gap), 2 (reading);
-  `src_seq` jumps from {src[1]} to {src[3]}, and the gap record between them covers
-  {src[1] + 1} (`src_seq_from` = `src_seq_to` = {src[1] + 1})."""
+- **Completeness.** Sensor node-7 has seq 0 (reading), 1 (reading), 2 (gap);
+  `src_seq` jumps from {src[1]} to {src[2]}, and the gap record after them covers
+  {src[1] + 1} (`src_seq_from` = `src_seq_to` = {src[1] + 1}): the gateway waited
+  for it to arrive late, then declared it lost."""
 
 
 def verify_output() -> str:
