@@ -12,7 +12,8 @@ exactly ``q`` (quantity, unique within the payload), ``v`` (a finite JSON
 number, not a boolean) and ``u`` (unit).
 
 SenML (RFC 8428): see ``gateway.sources.mqtt_senml``. A pack may carry
-several record times; each distinct time becomes one sample.
+several record times; each distinct time becomes one sample, and the samples
+come in ascending time order (so QC sees them in the order they were taken).
 
 ``decode`` is the one entry point the driver uses: it checks the size, UTF-8
 and JSON syntax (no NaN/Infinity, no repeated keys) for both formats, then

@@ -2,8 +2,10 @@
 
 ``parse_senml`` takes a decoded JSON document, the receive time and the
 sensor's name overrides, and returns one ``(time, values)`` pair per distinct
-record time, in the order the times first appear. Anything it cannot use
-raises ``SenmlError`` naming the record and the label at fault.
+record time, in ascending time order whatever the order of the records (RFC
+8428's examples put the newest first): QC must judge each sensor's samples in
+the order they were taken. Anything it cannot use raises ``SenmlError``
+naming the record and the label at fault.
 
 Resolution (RFC 8428 §4.6): a base label (``bn``, ``bt``, ``bu``, ``bv``,
 ``bver``) applies to its own record and every later one until changed; a
@@ -202,7 +204,7 @@ def _convert(value: float, unit: str, quantity: str, where: str) -> tuple[float,
 def parse_senml(
     doc: object, received_ns: int, names: Mapping[str, str] | None = None
 ) -> tuple[tuple[str, tuple[Value, ...]], ...]:
-    """Resolve a SenML pack into ``(RFC 3339 UTC time, values)`` groups.
+    """Resolve a SenML pack into ``(RFC 3339 UTC time, values)`` groups, oldest first.
 
     ``received_ns`` anchors relative times; ``names`` maps full or short
     SenML names to quantities before ``DEFAULT_NAMES``.
@@ -217,7 +219,7 @@ def parse_senml(
     if not doc:
         raise SenmlError("the SenML pack is empty")
     base_name, base_time, base_unit, base_value = "", 0.0, None, 0.0
-    groups: dict[str, dict[str, Value]] = {}
+    groups: dict[int, tuple[str, dict[str, Value]]] = {}  # by time in microseconds
     for i, record in enumerate(doc):
         where = f"records[{i}]"
         if not isinstance(record, dict):
@@ -260,11 +262,10 @@ def parse_senml(
         us = round(seconds * 1_000_000)
         if seconds < _ABSOLUTE_S:
             us += received_ns // 1000
-        stamp = _time_text(us, where)
-        group = groups.setdefault(stamp, {})
+        stamp, group = groups.setdefault(us, (_time_text(us, where), {}))
         if quantity in group:
             raise SenmlError(f"{where} ({name}) repeats quantity {quantity!r} at {stamp}")
         group[quantity] = Value(quantity, value, unit)
     if not groups:
         raise SenmlError("the SenML pack has no numeric record (v)")
-    return tuple((stamp, tuple(values.values())) for stamp, values in groups.items())
+    return tuple((groups[us][0], tuple(groups[us][1].values())) for us in sorted(groups))

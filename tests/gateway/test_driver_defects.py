@@ -12,6 +12,8 @@ Each test failed on the code before its fix:
 4. SDI-12: a service request that comes after ttt, as the recorder's ``aD0!``
    goes out, is recognised for what it is and not taken as the D0 reply: the
    round still gives its reading, and each D reply pairs with its command.
+5. SenML + QC: a pack's samples come out in ascending time order, whatever the
+   order of its records, so QC judges each sensor's samples in time order.
 """
 
 from __future__ import annotations
@@ -40,7 +42,9 @@ from gateway.modbus_profiles.profile import (
     decode_value,
     plan_reads,
 )
+from gateway.qc import QcEngine
 from gateway.sources.modbus import ModbusSource
+from gateway.sources.mqtt_payload import Decoded, decode
 from gateway.sources.sdi12 import Sdi12Source, probe_sdi12
 from gateway.sources.serial_link import SerialLink
 from simulators.modbus import ModbusSimBus, SimSlave, load_sim_profile
@@ -265,6 +269,79 @@ async def test_a_probe_shows_the_late_service_request_and_the_reply_after_it(
     assert tuple(v.value for v in result.reading.values) == sonde.served[-1]
     d0 = [e for e in result.exchanges if e.sent == "0D0!"]
     assert len(d0) == 1 and d0[0].received == "0" and "service request" in d0[0].note
+
+
+# -- 5. SenML: a pack's samples in time order, for QC ------------------------------------
+
+PACK_TIME = 1_772_323_200  # 2026-03-01T00:00:00Z
+SERIES = [  # (seconds after PACK_TIME, temperature, pH), oldest first; the newest spikes
+    (0, 12.0, 7.20),
+    (60, 12.1, 7.21),
+    (120, 12.2, 7.22),
+    (180, 12.2, 7.60),
+    (240, 16.0, 7.61),
+]
+
+
+def senml_pack(newest_first: bool) -> bytes:
+    """The series as one pack; newest first is how RFC 8428's examples order records."""
+    order = sorted(SERIES, reverse=newest_first)
+    records: list[dict[str, object]] = [{"bn": "urn:dev:ow:10e2073a01080063:", "bt": PACK_TIME}]
+    for t, temp, ph in order:
+        records.append({"n": "temp", "u": "Cel", "v": temp, "t": t})
+        records.append({"n": "ph", "u": "pH", "v": ph, "t": t})
+    return json.dumps(records).encode()
+
+
+def decode_pack(payload: bytes) -> Decoded:
+    received_ns = (PACK_TIME + 300) * 10**9
+    return decode("senml", payload, sensor="node", max_bytes=65536, received_ns=received_ns)
+
+
+def qc_flags(
+    samples: list[tuple[str, float, str]],
+) -> list[tuple[str, float, int, tuple[int, ...]]]:
+    """(quantity, value, aggregate flag, per-test flags) as the log's QC gives them in order."""
+    qc = QcEngine()
+    out: list[tuple[str, float, int, tuple[int, ...]]] = []
+    for quantity, value, unit in samples:
+        r = qc.check("node", quantity, unit, 0, value)
+        out.append((quantity, value, r.flag, r.tests))
+    return out
+
+
+def test_a_newest_first_senml_pack_gives_its_samples_in_time_order() -> None:
+    decoded = decode_pack(senml_pack(newest_first=True))
+    times = [s.time for s in decoded.samples]
+    assert times == sorted(times) and len(set(times)) == len(SERIES)
+    assert times[0] == "2026-03-01T00:00:00.000000Z" and times[-1].startswith("2026-03-01T00:04")
+    temps = [
+        next(v.value for v in s.values if v.quantity == "temperature") for s in decoded.samples
+    ]
+    assert temps == [temp for _, temp, _ in SERIES]
+
+
+def test_qc_judges_a_newest_first_pack_as_the_same_values_in_time_order() -> None:
+    decoded = decode_pack(senml_pack(newest_first=True))
+    logged = qc_flags([(v.quantity, v.value, v.unit) for s in decoded.samples for v in s.values])
+    in_time_order = qc_flags(
+        [
+            (q, v, u)
+            for _, temp, ph in SERIES
+            for q, v, u in (("temperature", temp, "Cel"), ("ph", ph, "pH"))
+        ]
+    )
+    assert logged == in_time_order
+    # The spike at the newest time is flagged (4: fail), as only time order shows.
+    assert in_time_order[-2][:3] == ("temperature", 16.0, 4)
+    newest_first = qc_flags(
+        [
+            (q, v, u)
+            for _, temp, ph in reversed(SERIES)
+            for q, v, u in (("temperature", temp, "Cel"), ("ph", ph, "pH"))
+        ]
+    )
+    assert sorted(newest_first) != sorted(in_time_order)  # the order does change the flags
 
 
 def readings(sink: RecordingSink, sensor: str) -> list[float]:
