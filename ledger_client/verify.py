@@ -1628,7 +1628,6 @@ class _SensorState:
         "L_text",
         "across_boot",
         "ahead",
-        "below",
         "blind",
         "calm",
         "cand",
@@ -1646,6 +1645,7 @@ class _SensorState:
         "late",
         "late_gap",
         "limit",
+        "prev",
         "qc",
         "readings",
         "seq",
@@ -1673,8 +1673,7 @@ class _SensorState:
         self.hi_index = -1
         self.start = 0
         self.first_run = True
-        """The run is the sensor's first in the bundle: numbers below its start may have
-        been due before the bundle, and may still arrive."""
+        """The run is the sensor's first in the bundle (its start is not its beginning)."""
         self.holes: list[list[Any]] = []
         """Numbers of the run not logged and not declared lost, still open, ascending:
         [first, last, after entry, at entry, at time, excuse or None, at time as text]."""
@@ -1683,8 +1682,10 @@ class _SensorState:
         self.ahead: list[list[Any]] = []
         """Ranges gap records declared lost above the run's highest (an older gateway
         wrote the gap just before the reading that revealed the loss)."""
-        self.below: set[int] = set()
-        """First run: numbers below its start that arrived late."""
+        self.prev: tuple[int, int, list[list[Any]]] | None = None
+        """The run before (start, highest, numbers it never logged): a restart at a
+        number that arrived late at the start of a bundle must not count the ones the run
+        before logged as missing."""
         self.cand: tuple[int, int] | None = None
         """A src_seq that fits nowhere in the run (src_seq, entry): a restarted counter if
         the next reading does not fit the run either, else a stray late arrival."""
@@ -1958,6 +1959,8 @@ class _Completeness:
             if self._fits(st, s):
                 st.late += 1  # the one that fitted nowhere was a stray late arrival
             else:  # the counter restarted at the candidate
+                unlogged = [[h[0], h[1]] for h in st.holes]
+                st.prev = (st.start, hi, unlogged[-_MAX_DECLARED:])
                 self._close_run(st, sensor)
                 self._start_run(st, cand[0], cand[1], first=False)
                 for lo, up in ranges:
@@ -1978,45 +1981,23 @@ class _Completeness:
                 self._decide(st, sensor, floor)
             if st.declared and st.declared[0][1] < floor:
                 st.declared = [r for r in st.declared if r[1] >= floor]
-            if len(st.below) > SRC_WINDOW:
-                st.below = {n for n in st.below if n >= floor}
         elif _take(st.holes, s):
             st.late += 1
         elif _take(st.declared, s):
             st.late += 1
             st.late_gap += 1
-        elif self._early(st, s):
-            st.below.add(s)
-            st.late += 1
         else:
             st.cand = (s, index)
         st.blind = st.across_boot = False
         st.settle()
 
-    @staticmethod
-    def _early(st: _SensorState, s: int) -> bool:
-        """Below the start of the sensor's first run, near enough, and not seen yet."""
-        return (
-            st.first_run
-            and s < st.start
-            and st.hi is not None
-            and st.hi - s <= SRC_WINDOW
-            and s not in st.below
-        )
-
     def _fits(self, st: _SensorState, s: int) -> bool:
-        return (
-            st.hi is None
-            or s > st.hi
-            or _has(st.holes, s)
-            or _has(st.declared, s)
-            or self._early(st, s)
-        )
+        return st.hi is None or s > st.hi or _has(st.holes, s) or _has(st.declared, s)
 
     def _start_run(self, st: _SensorState, s: int, index: int, *, first: bool) -> None:
         ahead = st.ahead if first else []
         st.hi, st.hi_index, st.start, st.first_run = s, index, s, first
-        st.holes, st.declared, st.ahead, st.below = [], [], [], set()
+        st.holes, st.declared, st.ahead = [], [], []
         for lo, up in ahead:  # declared lost before the sensor's first reading
             self._declare(st, lo, up)
 
@@ -2025,6 +2006,12 @@ class _Completeness:
         for those a gap record has already declared lost."""
         excuse = "restart" if st.across_boot else None
         holes = [[lo, up, st.hi_index, index, t, excuse, text]]
+        if st.prev is not None and lo <= st.prev[1] and up >= st.prev[0]:
+            logged = [[st.prev[0], st.prev[1]]]  # what the run before logged
+            for a, b in st.prev[2]:
+                _cut(logged, a, b)
+            for a, b in logged:
+                _cut(holes, a, b)
         if st.ahead:
             for a, b in _cut(st.ahead, lo, up):
                 _cut(holes, a, b)
