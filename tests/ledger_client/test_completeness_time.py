@@ -7,13 +7,16 @@ set explicitly: ``Box`` writes what a gateway would log, in log order.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 from lc_bundles import NOW, T0_NS, BundleMaker
+from v2_bundles import manifest_for, notes_for, v2_members, write_container
 
 from ledger_client.records import format_time
 from ledger_client.verify import GapSpan, Report, verify_bundle
+from ledger_client.verify_stream import verify_source
 
 DECLARED = {
     "ph-1": {"interval_s": 20, "allowance_s": 30, "repeat_s": 60},
@@ -99,6 +102,14 @@ class Box:
     def verify(self, entries: list[bytes] | None = None) -> Report:
         bundle = self.m.build(self.recs, [len(self.recs)], entries=entries)
         return verify_bundle(bundle, now=NOW)
+
+    def verify_v2(self, path: Path, jobs: int) -> Report:
+        """The same log as a v2 bundle, its entries checked by ``jobs`` worker processes."""
+        raws = self.raws()
+        notes = notes_for(self.m.signer, self.m.origin, raws, [len(raws)])
+        manifest = manifest_for(self.m.signer, self.m.origin, self.m.device, notes)
+        write_container(path, v2_members(raws, manifest, len(raws)))
+        return verify_source(path, None, now=NOW, jobs=jobs)
 
 
 def failures(report: Report) -> list[str]:
@@ -465,3 +476,25 @@ def test_gap_spans_are_capped(more: int, monkeypatch: pytest.MonkeyPatch) -> Non
         box.gap("ph-1", 100 * k, 100 * k + 10, reason="crc")  # never touching
     counts = box.verify().sensors["ph-1"]
     assert (len(counts.gap_spans), counts.gap_spans_more) == (3, more)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_v2_bundle_checked_by_workers_says_the_same(tmp_path: Path, jobs: int) -> None:
+    box = Box()
+    box.boot(0, {"ph-1": DECLARED["ph-1"]})
+    for k, n in enumerate((1, 2, 5, 3, 4, 6)):
+        box.reading("ph-1", 20 * (k + 1), src=n, flags=(1,))
+    box.reading("ph-1", 500, src=7)  # silent from 120 with no gap record
+    v1 = box.verify()
+    v2 = box.verify_v2(tmp_path / "bundle.tar", jobs)
+    assert (
+        failures(v2)
+        == failures(v1)
+        == [
+            f"entry 7: completeness: sensor ph-1: silent from {at(120)} to {at(500)} (6 min 20 s) "
+            "with no gap record"
+        ]
+    )
+    assert v2.sensors == v1.sensors
+    assert v2.sensors["ph-1"].late == 2 and v2.sensors["ph-1"].qc == {"1": 6}
+    assert v2.timeline == v1.timeline
