@@ -19,6 +19,7 @@ import io
 import json
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -428,6 +429,8 @@ def print_report(report: Report, name: str, out: TextIO) -> None:
         field("anchor", text)
     for r in report.recorded_by:
         field("recorded", f"entries {r.first}–{r.last} no later than {r.time} ({r.backend})")
+    _print_sensors(report, w)
+    _print_timeline(report, w)
     w("\n")
     width = max(len(s.name) for s in report.steps)
     for s in report.steps:
@@ -464,6 +467,51 @@ def print_report(report: Report, name: str, out: TextIO) -> None:
             w(f"  … and {more} more\n")
     w("\n")
     w(verdict_line(report) + "\n")
+
+
+_QC_NAMES = {"1": "pass", "2": "not evaluated", "3": "suspect", "4": "fail", "9": "missing"}
+MAX_PRINTED_GAP_SPANS = 20
+MAX_PRINTED_EVENTS = 50
+
+
+def _print_sensors(report: Report, w: Callable[[str], object]) -> None:
+    """Per sensor: its readings' span, QC flags, clock, late arrivals and each gap."""
+    if not report.sensors:
+        return
+    w("\nper sensor\n")
+    for sensor, c in sorted(report.sensors.items()):
+        parts = [f"{c.readings} reading{'s' if c.readings != 1 else ''}"]
+        if c.first is not None:
+            parts[0] += f" from {c.first} to {c.last}"
+        flags = ", ".join(
+            f"{n} {_QC_NAMES.get(flag, 'flag ' + flag)}" for flag, n in sorted(c.qc.items())
+        )
+        if flags:
+            parts.append(f"QC values: {flags}")
+        if c.unsynced:
+            parts.append(f"{c.unsynced} made with the gateway clock not synced")
+        if c.late:
+            parts.append(f"{c.late} arrived late (out of order)")
+        parts.append(f"{c.gaps} gap record{'s' if c.gaps != 1 else ''}")
+        w(f"  {sensor}: {'; '.join(parts)}\n")
+        for g in c.gap_spans[:MAX_PRINTED_GAP_SPANS]:
+            n = f"{g.records} records" if g.records != 1 else "1 record"
+            w(f"    gap {g.start} to {g.end}: {g.reason} ({n})\n")
+        more = len(c.gap_spans) - MAX_PRINTED_GAP_SPANS + c.gap_spans_more
+        if more > 0:
+            w(f"    … and {more} more gap spans (--json or --html lists them)\n")
+
+
+def _print_timeline(report: Report, w: Callable[[str], object]) -> None:
+    """Boots, stops, configuration changes, key rotations, history resets."""
+    timeline = report.timeline
+    if not timeline:
+        return
+    w("\ntimeline\n")
+    for e in timeline[:MAX_PRINTED_EVENTS]:
+        w(f"  entry {e.index}, {e.time}: {e.describe()}\n")
+    if len(timeline) > MAX_PRINTED_EVENTS:
+        w(f"  … and {len(timeline) - MAX_PRINTED_EVENTS} more events (--json lists them)\n")
 
 
 def verdict_line(report: Report) -> str:
