@@ -1575,7 +1575,8 @@ class TimelineEvent:
             if self.previous_stop is None:
                 text = "boot"
             else:
-                text = f"boot after a {self.previous_stop} stop"
+                article = "an" if self.previous_stop[:1] in "aeiou" else "a"
+                text = f"boot after {article} {self.previous_stop} stop"
             if self.downtime_s is not None:
                 text += f", down {_duration(self.downtime_s)} (since {self.previous_time})"
             if self.watched is not None:

@@ -274,6 +274,39 @@ async def test_kill_clean_stop_and_a_removed_sensor_leave_signed_bounds(
     without = [r for r in recs if r.get("reason") != "gateway-down"]
     assert len(covered_instant_problems(without)) >= 2
 
+    # The regulator's verifier on this genuine log: nothing fails (step 8 f included), and
+    # the report shows the downtime and the removed sensor.
+    path = tmp_path / "bundle.json"
+    path.write_text(bundle.dumps())
+    trust = tmp_path / "trust.txt"
+    trust.write_text(f"key {key.vkey}\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "ledger_client", str(path), "--trust", str(trust)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 3, out.stdout[-3000:]  # trusted; only a local journal dates it
+    text = out.stdout
+    assert "silence not checked" not in text
+    for sensor in NODES:
+        assert f"  {sensor}: " in text
+    assert text.count(": gateway-down (1 record)") == 3
+    assert "boot after an unclean stop" in text
+    assert "boot after a clean stop" in text
+    assert "removed node-2" in text
+    doc = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "ledger_client", str(path), "--trust", str(trust), "--json"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+    )
+    assert doc["failure_count"] == 0
+    events = [e["event"] for e in doc["timeline"]]
+    assert events.count("boot") == 3 and events.count("stop") == 2 and "config" in events
+
 
 async def test_the_last_declaration_without_a_walk_after_a_lost_boot_and_in_an_old_log(
     tmp_path: Path,
