@@ -9,7 +9,11 @@ decides when a checkpoint is due (every N entries or T seconds).
 Being the one Sink of every driver, it is also where silence is noticed: each
 reading that arrives and each refusal (``reject``) is told to the silence
 tracker (gateway/silence.py), and a gap that closes a silence is queued just
-before the reading that ended it.
+before the reading that ended it. A reading whose dedup key was committed
+recently (an MQTT redelivery) is not news of the sensor: it is not told to the
+tracker, which would otherwise take a copy of an old reading, arriving during a
+silence, for the sensor speaking (and let the log's silence grow past its
+allowance with no gap record: docs/bundle-format.md §9 8 f).
 """
 
 from __future__ import annotations
@@ -28,9 +32,12 @@ from .silence import SilenceTracker
 from .sources.base import Event, Gap, Reading
 from .store import CheckpointRow
 
-__all__ = ["Ingest", "IngestStats"]
+__all__ = ["RECENT_KEYS", "Ingest", "IngestStats"]
 
 log = logging.getLogger(__name__)
+
+RECENT_KEYS = 256
+"""Per sensor, how many committed dedup keys are remembered to recognise a redelivery."""
 
 
 @dataclass
@@ -66,6 +73,8 @@ class Ingest:
         self.rejected: Counter[tuple[str, str]] = Counter()
         self.per_sensor: Counter[str] = Counter()
         self._waiting_gaps: set[asyncio.Task[None]] = set()
+        self._recent_keys: dict[str, dict[str, None]] = {}
+        """Per sensor, the dedup keys of its last RECENT_KEYS committed readings, in order."""
         self.last_reading_ns: dict[str, int] = {}
         """Per sensor, the receive time of its last committed reading."""
         self._last_cp_time = monotonic()
@@ -74,10 +83,19 @@ class Ingest:
     # --- Sink -----------------------------------------------------------------
 
     async def submit(self, reading: Reading) -> bool:
-        if self.silence is not None:
+        key = reading.dedup_key
+        recent = self._recent_keys.get(reading.sensor)
+        known = key is not None and recent is not None and key in recent
+        if self.silence is not None and not known:
             for gap in self.silence.reading(reading.sensor, reading.received_ns):
                 self._enqueue_detached(gap)
-        return await self._submit(reading) is not None
+        index = await self._submit(reading)
+        if index is not None and key is not None:
+            keys = self._recent_keys.setdefault(reading.sensor, {})
+            keys[key] = None
+            if len(keys) > RECENT_KEYS:
+                del keys[next(iter(keys))]
+        return index is not None
 
     async def submit_gap(self, gap: Gap) -> None:
         await self._submit(gap)
