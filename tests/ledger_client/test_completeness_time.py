@@ -470,7 +470,7 @@ def test_the_summary_counts_qc_flags_times_and_unsynced_records() -> None:
 
 @pytest.mark.parametrize("more", [0, 5])
 def test_gap_spans_are_capped(more: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("ledger_client.verify.MAX_GAP_SPANS", 3)
+    monkeypatch.setattr("ledger_client.completeness.MAX_GAP_SPANS", 3)
     box = Box()
     for k in range(3 + more):
         box.gap("ph-1", 100 * k, 100 * k + 10, reason="crc")  # never touching
