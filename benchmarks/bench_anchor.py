@@ -39,7 +39,7 @@ from gateway.config import LogConfig
 from gateway.config.anchor_evm import EvmAnchorConfig
 from gateway.keys import create_anchor_key, create_device_key
 from gateway.log import Log
-from gateway.sources.base import Reading, Value
+from gateway.pipeline import Reading, Value
 from gateway.store import Store
 from tests.ledgers.anvil_node import AnvilNode, running_anvil
 

@@ -29,7 +29,7 @@ from gateway.export import export_bundle
 from gateway.ingest import Ingest
 from gateway.keys import create_device_key
 from gateway.log import Log
-from gateway.sources.base import Reading, Value
+from gateway.pipeline import Reading, Value
 from gateway.store import Store
 from ledger_client import merkle
 from ledger_client.bundle import Bundle

@@ -41,7 +41,7 @@ from gateway.config import LogConfig, MqttConfig, MqttSensorConfig
 from gateway.ingest import Ingest
 from gateway.keys import create_device_key
 from gateway.log import Log
-from gateway.sources.base import Event, Gap, Reading
+from gateway.pipeline import Event, Gap, Reading
 from gateway.sources.mqtt import MqttSource
 from gateway.store import Store
 

@@ -38,7 +38,7 @@ from pathlib import Path
 from gateway.config import load_config
 from gateway.keys import load_device_key
 from gateway.log import Log
-from gateway.sources.base import Gap, Reading, Value
+from gateway.pipeline import Gap, Reading, Value
 from gateway.store import Store
 from ledger_client.note import Verifier
 from ledger_client.records import parse_entry

@@ -31,7 +31,7 @@ from pathlib import Path
 import gateway.log
 from gateway.keys import create_device_key
 from gateway.log import Log
-from gateway.sources.base import Reading, Value
+from gateway.pipeline import Reading, Value
 from gateway.store import EntryRow, Store
 from ledger_client import merkle
 from ledger_client.merkle import Node

@@ -58,15 +58,16 @@ from .keys import DeviceKey, load_device_key
 from .lock import hold_data_dir
 from .log import Log
 from .notify import Notifier
+from .pipeline import Event, Gap
 from .qc import QC_TESTS, QcEngine
 from .silence import Expectation, SilenceTracker, expectation
-from .sources.base import Event, Gap, Source
+from .sources.base import Source
 from .sources.registry import build_sources
 from .store import CheckpointRow, Store
 
 __all__ = ["BOOT_META", "GATEWAY_DOWN", "BootPlan", "Gateway", "declared_sensors", "plan_boot"]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 VERSION = "0.1.0"
 _RESTART_CAP_S = 60.0
@@ -286,13 +287,13 @@ class Gateway:
                         ),
                     )
                     for gap in plan.gaps:
-                        log.info(
+                        logger.info(
                             "sensor %s: gap while the gateway was down, since %s",
                             gap.sensor,
                             format_time(gap.from_ns),
                         )
                     if plan.config is not None:
-                        log.warning(
+                        logger.warning(
                             "sensors changed since the last start: added %s, removed %s, "
                             "changed %s",
                             plan.config["added"],
@@ -310,7 +311,7 @@ class Gateway:
                         )
                         for src in sources
                     ]
-                    log.info(
+                    logger.info(
                         "gateway %s running: %d sources, log size %d",
                         key.device_id,
                         len(sources),
@@ -329,7 +330,7 @@ class Gateway:
                             )
                         )
                     await stop.wait()
-                    log.info("stopping: sources first, then the log")
+                    logger.info("stopping: sources first, then the log")
                     self.notifier.stopping("stopping: committing what the sources handed over")
                     for t in [*feeds, watcher, *pings]:
                         t.cancel()
@@ -338,7 +339,7 @@ class Gateway:
                         # The last entry of a clean run: the next boot's "previous" says so.
                         await ingest.submit_event(Event("stop", time.time_ns(), {"cause": "clean"}))
                     except GatewayError as exc:
-                        log.error("the stop event could not be logged: %s", exc)
+                        logger.error("the stop event could not be logged: %s", exc)
                     await ingest.close()
                     await writer
                     if log_.last_checkpoint is not None:
@@ -351,7 +352,7 @@ class Gateway:
             finally:
                 for b in backends:
                     await b.aclose()
-        log.info("stopped cleanly at log size %d", log_.size)
+        logger.info("stopped cleanly at log size %d", log_.size)
 
     def _boot_detail(self) -> dict[str, Any]:
         try:
@@ -385,12 +386,14 @@ class Gateway:
                 return
             except GatewayError as exc:
                 self._count_crash(source.name, health, exc)
-                log.error("source %s stopped: %s (restart %d)", source.name, exc, health.restarts)
+                logger.error(
+                    "source %s stopped: %s (restart %d)", source.name, exc, health.restarts
+                )
             except Exception as exc:
                 if self._count_crash(source.name, health, exc):
-                    log.exception("source %s crashed (restart %d)", source.name, health.restarts)
+                    logger.exception("source %s crashed (restart %d)", source.name, health.restarts)
                 else:
-                    log.error(
+                    logger.error(
                         "source %s crashed again: %s (restart %d)",
                         source.name,
                         health.last_error,
@@ -416,7 +419,7 @@ class Gateway:
         """Write the gap records of silent sensors as they fall due."""
         while True:
             for gap in silence.poll(time.time_ns()):
-                log.warning(
+                logger.warning(
                     "sensor %s: silent since %s (%s)",
                     gap.sensor,
                     format_time(gap.from_ns),
@@ -558,11 +561,11 @@ class Gateway:
             if problem is None:
                 self.notifier.watchdog()
                 if self.watchdog_problem is not None:
-                    log.info("watchdog: ingest answers again")
+                    logger.info("watchdog: ingest answers again")
                     self.watchdog_problem = None
                     self._notify_status()
             elif problem != self.watchdog_problem:
-                log.error("watchdog: not telling systemd all is well: %s", problem)
+                logger.error("watchdog: not telling systemd all is well: %s", problem)
                 self.watchdog_problem = problem
                 self._notify_status()
             await asyncio.sleep(max(0.0, due - time.monotonic()))

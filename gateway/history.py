@@ -46,7 +46,7 @@ from .errors import GatewayError, StoreError
 from .keys import DeviceKey
 from .lock import hold_data_dir
 from .log import Log
-from .sources.base import Event
+from .pipeline import Event
 from .store import CheckpointRow, Store
 
 __all__ = [
@@ -62,7 +62,7 @@ __all__ = [
     "write_high_water",
 ]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 HIGH_WATER_EVERY_S = 600.0
 """The daemon rewrites the high-water file at most this often (and always at a clean stop):
@@ -207,7 +207,7 @@ class HighWater:
             write_high_water(self.path, HighWaterMark.of(self.origin, cp))
         except OSError as exc:
             if not self._failing:
-                log.error(
+                logger.error(
                     "cannot write the high-water file %s: %s (a lost log.sqlite could then "
                     "go unnoticed)",
                     self.path,
@@ -361,7 +361,7 @@ async def _previous(config: GatewayConfig, key: DeviceKey) -> dict[str, Any] | N
     try:
         mark = read_high_water(high_water_path(config.key_file))
     except HistoryConflict as exc:
-        log.warning("%s; the reset does not name it", exc)
+        logger.warning("%s; the reset does not name it", exc)
         mark = None
     if mark is not None and mark.origin == key.origin:
         offer(mark.size, mark.root, mark.note, str(high_water_path(config.key_file)))

@@ -28,13 +28,13 @@ from dataclasses import dataclass
 from .config import LogConfig
 from .errors import GatewayError
 from .log import Log, LogItem
+from .pipeline import Event, Gap, Reading
 from .silence import SilenceTracker
-from .sources.base import Event, Gap, Reading
 from .store import CheckpointRow
 
 __all__ = ["RECENT_KEYS", "Ingest", "IngestStats"]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 RECENT_KEYS = 256
 """Per sensor, how many committed dedup keys are remembered to recognise a redelivery."""
@@ -107,7 +107,7 @@ class Ingest:
         self.rejected[(sensor, reason)] += 1
         if self.silence is not None:
             self.silence.reject(sensor, reason)
-        log.warning("sensor %s: rejected (%s): %s", sensor, reason, detail)
+        logger.warning("sensor %s: rejected (%s): %s", sensor, reason, detail)
 
     async def _submit(self, item: LogItem) -> int | None:
         if self._stopping:
@@ -119,7 +119,7 @@ class Ingest:
     def _enqueue_detached(self, gap: Gap) -> None:
         """Queue a gap nobody waits for, ahead of what is submitted after it."""
         if self._stopping:
-            log.warning("sensor %s: gap record not taken while shutting down", gap.sensor)
+            logger.warning("sensor %s: gap record not taken while shutting down", gap.sensor)
             return
         fut: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
         fut.add_done_callback(_log_lost_gap)
@@ -184,7 +184,7 @@ class Ingest:
             results = await self.log.append(items, checkpoint=checkpoint)
         except GatewayError as exc:
             self.stats.failed_batches += 1
-            log.exception("commit of %d items failed", len(items))
+            logger.exception("commit of %d items failed", len(items))
             for _, fut in batch:
                 if not fut.done():
                     fut.set_exception(exc)
@@ -198,7 +198,7 @@ class Ingest:
                 return
             self.stats.failed_batches += 1
             ((item, fut),) = batch
-            log.exception("an item could not be logged and was refused: %r", item)
+            logger.exception("an item could not be logged and was refused: %r", item)
             if not fut.done():
                 fut.set_exception(GatewayError(f"the log refused the item: {exc}"))
             if final:
@@ -230,4 +230,4 @@ class Ingest:
 
 def _log_lost_gap(fut: asyncio.Future[int | None]) -> None:
     if not fut.cancelled() and fut.exception() is not None:
-        log.error("a gap record could not be committed: %s", fut.exception())
+        logger.error("a gap record could not be committed: %s", fut.exception())

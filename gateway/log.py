@@ -32,8 +32,8 @@ from ledger_client.tiles import TILE_HEIGHT
 from .clock import ClockState, clock_state
 from .errors import KeyFileError, StoreError
 from .keys import KEY_HISTORY_META, DeviceKey, KeyWindow, dump_key_history, parse_key_history
+from .pipeline import Event, Gap, Reading
 from .qc import MISSING_RESULT, QcEngine
-from .sources.base import Event, Gap, Reading
 from .store import CheckpointRow, EntryRow, Store
 
 __all__ = ["Event", "KeyRotation", "Log", "LogItem"]

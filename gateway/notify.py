@@ -24,7 +24,7 @@ from collections.abc import Mapping
 
 __all__ = ["Notifier"]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 _SEND_TIMEOUT_S = 1.0  # the manager reads its socket at once; never stall the loop for long
 
@@ -42,7 +42,9 @@ class Notifier:
             elif self.address.startswith("/"):
                 self._target = self.address
             else:
-                log.warning("NOTIFY_SOCKET=%r: not a unix socket address; not notifying", address)
+                logger.warning(
+                    "NOTIFY_SOCKET=%r: not a unix socket address; not notifying", address
+                )
         self._sock: socket.socket | None = None
         self._failing = False
 
@@ -83,11 +85,11 @@ class Notifier:
             self._sock.sendto(data, self._target)
         except OSError as exc:
             level = logging.DEBUG if self._failing else logging.WARNING
-            log.log(level, "could not notify the service manager at %s: %s", self.address, exc)
+            logger.log(level, "could not notify the service manager at %s: %s", self.address, exc)
             self._failing = True
             return False
         if self._failing:
-            log.info("notifying the service manager at %s again", self.address)
+            logger.info("notifying the service manager at %s again", self.address)
             self._failing = False
         return True
 

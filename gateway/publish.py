@@ -70,7 +70,7 @@ __all__ = [
     "publish",
 ]
 
-_log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 TEXT = "text/plain; charset=utf-8"
 OCTETS = "application/octet-stream"
@@ -246,7 +246,7 @@ class HttpTarget:
                 problem = f"HTTP {response.status_code} {response.reason_phrase}"
             if attempt < self._attempts:
                 delay = await backoff.sleep()
-                _log.info("%s %s: %s; try %d in %.1f s", method, url, problem, attempt + 1, delay)
+                logger.info("%s %s: %s; try %d in %.1f s", method, url, problem, attempt + 1, delay)
         raise PublishError(f"{method} {url} failed {self._attempts} times, last: {problem}")
 
     async def get(self, path: str) -> bytes | None:

@@ -61,7 +61,7 @@ __all__ = [
     "running_daemon",
 ]
 
-_log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 class RotationError(GatewayError):
@@ -231,11 +231,11 @@ async def finish_interrupted_rotation(key_file: Path, db_path: Path) -> Rotation
             )
         nxt.unlink()
         _sync_dir(nxt.parent)
-        _log.warning("removed %s: an interrupted key rotation that never reached the log", nxt)
+        logger.warning("removed %s: an interrupted key rotation that never reached the log", nxt)
         return None
     retired = install_next_key(key_file, history)
     key = load_device_key(key_file)
-    _log.warning(
+    logger.warning(
         "finished an interrupted key rotation: %s now holds key %s%s",
         key_file,
         key.key_id_hex,

@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from .sources.base import Gap
+from .pipeline import Gap
 
 __all__ = [
     "GRACE_FRACTION",

@@ -50,7 +50,7 @@ __all__ = ["SCHEMA_VERSION", "AnchorRow", "CheckpointRow", "EntryRow", "Store"]
 SCHEMA_VERSION = 2
 """2: only tile-level subtree hashes (tree levels 0, 8, 16, …). 1: every level."""
 
-_log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 _RANGES_PER_QUERY = 300  # three bound values each: under SQLite's oldest limit of 999
 
@@ -244,7 +244,7 @@ class Store:
                 with contextlib.suppress(sqlite3.Error):
                     await db.execute("ROLLBACK")
                 raise
-        _log.warning(
+        logger.warning(
             "migrated %s from schema version 1 to 2: %s subtree hashes of non-tile levels "
             "dropped (their pages are reused by new entries); the version 1 database is kept "
             "as %s (checked: %s)",

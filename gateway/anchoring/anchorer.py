@@ -35,7 +35,7 @@ from .backend import AnchorBackend, AnchorProgress
 
 __all__ = ["Anchorer", "BackendStatus", "open_anchor_summary"]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 _EMPTY_RECEIPT = "{}"
 
@@ -161,7 +161,7 @@ class Anchorer:
                 self._error(st, str(exc))
                 delay = st.backoff.next_delay()
                 st.next_try = self._monotonic() + delay
-                log.warning("anchor %s: %s (retry in %.1f s)", backend.name, exc, delay)
+                logger.warning("anchor %s: %s (retry in %.1f s)", backend.name, exc, delay)
             else:
                 st.failures = 0
                 st.next_try = 0.0
@@ -227,13 +227,13 @@ class Anchorer:
         st = self.status[backend.name]
         if p.error:
             self._error(st, p.error)
-            log.warning("anchor %s: checkpoint %d: %s", backend.name, row.checkpoint, p.error)
+            logger.warning("anchor %s: checkpoint %d: %s", backend.name, row.checkpoint, p.error)
         if row.state == "included" and p.state == "pending":
-            log.warning(
+            logger.warning(
                 "anchor %s: checkpoint %d left the ledger (reorg)", backend.name, row.checkpoint
             )
         elif p.state != row.state:
-            log.info("anchor %s: checkpoint %d is %s", backend.name, row.checkpoint, p.state)
+            logger.info("anchor %s: checkpoint %d is %s", backend.name, row.checkpoint, p.state)
         if p.state == "final":
             st.last_error = st.last_error_at = None
 

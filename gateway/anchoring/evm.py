@@ -49,7 +49,7 @@ from .evm_tx import AnchorTx, FeePolicy, Fees, bump_fees, initial_fees, sign_tx
 
 __all__ = ["EvmBackend", "build_evm_backends"]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 # What a node says when it already has the very transaction we send (geth, Besu, anvil).
 _ALREADY_KNOWN = ("already known", "known transaction", "already imported", "already exists")
@@ -185,7 +185,7 @@ class EvmBackend:
         except LedgerUnavailable as exc:
             return entry, f"sent {signed.hash} but the node did not confirm it: {exc}"
         what = "sent" if first else "replaced with"
-        log.info("%s: %s %s (nonce %d, %s)", self.name, what, signed.hash, nonce, _fees(fees))
+        logger.info("%s: %s %s (nonce %d, %s)", self.name, what, signed.hash, nonce, _fees(fees))
         return entry, None
 
     async def _broadcast(self, raw: str) -> None:
@@ -266,10 +266,10 @@ class EvmBackend:
                 await self._broadcast(
                     sign_tx(self._tx(waiting, nonce, old), self.key.private_key).raw
                 )
-                log.info("%s: re-sent %s (nonce %d)", self.name, newest["hash"], nonce)
+                logger.info("%s: re-sent %s (nonce %d)", self.name, newest["hash"], nonce)
                 return error
             except RpcError as exc:
-                log.warning("%s: re-sending %s refused: %s", self.name, newest["hash"], exc)
+                logger.warning("%s: re-sending %s refused: %s", self.name, newest["hash"], exc)
         now = await self._current_fees()
         fees = bump_fees(self.policy, old, now)
         if fees is None:
@@ -299,7 +299,7 @@ class EvmBackend:
             if not isinstance(block, dict) or block.get("hash") != block_hash:
                 raise LedgerUnavailable(f"block {number} changed while it was read")
             if receipt.get("block_hash") not in (None, block_hash):
-                log.warning(
+                logger.warning(
                     "%s: %s moved from block %s to %d (reorg)",
                     self.name,
                     entry["hash"],
@@ -341,7 +341,7 @@ class EvmBackend:
                 return "finalized" if number <= quantity(fin.get("number"), "a number") else None
             if self._finality == "finalized":
                 raise LedgerUnavailable("the node has no finalized block yet")
-            log.info("%s: no 'finalized' block tag; counting confirmations", self.name)
+            logger.info("%s: no 'finalized' block tag; counting confirmations", self.name)
             self._finality = "confirmations"
         head = quantity(await self.rpc.call("eth_blockNumber"), "a block number")
         return "confirmations" if head - number + 1 >= self.config.confirmations else None

@@ -26,7 +26,7 @@ from ..errors import LedgerRejected, LedgerUnavailable
 
 __all__ = ["ChainMismatch", "EvmRpc", "RpcError", "quantity"]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 class RpcError(LedgerRejected):
@@ -136,7 +136,7 @@ class EvmRpc:
                 failures.append(f"{ep.url}: {exc}")
                 continue
             if i % n != self._current:
-                log.warning("JSON-RPC: failed over to %s", ep.url)
+                logger.warning("JSON-RPC: failed over to %s", ep.url)
                 self._current = i % n
             return result
         mismatches = [ep.mismatch for ep in self._endpoints if ep.mismatch]
@@ -153,7 +153,7 @@ class EvmRpc:
                 f"{ep.url} serves chain {got}, not the configured chain_id {self.chain_id}; "
                 "refusing to use it"
             )
-            log.error("JSON-RPC: %s", ep.mismatch)
+            logger.error("JSON-RPC: %s", ep.mismatch)
             raise _Unusable(ep.mismatch)
         ep.checked, ep.mismatch = True, None
 

@@ -39,7 +39,7 @@ from .rfc3161_messages import read_reply, timestamp_request
 
 __all__ = ["MAX_REPLY_BYTES", "Rfc3161Backend", "build_rfc3161_backends"]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 MAX_REPLY_BYTES = 64 * 1024
 """A timestamp reply is a few kB; anything larger is not one and is not read further."""
@@ -87,7 +87,9 @@ class Rfc3161Backend:
             try:
                 verify_token(base64.b64decode(text, validate=True), digest, self.roots)
             except (LedgerClientError, ValueError) as exc:
-                log.warning("%s: stored token does not verify (%s); stamping again", self._who, exc)
+                logger.warning(
+                    "%s: stored token does not verify (%s); stamping again", self._who, exc
+                )
             else:
                 return AnchorProgress("final", dict(receipt))
         return await self._stamp(digest)
@@ -100,7 +102,7 @@ class Rfc3161Backend:
         except AnchorError as exc:
             raise type(exc)(f"{self._who}: {exc}") from exc
         gen_time = format_gen_time(stamp.facts.gen_time)
-        log.info("%s: stamped digest %s at %s", self._who, digest.hex()[:16], gen_time)
+        logger.info("%s: stamped digest %s at %s", self._who, digest.hex()[:16], gen_time)
         return AnchorProgress(
             "final",
             {

@@ -56,7 +56,8 @@ from typing import Literal, Protocol
 from gateway.backoff import Backoff
 from gateway.config.ezo import EZO_CIRCUITS, EZO_OUTPUTS, EzoSensorConfig
 from gateway.errors import ProtocolError, SensorError, SensorTimeout
-from gateway.sources.base import Event, Exchange, Found, Gap, ProbeResult, Reading, Sink, Value
+from gateway.pipeline import Event, Gap, Reading, Sink, Value
+from gateway.sources.base import Exchange, Found, ProbeResult
 from gateway.sources.serial_link import MAX_LINE_BYTES, SerialLink
 from gateway.sources.sites import SiteTemperatures
 
@@ -86,7 +87,7 @@ __all__ = [
     "to_celsius",
 ]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 Circuit = Literal["ph", "do", "ec", "orp", "rtd"]
 
@@ -485,14 +486,14 @@ class EzoSource:
         while True:
             try:
                 async with SerialLink(cfg.port, cfg.baudrate, sensor=self.name) as link:
-                    log.info("%s: opened %s at %d baud", self.name, cfg.port, cfg.baudrate)
+                    logger.info("%s: opened %s at %d baud", self.name, cfg.port, cfg.baudrate)
                     await self._serve(link, sink)
             except _IdentityMismatch as exc:
                 sink.reject(self.name, "identity-mismatch", exc.problem)
                 delay = self._identity_retry_s
             except SensorError as exc:
                 delay = self._backoff.next_delay()
-                log.warning("%s: %s; reopening in %.2f s", self.name, exc.problem, delay)
+                logger.warning("%s: %s; reopening in %.2f s", self.name, exc.problem, delay)
             await asyncio.sleep(delay)
 
     async def _serve(self, link: LineLink, sink: Sink) -> None:
@@ -505,7 +506,7 @@ class EzoSource:
                 else:
                     await self._poll_loop(link, sink)
             except _Restart as exc:
-                log.warning("%s: %s; running the start sequence again", self.name, exc)
+                logger.warning("%s: %s; running the start sequence again", self.name, exc)
                 await self._drain(link)
 
     async def _drain(self, link: LineLink) -> None:
@@ -523,7 +524,7 @@ class EzoSource:
                 return
             except ProtocolError:
                 continue
-            log.debug("%s: dropped %r after a restart notice", self.name, raw)
+            logger.debug("%s: dropped %r after a restart notice", self.name, raw)
 
     # -- start sequence ------------------------------------------------------------------
 
@@ -568,7 +569,7 @@ class EzoSource:
             await self._compensate(link, sink)
         if stream:
             await self._command(link, sink, f"C,{int(cfg.interval_s)}")
-        log.info(
+        logger.info(
             "%s: EZO-%s firmware %s ready (%s)%s",
             self.name,
             kind,
@@ -609,7 +610,7 @@ class EzoSource:
         try:
             reply = await self._command(link, sink, "S,?", want="S")
         except _ErrorReply:
-            log.info("%s: the circuit has no S,? query; assuming °C", self.name)
+            logger.info("%s: the circuit has no S,? query; assuming °C", self.name)
             self._units = {}
             return
         assert reply is not None
@@ -649,7 +650,7 @@ class EzoSource:
             elif isinstance(line, StatusLine) and line.code in ("*OV", "*UV"):
                 self._supply_fault(sink, line.code)
             else:
-                log.debug("%s: skipped %r while waiting for %r", self.name, line, command)
+                logger.debug("%s: skipped %r while waiting for %r", self.name, line, command)
 
     # -- temperature compensation --------------------------------------------------------
 
@@ -681,7 +682,7 @@ class EzoSource:
         self._comp_sent = celsius
         if source != self._comp_source:
             if source == "default":
-                log.warning(
+                logger.warning(
                     "%s: site %s temperature is stale; compensating at the default %.1f °C",
                     self.name,
                     self.config.site,
@@ -737,7 +738,7 @@ class EzoSource:
             now = loop.time()
             upcoming = next_slot(slot, interval, now)
             if upcoming - slot > interval * 1.5:
-                log.warning("%s: a poll overran its interval; skipped slot(s)", self.name)
+                logger.warning("%s: a poll overran its interval; skipped slot(s)", self.name)
             slot = upcoming
 
     async def _poll(self, link: LineLink, sink: Sink) -> None:
@@ -767,7 +768,7 @@ class EzoSource:
                     sink.reject(self.name, "extra-line", f"{data.text!r} replaced by a later line")
                 data, received_ns = line, received
             elif isinstance(line, QueryReply):
-                log.debug("%s: skipped unexpected %r", self.name, line.text)
+                logger.debug("%s: skipped unexpected %r", self.name, line.text)
             elif line.code == "*ER":
                 self._timeouts = 0
                 sink.reject(self.name, "error-reply", "R was answered *ER")
@@ -802,7 +803,7 @@ class EzoSource:
         if code in ("*OV", "*UV"):
             self._supply_fault(sink, code)
         else:  # *WA, *DONE, a stray *OK: nothing to do
-            log.debug("%s: unsolicited %s", self.name, code)
+            logger.debug("%s: unsolicited %s", self.name, code)
 
     def _supply_fault(self, sink: Sink, code: str) -> None:
         what = "over-voltage (VCC >= 5.5 V)" if code == "*OV" else "under-voltage (VCC <= 3.1 V)"
@@ -861,7 +862,7 @@ class EzoSource:
                 self._timeouts = 0
                 await self._stream_reading(sink, line, received, interval)
             elif isinstance(line, QueryReply):
-                log.debug("%s: skipped unexpected %r", self.name, line.text)
+                logger.debug("%s: skipped unexpected %r", self.name, line.text)
             elif line.code in ("*OK", "*ER") and pending is not None:
                 command, _, due = pending
                 pending = None
@@ -1077,7 +1078,7 @@ async def _scan_at(port: str, baudrate: int, within_s: float) -> Found | None:
             return None
         circuit = kind.lower()
         if circuit not in EZO_CIRCUITS:
-            log.info(
+            logger.info(
                 "scan: %s at %d baud is an EZO-%s, which riverseal does not read",
                 port,
                 baudrate,

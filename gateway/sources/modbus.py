@@ -56,7 +56,8 @@ from gateway.modbus_profiles.profile import (
     plan_reads,
     shipped_profiles,
 )
-from gateway.sources.base import Event, Exchange, Found, ProbeResult, Reading, Sink, Value
+from gateway.pipeline import Event, Reading, Sink, Value
+from gateway.sources.base import Exchange, Found, ProbeResult
 from gateway.sources.modbus_link import LinkLost, ModbusLink
 from gateway.sources.modbus_rtu import (
     BadCrc,
@@ -67,7 +68,7 @@ from gateway.sources.modbus_rtu import (
 
 __all__ = ["ModbusSource", "probe_modbus", "scan_modbus"]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 Reject = Callable[[str, str, str], None]
 """``(sensor, reason, detail)``, as ``Sink.reject``."""
@@ -323,13 +324,13 @@ class ModbusSource:
                         sink.reject(cfg.id, reason, f"{self.port}: {problem}")
                     down_reported = True
             delay = self._backoff.next_delay()
-            log.warning("%s: port down; reopening in %.2f s", self.name, delay)
+            logger.warning("%s: port down; reopening in %.2f s", self.name, delay)
             await asyncio.sleep(delay)
 
     def _stray(self, sink: Sink, slave: int, frame: bytes) -> None:
         cfg = next((c for c in self.sensors if c.slave == slave), None)
         if cfg is None:
-            log.warning(
+            logger.warning(
                 "%s: reply from unconfigured slave %d: %s", self.name, slave, hex_frame(frame)
             )
             return
@@ -363,7 +364,7 @@ class ModbusSource:
                 self._backoff.reset()
             upcoming = next_slot(slot, cfg.interval_s, loop.time())
             if upcoming - slot > cfg.interval_s * 1.5:
-                log.warning("%s: a reading overran its interval; skipped slot(s)", cfg.id)
+                logger.warning("%s: a reading overran its interval; skipped slot(s)", cfg.id)
             slot = upcoming
 
 
@@ -483,7 +484,7 @@ async def scan_modbus(
                             port, baudrate, parity, todo, probe_timeout_s, profiles, found
                         )
     except TimeoutError:
-        log.info("scan of %s stopped at its budget of %g s", port, budget_s)
+        logger.info("scan of %s stopped at its budget of %g s", port, budget_s)
     return [found[i] for i in sorted(found)]
 
 
@@ -503,7 +504,7 @@ async def _scan_batch(
                     model = await _identify(link, slave, timeout_s, profiles)
                     found[slave] = _found(port, slave, baudrate, parity, model)
     except LinkLost as exc:
-        log.warning("scan of %s at %d 8%s1: %s", port, baudrate, parity, exc.problem)
+        logger.warning("scan of %s at %d 8%s1: %s", port, baudrate, parity, exc.problem)
 
 
 async def _answers(link: ModbusLink, slave: int, timeout_s: float) -> bool:

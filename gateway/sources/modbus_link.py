@@ -60,7 +60,7 @@ from gateway.sources.modbus_rtu import (
 
 __all__ = ["LinkLost", "ModbusLink", "Traffic"]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 _OPEN_TIMEOUT_S = 2.0
 # pymodbus's own reply timeout; ours (per request) fires first.
@@ -162,7 +162,7 @@ class ModbusLink:
             raise LinkLost(self.name, f"cannot open {self.port} (missing, busy or not a tty)")
         # pymodbus times a reply out at this; each request's own, shorter timeout fires first.
         client.comm_params.timeout_connect = _CLIENT_TIMEOUT_S
-        log.info("%s: opened %s at %s", self.name, self.port, self.settings)
+        logger.info("%s: opened %s at %s", self.name, self.port, self.settings)
         return self
 
     async def __aexit__(
@@ -372,7 +372,7 @@ class ModbusLink:
             frame = data[:size]
             if not is_frame(frame) or (frame[0], frame[1] & 0x7F) == (slave, function):
                 break
-            log.debug("%s: stray reply %s", self.name, hex_frame(frame))
+            logger.debug("%s: stray reply %s", self.name, hex_frame(frame))
             if self._on_stray is not None:
                 self._on_stray(frame[0], frame)
             data = data[size:]
@@ -384,5 +384,5 @@ class ModbusLink:
 
     def _mark_lost(self, why: str) -> None:
         if self._lost is not None and not self._lost.done():
-            log.warning("%s: %s %s", self.name, self.port, why)
+            logger.warning("%s: %s %s", self.name, self.port, why)
             self._lost.set_result(why)

@@ -56,7 +56,8 @@ from aiomqtt.exceptions import MqttConnectError
 from gateway.backoff import Backoff
 from gateway.config import MqttConfig, MqttSensorConfig
 from gateway.errors import GatewayError, SensorError
-from gateway.sources.base import Exchange, Gap, ProbeResult, Reading, Sink
+from gateway.pipeline import Gap, Reading, Sink
+from gateway.sources.base import Exchange, ProbeResult
 from gateway.sources.mqtt_payload import (
     MAX_RAW_CHARS,
     Decoded,
@@ -80,7 +81,7 @@ __all__ = [
     "tls_context",
 ]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 _NAME = "mqtt"
 SEQUENCE_GAP = "source sequence gap"
@@ -345,7 +346,7 @@ class MqttSource:
                 except SensorError as exc:
                     self.last_error = str(exc)
                     delay = self._backoff.next_delay()
-                    log.warning("mqtt: %s; reconnecting in %.2f s", exc.problem, delay)
+                    logger.warning("mqtt: %s; reconnecting in %.2f s", exc.problem, delay)
                     await asyncio.sleep(delay)
         finally:
             await self.flush(sink)
@@ -361,7 +362,7 @@ class MqttSource:
                 for gap in list(self._unsent):
                     await self._submit_gap(sink, gap)
         except (GatewayError, TimeoutError) as exc:
-            log.error(
+            logger.error(
                 "mqtt: %d gap record(s) of lost messages not logged: %s",
                 len(self._unsent),
                 exc or "timed out",
@@ -387,7 +388,7 @@ class MqttSource:
             await _check_tls(self.config, context)
             async with client:
                 await self._subscribe(client, sink)
-                log.info("mqtt: connected to %s as %s", where, self.client_id)
+                logger.info("mqtt: connected to %s as %s", where, self.client_id)
                 self._reopen(self._clock())
                 self.connected = True
                 self.connections += 1
@@ -512,7 +513,7 @@ class MqttSource:
             if seq > track.seq + 1:
                 hole = _Hole(track.seq + 1, seq - 1, track.received_ns, now, now + self._window_ns)
                 track.holes.append(hole)
-                log.debug(
+                logger.debug(
                     "mqtt: %s seq jumped from %d to %d: awaiting the numbers between",
                     sensor,
                     track.seq,
@@ -526,10 +527,10 @@ class MqttSource:
                 return self._declare(sensor, track, None)
             return self._declare(sensor, track, seq - REORDER_MAX_SEQS + 1)
         if _fill(track.holes, seq):
-            log.info("mqtt: %s seq %d arrived late (out of order): logged", sensor, seq)
+            logger.info("mqtt: %s seq %d arrived late (out of order): logged", sensor, seq)
             return []
         if stamp > track.time:
-            log.info(
+            logger.info(
                 "mqtt: %s seq went back from %d to %d with a newer time (node restarted?)",
                 sensor,
                 track.seq,
@@ -564,7 +565,7 @@ class MqttSource:
             )
         track.holes = keep
         for gap in gaps:
-            log.info(
+            logger.info(
                 "mqtt: %s seq %s lost: not received (gap recorded)",
                 sensor,
                 gap.src_seq_from
@@ -607,7 +608,7 @@ class MqttSource:
     @staticmethod
     async def _submit(sink: Sink, reading: Reading) -> None:
         if not await sink.submit(reading):
-            log.debug("mqtt: %s %s is a duplicate", reading.sensor, reading.dedup_key)
+            logger.debug("mqtt: %s %s is a duplicate", reading.sensor, reading.dedup_key)
 
 
 # -- gateway probe ---------------------------------------------------------------------

@@ -41,7 +41,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Literal
 
 from gateway.errors import ProtocolError
-from gateway.sources.base import Value
+from gateway.pipeline import Value
 from gateway.sources.mqtt_senml import SenmlError, json_number, parse_senml
 
 __all__ = [

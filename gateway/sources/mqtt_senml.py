@@ -40,7 +40,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from gateway.sources.base import Value
+from gateway.pipeline import Value
 
 __all__ = [
     "CONVERSIONS",

@@ -63,7 +63,8 @@ from typing import TypeVar
 from gateway.backoff import Backoff
 from gateway.config.sdi12 import Sdi12SensorConfig, check_sdi12_buses
 from gateway.errors import ProtocolError, SensorError, SensorTimeout
-from gateway.sources.base import Event, Exchange, Found, ProbeResult, Reading, Sink, Value
+from gateway.pipeline import Event, Reading, Sink, Value
+from gateway.sources.base import Exchange, Found, ProbeResult
 from gateway.sources.sdi12_protocol import (
     ADDRESSES,
     CountMismatch,
@@ -92,7 +93,7 @@ from gateway.sources.serial_link import SerialLink
 
 __all__ = ["SCAN_REPLY_TIMEOUT_S", "Sdi12Source", "probe_sdi12", "scan_sdi12"]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 RejectFn = Callable[[str, str, str], None]
@@ -180,7 +181,7 @@ class _Adapter:
                 raise
             else:
                 self._record(command, escape(line), "late service request; the reply follows")
-                log.debug("%s: late service request %r before the reply", command, line)
+                logger.debug("%s: late service request %r before the reply", command, line)
                 line = strip_echo(after, raw)
                 self._record("", escape(line))
                 return line
@@ -312,7 +313,7 @@ class _Session:
             try:
                 line = await self.adapter.listen(deadline - loop.time())
             except SensorTimeout:
-                log.debug("%s: no service request within %d s", cfg.id, reply.ready_s)
+                logger.debug("%s: no service request within %d s", cfg.id, reply.ready_s)
                 return False
             except ProtocolError as exc:
                 self._reject(cfg.id, "malformed", f"waiting for the service request: {exc.problem}")
@@ -461,7 +462,7 @@ class Sdi12Source:
             try:
                 async with SerialLink(self.port, first.baudrate, sensor=self.name) as link:
                     opened = True
-                    log.info("%s: opened at %d baud", self.name, first.baudrate)
+                    logger.info("%s: opened at %d baud", self.name, first.baudrate)
                     if first.open_delay_s:
                         await asyncio.sleep(first.open_delay_s)
                     adapter = _Adapter(
@@ -473,7 +474,7 @@ class Sdi12Source:
                 if opened:
                     for cfg in self.sensors:
                         sink.reject(cfg.id, "disconnected", f"{self.port}: {exc.problem}")
-                log.warning("%s: %s; reopening in %.2f s", self.name, exc.problem, delay)
+                logger.warning("%s: %s; reopening in %.2f s", self.name, exc.problem, delay)
             await asyncio.sleep(delay)
 
     async def _serve(self, session: _Session, sink: Sink) -> None:
@@ -541,7 +542,7 @@ class Sdi12Source:
             return False
         sonde.identity = identity
         self.identities[sonde.cfg.id] = identity
-        log.info(
+        logger.info(
             "%s: address %s is %s %s v%s (SDI-12 %s) serial %r",
             sonde.cfg.id,
             identity.address,
@@ -560,7 +561,7 @@ class Sdi12Source:
             sonde.identity = None  # it went away: identify it again when it answers
         elif not isinstance(exc, _CommandFailed | _MeasurementFailed):
             raise exc  # the port failed: let run() reopen it
-        log.debug("%s: no reading this round: %s", sonde.cfg.id, exc.problem)
+        logger.debug("%s: no reading this round: %s", sonde.cfg.id, exc.problem)
 
     async def _submit(self, sink: Sink, reading: Reading) -> None:
         await sink.submit(reading)
@@ -589,7 +590,7 @@ async def probe_sdi12(cfg: Sdi12SensorConfig) -> ProbeResult:
             try:
                 await session.identify(cfg)
             except _CommandFailed as exc:
-                log.debug("%s: identify failed: %s", cfg.id, exc.problem)
+                logger.debug("%s: identify failed: %s", cfg.id, exc.problem)
             reading = await session.measure(cfg, request)
     except _CommandFailed as exc:
         error = (
@@ -716,7 +717,7 @@ async def scan_sdi12(
         return deadline - loop.time()
 
     def ignore(sensor: str, reason: str, detail: str) -> None:
-        log.debug("scan %s: %s: %s", port, reason, detail)
+        logger.debug("scan %s: %s: %s", port, reason, detail)
 
     try:
         async with (
@@ -736,7 +737,7 @@ async def scan_sdi12(
                 pass  # none, or several talking at once: ask each address
             for index, address in enumerate(order):
                 if left() < reply_timeout_s:
-                    log.warning(
+                    logger.warning(
                         "scan %s: budget spent; addresses %s not tried", port, order[index:]
                     )
                     break
@@ -752,9 +753,9 @@ async def scan_sdi12(
                 # Described at once, so what the budget allowed to find comes with a snippet.
                 found.append(await _describe(session, replace(cfg, retries=1)))
     except TimeoutError:
-        log.warning("scan %s: budget of %.1f s spent", port, budget_s)
+        logger.warning("scan %s: budget of %.1f s spent", port, budget_s)
     except SensorError as exc:
-        log.warning("scan %s: %s", port, exc.problem)
+        logger.warning("scan %s: %s", port, exc.problem)
     return found
 
 

@@ -33,7 +33,7 @@ from gateway.errors import ProtocolError, SensorError, SensorTimeout
 
 __all__ = ["MAX_LINE_BYTES", "SerialLink"]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 MAX_LINE_BYTES = 256
 _READ_SIZE = 4096
@@ -129,7 +129,7 @@ class SerialLink:
             try:
                 port.close()
             except (serial.SerialException, OSError, termios.error) as exc:
-                log.debug("closing %s: %s", self.path, exc)
+                logger.debug("closing %s: %s", self.path, exc)
         self._ready.set()
 
     # -- IO ----------------------------------------------------------------------
@@ -286,7 +286,7 @@ class SerialLink:
     def _push(self, item: bytes | ProtocolError) -> None:
         if len(self._items) >= self._max_pending:
             dropped = self._items.popleft()
-            log.warning(
+            logger.warning(
                 "%s: %d unread lines from %s; dropping the oldest (%r)",
                 self.sensor,
                 self._max_pending,

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 __all__ = ["DEFAULT_MAX_AGE_S", "PLAUSIBLE_WATER_C", "SiteTemperature", "SiteTemperatures"]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_AGE_S = 120.0
 """A site temperature older than this is stale (2 minutes: a dozen missed polls at
@@ -69,7 +69,7 @@ class SiteTemperatures:
         """Record a measurement; False (and nothing recorded) when it is implausible."""
         low, high = PLAUSIBLE_WATER_C
         if not (math.isfinite(celsius) and low <= celsius <= high):
-            log.warning(
+            logger.warning(
                 "site %s: %s reads %r °C, outside %s..%s; not used for compensation",
                 site,
                 sensor,

@@ -29,7 +29,7 @@ from gateway.config.anchor_evm import EvmAnchorConfig
 from gateway.export import export_bundle
 from gateway.keys import AnchorKey, create_anchor_key, create_device_key
 from gateway.log import Log
-from gateway.sources.base import Reading, Value
+from gateway.pipeline import Reading, Value
 from gateway.store import Store
 from ledger_client.bundle import AnchorReceipt, Bundle
 from ledger_client.cli import main as ledger_verify

@@ -26,7 +26,7 @@ from gateway.config import parse_config
 from gateway.errors import AnchorError, ConfigError, LedgerRejected, LedgerUnavailable
 from gateway.keys import create_device_key
 from gateway.log import Log
-from gateway.sources.base import Reading, Value
+from gateway.pipeline import Reading, Value
 from gateway.store import Store
 from ledger_client.bundle import AnchorReceipt
 from ledger_client.tsa import TsaChecker, load_tsa_roots

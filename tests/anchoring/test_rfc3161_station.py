@@ -22,7 +22,7 @@ from gateway.cli import main as gateway_cli
 from gateway.config import load_config
 from gateway.daemon import Gateway
 from gateway.keys import create_device_key, load_device_key
-from gateway.sources.base import Reading, Sink, Value
+from gateway.pipeline import Reading, Sink, Value
 from gateway.store import AnchorRow, Store
 from ledger_client.cli import main as ledger_verify
 from tests.ledgers.tsa_server import TestTsa, rfc3161_toml

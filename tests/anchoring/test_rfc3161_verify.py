@@ -23,7 +23,7 @@ from gateway.anchoring.rfc3161 import Rfc3161Backend
 from gateway.export import export_bundle
 from gateway.keys import create_device_key
 from gateway.log import Log
-from gateway.sources.base import Reading, Value
+from gateway.pipeline import Reading, Value
 from gateway.store import Store
 from ledger_client.bundle import AnchorReceipt, Bundle
 from ledger_client.checkpoint import Checkpoint

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from gateway.sources.base import Event, Gap, Reading
+from gateway.pipeline import Event, Gap, Reading
 
 
 class RecordingSink:

@@ -13,7 +13,7 @@ from gateway.anchoring.local import LocalJournal
 from gateway.export import ExportEmpty, export_bundle
 from gateway.keys import create_device_key
 from gateway.log import Log
-from gateway.sources.base import Reading, Value
+from gateway.pipeline import Reading, Value
 from gateway.store import Store
 from ledger_client import merkle
 from ledger_client.checkpoint import Checkpoint, open_checkpoint

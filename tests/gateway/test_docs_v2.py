@@ -65,9 +65,9 @@ from gateway.export import export_bundle
 from gateway.export_v2 import export_bundle_v2
 from gateway.keys import DeviceKey, device_id_for
 from gateway.log import Event, Log
+from gateway.pipeline import Gap, Reading
 from gateway.publish import DirTarget, publish
 from gateway.qc import QcEngine
-from gateway.sources.base import Gap, Reading
 from gateway.sources.ezo import parse_reading
 from gateway.sources.mqtt import MqttSource
 from gateway.store import Store

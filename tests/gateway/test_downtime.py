@@ -32,8 +32,8 @@ from gateway.daemon import BOOT_META, plan_boot, sensor_expectations
 from gateway.export import export_bundle
 from gateway.keys import create_device_key, load_device_key
 from gateway.log import Log
+from gateway.pipeline import Event, Reading, Value
 from gateway.silence import expectation
-from gateway.sources.base import Event, Reading, Value
 from gateway.store import Store
 from ledger_client.records import format_time, parse_entry, parse_time
 

@@ -44,7 +44,7 @@ from gateway.export import (
 )
 from gateway.keys import DeviceKey, device_id_for, load_device_key
 from gateway.log import Log
-from gateway.sources.base import Event, Gap, Reading, Value
+from gateway.pipeline import Event, Gap, Reading, Value
 from gateway.store import CheckpointRow, Store
 from ledger_client import merkle
 from ledger_client.bundle import AnchorReceipt, Bundle, BundleEntry, ConsistencyProof

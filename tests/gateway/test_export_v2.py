@@ -30,7 +30,7 @@ from gateway.export import ExportEmpty
 from gateway.export_v2 import MANIFEST_MAX_ANCHORED, Window, export_bundle_v2, plan_window
 from gateway.keys import DeviceKey, device_id_for, load_device_key
 from gateway.log import Log
-from gateway.sources.base import Reading, Value
+from gateway.pipeline import Reading, Value
 from gateway.store import AnchorRow, Store
 from ledger_client.bundle import Bundle
 from ledger_client.bundle_v2 import Manifest, Selection, decode_selected

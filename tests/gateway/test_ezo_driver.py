@@ -21,7 +21,7 @@ import pytest
 from gateway.backoff import Backoff, backoff_bound
 from gateway.config import EzoSensorConfig
 from gateway.errors import ProtocolError, SensorError, SensorTimeout
-from gateway.sources.base import Value
+from gateway.pipeline import Value
 from gateway.sources.ezo import EzoSource
 from gateway.sources.serial_link import SerialLink
 from simulators.ezo import EzoCircuit

@@ -23,7 +23,7 @@ from gateway.backoff import Backoff
 from gateway.config import EzoSensorConfig
 from gateway.config.ezo import EZO_OUTPUTS
 from gateway.errors import ProtocolError
-from gateway.sources.base import Event, Gap, Reading
+from gateway.pipeline import Event, Gap, Reading
 from gateway.sources.ezo import (
     MEASURING_RANGES,
     EzoSource,

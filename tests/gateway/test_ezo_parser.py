@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.errors import ProtocolError
-from gateway.sources.base import Value
+from gateway.pipeline import Value
 from gateway.sources.ezo import (
     DataLine,
     QueryReply,

@@ -19,7 +19,7 @@ import pytest
 
 from gateway.backoff import Backoff
 from gateway.config import EzoSensorConfig
-from gateway.sources.base import Reading
+from gateway.pipeline import Reading
 from gateway.sources.ezo import EzoSource, parse_line
 from gateway.sources.sites import SiteTemperatures
 from simulators.ezo import Reply

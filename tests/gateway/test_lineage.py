@@ -24,7 +24,7 @@ from gateway.export import export_bundle_v1
 from gateway.export_v2 import export_bundle_v2
 from gateway.keys import DeviceKey, device_id_for
 from gateway.log import Log
-from gateway.sources.base import Reading, Value
+from gateway.pipeline import Reading, Value
 from gateway.store import Store
 from ledger_client.cli import main as ledger_verify
 from ledger_client.note import Signer

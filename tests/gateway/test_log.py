@@ -15,7 +15,7 @@ from gateway.export import export_bundle
 from gateway.ingest import Ingest
 from gateway.keys import DeviceKey, create_device_key
 from gateway.log import Event, Log
-from gateway.sources.base import Gap, Reading, Value
+from gateway.pipeline import Gap, Reading, Value
 from gateway.store import Store
 from ledger_client import merkle
 from ledger_client.checkpoint import open_checkpoint

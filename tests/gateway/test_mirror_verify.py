@@ -21,8 +21,8 @@ import pytest
 
 from gateway.keys import DeviceKey, device_id_for
 from gateway.log import Log
+from gateway.pipeline import Reading, Value
 from gateway.publish import HttpTarget, PublishError, publish
-from gateway.sources.base import Reading, Value
 from gateway.store import Store
 from ledger_client.cli import main as verify_main
 from ledger_client.note import Signer

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.sources.base import Value
+from gateway.pipeline import Value
 from gateway.sources.mqtt_payload import Decoded, PayloadError, Sample, decode
 from gateway.sources.mqtt_senml import SenmlError, parse_senml, short_name
 

@@ -29,7 +29,7 @@ import aiomqtt
 import pytest
 
 from gateway.config import MqttConfig, MqttSensorConfig
-from gateway.sources.base import Gap
+from gateway.pipeline import Gap
 from gateway.sources.mqtt import SEQUENCE_GAP, MqttSource
 from ledger_client.records import parse_entry
 

@@ -15,7 +15,7 @@ import pytest
 from gateway.backoff import Backoff
 from gateway.config import MqttConfig, MqttSensorConfig
 from gateway.errors import ConfigError, ProtocolError
-from gateway.sources.base import Gap, Reading, Value
+from gateway.pipeline import Gap, Reading, Value
 from gateway.sources.mqtt import MqttSource, ParsedPayload, PayloadError, parse_payload
 from simulators.mqtt_node import MqttNode, NodeFaults
 from simulators.river import RiverModel

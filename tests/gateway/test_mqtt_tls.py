@@ -13,7 +13,7 @@ import pytest
 from gateway.backoff import Backoff
 from gateway.config import MqttConfig, MqttSensorConfig
 from gateway.errors import SensorError
-from gateway.sources.base import Value
+from gateway.pipeline import Value
 from gateway.sources.mqtt import MqttSource, probe_mqtt, tls_context
 
 if TYPE_CHECKING:

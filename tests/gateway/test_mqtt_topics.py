@@ -14,7 +14,7 @@ import pytest
 from gateway.backoff import Backoff
 from gateway.config import MqttConfig, MqttSensorConfig, parse_config
 from gateway.errors import ConfigError
-from gateway.sources.base import Value
+from gateway.pipeline import Value
 from gateway.sources.mqtt import MqttSource
 from gateway.sources.mqtt_topics import TopicRouter, filter_covers, topic_matches
 

@@ -35,6 +35,7 @@ from gateway.keys import (
     retired_key_path,
 )
 from gateway.log import Log
+from gateway.pipeline import Reading, Value
 from gateway.rotate import (
     RotationError,
     RotationResult,
@@ -44,7 +45,6 @@ from gateway.rotate import (
     rotate_device_key,
     running_daemon,
 )
-from gateway.sources.base import Reading, Value
 from gateway.store import Store
 from ledger_client.bundle import DeviceKey as BundleKey
 from ledger_client.checkpoint import open_checkpoint

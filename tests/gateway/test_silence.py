@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.pipeline import Gap
 from gateway.silence import SILENT, Expectation, SilenceTracker, expectation
-from gateway.sources.base import Gap
 
 S = 1_000_000_000
 T0 = 1_800_000_000 * S

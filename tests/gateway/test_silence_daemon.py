@@ -20,8 +20,8 @@ from gateway.daemon import Gateway
 from gateway.export import export_bundle
 from gateway.keys import create_device_key, load_device_key
 from gateway.log import Log
+from gateway.pipeline import Reading, Sink, Value
 from gateway.silence import expectation
-from gateway.sources.base import Reading, Sink, Value
 from gateway.store import Store
 from ledger_client.bundle import Bundle
 from ledger_client.records import parse_entry, parse_time

@@ -18,8 +18,8 @@ from gateway.config import LogConfig
 from gateway.ingest import Ingest
 from gateway.keys import DeviceKey, device_id_for
 from gateway.log import Log
+from gateway.pipeline import Event, Reading, Value
 from gateway.silence import SilenceTracker, expectation
-from gateway.sources.base import Event, Reading, Value
 from gateway.store import Store
 from ledger_client.bundle import Bundle
 from ledger_client.note import Signer

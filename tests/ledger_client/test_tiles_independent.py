@@ -31,7 +31,7 @@ import pytest
 from gateway.errors import StoreError
 from gateway.keys import create_device_key
 from gateway.log import Log
-from gateway.sources.base import Reading, Value
+from gateway.pipeline import Reading, Value
 from gateway.store import Store
 from ledger_client import merkle
 from ledger_client.tiles import (
