@@ -2,9 +2,11 @@
 
 - `river`: a seeded, deterministic river model with storms (`RiverModel`, `Storm`,
   `do_saturation`) and probes that drift and foul in it (`Probe`).
-- `ezo`: an Atlas Scientific EZO circuit as a pure state machine (`EzoCircuit`).
-- `pty_link`: hosts a device on a real pty pair, with unplug/replug (`PtyLink`,
-  `EzoPtyDevice`).
+- `pty_device`: the base of every serial simulator: a real pty pair with its
+  symlink, reader, writer and unplug/replug (`PtyLink`), and the async context
+  manager each protocol's device subclasses (`PtyDevice`, answering in `Reply` lines).
+- `ezo`: an Atlas Scientific EZO circuit as a pure state machine (`EzoCircuit`);
+  `ezo_pty`: one on a pty (`EzoPtyDevice`).
 - `sdi12`: a USB SDI-12 adapter with SDI-12 sondes behind it, pure (`Sdi12Adapter`,
   `Sonde`) and on a pty (`Sdi12PtyAdapter`).
 - `modbus`: Modbus RTU probes by register profile, several slaves on one pty bus
@@ -17,7 +19,8 @@ Imports nothing from `gateway` or `ledger_client`, and importing the package
 does not load aiomqtt/paho (`MqttNode.run` imports it when called).
 """
 
-from simulators.ezo import EzoCircuit, EzoKind, Faults, Reply
+from simulators.ezo import EzoCircuit, EzoKind, Faults
+from simulators.ezo_pty import EzoPtyDevice
 from simulators.modbus import (
     ModbusFaults,
     ModbusSimBus,
@@ -29,7 +32,7 @@ from simulators.modbus import (
     river_value,
 )
 from simulators.mqtt_node import QUANTITIES, MqttNode, NodeFaults, Quantity, rfc3339
-from simulators.pty_link import EzoPtyDevice, PtyLink, ReplyHandler
+from simulators.pty_device import PtyDevice, PtyLink, Reply, ReplyHandler
 from simulators.river import Probe, RiverModel, RiverState, Storm, WaterSource, do_saturation
 from simulators.sdi12 import (
     SDI12_QUANTITIES,
@@ -56,6 +59,7 @@ __all__ = [
     "MqttNode",
     "NodeFaults",
     "Probe",
+    "PtyDevice",
     "PtyLink",
     "Quantity",
     "Reply",

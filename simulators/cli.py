@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any, get_args
 
 from simulators.ezo import EzoCircuit, EzoKind
+from simulators.ezo_pty import EzoPtyDevice
 from simulators.modbus import ModbusSimBus, SimSlave, load_sim_profile
 from simulators.mqtt_node import QUANTITIES, MqttNode, NodeFaults
-from simulators.pty_link import EzoPtyDevice
 from simulators.river import RiverModel
 from simulators.sdi12 import SONDE_MODELS, Sdi12PtyAdapter, parse_sonde_spec
 from simulators.station import Station, load_station

@@ -4,6 +4,7 @@
 with the current Unix time and writes back the `Reply` lines it returns, each
 after its `delay_s` (measured from the previous reply, so a host that writes
 replies in order, sleeping before each, reproduces the device's timing).
+`simulators.ezo_pty.EzoPtyDevice` is that host on a real pty.
 
 Wire dialect (sensor-protocols §1): commands end in one CR and are matched
 case-insensitively; every reply line ends in a single CR, no LF; `*OK` follows
@@ -36,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from simulators.pty_device import Reply  # re-exported: the type of every line it answers
 from simulators.river import RiverState, WaterSource, do_saturation
 
 __all__ = ["EzoCircuit", "EzoKind", "Faults", "Reply"]
@@ -45,14 +47,6 @@ EzoKind = Literal["ph", "do", "ec", "orp", "rtd"]
 _GENERIC_S = 0.3
 _MAX_COMMAND = 64
 _VCC = "5.038"
-
-
-@dataclass(frozen=True)
-class Reply:
-    """One line to write to the host `delay_s` seconds after the previous one."""
-
-    delay_s: float
-    data: bytes
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,9 @@ Values come from a river model (``WaterSource.sample(t)``).
 How the bus is built (pymodbus 3.16.1): pymodbus's ``ModbusSerialServer``
 needs a serial device, so it opens the slave end of one pty pair (the
 "server side"), and the gateway opens the slave end of a second pair (the
-"bus side", behind a stable symlink via ``PtyLink``). An in-process bridge
-joins the two masters. It cuts the traffic into RTU frames, which is where
+"bus side", behind a stable symlink; the bus is a ``PtyDevice``). Both pairs
+are ``PtyLink`` pairs of ``simulators.pty_device``. An in-process bridge joins
+the two masters. It cuts the traffic into RTU frames, which is where
 wire-level faults are injected: a request to a silent or unknown slave is
 dropped (the server would otherwise answer for unknown ids with exception 4),
 and a reply can be delayed, have its CRC broken or be replaced by noise.
@@ -24,26 +25,18 @@ pymodbus (and with it pyserial) is imported only when a bus starts, so
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import importlib.util
-import logging
 import math
-import os
-import pty
 import random
 import struct
 import time
 import tomllib
-import tty
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
-from simulators.ezo import Reply
-from simulators.pty_link import PtyLink
+from simulators.pty_device import PtyDevice, PtyLink, Reply
 from simulators.river import RiverState, WaterSource
 
 __all__ = [
@@ -57,9 +50,6 @@ __all__ = [
     "river_value",
 ]
 
-log = logging.getLogger(__name__)
-
-_READ_SIZE = 4096
 _WIDTH = {"int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "float32": 2}
 _PACK = {"int16": ">h", "uint16": ">H", "int32": ">i", "uint32": ">I", "float32": ">f"}
 _DECIMALS = 2  # what a simulated decimal-places register holds
@@ -395,40 +385,7 @@ def _reply_size(buffer: bytes) -> int | None:
     return len(buffer)
 
 
-class _ServerSide:
-    """The pty pair whose slave end pymodbus's server opens; we hold its master."""
-
-    def __init__(self, on_reply: Callable[[bytes], None]) -> None:
-        self._on_reply = on_reply
-        master, slave = pty.openpty()
-        tty.setraw(slave)
-        os.set_blocking(master, False)
-        self.master, self.slave = master, slave
-        self.path = os.ttyname(slave)
-        self._buffer = b""
-        asyncio.get_running_loop().add_reader(master, self._readable)
-
-    def send(self, frame: bytes) -> None:
-        with contextlib.suppress(BlockingIOError):
-            os.write(self.master, frame)
-
-    def _readable(self) -> None:
-        try:
-            data = os.read(self.master, _READ_SIZE)
-        except OSError:
-            return
-        self._buffer += data
-        while (size := _reply_size(self._buffer)) is not None and len(self._buffer) >= size:
-            frame, self._buffer = self._buffer[:size], self._buffer[size:]
-            self._on_reply(frame)
-
-    def close(self) -> None:
-        asyncio.get_running_loop().remove_reader(self.master)
-        os.close(self.master)
-        os.close(self.slave)
-
-
-class ModbusSimBus:
+class ModbusSimBus(PtyDevice):
     """Several simulated slaves on one bus, reachable at ``link_path`` (or ``device_path``).
 
     ``async with ModbusSimBus(slaves, link_path) as bus:`` starts pymodbus's
@@ -446,27 +403,21 @@ class ModbusSimBus:
         parity: str = "N",
         seed: int = 0,
     ) -> None:
+        super().__init__(link_path)
         self._slaves = {s.slave: s for s in slaves}
         if not self._slaves:
             raise ValueError("a bus needs at least one slave")
-        self._link = PtyLink(self._from_master, link_path)
         self._baudrate = baudrate
         self._parity = parity
         self._rng = random.Random(seed)  # noqa: S311  # noise bytes, not secrets
         self._server: Any = None
-        self._server_side: _ServerSide | None = None
+        self._server_side: PtyLink | None = None
+        """The pair whose slave end pymodbus's server opens; the bridge holds its master."""
         self._request = b""
+        self._reply = b""
         self._pending: int | None = None  # slave id the server is answering
         self.dropped = 0
         """Requests lost on the bus (to a silent or absent slave)."""
-
-    @property
-    def device_path(self) -> str:
-        return self._link.device_path
-
-    @property
-    def link_path(self) -> Path | None:
-        return self._link.link_path
 
     def slave(self, slave_id: int) -> SimSlave:
         return self._slaves[slave_id]
@@ -475,59 +426,38 @@ class ModbusSimBus:
     def slaves(self) -> Sequence[SimSlave]:
         return list(self._slaves.values())
 
-    async def __aenter__(self) -> Self:
+    async def _open(self) -> None:
         from pymodbus.framer import FramerType
         from pymodbus.server import ModbusSerialServer
 
-        self._server_side = side = _ServerSide(self._from_server)
-        try:
-            self._server = ModbusSerialServer(
-                [s.device() for s in self._slaves.values()],
-                framer=FramerType.RTU,
-                port=side.path,
-                baudrate=self._baudrate,
-                parity=self._parity,
-                ignore_missing_devices=True,
-            )
-            await self._server.serve_forever(background=True)
-            await self._link.__aenter__()
-        except BaseException:
-            await self._close_server()
-            raise
-        return self
+        side = PtyLink(self._from_server)
+        self._server_side = await side.__aenter__()
+        self._server = ModbusSerialServer(
+            [s.device() for s in self._slaves.values()],
+            framer=FramerType.RTU,
+            port=side.device_path,
+            baudrate=self._baudrate,
+            parity=self._parity,
+            ignore_missing_devices=True,
+        )
+        await self._server.serve_forever(background=True)
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        try:
-            await self._link.__aexit__(exc_type, exc, tb)
-        finally:
-            await self._close_server()
-
-    async def _close_server(self) -> None:
+    async def _close(self) -> None:
         if self._server is not None:
             await self._server.shutdown()
             self._server = None
         if self._server_side is not None:
-            self._server_side.close()
+            await self._server_side.__aexit__(None, None, None)
             self._server_side = None
 
-    async def unplug(self) -> None:
-        """Pull the adapter: the client's port fails, the symlink disappears."""
+    def _unplugged(self) -> None:
+        """The adapter was pulled: the client's port failed, the symlink disappeared."""
         self._request = b""
         self._pending = None
-        await self._link.unplug()
-
-    async def replug(self) -> None:
-        """Plug it back in: a new pty behind the same symlink."""
-        await self._link.replug()
 
     # -- the bridge ------------------------------------------------------------------------
 
-    def _from_master(self, data: bytes) -> list[Reply]:
+    def on_data(self, data: bytes) -> list[Reply]:
         self._request += data
         while (size := _request_size(self._request)) is not None and len(self._request) >= size:
             frame, self._request = self._request[:size], self._request[size:]
@@ -541,9 +471,16 @@ class ModbusSimBus:
             return
         self._pending = frame[0]
         assert self._server_side is not None
-        self._server_side.send(frame)
+        self._server_side.write([Reply(0.0, frame)])
 
-    def _from_server(self, frame: bytes) -> None:
+    def _from_server(self, data: bytes) -> list[Reply]:
+        self._reply += data
+        while (size := _reply_size(self._reply)) is not None and len(self._reply) >= size:
+            frame, self._reply = self._reply[:size], self._reply[size:]
+            self._reply_frame(frame)
+        return []  # the server's replies go to the client side, through the bridge
+
+    def _reply_frame(self, frame: bytes) -> None:
         slave = self._slaves.get(frame[0]) if self._pending == frame[0] else None
         self._pending = None
         if slave is None or slave.faults.silent:
@@ -554,4 +491,4 @@ class ModbusSimBus:
             frame = bytes(self._rng.randrange(256) for _ in frame)
         elif faults.bad_crc_every and slave.replies % faults.bad_crc_every == 0:
             frame = frame[:-1] + bytes([frame[-1] ^ 0xFF])
-        self._link.write([Reply(faults.delay_s, frame)])
+        self.write([Reply(faults.delay_s, frame)])

@@ -6,7 +6,7 @@ Two layers, as for the EZO simulator:
   gateway wrote, with the time, and writes back the ``Reply`` lines it
   returns; ``service_requests(now)`` gives the lines sondes send on their own
   (the ``a`` CR LF after an M measurement) once ``next_deadline()`` is reached.
-- ``Sdi12PtyAdapter`` hosts one on a ``PtyLink`` (with a stable symlink, like
+- ``Sdi12PtyAdapter`` hosts one on a ``PtyDevice`` (with a stable symlink, like
   ``/dev/serial/by-id/...``) and delivers the service requests on time; it is
   the async context manager a whole-station launcher uses.
 
@@ -44,14 +44,11 @@ import hashlib
 import re
 import string
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
-from simulators.ezo import Reply
-from simulators.pty_link import PtyLink
+from simulators.pty_device import Loop, PtyDevice, Reply
 from simulators.river import RiverModel, RiverState, WaterSource
 
 __all__ = [
@@ -551,7 +548,7 @@ class Sdi12Adapter:
         return bytes([merged | 0x80, 0xFF])
 
 
-class Sdi12PtyAdapter:
+class Sdi12PtyAdapter(PtyDevice):
     """An ``Sdi12Adapter`` on a pty; ``link_path`` plays ``/dev/serial/by-id/...``.
 
     ``clock`` gives the Unix time used to sample the river (tests pin it);
@@ -565,11 +562,10 @@ class Sdi12PtyAdapter:
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__(link_path)
         self.adapter = adapter
         self._clock = clock
-        self._link = PtyLink(self._on_data, link_path)
         self._wake = asyncio.Event()
-        self._timer: asyncio.Task[None] | None = None
 
     @classmethod
     def with_sondes(
@@ -589,50 +585,17 @@ class Sdi12PtyAdapter:
         ]
         return cls(Sdi12Adapter(sondes, echo=echo), link_path, clock=clock)
 
-    @property
-    def link(self) -> PtyLink:
-        return self._link
-
-    @property
-    def device_path(self) -> str:
-        return self._link.device_path
-
-    @property
-    def link_path(self) -> Path | None:
-        return self._link.link_path
-
     def sonde(self, address: str) -> Sonde:
         return self.adapter.sonde(address)
 
-    async def __aenter__(self) -> Self:
-        await self._link.__aenter__()
-        name = self._link.link_path or self._link.device_path
-        self._timer = asyncio.get_running_loop().create_task(
-            self._service_request_loop(), name=f"sdi12-adapter[{name}].service-requests"
-        )
-        return self
+    def _loops(self) -> Mapping[str, Loop]:
+        return {"service-requests": self._service_request_loop}
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._timer
-        await self._link.__aexit__(exc_type, exc, tb)
-
-    async def unplug(self) -> None:
-        """Pull the USB plug: the port vanishes and the bus loses power."""
-        await self._link.unplug()
+    def _unplugged(self) -> None:
+        """The USB plug was pulled: the port vanished and the bus lost power."""
         self.adapter.power_cycle()
 
-    async def replug(self) -> None:
-        await self._link.replug()
-
-    def _on_data(self, data: bytes) -> list[Reply]:
+    def on_data(self, data: bytes) -> list[Reply]:
         replies = self.adapter.receive(data, asyncio.get_running_loop().time(), self._clock())
         self._wake.set()
         return replies
@@ -646,7 +609,7 @@ class Sdi12PtyAdapter:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._wake.wait()
-            self._link.write(self.adapter.service_requests(loop.time()))
+            self.write(self.adapter.service_requests(loop.time()))
 
 
 def parse_sonde_spec(spec: str) -> tuple[str, str]:

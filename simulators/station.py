@@ -49,9 +49,9 @@ from types import TracebackType
 from typing import Any, Self, get_args
 
 from simulators.ezo import EzoKind
+from simulators.ezo_pty import EzoPtyDevice
 from simulators.modbus import ModbusSimBus, SimSlave, load_sim_profile
 from simulators.mqtt_node import QUANTITIES, MqttNode
-from simulators.pty_link import EzoPtyDevice
 from simulators.river import RiverModel
 from simulators.sdi12 import SDI12_QUANTITIES, SONDE_MODELS, Sdi12Adapter, Sdi12PtyAdapter, Sonde
 

@@ -1,15 +1,16 @@
 import asyncio
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import serial
 
-from simulators.ezo import EzoCircuit, Reply
-from simulators.pty_link import EzoPtyDevice, PtyLink
+from simulators.ezo import EzoCircuit
+from simulators.ezo_pty import EzoPtyDevice
+from simulators.pty_device import Loop, PtyDevice, PtyLink, Reply
 from simulators.river import RiverModel
 
 NOW = 1_767_272_400.0
@@ -154,3 +155,77 @@ async def test_link_state_machine_rejects_misuse() -> None:
     with pytest.raises(RuntimeError, match="reopened"):
         async with link:
             pass
+
+
+class _Upper(PtyDevice):
+    """A protocol in a few lines: the base does the pty, the symlink and the tasks."""
+
+    def __init__(self, link_path: Path | None = None) -> None:
+        super().__init__(link_path)
+        self.calls: list[str] = []
+
+    def on_data(self, data: bytes) -> list[Reply]:
+        return [Reply(0.0, data.upper())]
+
+    async def _open(self) -> None:
+        self.calls.append("open")
+
+    async def _close(self) -> None:
+        self.calls.append("close")
+
+    def _started(self) -> None:
+        self.calls.append("started")
+        self.write([Reply(0.0, b"hello\r")])
+
+    def _loops(self) -> Mapping[str, Loop]:
+        return {"tick": self._tick}
+
+    def _unplugged(self) -> None:
+        self.calls.append("unplugged")
+
+    def _replugged(self) -> None:
+        self.calls.append("replugged")
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(0.3)
+            self.write([Reply(0.0, b"tick\r")])
+
+
+async def test_pty_device_base_runs_a_protocol_its_loops_and_hooks(tmp_path: Path) -> None:
+    link_path = tmp_path / "upper0"
+    async with _Upper(link_path) as device:
+        assert device.calls == ["open", "started"]
+        assert os.readlink(link_path) == device.device_path == device.link.device_path
+        loops = [t for t in asyncio.all_tasks() if t.get_name().startswith("_Upper[")]
+        assert [t.get_name() for t in loops] == [f"_Upper[{link_path}].tick"]
+        with client(link_path) as port:
+            # the power-up line may have been flushed by our open; a tick comes anyway
+            lines = (await command(port, b"abc\r", until=b"ABC\r")).split(b"\r")
+            assert lines[-2:] == [b"ABC", b""]
+            assert set(lines[:-2]) <= {b"hello", b"tick"}
+            assert await asyncio.to_thread(port.read_until, b"tick\r") == b"tick\r"
+        await device.unplug()
+        assert not link_path.exists()
+        await device.replug()
+        assert device.calls == ["open", "started", "unplugged", "replugged"]
+        with client(link_path) as port:
+            lines = (await command(port, b"x\r", until=b"X\r")).split(b"\r")
+            assert lines[-2:] == [b"X", b""]
+            assert set(lines[:-2]) <= {b"tick"}
+    assert device.calls[-1] == "close"
+    assert not link_path.exists()
+    assert all(t.done() for t in loops)
+
+
+async def test_pty_device_closes_what_it_opened_when_the_port_cannot_appear(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "upper0"
+    path.write_text("keep me")
+    device = _Upper(path)
+    with pytest.raises(FileExistsError):
+        async with device:
+            pass
+    assert device.calls == ["open", "close"]
+    assert path.read_text() == "keep me"
