@@ -5,6 +5,9 @@ from __future__ import annotations
 import ledger_client
 
 EXPECTED = [
+    "AnchorCheckError",
+    "AnchorChecker",
+    "AnchorEvidence",
     "AnchorReceipt",
     "AnchorResult",
     "Bundle",
@@ -14,7 +17,10 @@ EXPECTED = [
     "DeviceKey",
     "Evidence",
     "Failure",
+    "KeptCheckpoint",
     "LedgerClientError",
+    "LedgerUnreachable",
+    "Level",
     "MalformedBundle",
     "MalformedError",
     "MalformedNote",
