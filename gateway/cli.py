@@ -428,12 +428,6 @@ def cmd_scan(args: argparse.Namespace) -> int:
     return 0 if found else 1
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
-
-    return asyncio.run(run_demo(seconds=args.seconds, out=args.out))
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gateway", description=__doc__.splitlines()[0].strip("`"))
     p.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
@@ -544,10 +538,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--only", help="comma-separated subset of ezo,sdi12,modbus")
     s.set_defaults(func=cmd_scan)
 
-    s = sub.add_parser("demo", help="run a simulated station end to end and verify its bundle")
-    s.add_argument("--seconds", type=float, default=20.0)
-    s.add_argument("--out", type=Path, default=Path("riverseal-demo"))
-    s.set_defaults(func=cmd_demo)
     return p
 
 

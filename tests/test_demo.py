@@ -1,4 +1,4 @@
-"""The README's demo, as a new user runs it: `gateway demo` ends with a VERIFIED bundle.
+"""The README's demo, as a new user runs it: `riverseal-demo` ends with a VERIFIED bundle.
 
 VERIFIED is the top verdict level: the regulator's trust file, nothing wrong, and
 anchors checked independently — here RFC 3161 tokens from the demo's local TSA,
@@ -7,19 +7,32 @@ checked against its root by the command the demo prints.
 
 from __future__ import annotations
 
+import ast
 import json
 import shlex
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
+
 LEVELS = ("VERIFIED", "AUTHENTIC", "UNTRUSTED KEY", "FAILED", "FORKED")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def demo_command() -> str:
+    """The console script scripts/setup installs beside this python (what scripts/demo runs)."""
+    command = shutil.which("riverseal-demo", path=str(Path(sys.executable).parent))
+    if command is None:
+        pytest.fail("no riverseal-demo console script beside python: run scripts/setup")
+    return command
 
 
 def demo(out: Path, seconds: int) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "gateway", "demo", "--seconds", str(seconds), "--out", str(out)],
+        [demo_command(), "--seconds", str(seconds), "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -89,3 +102,31 @@ def test_demo_ends_verified_and_its_printed_command_agrees(tmp_path: Path) -> No
     # Running it again replaces the demo station, never anything else.
     again = demo(out, 3)
     assert again.returncode == 0, again.stdout + again.stderr
+
+
+def test_demo_refuses_an_out_directory_it_did_not_make(tmp_path: Path) -> None:
+    (tmp_path / "station").mkdir()
+    (tmp_path / "station" / "mine.txt").write_text("keep me")
+    run = demo(tmp_path, 1)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "was not made by `riverseal-demo`; choose --out" in run.stderr
+    assert (tmp_path / "station" / "mine.txt").read_text() == "keep me"
+
+
+def test_the_box_package_imports_no_simulator_and_has_no_demo() -> None:
+    """The demo lives in riverseal_demo; the gateway a box runs carries no simulator."""
+    for path in sorted((REPO / "gateway").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                assert name.split(".")[0] not in {"simulators", "riverseal_demo"}, (path, name)
+    gateway = subprocess.run(
+        [sys.executable, "-m", "gateway", "demo"], capture_output=True, text=True, check=False
+    )
+    assert gateway.returncode == 2
+    assert "invalid choice: 'demo'" in gateway.stderr

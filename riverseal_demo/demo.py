@@ -1,4 +1,4 @@
-"""``gateway demo``: a simulated station, end to end, verified at the top level, in under a minute.
+"""A simulated station end to end, its bundle verified at the top level, in under a minute.
 
 Five simulated Atlas Scientific EZO probes (pH, DO, EC, ORP, temperature)
 answer on real pty serial ports, driven by a seeded river model. The gateway
@@ -17,7 +17,7 @@ deployment anchors to a TSA or a chain that the box's owner does not control.
 
 Afterwards the demo exports a version 2 bundle (as ``gateway export`` does)
 and verifies it in-process with the regulator's verifier
-(``ledger_client.verify_stream.verify_source``) given the trust file and the
+(``ledger_client.verify_source``) given the trust file and the
 TSA's root, prints the verdict line ``ledger-verify`` would end with, the
 "recorded no later than" bounds the TSA tokens give, and the command that
 repeats the check. It writes, under ``--out`` (default ``riverseal-demo/``):
@@ -43,25 +43,26 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
+from gateway.config import load_config
+from gateway.daemon import Gateway
+from gateway.export_v2 import export_bundle_v2
+from gateway.keys import create_device_key
+from gateway.log import Log
+from gateway.store import Store
+from ledger_client import Level, Report, parse_trust, verify_source
 from ledger_client.cli import exit_status, verdict_line
-from ledger_client.trust import parse_trust
 from ledger_client.tsa import BACKEND_PREFIX, TsaChecker, load_tsa_roots
-from ledger_client.verify import Level, Report
-from ledger_client.verify_stream import verify_source
 from simulators.ezo import EzoCircuit
-from simulators.pty_link import EzoPtyDevice
+from simulators.ezo_pty import EzoPtyDevice
 from simulators.river import RiverModel
 from simulators.tsa import LocalTsa, TsaSetupError
 
-from .config import load_config
-from .daemon import Gateway
-from .errors import GatewayError
-from .export_v2 import export_bundle_v2
-from .keys import create_device_key
-from .log import Log
-from .store import Store
+__all__ = ["DemoError", "run_demo"]
 
-__all__ = ["run_demo"]
+
+class DemoError(Exception):
+    """The demo itself could not run (not a verdict on its bundle)."""
+
 
 _MARKER = ".riverseal-demo"
 _PROBES = (("ph", "ph-1"), ("do", "do-1"), ("ec", "ec-1"), ("orp", "orp-1"), ("rtd", "temp-1"))
@@ -83,7 +84,7 @@ def _config(devdir: Path, tsa_url: str, tsa_roots: Path) -> str:
         for kind, sid in _PROBES
     )
     return (
-        '# written by `gateway demo`\n[device]\nkey_file = "device.key"\ndata_dir = "data"\n\n'
+        '# written by `riverseal-demo`\n[device]\nkey_file = "device.key"\ndata_dir = "data"\n\n'
         "[log]\ncheckpoint_every_entries = 40\ncheckpoint_every_seconds = 5\n\n"
         "[anchor]\nretry_max_seconds = 2.0\n\n"
         "# The demo's timestamp authority: a local stand-in (simulators/tsa.py) for an\n"
@@ -109,7 +110,7 @@ def _prepare(out: Path) -> Path:
     station = out / "station"
     if station.exists():
         if not (station / _MARKER).exists():
-            raise GatewayError(f"{station} exists and was not made by `gateway demo`; choose --out")
+            raise DemoError(f"{station} exists and was not made by `riverseal-demo`; choose --out")
         shutil.rmtree(station)
     station.mkdir(parents=True)
     (station / _MARKER).touch()
@@ -154,7 +155,7 @@ async def run_demo(*, seconds: float = 20.0, out: Path = Path("riverseal-demo"))
         try:
             tsa = await stack.enter_async_context(LocalTsa("riverseal demo TSA"))
         except TsaSetupError as exc:
-            raise GatewayError(str(exc)) from exc
+            raise DemoError(str(exc)) from exc
         shutil.copyfile(tsa.roots_pem, roots_copy)
         config_path.write_text(_config(devdir, tsa.url, tsa.roots_pem))
         cfg = load_config(config_path)
