@@ -38,11 +38,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway.config import LogConfig, MqttConfig, MqttSensorConfig
+from gateway.drivers.mqtt.source import MqttSource
 from gateway.ingest import Ingest
 from gateway.keys import create_device_key
 from gateway.log import Log
 from gateway.pipeline import Event, Gap, Reading
-from gateway.sources.mqtt import MqttSource
 from gateway.store import Store
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"

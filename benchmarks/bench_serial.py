@@ -28,10 +28,10 @@ import time
 from pathlib import Path
 
 from gateway.config import EzoSensorConfig, LogConfig
+from gateway.drivers.ezo.source import EzoSource
 from gateway.ingest import Ingest
 from gateway.keys import create_device_key
 from gateway.log import Log
-from gateway.sources.ezo import EzoSource
 from gateway.store import Store
 
 KINDS = ("ph", "do", "ec", "orp", "rtd")

@@ -127,14 +127,15 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from .drivers import driver_for
     from .keys import load_device_key
 
     cfg = load_config(args.config)
     key = load_device_key(cfg.key_file)
     print(f"{args.config}: OK — device {key.device_id}, {len(cfg.sensors)} sensors")
     for s in cfg.sensors:
-        where = getattr(s, "port", None) or getattr(s, "topic", "")
-        print(f"  {s.id:<16} {s.driver:<5} {where}")
+        driver = driver_for(s)
+        print(f"  {s.id:<16} {driver.name:<5} {driver.where(s)}")
     return 0
 
 

@@ -44,6 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.drivers import build_sources, driver_for
+from gateway.drivers.base import Source
 from ledger_client.records import format_time
 
 from .anchoring.anchorer import Anchorer
@@ -61,8 +63,6 @@ from .notify import Notifier
 from .pipeline import Event, Gap
 from .qc import QC_TESTS, QcEngine
 from .silence import Expectation, SilenceTracker, expectation
-from .sources.base import Source
-from .sources.registry import build_sources
 from .store import CheckpointRow, Store
 
 __all__ = ["BOOT_META", "GATEWAY_DOWN", "BootPlan", "Gateway", "declared_sensors", "plan_boot"]
@@ -94,20 +94,18 @@ class SourceHealth:
 def sensor_expectations(config: GatewayConfig) -> dict[str, Expectation]:
     """Per configured sensor id, how often it should report.
 
-    Every driver's config has ``interval_s``; one with a ``timeout_s`` gets at
-    least the time its retries may take (``timeout_s`` x (``retries`` + 1)) as
-    grace. An MQTT sensor whose id is a ``{id}`` template stands for sensors
-    named by their topics, which are only known once they publish: it is not
-    watched for silence (its nodes' ``seq`` jumps still become gap records).
+    Every driver's config has ``interval_s``; the driver table's ``grace_s`` gives a
+    sensor at least the time its retries may take (``timeout_s`` x (``retries`` + 1))
+    as grace, and its ``watched`` leaves out what cannot be watched: an MQTT sensor
+    whose id is a ``{id}`` template stands for sensors named by their topics, which
+    are only known once they publish (its nodes' ``seq`` jumps still become gap
+    records).
     """
     out: dict[str, Expectation] = {}
     for s in config.sensors:
-        if "{id}" in s.id:
-            continue
-        timeout = getattr(s, "timeout_s", None)
-        if timeout is not None:
-            timeout *= getattr(s, "retries", 0) + 1
-        out[s.id] = expectation(s.interval_s, timeout)
+        driver = driver_for(s)
+        if driver.watched(s):
+            out[s.id] = expectation(s.interval_s, driver.grace_s(s))
     return out
 
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import glob
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import TextIO
+
+from gateway.drivers import DRIVERS, driver_for
+from gateway.drivers.base import Found, ProbeResult, Scanner
 
 from .config import GatewayConfig
 from .errors import ConfigError
-from .sources.base import Found, ProbeResult
 
 __all__ = ["SCANNERS", "candidate_ports", "print_found", "print_probe", "probe", "scan"]
 
@@ -32,34 +34,10 @@ _PORT_GLOBS = (
     "/dev/ttyS0",
 )
 
-Scanner = Callable[[str, float], Awaitable[list[Found]]]
-
-
-async def _scan_ezo(port: str, budget_s: float) -> list[Found]:
-    from .sources.ezo import scan_ezo
-
-    return await scan_ezo(port, budget_s=budget_s)
-
-
-async def _scan_sdi12(port: str, budget_s: float) -> list[Found]:
-    from .sources.sdi12 import scan_sdi12
-
-    return await scan_sdi12(port, budget_s=budget_s)
-
-
-async def _scan_modbus(port: str, budget_s: float) -> list[Found]:
-    from .sources.modbus import scan_modbus
-
-    return await scan_modbus(port, budget_s=budget_s)
-
-
 SCANNERS: dict[str, tuple[Scanner, float]] = {
-    # name: (scanner, share of the port's budget). EZO first: it answers fastest and
-    # its ASCII probes are harmless to the other two; Modbus last, it takes longest.
-    "ezo": (_scan_ezo, 0.25),
-    "sdi12": (_scan_sdi12, 0.30),
-    "modbus": (_scan_modbus, 0.45),
+    d.name: (d.scan, d.scan_share) for d in DRIVERS if d.scan is not None
 }
+"""name: (scanner, share of the port's budget), in the driver table's order."""
 
 
 def candidate_ports() -> list[str]:
@@ -102,11 +80,6 @@ async def scan(
 
 async def probe(config: GatewayConfig, sensor_id: str) -> ProbeResult:
     """One reading from the configured sensor ``sensor_id``."""
-    from .config.ezo import EzoSensorConfig
-    from .config.modbus import ModbusSensorConfig
-    from .config.mqtt import MqttSensorConfig
-    from .config.sdi12 import Sdi12SensorConfig
-
     by_id = {s.id: s for s in config.sensors}
     cfg = by_id.get(sensor_id)
     if cfg is None:
@@ -114,24 +87,7 @@ async def probe(config: GatewayConfig, sensor_id: str) -> ProbeResult:
         raise ConfigError(
             f"{config.path}: sensor", f"{sensor_id!r} is not configured (known: {known})"
         )
-    if isinstance(cfg, EzoSensorConfig):
-        from .sources.ezo import probe_ezo
-
-        return await probe_ezo(cfg)
-    if isinstance(cfg, ModbusSensorConfig):
-        from .sources.modbus import probe_modbus
-
-        return await probe_modbus(cfg)
-    if isinstance(cfg, Sdi12SensorConfig):
-        from .sources.sdi12 import probe_sdi12
-
-        return await probe_sdi12(cfg)
-    if isinstance(cfg, MqttSensorConfig):
-        from .sources.mqtt import probe_mqtt
-
-        assert config.mqtt is not None  # parse_config guarantees it
-        return await probe_mqtt(cfg, config.mqtt)
-    raise ConfigError(f"{config.path}: sensor {sensor_id}", "has no probe for its driver")
+    return await driver_for(cfg).probe(cfg, config)
 
 
 def print_probe(result: ProbeResult, out: TextIO) -> None:

@@ -6,14 +6,18 @@ ConfigError that names the file, the key and the problem. Limits are
 documented defaults beside each setting, not magic numbers elsewhere.
 
 One module per section: ``core`` (the file, ``[device]``, ``[log]``),
-``anchors`` (``[anchor]``), ``sensors`` (``[[sensor]]`` and the table of
-drivers), and one module per driver.
+``anchors`` (``[anchor]``), ``qc`` (``[qc]``) and ``sensors``
+(``[[sensor]]``, dispatched through the driver table in ``gateway.drivers``).
+Each driver's own keys are parsed in its folder
+(``gateway/drivers/<family>/config.py``); the EZO and MQTT settings are
+re-exported here for convenience.
 """
+
+from gateway.drivers.ezo.config import EZO_BAUD_RATES, EZO_CIRCUITS, EzoSensorConfig
+from gateway.drivers.mqtt.config import MqttConfig, MqttSensorConfig
 
 from .anchors import AnchorConfig
 from .core import GatewayConfig, LogConfig, load_config, parse_config
-from .ezo import EZO_BAUD_RATES, EZO_CIRCUITS, EzoSensorConfig
-from .mqtt import MqttConfig, MqttSensorConfig
 from .sensors import SensorConfig
 
 __all__ = [

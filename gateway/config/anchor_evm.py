@@ -20,8 +20,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.toml_table import Table, check_unique, positive
+
 from ..errors import ConfigError
-from .table import Table, check_unique, positive
 
 __all__ = ["EVM_FEE_MODES", "EVM_FINALITY", "EvmAnchorConfig", "parse_evm_anchors"]
 

@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .table import Table, check_unique, positive
+from gateway.toml_table import Table, check_unique, positive
 
 __all__ = ["Rfc3161Config", "parse_rfc3161"]
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.toml_table import Table, positive
+
 from .anchor_evm import EvmAnchorConfig, parse_evm_anchors
 from .anchor_rfc3161 import Rfc3161Config, parse_rfc3161
-from .table import Table, positive
 
 __all__ = ["AnchorConfig", "parse_anchor"]
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.drivers import DRIVERS
+from gateway.drivers.mqtt.config import MqttConfig, parse_mqtt
+from gateway.toml_table import Table, parse_toml, positive, read_text
+
 from ..errors import ConfigError
 from .anchors import AnchorConfig, parse_anchor
-from .modbus import check_modbus_buses
-from .mqtt import MqttConfig, MqttSensorConfig, parse_mqtt
 from .qc import QcConfig, parse_qc
-from .sdi12 import check_sdi12_buses
 from .sensors import SensorConfig, parse_sensor
-from .table import Table, parse_toml, positive, read_text
 
 __all__ = ["GatewayConfig", "LogConfig", "load_config", "parse_config"]
 
@@ -98,12 +98,7 @@ def parse_config(text: str, path: Path) -> GatewayConfig:
         if s.id in seen:
             raise ConfigError(f"sensor[{i}].id", f"{s.id!r} is used by two sensors")
         seen.add(s.id)
-        if isinstance(s, MqttSensorConfig) and mqtt is None:
-            raise ConfigError(f"sensor[{i}].driver", "mqtt sensors need an [mqtt] section")
-    # Devices sharing one serial bus must agree on its settings and their addresses.
-    check_sdi12_buses(sensors)
-    check_modbus_buses(sensors)
-    return GatewayConfig(
+    config = GatewayConfig(
         path=path,
         key_file=key_file,
         data_dir=data_dir,
@@ -114,6 +109,11 @@ def parse_config(text: str, path: Path) -> GatewayConfig:
         sensors=sensors,
         qc=qc,
     )
+    # Checks across sensors: an [mqtt] section for mqtt sensors; devices sharing one
+    # serial bus agree on its settings and their addresses.
+    for driver in DRIVERS:
+        driver.check(config)
+    return config
 
 
 def load_config(path: Path) -> GatewayConfig:

@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from gateway.toml_table import Table
+
 from ..errors import ConfigError
-from .table import Table
 
 __all__ = [
     "DEFAULT_LIMITS",

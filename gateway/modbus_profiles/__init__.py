@@ -1,47 +1,7 @@
-"""Register profiles for Modbus RTU sensors: the loader and codec, and the shipped ``*.toml`` files.
+"""The Modbus register profiles shipped with the gateway: ``*.toml`` data, no code.
 
-A shipped profile is named by its file stem in a sensor's config
-(``profile = "ysi-odo-rtu"``); a technician's own model is a file path
-(``profile = "/etc/riverseal/profiles/acme-ph1.toml"``). See
-``docs/modbus-profiles.md``.
+The loader and codec are ``gateway.drivers.modbus.profile``. The files stay
+in this folder because the simulators find them here without importing the
+gateway (``simulators/modbus.py``, ``_shipped_dir``); they move to
+``gateway/drivers/modbus/`` once the simulator looks there.
 """
-
-from gateway.modbus_profiles.profile import (
-    DATA_TYPES,
-    CodecError,
-    DecodedReading,
-    Identify,
-    Profile,
-    ReadBlock,
-    ReadLimits,
-    SerialDefaults,
-    SetupWrite,
-    ValueSpec,
-    decode_reading,
-    decode_value,
-    encode_value,
-    load_profile,
-    parse_profile,
-    plan_reads,
-    shipped_profiles,
-)
-
-__all__ = [
-    "DATA_TYPES",
-    "CodecError",
-    "DecodedReading",
-    "Identify",
-    "Profile",
-    "ReadBlock",
-    "ReadLimits",
-    "SerialDefaults",
-    "SetupWrite",
-    "ValueSpec",
-    "decode_reading",
-    "decode_value",
-    "encode_value",
-    "load_profile",
-    "parse_profile",
-    "plan_reads",
-    "shipped_profiles",
-]

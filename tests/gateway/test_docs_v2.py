@@ -60,6 +60,8 @@ from gateway.anchoring.anchorer import Anchorer
 from gateway.anchoring.local import LocalJournal
 from gateway.config import GatewayConfig, load_config
 from gateway.daemon import Gateway
+from gateway.drivers.ezo.protocol import parse_reading
+from gateway.drivers.mqtt.source import MqttSource
 from gateway.evidence import build_evidence
 from gateway.export import export_bundle
 from gateway.export_v2 import export_bundle_v2
@@ -68,8 +70,6 @@ from gateway.log import Event, Log
 from gateway.pipeline import Gap, Reading
 from gateway.publish import DirTarget, publish
 from gateway.qc import QcEngine
-from gateway.sources.ezo import parse_reading
-from gateway.sources.mqtt import MqttSource
 from gateway.store import Store
 from ledger_client.cli import main as ledger_verify
 from ledger_client.cli import print_report

@@ -31,22 +31,23 @@ from typing import TYPE_CHECKING
 import pytest
 
 from gateway.backoff import Backoff
-from gateway.config.modbus import ModbusSensorConfig
-from gateway.config.sdi12 import Sdi12SensorConfig
-from gateway.errors import SensorError
-from gateway.modbus_profiles import load_profile
-from gateway.modbus_profiles.profile import (
+from gateway.drivers.link.serial import SerialLink
+from gateway.drivers.modbus.config import ModbusSensorConfig
+from gateway.drivers.modbus.profile import (
     ReadBlock,
     ValueSpec,
     decode_reading,
     decode_value,
+    load_profile,
     plan_reads,
 )
+from gateway.drivers.modbus.source import ModbusSource
+from gateway.drivers.mqtt.payload import Decoded, decode
+from gateway.drivers.sdi12.config import Sdi12SensorConfig
+from gateway.drivers.sdi12.source import Sdi12Source
+from gateway.drivers.sdi12.tools import probe_sdi12
+from gateway.errors import SensorError
 from gateway.qc import QcEngine
-from gateway.sources.modbus import ModbusSource
-from gateway.sources.mqtt_payload import Decoded, decode
-from gateway.sources.sdi12 import Sdi12Source, probe_sdi12
-from gateway.sources.serial_link import SerialLink
 from simulators.modbus import ModbusSimBus, SimSlave, load_sim_profile
 from simulators.river import RiverModel
 from simulators.sdi12 import SDI12_QUANTITIES, Sdi12Adapter, Sdi12PtyAdapter, Sonde, SondeModel

@@ -20,10 +20,10 @@ import pytest
 
 from gateway.backoff import Backoff, backoff_bound
 from gateway.config import EzoSensorConfig
+from gateway.drivers.ezo.source import EzoSource
+from gateway.drivers.link.serial import SerialLink
 from gateway.errors import ProtocolError, SensorError, SensorTimeout
 from gateway.pipeline import Value
-from gateway.sources.ezo import EzoSource
-from gateway.sources.serial_link import SerialLink
 from simulators.ezo import EzoCircuit
 from simulators.pty_link import EzoPtyDevice
 from simulators.river import RiverModel

@@ -21,12 +21,9 @@ from hypothesis import strategies as st
 
 from gateway.backoff import Backoff
 from gateway.config import EzoSensorConfig
-from gateway.config.ezo import EZO_OUTPUTS
-from gateway.errors import ProtocolError
-from gateway.pipeline import Event, Gap, Reading
-from gateway.sources.ezo import (
+from gateway.drivers.ezo.config import EZO_OUTPUTS
+from gateway.drivers.ezo.protocol import (
     MEASURING_RANGES,
-    EzoSource,
     QueryReply,
     ReadingLine,
     Rejected,
@@ -35,6 +32,9 @@ from gateway.sources.ezo import (
     parse_outputs,
     parse_scale,
 )
+from gateway.drivers.ezo.source import EzoSource
+from gateway.errors import ProtocolError
+from gateway.pipeline import Event, Gap, Reading
 
 CIRCUITS = ["ph", "orp", "rtd", "do", "ec"]
 

@@ -9,9 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.errors import ProtocolError
-from gateway.pipeline import Value
-from gateway.sources.ezo import (
+from gateway.drivers.ezo.protocol import (
     DataLine,
     QueryReply,
     StatusLine,
@@ -21,6 +19,8 @@ from gateway.sources.ezo import (
     parse_outputs,
     parse_reading,
 )
+from gateway.errors import ProtocolError
+from gateway.pipeline import Value
 
 # -- parse_line: response codes --------------------------------------------------------
 

@@ -7,18 +7,18 @@ from pathlib import Path
 import pytest
 
 from gateway.config import EzoSensorConfig, GatewayConfig, parse_config
-from gateway.errors import ConfigError, ProtocolError
-from gateway.sources.ezo import (
+from gateway.drivers import build_sources
+from gateway.drivers.ezo.protocol import (
     ReadingLine,
     Rejected,
     StatusLine,
-    ezo_snippet,
     interpret,
     parse_scale,
     to_celsius,
 )
-from gateway.sources.registry import build_sources
-from gateway.sources.sites import DEFAULT_MAX_AGE_S, SiteTemperatures
+from gateway.drivers.ezo.sites import DEFAULT_MAX_AGE_S, SiteTemperatures
+from gateway.drivers.ezo.tools import ezo_snippet
+from gateway.errors import ConfigError, ProtocolError
 
 
 class Clock:

@@ -19,9 +19,10 @@ import pytest
 
 from gateway.backoff import Backoff
 from gateway.config import EzoSensorConfig
+from gateway.drivers.ezo.protocol import parse_line
+from gateway.drivers.ezo.sites import SiteTemperatures
+from gateway.drivers.ezo.source import EzoSource
 from gateway.pipeline import Reading
-from gateway.sources.ezo import EzoSource, parse_line
-from gateway.sources.sites import SiteTemperatures
 from simulators.ezo import Reply
 from simulators.pty_link import EzoPtyDevice
 from simulators.river import RiverModel

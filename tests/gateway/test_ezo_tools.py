@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from gateway.config import EzoSensorConfig, parse_config
+from gateway.drivers.base import Exchange
+from gateway.drivers.ezo.tools import SCAN_BAUD_RATES, probe_ezo, scan_ezo
 from gateway.errors import SensorError
-from gateway.sources.base import Exchange
-from gateway.sources.ezo import SCAN_BAUD_RATES, probe_ezo, scan_ezo
 from simulators.pty_link import EzoPtyDevice
 from simulators.river import RiverModel
 

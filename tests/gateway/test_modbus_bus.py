@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from gateway.backoff import Backoff
-from gateway.config.modbus import ModbusSensorConfig
-from gateway.modbus_profiles import load_profile
-from gateway.sources.modbus import ModbusSource, scan_modbus
-from gateway.sources.modbus_link import LinkLost, ModbusLink
+from gateway.drivers.modbus.config import ModbusSensorConfig
+from gateway.drivers.modbus.link import LinkLost, ModbusLink
+from gateway.drivers.modbus.profile import load_profile
+from gateway.drivers.modbus.source import ModbusSource
+from gateway.drivers.modbus.tools import scan_modbus
 from simulators.modbus import ModbusSimBus, SimSlave, load_sim_profile
 from simulators.river import RiverModel
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from gateway.config import parse_config
-from gateway.config.modbus import ModbusSensorConfig, check_modbus_buses
+from gateway.drivers import build_sources
+from gateway.drivers.modbus.config import ModbusSensorConfig, check_modbus_buses
+from gateway.drivers.modbus.source import ModbusSource
 from gateway.errors import ConfigError
-from gateway.sources.modbus import ModbusSource
-from gateway.sources.registry import build_sources
 
 BASE = '[device]\nkey_file = "/k"\ndata_dir = "/d"\n'
 PATH = Path("/etc/riverseal/gateway.toml")

@@ -28,9 +28,10 @@ from pymodbus.server import ModbusSerialServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from gateway.backoff import Backoff
-from gateway.config.modbus import ModbusSensorConfig
-from gateway.modbus_profiles import load_profile
-from gateway.sources.modbus import ModbusSource, probe_modbus
+from gateway.drivers.modbus.config import ModbusSensorConfig
+from gateway.drivers.modbus.profile import load_profile
+from gateway.drivers.modbus.source import ModbusSource
+from gateway.drivers.modbus.tools import probe_modbus
 
 if TYPE_CHECKING:
     from conftest import RecordingSink

@@ -15,8 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.errors import ConfigError
-from gateway.modbus_profiles import (
+from gateway.drivers.modbus.profile import (
     CodecError,
     ReadBlock,
     ValueSpec,
@@ -27,6 +26,7 @@ from gateway.modbus_profiles import (
     plan_reads,
     shipped_profiles,
 )
+from gateway.errors import ConfigError
 from simulators.modbus import encode_words, load_sim_profile
 
 # A float32's big-endian bytes A B C D, as the vendors write the four orders.

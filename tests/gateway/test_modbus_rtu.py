@@ -6,8 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.errors import ProtocolError
-from gateway.sources.modbus_rtu import (
+from gateway.drivers.modbus.rtu import (
     BadCrc,
     BadFrame,
     ModbusExceptionReply,
@@ -20,6 +19,7 @@ from gateway.sources.modbus_rtu import (
     with_crc,
     write_request,
 )
+from gateway.errors import ProtocolError
 
 
 def frame(text: str) -> bytes:

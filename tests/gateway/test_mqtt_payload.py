@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway.drivers.mqtt.payload import Decoded, PayloadError, Sample, decode
+from gateway.drivers.mqtt.senml import SenmlError, parse_senml, short_name
 from gateway.pipeline import Value
-from gateway.sources.mqtt_payload import Decoded, PayloadError, Sample, decode
-from gateway.sources.mqtt_senml import SenmlError, parse_senml, short_name
 
 NOW_NS = 1_795_237_796_123_000_000  # 2026-11-21T05:09:56.123Z
 BT = 1_767_225_600  # 2026-01-01T00:00:00Z

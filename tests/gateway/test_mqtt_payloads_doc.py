@@ -35,12 +35,12 @@ import aiomqtt
 import pytest
 
 from gateway.config import LogConfig, MqttConfig, parse_config
+from gateway.drivers.mqtt.payload import MAX_RAW_CHARS, PayloadError, decode
+from gateway.drivers.mqtt.source import MqttSource, readings_of
 from gateway.ingest import Ingest
 from gateway.keys import DeviceKey, device_id_for
 from gateway.log import Log
 from gateway.qc import QcEngine
-from gateway.sources.mqtt import MAX_RAW_CHARS, MqttSource, _readings
-from gateway.sources.mqtt_payload import PayloadError, decode
 from gateway.store import Store
 from ledger_client.note import Signer
 from ledger_client.records import parse_entry
@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "mqtt-payloads.md"
 SEED = bytes(range(0x20))
 """Box A's test key seed (docs/bundle-format.md §12): never use it for anything real."""
-LOGGERS = ("gateway.sources.mqtt", "gateway.ingest")
+LOGGERS = ("gateway.drivers.mqtt.source", "gateway.ingest")
 """Whose log lines an example shows."""
 
 _CONFIG = re.compile(
@@ -225,7 +225,7 @@ async def test_every_reject_label_of_the_table_occurs(doc: str, tmp_path: Path) 
         with pytest.raises(PayloadError) as caught:
             decode("json", payload, sensor="node-7", max_bytes=limit, received_ns=0)
         assert caught.value.reason == reason
-    source = (ROOT / "gateway" / "sources" / "mqtt.py").read_text(encoding="utf-8")
+    source = (ROOT / "gateway" / "drivers" / "mqtt" / "source.py").read_text(encoding="utf-8")
     assert '"subscribe-refused"' in source
 
 
@@ -249,7 +249,7 @@ def test_a_payload_over_the_raw_limit_is_logged_without_raw() -> None:
     for n, kept in ((2, True), (40, False)):
         decoded = decode("json", payload(n), sensor="n", max_bytes=65_536, received_ns=0)
         assert (len(decoded.text) <= MAX_RAW_CHARS) is kept
-        (reading,) = _readings("n", decoded, 0)
+        (reading,) = readings_of("n", decoded, 0)
         assert reading.raw == (decoded.text if kept else None)
 
 

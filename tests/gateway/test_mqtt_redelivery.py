@@ -29,8 +29,8 @@ import aiomqtt
 import pytest
 
 from gateway.config import MqttConfig, MqttSensorConfig
+from gateway.drivers.mqtt.source import SEQUENCE_GAP, MqttSource
 from gateway.pipeline import Gap
-from gateway.sources.mqtt import SEQUENCE_GAP, MqttSource
 from ledger_client.records import parse_entry
 
 if TYPE_CHECKING:

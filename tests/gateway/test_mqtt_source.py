@@ -14,9 +14,10 @@ import pytest
 
 from gateway.backoff import Backoff
 from gateway.config import MqttConfig, MqttSensorConfig
+from gateway.drivers.mqtt.payload import ParsedPayload, PayloadError, parse_payload
+from gateway.drivers.mqtt.source import MqttSource
 from gateway.errors import ConfigError, ProtocolError
 from gateway.pipeline import Gap, Reading, Value
-from gateway.sources.mqtt import MqttSource, ParsedPayload, PayloadError, parse_payload
 from simulators.mqtt_node import MqttNode, NodeFaults
 from simulators.river import RiverModel
 

@@ -12,9 +12,10 @@ import pytest
 
 from gateway.backoff import Backoff
 from gateway.config import MqttConfig, MqttSensorConfig
+from gateway.drivers.mqtt.source import MqttSource, tls_context
+from gateway.drivers.mqtt.tools import probe_mqtt
 from gateway.errors import SensorError
 from gateway.pipeline import Value
-from gateway.sources.mqtt import MqttSource, probe_mqtt, tls_context
 
 if TYPE_CHECKING:
     from conftest import RecordingSink

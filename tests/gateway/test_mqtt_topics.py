@@ -13,10 +13,10 @@ import pytest
 
 from gateway.backoff import Backoff
 from gateway.config import MqttConfig, MqttSensorConfig, parse_config
+from gateway.drivers.mqtt.source import MqttSource
+from gateway.drivers.mqtt.topics import TopicRouter, filter_covers, topic_matches
 from gateway.errors import ConfigError
 from gateway.pipeline import Value
-from gateway.sources.mqtt import MqttSource
-from gateway.sources.mqtt_topics import TopicRouter, filter_covers, topic_matches
 
 if TYPE_CHECKING:
     from conftest import RecordingSink

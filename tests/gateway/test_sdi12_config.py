@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from gateway.config import parse_config
-from gateway.config.sdi12 import Sdi12SensorConfig, check_sdi12_buses
+from gateway.drivers import build_sources
+from gateway.drivers.sdi12.config import Sdi12SensorConfig, check_sdi12_buses
+from gateway.drivers.sdi12.source import Sdi12Source
 from gateway.errors import ConfigError
-from gateway.sources.registry import build_sources
-from gateway.sources.sdi12 import Sdi12Source
 
 PORT = "/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A1B2C3-if00-port0"
 

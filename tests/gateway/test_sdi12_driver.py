@@ -21,9 +21,10 @@ import pytest
 
 from gateway.backoff import Backoff
 from gateway.config import parse_config
-from gateway.config.sdi12 import Sdi12SensorConfig
-from gateway.sources.registry import build_sources
-from gateway.sources.sdi12 import Sdi12Source, probe_sdi12, scan_sdi12
+from gateway.drivers import build_sources
+from gateway.drivers.sdi12.config import Sdi12SensorConfig
+from gateway.drivers.sdi12.source import Sdi12Source
+from gateway.drivers.sdi12.tools import probe_sdi12, scan_sdi12
 from simulators.river import RiverModel
 from simulators.sdi12 import SDI12_QUANTITIES, Sdi12Adapter, Sdi12PtyAdapter, Sonde, SondeModel
 

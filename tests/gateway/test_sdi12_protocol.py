@@ -9,7 +9,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from gateway.sources.sdi12_protocol import (
+from gateway.drivers.sdi12.protocol import (
     ADDRESSES,
     MAX_VALUES_CHARS_C,
     MAX_VALUES_CHARS_M,

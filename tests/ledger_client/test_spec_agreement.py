@@ -38,11 +38,11 @@ from v2_bundles import manifest_for, notes_for, v2_members, write_container
 from gateway.config import parse_config
 from gateway.config.qc import DEFAULT_LIMITS
 from gateway.daemon import sensor_expectations
-from gateway.modbus_profiles import load_profile, shipped_profiles
+from gateway.drivers.ezo.protocol import parse_reading
+from gateway.drivers.modbus.profile import load_profile, shipped_profiles
+from gateway.drivers.mqtt.payload import decode
+from gateway.drivers.mqtt.senml import QUANTITY_UNITS
 from gateway.qc import FAIL, NOT_EVALUATED, PASS, QcEngine
-from gateway.sources.ezo import parse_reading
-from gateway.sources.mqtt_payload import decode
-from gateway.sources.mqtt_senml import QUANTITY_UNITS
 from ledger_client.bundle import AnchorReceipt, Bundle
 from ledger_client.checkpoint import Checkpoint
 from ledger_client.cli import main as ledger_verify

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from gateway.config import parse_config
-from gateway.config.modbus import ModbusSensorConfig
-from gateway.config.sdi12 import Sdi12SensorConfig
+from gateway.drivers.modbus.config import ModbusSensorConfig
+from gateway.drivers.sdi12.config import Sdi12SensorConfig
 from simulators.station import Station, StationConfigError, load_station, parse_station
 
 GOOD = """

@@ -7,11 +7,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import ConfigError
+from gateway.errors import ConfigError
 
 __all__ = ["Table", "check_unique", "parse_toml", "positive", "read_text"]
 
 T = TypeVar("T")
+L = TypeVar("L", bound=str)
 
 
 class Table:
@@ -51,6 +52,19 @@ class Table:
             self.used.add(name)
             return None
         return self.get(name, typ)
+
+    def one_of(self, name: str, value: str, choices: Sequence[L], problem: str | None = None) -> L:
+        """``value`` as the one of ``choices`` it equals, typed as they are (a ``Literal``).
+
+        Raises:
+            ConfigError: ``value`` is none of them (``problem`` says so, or lists them).
+        """
+        for choice in choices:
+            if choice == value:
+                return choice
+        raise ConfigError(
+            self._key(name), f"{value!r} {problem or f'is not one of {tuple(choices)}'}"
+        )
 
     def check(self, name: str, value: T, ok: Callable[[T], bool], problem: str) -> T:
         if not ok(value):

@@ -1,8 +1,8 @@
 """MQTT sensor nodes: one broker connection for every MQTT sensor.
 
 Payloads (the riverseal JSON contract, SenML) are checked by the pure
-``gateway.sources.mqtt_payload``; topics are routed to sensors by the pure
-``gateway.sources.mqtt_topics``. This module is the IO around them.
+``gateway.drivers.mqtt.payload``; topics are routed to sensors by the pure
+``gateway.drivers.mqtt.topics``. This module is the IO around them.
 
 ``MqttSource`` keeps a persistent session (``clean_session=False``, a stable
 client id) and subscribes every sensor filter at QoS 1 after every connect.
@@ -42,7 +42,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import ssl
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -54,44 +53,28 @@ import paho.mqtt.client as paho
 from aiomqtt.exceptions import MqttConnectError
 
 from gateway.backoff import Backoff
-from gateway.config import MqttConfig, MqttSensorConfig
-from gateway.errors import GatewayError, SensorError
-from gateway.pipeline import Gap, Reading, Sink
-from gateway.sources.base import Exchange, ProbeResult
-from gateway.sources.mqtt_payload import (
+from gateway.drivers.mqtt.config import MqttConfig, MqttSensorConfig
+from gateway.drivers.mqtt.payload import (
     MAX_RAW_CHARS,
     Decoded,
-    ParsedPayload,
     PayloadError,
     decode,
-    parse_payload,
 )
-from gateway.sources.mqtt_topics import Route, TopicRouter
+from gateway.drivers.mqtt.topics import Route, TopicRouter
+from gateway.errors import GatewayError, SensorError
+from gateway.pipeline import Gap, Reading, Sink
 
-__all__ = [
-    "MAX_RAW_CHARS",
-    "REORDER_MAX_SEQS",
-    "SEQUENCE_GAP",
-    "MqttSource",
-    "ParsedPayload",
-    "PayloadError",
-    "explain_mqtt_error",
-    "parse_payload",
-    "probe_mqtt",
-    "tls_context",
-]
+__all__ = ["REORDER_MAX_SEQS", "SEQUENCE_GAP", "MqttSource", "explain_mqtt_error", "tls_context"]
 
 logger = logging.getLogger(__name__)
 
 _NAME = "mqtt"
 SEQUENCE_GAP = "source sequence gap"
 """The reason of a gap record that declares a node's ``seq`` numbers lost."""
-_PROBE_MAX_WAIT_S = 300.0
-_PROBE_SHOW_CHARS = 2000
 _HANDSHAKE_S = 10.0
 
 
-def _where(config: MqttConfig) -> str:
+def broker_where(config: MqttConfig) -> str:
     scheme = "mqtts" if config.tls_ca is not None else "mqtt"
     return f"broker {scheme}://{config.host}:{config.port}"
 
@@ -105,7 +88,7 @@ def tls_context(config: MqttConfig) -> ssl.SSLContext | None:
     """
     if config.tls_ca is None:
         return None
-    where = _where(config)
+    where = broker_where(config)
     try:
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(config.tls_ca))
     except OSError as exc:  # ssl.SSLError is an OSError too
@@ -212,7 +195,7 @@ def _fill(holes: list[_Hole], seq: int) -> bool:
     return False
 
 
-def _readings(sensor: str, decoded: Decoded, received_ns: int) -> list[Reading]:
+def readings_of(sensor: str, decoded: Decoded, received_ns: int) -> list[Reading]:
     raw = decoded.text if len(decoded.text) <= MAX_RAW_CHARS else None
     return [
         Reading(
@@ -241,7 +224,7 @@ def _paho(client: aiomqtt.Client) -> paho.Client:
     return client._client
 
 
-def _client(
+def new_client(
     config: MqttConfig, identifier: str, *, persistent: bool, context: ssl.SSLContext | None
 ) -> aiomqtt.Client:
     return aiomqtt.Client(
@@ -257,7 +240,7 @@ def _client(
     )
 
 
-async def _check_tls(config: MqttConfig, context: ssl.SSLContext | None) -> None:
+async def check_tls(config: MqttConfig, context: ssl.SSLContext | None) -> None:
     """Do one TLS handshake ourselves before paho does.
 
     paho 2.2 leaks its socket when the handshake fails and loses the error's type;
@@ -273,7 +256,7 @@ async def _check_tls(config: MqttConfig, context: ssl.SSLContext | None) -> None
             await writer.wait_closed()
 
 
-def _discard(client: aiomqtt.Client) -> None:
+def discard_client(client: aiomqtt.Client) -> None:
     """Close the socket aiomqtt 2.5.1 leaves open when a connection attempt fails."""
     sock = _paho(client).socket()
     if sock is not None:
@@ -378,14 +361,14 @@ class MqttSource:
 
     async def _session(self, sink: Sink) -> None:
         """One connection, from connect to failure; the error boundary of this driver."""
-        where = _where(self.config)
+        where = broker_where(self.config)
         context = tls_context(self.config)
-        client = _client(self.config, self.client_id, persistent=True, context=context)
+        client = new_client(self.config, self.client_id, persistent=True, context=context)
         # Before connecting: the broker redelivers as soon as the session resumes,
         # and paho would acknowledge those messages on arrival.
         _paho(client).manual_ack_set(True)
         try:
-            await _check_tls(self.config, context)
+            await check_tls(self.config, context)
             async with client:
                 await self._subscribe(client, sink)
                 logger.info("mqtt: connected to %s as %s", where, self.client_id)
@@ -395,7 +378,7 @@ class MqttSource:
                 self._backoff.reset()
                 await self._pump(client, sink)
         except (aiomqtt.MqttError, OSError) as exc:
-            _discard(client)
+            discard_client(client)
             raise SensorError(self.name, f"{where}: {explain_mqtt_error(exc)}") from exc
         except BaseExceptionGroup as group:
             first = _first_error(group)
@@ -435,7 +418,7 @@ class MqttSource:
                     tg.create_task(job, name="mqtt.commit") for job in self._handle(message, sink)
                 ]
                 await inflight.put((message, work))
-            raise SensorError(self.name, f"{_where(self.config)}: message stream ended")
+            raise SensorError(self.name, f"{broker_where(self.config)}: message stream ended")
 
     async def _acknowledge(
         self,
@@ -484,7 +467,7 @@ class MqttSource:
         except PayloadError as exc:
             sink.reject(sensor, exc.reason, f"{topic}: {exc.problem}")
             return jobs
-        for reading in _readings(sensor, decoded, received_ns):
+        for reading in readings_of(sensor, decoded, received_ns):
             jobs.extend(self._gap_job(sink, gap) for gap in self._track(reading))
             jobs.append(self._submit(sink, reading))
         return jobs
@@ -609,97 +592,3 @@ class MqttSource:
     async def _submit(sink: Sink, reading: Reading) -> None:
         if not await sink.submit(reading):
             logger.debug("mqtt: %s %s is a duplicate", reading.sensor, reading.dedup_key)
-
-
-# -- gateway probe ---------------------------------------------------------------------
-
-
-def _printable(payload: bytes) -> str:
-    text = payload.decode("utf-8", "backslashreplace")
-    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-    if len(shown) > _PROBE_SHOW_CHARS:
-        return shown[:_PROBE_SHOW_CHARS] + f"... ({len(payload)} bytes)"
-    return shown
-
-
-async def probe_mqtt(
-    sensor: MqttSensorConfig,
-    config: MqttConfig,
-    *,
-    timeout_s: float | None = None,
-    clock: Callable[[], int] = time.time_ns,
-) -> ProbeResult:
-    """Wait (bounded) for one message on ``sensor``'s topic and show it raw and parsed.
-
-    Uses its own clean session (client id ``<client id>-probe-<pid>``), so it
-    takes copies without disturbing the daemon's persistent session. Waits
-    ``timeout_s`` (default: the sensor's interval plus 10 s, at most 300 s).
-    Never raises for broker or payload problems: they are in ``error``.
-    """
-    wait = timeout_s if timeout_s is not None else min(sensor.interval_s + 10.0, _PROBE_MAX_WAIT_S)
-    router = TopicRouter([sensor])
-    (subscription,) = router.subscriptions()
-    sent = f"SUBSCRIBE {subscription} (QoS 1)"
-    identifier = f"{config.client_id or 'riverseal'}-probe-{os.getpid()}"
-    where = _where(config)
-    route = router.routes[0]
-    try:
-        context = tls_context(config)
-    except GatewayError as exc:  # a TLS file problem, already worded
-        return ProbeResult(sensor.id, (), None, str(exc))
-    client = _client(config, identifier, persistent=False, context=context)
-    try:
-        await _check_tls(config, context)
-        async with client:
-            await client.subscribe(subscription, qos=1)
-            async with asyncio.timeout(wait):
-                async for message in client.messages:
-                    found = router.route(message.topic.value)
-                    if found is not None:
-                        route = found
-                        break
-                else:
-                    return ProbeResult(
-                        sensor.id, (Exchange(sent, "", ""),), None, f"{where}: disconnected"
-                    )
-    except TimeoutError:
-        return ProbeResult(
-            sensor.id,
-            (Exchange(sent, "", "no message"),),
-            None,
-            f"no message on {subscription!r} at {where} within {wait:.0f} s: is the node "
-            "powered and publishing, and is the topic right?",
-        )
-    except (aiomqtt.MqttError, OSError) as exc:
-        _discard(client)
-        return ProbeResult(sensor.id, (), None, f"{where}: {explain_mqtt_error(exc)}")
-    received_ns = clock()
-    topic = message.topic.value
-    payload = message.payload if isinstance(message.payload, bytes) else b""
-    note = f"topic {topic}, {len(payload)} bytes, format {sensor.format}" + (
-        ", retained (may be old)" if message.retain else ""
-    )
-    exchange = (Exchange(sent, _printable(payload), note),)
-    try:
-        sensor_id = route.sensor_id(topic.split("/"))
-    except ValueError as exc:
-        return ProbeResult(sensor.id, exchange, None, f"{topic}: {exc}")
-    try:
-        decoded = decode(
-            sensor.format,
-            payload,
-            sensor=sensor_id,
-            max_bytes=config.max_payload_bytes,
-            received_ns=received_ns,
-            names=dict(sensor.names),
-        )
-    except PayloadError as exc:
-        return ProbeResult(
-            sensor_id, exchange, None, f"payload rejected ({exc.reason}): {exc.problem}"
-        )
-    readings = _readings(sensor_id, decoded, received_ns)
-    if len(readings) > 1:
-        exchange = (
-            Exchange(sent, exchange[0].received, f"{note}; {len(readings)} samples, first shown"),
-        )
-    return ProbeResult(sensor_id, exchange, readings[0])

@@ -5,7 +5,7 @@ exceptions and error responses become ``SensorError``s:
 
 - no reply within the caller's timeout → ``SensorTimeout``, or, when bytes
   did arrive but pymodbus found no reply in them, ``BadCrc``/``BadFrame``
-  (``modbus_rtu.diagnose`` says which);
+  (``rtu.diagnose`` says which);
 - an exception response → ``ModbusExceptionReply`` naming the code;
 - the port failing (unplugged, EOF, IO error) or refusing to open → ``LinkLost``.
 
@@ -46,8 +46,7 @@ from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.framer import FramerType
 
-from gateway.errors import ProtocolError, SensorError, SensorTimeout
-from gateway.sources.modbus_rtu import (
+from gateway.drivers.modbus.rtu import (
     BadFrame,
     ModbusExceptionReply,
     diagnose,
@@ -57,6 +56,7 @@ from gateway.sources.modbus_rtu import (
     reply_size,
     write_request,
 )
+from gateway.errors import ProtocolError, SensorError, SensorTimeout
 
 __all__ = ["LinkLost", "ModbusLink", "Traffic"]
 

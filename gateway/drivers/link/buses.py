@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
-from ..errors import ConfigError
+from gateway.errors import ConfigError
 
 __all__ = ["group_buses"]
 

@@ -43,55 +43,42 @@ round and nothing more. A round in which the adapter said nothing at all,
 closed and reopened after a back-off, as after an unplug. Silence is not
 turned into gap records here; ``gateway/silence.py`` does that from the
 readings that stop arriving. Every refused reply goes to ``Sink.reject``
-with one of the reasons in ``sdi12_protocol`` or ``timeout``.
+with one of the reasons in ``protocol`` or ``timeout``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
-import json
 import logging
 import math
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from gateway.backoff import Backoff
-from gateway.config.sdi12 import Sdi12SensorConfig, check_sdi12_buses
-from gateway.errors import ProtocolError, SensorError, SensorTimeout
-from gateway.pipeline import Event, Reading, Sink, Value
-from gateway.sources.base import Exchange, Found, ProbeResult
-from gateway.sources.sdi12_protocol import (
-    ADDRESSES,
-    CountMismatch,
+from gateway.drivers.base import Exchange
+from gateway.drivers.link.serial import SerialLink
+from gateway.drivers.sdi12.config import Sdi12SensorConfig, check_sdi12_buses
+from gateway.drivers.sdi12.protocol import (
     DataCollector,
     Identity,
     MeasureReply,
     MeasureRequest,
-    ParameterInfo,
     Sdi12Rejection,
-    acknowledge,
-    address_query,
     escape,
     identify,
-    identify_measurement,
-    identify_parameter,
     parse_acknowledge,
-    parse_address,
     parse_data,
     parse_identity,
     parse_measure_reply,
-    parse_parameter_info,
     send_data,
     strip_echo,
 )
-from gateway.sources.serial_link import SerialLink
+from gateway.errors import ProtocolError, SensorError, SensorTimeout
+from gateway.pipeline import Event, Reading, Sink, Value
 
-__all__ = ["SCAN_REPLY_TIMEOUT_S", "Sdi12Source", "probe_sdi12", "scan_sdi12"]
+__all__ = ["SCAN_REPLY_TIMEOUT_S", "Sdi12Source"]
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +92,7 @@ SCAN_REPLY_TIMEOUT_S = 0.5
 _SETTLE_MAX_S = 1.0  # a babbling adapter does not hold a retry back longer than this
 
 
-class _CommandFailed(SensorError):
+class CommandFailed(SensorError):
     """A sonde gave no valid reply to a command in all its attempts (already rejected)."""
 
     def __init__(self, sensor: str, problem: str, *, silent: bool) -> None:
@@ -118,7 +105,7 @@ class _MeasurementFailed(SensorError):
     """A measurement could not be completed this round (already rejected)."""
 
 
-class _Transcript:
+class Transcript:
     """The exchanges of a probe, as a technician will read them."""
 
     def __init__(self) -> None:
@@ -134,7 +121,7 @@ class _Transcript:
             self.exchanges[-1] = replace(last, note=joined)
 
 
-class _Adapter:
+class Adapter:
     """One open adapter port: write a command, read reply lines."""
 
     def __init__(
@@ -143,7 +130,7 @@ class _Adapter:
         *,
         terminator: bytes,
         settle_s: float = SETTLE_S,
-        transcript: _Transcript | None = None,
+        transcript: Transcript | None = None,
     ) -> None:
         self._link = link
         self._terminator = terminator
@@ -226,11 +213,11 @@ class _Adapter:
             self.transcript.add(sent, received, note)
 
 
-class _Session:
+class Session:
     """Commands to the sondes behind one adapter, with the spec's retries."""
 
     def __init__(
-        self, adapter: _Adapter, reject: RejectFn, clock: Callable[[], int] = time.time_ns
+        self, adapter: Adapter, reject: RejectFn, clock: Callable[[], int] = time.time_ns
     ) -> None:
         self.adapter = adapter
         self._reject = reject
@@ -246,7 +233,7 @@ class _Session:
     ) -> T:
         """Send ``command`` until ``parse`` accepts a reply, at most ``retries + 1`` times.
 
-        ``service_request_owed``: the sonde's service request is late; see ``_Adapter.ask``.
+        ``service_request_owed``: the sonde's service request is late; see ``Adapter.ask``.
         """
         attempts = cfg.retries + 1
         replies = 0
@@ -274,7 +261,7 @@ class _Session:
                 f"no reply from address {cfg.address!r} to {command} in {attempts} attempt(s) "
                 f"of {cfg.timeout_s:g} s",
             )
-        raise _CommandFailed(
+        raise CommandFailed(
             cfg.id, f"no valid reply to {command} in {attempts} attempt(s)", silent=replies == 0
         )
 
@@ -336,7 +323,7 @@ class _Session:
 
         ``service_request_owed``: an M measurement's service request did not come
         by ttt. Sent late, it arrives as ``aD0!`` goes out, ahead of the reply:
-        ``aD0!`` recognises it (``_Adapter.ask``) instead of taking it for an
+        ``aD0!`` recognises it (``Adapter.ask``) instead of taking it for an
         empty reply, so the round and the pairing of replies are kept.
         """
         collector = DataCollector(reply.count)
@@ -465,10 +452,10 @@ class Sdi12Source:
                     logger.info("%s: opened at %d baud", self.name, first.baudrate)
                     if first.open_delay_s:
                         await asyncio.sleep(first.open_delay_s)
-                    adapter = _Adapter(
+                    adapter = Adapter(
                         link, terminator=first.terminator_bytes, settle_s=self._settle_s
                     )
-                    await self._serve(_Session(adapter, sink.reject, self._clock), sink)
+                    await self._serve(Session(adapter, sink.reject, self._clock), sink)
             except SensorError as exc:
                 delay = self._backoff.next_delay()
                 if opened:
@@ -477,7 +464,7 @@ class Sdi12Source:
                 logger.warning("%s: %s; reopening in %.2f s", self.name, exc.problem, delay)
             await asyncio.sleep(delay)
 
-    async def _serve(self, session: _Session, sink: Sink) -> None:
+    async def _serve(self, session: Session, sink: Sink) -> None:
         loop = asyncio.get_running_loop()
         start = loop.time()
         sondes = [
@@ -501,7 +488,7 @@ class Sdi12Source:
                     self.name, f"the adapter answered nothing in {silent_rounds} rounds"
                 )
 
-    async def _round(self, session: _Session, due: list[_Sonde], sink: Sink) -> None:
+    async def _round(self, session: Session, due: list[_Sonde], sink: Sink) -> None:
         loop = asyncio.get_running_loop()
         running: list[tuple[float, int, _Sonde, MeasureReply]] = []
         sequential: list[_Sonde] = []
@@ -535,10 +522,10 @@ class Sdi12Source:
                 continue
             await self._submit(sink, reading)
 
-    async def _identify(self, session: _Session, sonde: _Sonde, sink: Sink) -> bool:
+    async def _identify(self, session: Session, sonde: _Sonde, sink: Sink) -> bool:
         try:
             identity = await session.identify(sonde.cfg)
-        except _CommandFailed:
+        except CommandFailed:
             return False
         sonde.identity = identity
         self.identities[sonde.cfg.id] = identity
@@ -557,232 +544,12 @@ class Sdi12Source:
         return True
 
     def _lost(self, sonde: _Sonde, exc: SensorError) -> None:
-        if isinstance(exc, _CommandFailed) and exc.silent:
+        if isinstance(exc, CommandFailed) and exc.silent:
             sonde.identity = None  # it went away: identify it again when it answers
-        elif not isinstance(exc, _CommandFailed | _MeasurementFailed):
+        elif not isinstance(exc, CommandFailed | _MeasurementFailed):
             raise exc  # the port failed: let run() reopen it
         logger.debug("%s: no reading this round: %s", sonde.cfg.id, exc.problem)
 
     async def _submit(self, sink: Sink, reading: Reading) -> None:
         await sink.submit(reading)
         self._backoff.reset()
-
-
-# -- technician tools ---------------------------------------------------------------------
-
-
-async def probe_sdi12(cfg: Sdi12SensorConfig) -> ProbeResult:
-    """One identify and one measurement, with every command and reply as an ``Exchange``."""
-    transcript = _Transcript()
-
-    def note(sensor: str, reason: str, detail: str) -> None:
-        transcript.annotate(f"{reason}: {detail}")
-
-    reading: Reading | None = None
-    error: str | None = None
-    try:
-        async with SerialLink(cfg.port, cfg.baudrate, sensor=cfg.id) as link:
-            if cfg.open_delay_s:
-                await asyncio.sleep(cfg.open_delay_s)
-            adapter = _Adapter(link, terminator=cfg.terminator_bytes, transcript=transcript)
-            session = _Session(adapter, note)
-            request = MeasureRequest.parse(cfg.command)
-            try:
-                await session.identify(cfg)
-            except _CommandFailed as exc:
-                logger.debug("%s: identify failed: %s", cfg.id, exc.problem)
-            reading = await session.measure(cfg, request)
-    except _CommandFailed as exc:
-        error = (
-            f"address {cfg.address!r} on {cfg.port} did not answer: check the wiring, the "
-            f"sonde's power and its address ({exc.problem})"
-            if exc.silent
-            else f"address {cfg.address!r} answered, but never validly: {exc.problem}"
-        )
-    except SensorError as exc:
-        error = exc.problem
-    return ProbeResult(cfg.id, tuple(transcript.exchanges), reading, error)
-
-
-def _quantity_name(info: ParameterInfo, index: int) -> str:
-    name = re.sub(r"[^0-9a-z]+", "_", info.name.lower()).strip("_")
-    return name or f"value{index}"
-
-
-def _snippet(
-    port: str,
-    address: str,
-    request: MeasureRequest,
-    quantities: Sequence[tuple[str, str]],
-    *,
-    named: bool,
-    terminator: str,
-    baudrate: int,
-) -> str:
-    q = json.dumps  # a JSON string is a valid TOML basic string
-    lines = [
-        "[[sensor]]",
-        f"id = {q(f'sdi12-{address}')}",
-        'driver = "sdi12"',
-        f"port = {q(port)}",
-        f"address = {q(address)}",
-        f"command = {q(request.code)}",
-        "quantities = [" + ("" if named else "  # name each value and its unit"),
-        *(f"    [{q(name)}, {q(unit)}]," for name, unit in quantities),
-        "]",
-        "interval_s = 60.0",
-        "timeout_s = 1.0",
-    ]
-    if terminator != "none":
-        lines.append(f"terminator = {q(terminator)}")
-    if baudrate != 9600:
-        lines.append(f"baudrate = {baudrate}")
-    return "\n".join(lines) + "\n"
-
-
-async def _measurement_shape(
-    session: _Session, cfg: Sdi12SensorConfig, identity: Identity | None, request: MeasureRequest
-) -> tuple[int, list[tuple[str, str]], bool]:
-    """(value count, quantity names, whether the sonde named them) for a snippet."""
-    count: int | None = None
-    names: list[tuple[str, str]] = []
-    if identity is not None and identity.version_number >= 14:
-        try:
-            reply = await session.command(
-                cfg,
-                identify_measurement(cfg.address, request),
-                lambda line: parse_measure_reply(line, cfg.address, request),
-            )
-            count = reply.count
-            for number in range(1, count + 1):
-                info = await session.command(
-                    cfg,
-                    identify_parameter(cfg.address, request, number),
-                    lambda line: parse_parameter_info(line, cfg.address, crc=request.crc),
-                )
-                if info is None:
-                    break
-                names.append((_quantity_name(info, number), info.units or "1"))
-        except _CommandFailed:
-            names = []
-    if count is None:
-        # Before v1.4 only a real measurement tells the count; the next command aborts it.
-        reply = await session.command(
-            cfg,
-            request.command(cfg.address),
-            lambda line: parse_measure_reply(line, cfg.address, request),
-        )
-        count = reply.count
-    if len(names) == count:
-        return count, names, True
-    return count, [(f"value{i}", "1") for i in range(1, count + 1)], False
-
-
-async def scan_sdi12(
-    port: str,
-    *,
-    budget_s: float,
-    baudrate: int = 9600,
-    terminator: str = "none",
-    open_delay_s: float = 2.5,
-    reply_timeout_s: float = SCAN_REPLY_TIMEOUT_S,
-    adapter_address: str | None = "z",
-) -> list[Found]:
-    """Find the sondes on one adapter within ``budget_s`` seconds.
-
-    Asks ``?!`` once (a lone sonde names itself and is asked first), then
-    ``a!`` at every address (0-9 first, then A-Z, a-z) until the budget runs
-    out; each address that answers is described at once with ``aI!`` and its
-    measurement shape (``aIM!`` and ``aIM_nnn!`` on v1.4 sondes, else ``aM!``).
-    ``adapter_address`` is skipped: Dr. Liu's adapter answers there itself.
-    Addresses left when the budget is spent are not tried (logged). One
-    attempt per address: a scan trades the spec's retries for coverage.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + budget_s
-    found: list[Found] = []
-    probe = Sdi12SensorConfig(
-        id="scan",
-        port=port,
-        address="0",
-        quantities=(("value", "1"),),
-        timeout_s=reply_timeout_s,
-        retries=0,
-        baudrate=baudrate,
-        terminator=terminator,  # type: ignore[arg-type]  # checked by the caller's CLI/config
-        open_delay_s=open_delay_s,
-    )
-
-    def left() -> float:
-        return deadline - loop.time()
-
-    def ignore(sensor: str, reason: str, detail: str) -> None:
-        logger.debug("scan %s: %s: %s", port, reason, detail)
-
-    try:
-        async with (
-            SerialLink(port, baudrate, sensor=f"scan[{port}]") as link,
-            asyncio.timeout_at(deadline),
-        ):
-            if open_delay_s:
-                await asyncio.sleep(open_delay_s)
-            session = _Session(_Adapter(link, terminator=probe.terminator_bytes), ignore)
-            order = [a for a in ADDRESSES if a != adapter_address]
-            try:
-                lone = await session.command(probe, address_query(), parse_address)
-                if lone in order:
-                    order.remove(lone)
-                    order.insert(0, lone)
-            except _CommandFailed:
-                pass  # none, or several talking at once: ask each address
-            for index, address in enumerate(order):
-                if left() < reply_timeout_s:
-                    logger.warning(
-                        "scan %s: budget spent; addresses %s not tried", port, order[index:]
-                    )
-                    break
-                cfg = replace(probe, address=address)
-                try:
-                    await session.command(
-                        cfg,
-                        acknowledge(address),
-                        functools.partial(parse_acknowledge, address=address),
-                    )
-                except _CommandFailed:
-                    continue
-                # Described at once, so what the budget allowed to find comes with a snippet.
-                found.append(await _describe(session, replace(cfg, retries=1)))
-    except TimeoutError:
-        logger.warning("scan %s: budget of %.1f s spent", port, budget_s)
-    except SensorError as exc:
-        logger.warning("scan %s: %s", port, exc.problem)
-    return found
-
-
-async def _describe(session: _Session, cfg: Sdi12SensorConfig) -> Found:
-    identity: Identity | None = None
-    with contextlib.suppress(_CommandFailed):
-        identity = await session.identify(cfg)
-    request = MeasureRequest()
-    try:
-        count, quantities, named = await _measurement_shape(session, cfg, identity, request)
-    except (_CommandFailed, CountMismatch):
-        count, quantities, named = 1, [("value1", "1")], False
-    who = (
-        f"{identity.vendor} {identity.model} v{identity.version}"
-        + (f" serial {identity.serial}" if identity.serial else "")
-        + f" (SDI-12 {identity.sdi12_version})"
-        if identity is not None
-        else "unidentified sonde (no valid aI! reply)"
-    )
-    description = f"SDI-12 address {cfg.address}: {who}, M returns {count} value(s)"
-    snippet = _snippet(
-        cfg.port,
-        cfg.address,
-        request,
-        quantities,
-        named=named,
-        terminator=cfg.terminator,
-        baudrate=cfg.baudrate,
-    )
-    return Found(cfg.port, "sdi12", description, snippet)

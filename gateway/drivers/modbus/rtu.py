@@ -1,6 +1,6 @@
 """Modbus RTU frames as bytes: CRC, requests, replies, and why a reply is bad.
 
-pymodbus does the framing on the live bus (``modbus_link``). This pure
+pymodbus does the framing on the live bus (``link``). This pure
 module is what the gateway itself knows about the wire: it builds the exact
 frames for the record (``Reading.raw``, ``gateway probe``) and, when bytes
 arrived but pymodbus found no reply in them, says what was wrong (a CRC
@@ -12,14 +12,17 @@ CRC-16/MODBUS: initial 0xFFFF, reflected polynomial 0xA001, sent low byte first.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 from gateway.errors import ProtocolError
 
 __all__ = [
     "EXCEPTION_NAMES",
+    "PARITIES",
     "BadCrc",
     "BadFrame",
     "ModbusExceptionReply",
+    "Parity",
     "crc16",
     "diagnose",
     "exception_name",
@@ -32,6 +35,10 @@ __all__ = [
     "with_crc",
     "write_request",
 ]
+
+Parity = Literal["N", "E", "O"]
+"""Serial parity: none, even, odd."""
+PARITIES: tuple[Parity, ...] = get_args(Parity)
 
 EXCEPTION_NAMES = {
     1: "illegal-function",

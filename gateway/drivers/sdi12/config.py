@@ -20,19 +20,20 @@ Example::
 from __future__ import annotations
 
 import string
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from ..errors import ConfigError
-from .buses import group_buses
-from .table import Table, positive
+from gateway.drivers.link.buses import group_buses
+from gateway.errors import ConfigError
+from gateway.toml_table import Table, positive
 
 __all__ = [
     "SDI12_ADDRESSES",
     "SDI12_COMMANDS",
     "SDI12_TERMINATORS",
     "Sdi12SensorConfig",
+    "Terminator",
     "check_sdi12_buses",
     "parse_sdi12",
 ]
@@ -40,7 +41,8 @@ __all__ = [
 SDI12_ADDRESSES = string.digits + string.ascii_uppercase + string.ascii_lowercase
 SDI12_COMMANDS = ("M", "MC", "C", "CC")
 """Each may carry an index 1-9 (``M1``, ``CC3``): the sonde's additional measurement sets."""
-SDI12_TERMINATORS = {"none": "", "cr": "\r", "lf": "\n", "crlf": "\r\n"}
+Terminator = Literal["none", "cr", "lf", "crlf"]
+SDI12_TERMINATORS: Mapping[Terminator, str] = {"none": "", "cr": "\r", "lf": "\n", "crlf": "\r\n"}
 """What the adapter wants after each command: Dr. Liu's takes none, some want CR."""
 
 
@@ -61,7 +63,7 @@ class Sdi12SensorConfig:
     break-and-command sequence is repeated at least two more times)."""
     baudrate: int = 9600
     """Adapter's USB-serial speed (the SDI-12 side is always 1200 baud)."""
-    terminator: Literal["none", "cr", "lf", "crlf"] = "none"
+    terminator: Terminator = "none"
     open_delay_s: float = 2.5
     """Wait after opening the port: Arduino-based adapters reset on open."""
     site: str | None = None
@@ -116,12 +118,8 @@ def parse_sdi12(t: Table, sid: str, site: str | None) -> Sdi12SensorConfig:
         raise ConfigError(
             f"{t.where}.quantities", "an M measurement returns at most 9 values; use C or CC"
         )
-    terminator = t.get("terminator", str, d.terminator)
-    t.check(
-        "terminator",
-        terminator,
-        lambda x: x in SDI12_TERMINATORS,
-        f"is not one of {tuple(SDI12_TERMINATORS)}",
+    terminator = t.one_of(
+        "terminator", t.get("terminator", str, d.terminator), get_args(Terminator)
     )
     retries = t.get("retries", int, d.retries)
     open_delay = t.get("open_delay_s", float, d.open_delay_s)
@@ -142,7 +140,7 @@ def parse_sdi12(t: Table, sid: str, site: str | None) -> Sdi12SensorConfig:
         ),
         retries=t.check("retries", retries, lambda r: 0 <= r <= 10, "must be 0-10"),
         baudrate=t.check("baudrate", t.get("baudrate", int, d.baudrate), positive, "must be > 0"),
-        terminator=terminator,  # type: ignore[arg-type]  # checked against SDI12_TERMINATORS
+        terminator=terminator,
         open_delay_s=t.check("open_delay_s", open_delay, lambda x: x >= 0, "must be >= 0"),
         site=site,
     )

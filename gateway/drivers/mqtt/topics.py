@@ -27,12 +27,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gateway.config import MqttSensorConfig
+from gateway.drivers.mqtt.config import ID_PLACEHOLDER, MqttSensorConfig
 from gateway.errors import ConfigError
 
 __all__ = ["ID_PLACEHOLDER", "Route", "TopicRouter", "filter_covers", "topic_matches"]
 
-ID_PLACEHOLDER = "{id}"
 _VALID_ID = re.compile(r"[^\s/+#{}]{1,64}")
 
 

@@ -41,10 +41,11 @@ from dataclasses import dataclass
 from decimal import Decimal, localcontext
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from gateway.config.table import Table, parse_toml, read_text
+from gateway.drivers.modbus.rtu import PARITIES, Parity
 from gateway.errors import ConfigError
+from gateway.toml_table import Table, parse_toml, read_text
 
 __all__ = [
     "DATA_TYPES",
@@ -68,6 +69,7 @@ __all__ = [
 
 DataType = Literal["int16", "uint16", "int32", "uint32", "float32"]
 Order = Literal["big", "little"]
+When = Literal["connect", "reading"]
 
 DATA_TYPES: Mapping[str, int] = {
     "int16": 1,
@@ -92,7 +94,6 @@ _MAX_DECIMALS = 9
 MAX_READ_COUNT = 125
 """Modbus allows at most 125 registers in one read (FC 3/4)."""
 MAX_WRITE_COUNT = 123
-_PARITIES = ("N", "E", "O")
 
 
 class CodecError(ValueError):
@@ -133,7 +134,7 @@ class SetupWrite:
     address: int
     values: tuple[int, ...]
     function: int = 6
-    when: Literal["connect", "reading"] = "connect"
+    when: When = "connect"
     wait_s: float = 0.0
     """Pause after the write before the next request (e.g. a measurement's duration)."""
 
@@ -152,7 +153,7 @@ class SerialDefaults:
     """The model's factory serial settings; the sensor config's defaults."""
 
     baudrate: int = 9600
-    parity: Literal["N", "E", "O"] = "N"
+    parity: Parity = "N"
     stopbits: int = 1
     slave: int = 1
 
@@ -414,9 +415,7 @@ def _function(t: Table, default: int, allowed: tuple[int, ...] = (3, 4)) -> int:
 
 
 def _order(t: Table, name: str, default: Order) -> Order:
-    order = t.get(name, str, default)
-    t.check(name, order, lambda o: o in ("big", "little"), "is not 'big' or 'little'")
-    return order  # type: ignore[return-value]  # checked above
+    return t.one_of(name, t.get(name, str, default), get_args(Order), "is not 'big' or 'little'")
 
 
 def _int_list(t: Table, name: str, low: int, high: int) -> tuple[int, ...]:
@@ -439,8 +438,7 @@ def _parse_value(t: Table, defaults: tuple[int, Order, Order]) -> ValueSpec:
     )
     unit = t.get("unit", str, required=True)
     t.check("unit", unit, lambda u: bool(u) and u.isprintable(), "is not a unit")
-    typ = t.get("type", str, required=True)
-    t.check("type", typ, lambda x: x in DATA_TYPES, f"is not one of {tuple(DATA_TYPES)}")
+    typ = t.one_of("type", t.get("type", str, required=True), get_args(DataType))
     address = _address(t, "address", width=DATA_TYPES[typ])
     assert address is not None
     scale = t.get("scale", float, 1.0)
@@ -463,7 +461,7 @@ def _parse_value(t: Table, defaults: tuple[int, Order, Order]) -> ValueSpec:
         unit=unit,
         address=address,
         function=_function(t, fc_default),
-        type=typ,  # type: ignore[arg-type]  # checked against DATA_TYPES
+        type=typ,
         byte_order=_order(t, "byte_order", byte_default),
         word_order=_order(t, "word_order", word_default),
         scale=scale,
@@ -478,8 +476,9 @@ def _parse_value(t: Table, defaults: tuple[int, Order, Order]) -> ValueSpec:
 
 
 def _parse_setup(t: Table) -> SetupWrite:
-    when = t.get("when", str, "connect")
-    t.check("when", when, lambda w: w in ("connect", "reading"), "is not 'connect' or 'reading'")
+    when = t.one_of(
+        "when", t.get("when", str, "connect"), get_args(When), "is not 'connect' or 'reading'"
+    )
     function = _function(t, 6, (6, 16))
     values = _int_list(t, "values", 0, 0xFFFF)
     limit = 1 if function == 6 else MAX_WRITE_COUNT
@@ -491,7 +490,7 @@ def _parse_setup(t: Table) -> SetupWrite:
         address=address,
         values=values,
         function=function,
-        when=when,  # type: ignore[arg-type]  # checked above
+        when=when,
         wait_s=t.check("wait_s", wait, lambda w: 0 <= w <= 60, "must be 0..60 s"),
     )
     t.done()
@@ -513,14 +512,13 @@ def _parse_serial(t: Table | None) -> SerialDefaults:
     if t is None:
         return d
     baud = t.check("baudrate", t.get("baudrate", int, d.baudrate), lambda b: b > 0, "must be > 0")
-    parity = t.get("parity", str, d.parity).upper()
-    t.check("parity", parity, lambda p: p in _PARITIES, f"is not one of {_PARITIES}")
+    parity = t.one_of("parity", t.get("parity", str, d.parity).upper(), PARITIES)
     stopbits = t.get("stopbits", int, d.stopbits)
     t.check("stopbits", stopbits, lambda s: s in (1, 2), "is not 1 or 2")
     slave = t.get("slave", int, d.slave)
     t.check("slave", slave, lambda s: 1 <= s <= 247, "is not a slave id 1..247")
     t.done()
-    return SerialDefaults(baud, parity, stopbits, slave)  # type: ignore[arg-type]
+    return SerialDefaults(baud, parity, stopbits, slave)
 
 
 def _parse_read(t: Table | None) -> ReadLimits:

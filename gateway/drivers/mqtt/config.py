@@ -7,9 +7,9 @@ cannot be turned off; there is deliberately no ``tls_insecure``). Add
 
 A sensor's ``topic`` is an MQTT filter (``+``, ``#``, and one ``{id}`` level
 whose text becomes the ``{id}`` in the sensor's ``id``); see
-``gateway.sources.mqtt_topics`` for matching and precedence. ``format`` is
+``gateway.drivers.mqtt.topics`` for matching and precedence. ``format`` is
 ``"json"`` (the riverseal contract) or ``"senml"`` (RFC 8428); ``names`` maps
-SenML names to quantities for one sensor (``gateway.sources.mqtt_senml``).
+SenML names to quantities for one sensor (``gateway.drivers.mqtt.senml``).
 
 ``reorder_window_s`` (default 30 s, at most 600 s): how long numbers missing from
 a node's ``seq`` are awaited before a signed gap record declares them lost.
@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ..errors import ConfigError
-from .table import Table, positive
+from gateway.errors import ConfigError
+from gateway.toml_table import Table, positive
 
 __all__ = [
+    "ID_PLACEHOLDER",
     "MAX_REORDER_WINDOW_S",
     "MqttConfig",
     "MqttSensorConfig",
@@ -38,7 +39,8 @@ __all__ = [
 MAX_REORDER_WINDOW_S = 600.0
 """The largest ``reorder_window_s`` (a verifier allows for it after an unclean stop)."""
 
-_ID = "{id}"
+ID_PLACEHOLDER = "{id}"
+"""In a sensor id and its topic: the level that names the sensor (one config, many nodes)."""
 
 
 @dataclass(frozen=True)
@@ -145,9 +147,9 @@ def _filter_problem(topic: str) -> str | None:
             return "may use '#' only as the whole last level"
         if "+" in level and level != "+":
             return "may use '+' only as a whole level"
-        if ("{" in level or "}" in level) and level != _ID:
+        if ("{" in level or "}" in level) and level != ID_PLACEHOLDER:
             return "may use '{id}' only as a whole level"
-    if levels.count(_ID) > 1:
+    if levels.count(ID_PLACEHOLDER) > 1:
         return "may have only one '{id}' level"
     return None
 
@@ -156,12 +158,12 @@ def parse_mqtt_sensor(t: Table, sid: str, site: str | None) -> MqttSensorConfig:
     topic = t.get("topic", str, required=True)
     problem = _filter_problem(topic)
     t.check("topic", topic, lambda _: problem is None, str(problem))
-    if (_ID in topic.split("/")) != (_ID in sid):
+    if (ID_PLACEHOLDER in topic.split("/")) != (ID_PLACEHOLDER in sid):
         raise ConfigError(
             f"{t.where}.id",
             f"{sid!r}: an '{{id}}' level in the topic and '{{id}}' in the id go together",
         )
-    if sid.count(_ID) > 1:
+    if sid.count(ID_PLACEHOLDER) > 1:
         raise ConfigError(f"{t.where}.id", f"{sid!r} may contain '{{id}}' only once")
     interval = t.get("interval_s", float, 60.0)
     fmt = t.get("format", str, "json")

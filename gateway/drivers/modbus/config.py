@@ -10,13 +10,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from ..errors import ConfigError
-from .buses import group_buses
-from .table import Table, positive
+from gateway.drivers.link.buses import group_buses
+from gateway.drivers.modbus.rtu import PARITIES, Parity
+from gateway.errors import ConfigError
+from gateway.toml_table import Table, positive
 
 if TYPE_CHECKING:
     # Imported when parsing: the profile loader itself reads TOML with config.table.
-    from ..modbus_profiles.profile import Profile
+    from gateway.drivers.modbus.profile import Profile
 
 __all__ = [
     "MODBUS_BAUD_RATES",
@@ -27,7 +28,7 @@ __all__ = [
 ]
 
 MODBUS_BAUD_RATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400)
-MODBUS_PARITIES = ("N", "E", "O")
+MODBUS_PARITIES = PARITIES
 MAX_RETRIES = 5
 
 
@@ -44,7 +45,7 @@ class ModbusSensorConfig:
     """The ``profile`` setting as written (a shipped name or a path)."""
     baudrate: int = 9600
     """Default: the profile's factory setting."""
-    parity: Literal["N", "E", "O"] = "N"
+    parity: Parity = "N"
     stopbits: int = 1
     interval_s: float = 10.0
     timeout_s: float = 1.0
@@ -56,7 +57,7 @@ class ModbusSensorConfig:
 
 
 def parse_modbus(t: Table, sid: str, site: str | None) -> ModbusSensorConfig:
-    from ..modbus_profiles.profile import load_profile
+    from gateway.drivers.modbus.profile import load_profile
 
     ref = t.get("profile", str, required=True)
     try:
@@ -70,8 +71,7 @@ def parse_modbus(t: Table, sid: str, site: str | None) -> ModbusSensorConfig:
     t.check(
         "baudrate", baud, lambda b: b in MODBUS_BAUD_RATES, f"is not one of {MODBUS_BAUD_RATES}"
     )
-    parity = t.get("parity", str, d.parity).upper()
-    t.check("parity", parity, lambda p: p in MODBUS_PARITIES, f"is not one of {MODBUS_PARITIES}")
+    parity = t.one_of("parity", t.get("parity", str, d.parity).upper(), MODBUS_PARITIES)
     stopbits = t.get("stopbits", int, d.stopbits)
     t.check("stopbits", stopbits, lambda s: s in (1, 2), "is not 1 or 2")
     interval = t.get("interval_s", float, 10.0)
@@ -95,7 +95,7 @@ def parse_modbus(t: Table, sid: str, site: str | None) -> ModbusSensorConfig:
         profile=profile,
         profile_ref=ref,
         baudrate=baud,
-        parity=parity,  # type: ignore[arg-type]  # checked against MODBUS_PARITIES
+        parity=parity,
         stopbits=stopbits,
         interval_s=interval,
         timeout_s=timeout,

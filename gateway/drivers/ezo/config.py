@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
-from ..errors import ConfigError
-from .table import Table, positive
+from gateway.errors import ConfigError
+from gateway.toml_table import Table, positive
 
 __all__ = [
     "EZO_BAUD_RATES",
     "EZO_CIRCUITS",
+    "EZO_DEFAULTS",
     "EZO_MODES",
     "EZO_OUTPUTS",
+    "Circuit",
     "EzoSensorConfig",
+    "Mode",
     "parse_ezo",
 ]
 
 EZO_BAUD_RATES = (300, 1200, 2400, 9600, 19200, 38400, 57600, 115200)
-EZO_CIRCUITS = ("ph", "do", "ec", "orp", "rtd")
-EZO_MODES = ("poll", "continuous")
+Circuit = Literal["ph", "do", "ec", "orp", "rtd"]
+"""The EZO circuits riverseal reads (what ``i`` names them, in lower case)."""
+Mode = Literal["poll", "continuous"]
+EZO_CIRCUITS: tuple[Circuit, ...] = get_args(Circuit)
+EZO_MODES: tuple[Mode, ...] = get_args(Mode)
 EZO_OUTPUTS: dict[str, tuple[str, ...]] = {
     "ec": ("EC", "TDS", "S", "SG"),
     "do": ("mg", "%"),
@@ -33,7 +39,7 @@ CONTINUOUS_MAX_S = 99  # `C,n` takes whole seconds 1-99
 class EzoSensorConfig:
     id: str
     port: str
-    circuit: Literal["ph", "do", "ec", "orp", "rtd"]
+    circuit: Circuit
     baudrate: int = 9600
     interval_s: float = 10.0
     """Poll mode: time between ``R`` polls. Continuous mode: the circuit's ``C,n``
@@ -42,13 +48,18 @@ class EzoSensorConfig:
     """How long a reply may take (poll mode), or how late a streamed line may be."""
     site: str | None = None
     """Sensors at one site share temperature compensation."""
-    mode: Literal["poll", "continuous"] = "poll"
+    mode: Mode = "poll"
     outputs: tuple[str, ...] | None = None
     """EC and DO only: the outputs to switch on at start (others off); None keeps the
     circuit's own selection."""
     temperature_compensation: bool = True
     """pH, EC and DO: send ``T,<°C>`` from an RTD circuit at the same ``site``."""
     driver: Literal["ezo"] = "ezo"
+
+
+EZO_DEFAULTS = EzoSensorConfig(id="ph-1", port="", circuit="ph")
+"""The defaults of every optional key, written once (in the dataclass): the parser and
+``gateway scan``'s snippet take them from here."""
 
 
 def _outputs(t: Table, circuit: str) -> tuple[str, ...] | None:
@@ -71,13 +82,12 @@ def _outputs(t: Table, circuit: str) -> tuple[str, ...] | None:
 
 
 def parse_ezo(t: Table, sid: str, site: str | None) -> EzoSensorConfig:
-    circuit = t.get("circuit", str, required=True).lower()
-    t.check("circuit", circuit, lambda c: c in EZO_CIRCUITS, f"is not one of {EZO_CIRCUITS}")
-    baud = t.get("baudrate", int, 9600)
+    d = EZO_DEFAULTS
+    circuit = t.one_of("circuit", t.get("circuit", str, required=True).lower(), EZO_CIRCUITS)
+    baud = t.get("baudrate", int, d.baudrate)
     t.check("baudrate", baud, lambda b: b in EZO_BAUD_RATES, f"is not one of {EZO_BAUD_RATES}")
-    mode = t.get("mode", str, "poll")
-    t.check("mode", mode, lambda m: m in EZO_MODES, f"is not one of {EZO_MODES}")
-    interval = t.get("interval_s", float, 10.0)
+    mode = t.one_of("mode", t.get("mode", str, d.mode), EZO_MODES)
+    interval = t.get("interval_s", float, d.interval_s)
     if mode == "continuous":
         t.check(
             "interval_s",
@@ -85,16 +95,18 @@ def parse_ezo(t: Table, sid: str, site: str | None) -> EzoSensorConfig:
             lambda x: x.is_integer() and 1 <= x <= CONTINUOUS_MAX_S,
             f"must be whole seconds 1-{CONTINUOUS_MAX_S} in continuous mode (C,n)",
         )
-    timeout = t.get("timeout_s", float, 3.0)
+    timeout = t.get("timeout_s", float, d.timeout_s)
     return EzoSensorConfig(
         id=sid,
         port=t.get("port", str, required=True),
-        circuit=circuit,  # type: ignore[arg-type]  # checked against EZO_CIRCUITS above
+        circuit=circuit,
         baudrate=baud,
         interval_s=t.check("interval_s", interval, lambda x: x >= 0.1, "must be >= 0.1 s"),
         timeout_s=t.check("timeout_s", timeout, positive, "must be > 0"),
         site=site,
-        mode=mode,  # type: ignore[arg-type]  # checked against EZO_MODES above
+        mode=mode,
         outputs=_outputs(t, circuit),
-        temperature_compensation=t.get("temperature_compensation", bool, True),
+        temperature_compensation=t.get(
+            "temperature_compensation", bool, d.temperature_compensation
+        ),
     )

@@ -11,7 +11,7 @@ JSON contract (with simulators/mqtt_node.py), one UTF-8 JSON object::
 exactly ``q`` (quantity, unique within the payload), ``v`` (a finite JSON
 number, not a boolean) and ``u`` (unit).
 
-SenML (RFC 8428): see ``gateway.sources.mqtt_senml``. A pack may carry
+SenML (RFC 8428): see ``gateway.drivers.mqtt.senml``. A pack may carry
 several record times; each distinct time becomes one sample, and the samples
 come in ascending time order (so QC sees them in the order they were taken).
 
@@ -40,9 +40,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Literal
 
+from gateway.drivers.mqtt.senml import SenmlError, json_number, parse_senml
 from gateway.errors import ProtocolError
 from gateway.pipeline import Value
-from gateway.sources.mqtt_senml import SenmlError, json_number, parse_senml
 
 __all__ = [
     "MAX_RAW_CHARS",
