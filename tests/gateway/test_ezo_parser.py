@@ -13,12 +13,12 @@ from gateway.drivers.ezo.protocol import (
     DataLine,
     QueryReply,
     StatusLine,
-    next_slot,
     parse_identity,
     parse_line,
     parse_outputs,
     parse_reading,
 )
+from gateway.drivers.link.cadence import next_slot
 from gateway.errors import ProtocolError
 from gateway.pipeline import Value
 

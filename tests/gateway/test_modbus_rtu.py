@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.drivers.modbus.rtu import (
-    BadCrc,
     BadFrame,
+    ModbusBadCrc,
     ModbusExceptionReply,
     crc16,
     diagnose,
@@ -70,7 +70,7 @@ def test_exception_reply_names_the_code() -> None:
 @pytest.mark.parametrize(
     ("reply", "error", "words"),
     [
-        ("01 03 06 00 FA 02 BC 00 06 B9 3E", BadCrc, "CRC mismatch"),
+        ("01 03 06 00 FA 02 BC 00 06 B9 3E", ModbusBadCrc, "CRC mismatch"),
         ("01 03", BadFrame, "too short"),
     ],
 )
@@ -90,13 +90,13 @@ def test_replies_from_the_wrong_slave_function_or_length() -> None:
 
 def test_diagnose_tells_crc_from_noise() -> None:
     good = read_reply(1, 3, [1, 2, 3])
-    assert isinstance(diagnose(good[:-1] + b"\x00", slave=1, function=3), BadCrc)
+    assert isinstance(diagnose(good[:-1] + b"\x00", slave=1, function=3), ModbusBadCrc)
     assert isinstance(diagnose(frame("83 11 FE 00 01 02"), slave=1, function=3), BadFrame)
     cut = diagnose(good[:6], slave=1, function=3)
     assert isinstance(cut, BadFrame)
     assert "cut short" in cut.problem
     bad_exc = diagnose(frame("01 83 02 00 00"), slave=1, function=3)
-    assert isinstance(bad_exc, BadCrc)
+    assert isinstance(bad_exc, ModbusBadCrc)
 
 
 @given(
@@ -111,7 +111,7 @@ def test_arbitrary_bytes_are_a_reply_or_one_named_rejection(
     problem = ""
     try:
         words = parse_read_reply(raw, slave=slave, function=function, count=count)
-    except (BadCrc, BadFrame, ModbusExceptionReply) as exc:
+    except (ModbusBadCrc, BadFrame, ModbusExceptionReply) as exc:
         problem = exc.problem
     else:
         assert len(words) == count and all(0 <= w <= 0xFFFF for w in words)
@@ -119,7 +119,7 @@ def test_arbitrary_bytes_are_a_reply_or_one_named_rejection(
         problem = "accepted"
     assert problem
     diagnosis = diagnose(raw, slave=slave, function=function)
-    assert isinstance(diagnosis, BadCrc | BadFrame) and diagnosis.problem
+    assert isinstance(diagnosis, ModbusBadCrc | BadFrame) and diagnosis.problem
 
 
 @given(words=st.lists(st.integers(0, 0xFFFF), min_size=1, max_size=125), slave=st.integers(1, 247))

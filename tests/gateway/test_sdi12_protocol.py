@@ -14,12 +14,12 @@ from gateway.drivers.sdi12.protocol import (
     MAX_VALUES_CHARS_C,
     MAX_VALUES_CHARS_M,
     Aborted,
-    BadCrc,
     CountMismatch,
     DataCollector,
     Malformed,
     MeasureReply,
     MeasureRequest,
+    Sdi12BadCrc,
     Sdi12Rejection,
     WrongAddress,
     acknowledge,
@@ -93,10 +93,10 @@ def test_spec_crc_examples_parse_as_data_replies() -> None:
 
 
 def test_a_crc_that_does_not_match_is_rejected_as_crc() -> None:
-    with pytest.raises(BadCrc) as info:
+    with pytest.raises(Sdi12BadCrc) as info:
         parse_data(b"0+3.14OqY", "0", crc=True)
     assert info.value.reason == "crc"
-    with pytest.raises(BadCrc):
+    with pytest.raises(Sdi12BadCrc):
         parse_data(b"0+3.15OqZ", "0", crc=True)  # one digit changed in transit
     with pytest.raises(Malformed, match="too short"):
         parse_data(b"0Oq", "0", crc=True)

@@ -1,4 +1,14 @@
-"""The EZO wire protocol, pure: lines in, values or ProtocolError out."""
+"""The EZO wire protocol, pure: lines in, values or ``ProtocolError`` out.
+
+``parse_line`` classifies one line as a ``StatusLine``
+(``*OK``, ``*ER``, ``*RS`` ...), a ``QueryReply`` (``?I,pH,2.16``,
+``?,O,EC,TDS``, ``?*OK,1``) or a ``DataLine`` (``7.156``, ``412.0,1.025``,
+``no output``), case-insensitively, and raises ProtocolError for anything
+else. ``parse_reading`` turns a data line into named values for a circuit
+and its enabled outputs; ``parse_identity``, ``parse_outputs`` and
+``parse_scale`` read the ``i``, ``O,?`` and RTD ``S,?`` replies;
+``interpret`` does all of it for one received line without raising.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +32,6 @@ __all__ = [
     "Rejected",
     "StatusLine",
     "interpret",
-    "next_slot",
     "parse_identity",
     "parse_line",
     "parse_outputs",
@@ -223,14 +232,6 @@ def parse_outputs(circuit: str, text: str, *, sensor: str | None = None) -> tupl
     if unknown:
         raise _error(f"output reply {text!r} names unknown {circuit} outputs {unknown}", sensor)
     return tuple(name for name, _, _ in _OUTPUTS[circuit] if name.upper() in given)
-
-
-def next_slot(previous: float, interval: float, now: float) -> float:
-    """The poll time after ``previous`` on its fixed cadence, skipping slots already past."""
-    slot = previous + interval
-    if slot < now:
-        slot += math.ceil((now - slot) / interval) * interval
-    return slot
 
 
 # -- one line, interpreted without raising ----------------------------------------------

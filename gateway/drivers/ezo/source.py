@@ -1,4 +1,35 @@
-"""``EzoSource``: reads one EZO circuit, polled or streaming."""
+"""``EzoSource``: reads one Atlas Scientific EZO circuit (pH, ORP, RTD, DO, EC) over UART.
+
+It opens the port, discards stale
+continuous-mode lines, turns response codes on (``*OK,1``), stops
+continuous mode (``C,0``), checks the circuit's identity (``i``, recorded
+as a ``sensor-info`` event), sets or learns the enabled outputs (EC, DO)
+or the temperature scale (RTD), then either polls ``R`` every
+``interval_s`` on a fixed cadence (``mode = "poll"``) or switches the
+circuit to ``C,<interval_s>`` and reads its stream, recording a Gap when
+lines stop coming (``mode = "continuous"``). A reading is acknowledged by
+awaiting ``Sink.submit`` (the log commit) before the next poll. Garbage,
+``*ER``, ``*OV``/``*UV`` and timeouts are reported with ``Sink.reject``;
+``*RS``/``*RE`` (a reboot) and ``*SL`` (sleep) re-run the start sequence;
+a broken link or too many timeouts in a row close the port, and it is
+reopened (following the ``/dev/serial/by-id`` symlink anew) after a capped,
+jittered back-off.
+
+``read_once`` is the seam ``gateway probe`` uses (``tools.probe_ezo``).
+
+Temperature compensation: an RTD source with a ``site`` records its readings
+in the shared ``SiteTemperatures``; a pH, EC or DO source at the same site
+sends the latest as ``T,<°C>`` (before a poll, or between streamed lines)
+when it moved by 0.05 °C or more. When the RTD goes stale the circuit is set
+back to its factory default (25 °C, DO 20 °C). Each change of where the
+compensation comes from is recorded as a ``temperature-compensation`` event.
+
+``*OK,1`` is sent before ``C,0`` (the reference's vendor sample sends ``C,0``
+first): with response codes off, ``C,0`` would get no ``*OK`` and the start
+would time out. A sleeping circuit swallows the byte that wakes it and
+answers ``*WA``; the ``*ER`` that the mangled command then earns is retried
+once. Old firmware that knows only ``RESPONSE,1`` is tried after that.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +48,6 @@ from gateway.drivers.ezo.protocol import (
     Rejected,
     StatusLine,
     interpret,
-    next_slot,
     parse_identity,
     parse_line,
     parse_outputs,
@@ -25,6 +55,8 @@ from gateway.drivers.ezo.protocol import (
     to_celsius,
 )
 from gateway.drivers.ezo.sites import SiteTemperatures
+from gateway.drivers.link.cadence import advance
+from gateway.drivers.link.drain import drain
 from gateway.drivers.link.serial import SerialLink
 from gateway.errors import ProtocolError, SensorError, SensorTimeout
 from gateway.pipeline import Event, Gap, Reading, Sink, Value
@@ -32,6 +64,7 @@ from gateway.pipeline import Event, Gap, Reading, Sink, Value
 __all__ = ["EzoSource", "LineLink"]
 
 logger = logging.getLogger(__name__)
+
 # -- the driver -------------------------------------------------------------------------
 
 # Temperature compensation (sensor-protocols §1.3, §1.5): the circuits that take `T,`,
@@ -170,16 +203,11 @@ class EzoSource:
         Without this a reply still on its way pairs with the next command and every
         answer of the start sequence is one behind.
         """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.timeout_s
-        while (left := deadline - loop.time()) > 0:
-            try:
-                raw = await link.readline(min(QUIET_S, left))
-            except SensorTimeout:
-                return
-            except ProtocolError:
-                continue
+
+        def dropped(raw: bytes) -> None:
             logger.debug("%s: dropped %r after a restart notice", self.name, raw)
+
+        await drain(link, quiet_s=QUIET_S, within_s=self.config.timeout_s, dropped=dropped)
 
     # -- start sequence ------------------------------------------------------------------
 
@@ -391,10 +419,7 @@ class EzoSource:
                 await self._compensate(link, sink)
             await self._poll(link, sink)
             now = loop.time()
-            upcoming = next_slot(slot, interval, now)
-            if upcoming - slot > interval * 1.5:
-                logger.warning("%s: a poll overran its interval; skipped slot(s)", self.name)
-            slot = upcoming
+            slot = advance(slot, interval, now, who=self.name, what="poll")
 
     async def _poll(self, link: LineLink, sink: Sink) -> None:
         """One ``R``: submit the reading, or report why there is none."""

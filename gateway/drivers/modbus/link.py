@@ -4,7 +4,7 @@ This module is the one place where pymodbus is used and where its
 exceptions and error responses become ``SensorError``s:
 
 - no reply within the caller's timeout → ``SensorTimeout``, or, when bytes
-  did arrive but pymodbus found no reply in them, ``BadCrc``/``BadFrame``
+  did arrive but pymodbus found no reply in them, ``ModbusBadCrc``/``BadFrame``
   (``rtu.diagnose`` says which);
 - an exception response → ``ModbusExceptionReply`` naming the code;
 - the port failing (unplugged, EOF, IO error) or refusing to open → ``LinkLost``.
@@ -38,7 +38,6 @@ import logging
 import termios
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
@@ -46,6 +45,7 @@ from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.framer import FramerType
 
+from gateway.drivers.base import Exchange
 from gateway.drivers.modbus.rtu import (
     BadFrame,
     ModbusExceptionReply,
@@ -58,7 +58,7 @@ from gateway.drivers.modbus.rtu import (
 )
 from gateway.errors import ProtocolError, SensorError, SensorTimeout
 
-__all__ = ["LinkLost", "ModbusLink", "Traffic"]
+__all__ = ["LinkLost", "ModbusLink"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,14 +69,6 @@ _CLIENT_TIMEOUT_S = 3600.0
 
 class LinkLost(SensorError):
     """The bus's port is gone or cannot be opened; the source reopens it after a back-off."""
-
-
-@dataclass(frozen=True, slots=True)
-class Traffic:
-    """The bytes of one request and whatever came back, for ``gateway probe``."""
-
-    sent: bytes
-    received: bytes
 
 
 class ModbusLink:
@@ -114,8 +106,8 @@ class ModbusLink:
         self._last_buffer = b""
         self._expect = (0, 0)  # (slave, function) of the request under way
         self._on_stray = on_stray
-        self.last: Traffic | None = None
-        """The last request's bytes and what came back."""
+        self.last: Exchange | None = None
+        """The last request's frame and what came back, in hex, for ``gateway probe``."""
 
     @property
     def settings(self) -> str:
@@ -215,7 +207,7 @@ class ModbusLink:
         """The ``count`` register words at ``address`` (function 3 or 4) of ``slave``.
 
         Raises:
-            SensorTimeout, BadCrc, BadFrame, ModbusExceptionReply, LinkLost.
+            SensorTimeout, ModbusBadCrc, BadFrame, ModbusExceptionReply, LinkLost.
         """
         client = self._open_client()
         if function == 3:
@@ -247,7 +239,7 @@ class ModbusLink:
         """Write ``values`` at ``address`` with function 6 (one word) or 16.
 
         Raises:
-            SensorTimeout, BadCrc, BadFrame, ModbusExceptionReply, LinkLost.
+            SensorTimeout, ModbusBadCrc, BadFrame, ModbusExceptionReply, LinkLost.
         """
         client = self._open_client()
         if function == 6:
@@ -311,7 +303,9 @@ class ModbusLink:
                 task.cancel()
                 await asyncio.wait({task})
         received = b"".join(self._received)
-        self.last = Traffic(self._sent or frame, received)
+        self.last = Exchange(
+            hex_frame(self._sent or frame), hex_frame(received) if received else ""
+        )
         if task in done:
             try:
                 reply = task.result()

@@ -19,8 +19,8 @@ from gateway.errors import ProtocolError
 __all__ = [
     "EXCEPTION_NAMES",
     "PARITIES",
-    "BadCrc",
     "BadFrame",
+    "ModbusBadCrc",
     "ModbusExceptionReply",
     "Parity",
     "crc16",
@@ -107,7 +107,7 @@ class ModbusExceptionReply(ProtocolError):
         return f"exception-{exception_name(self.code)}"
 
 
-class BadCrc(ProtocolError):
+class ModbusBadCrc(ProtocolError):
     """A reply whose CRC does not match its bytes."""
 
 
@@ -163,14 +163,14 @@ def parse_read_reply(
 
     Raises:
         ModbusExceptionReply: the slave answered with an exception.
-        BadCrc: the frame's CRC does not match.
+        ModbusBadCrc: the frame's CRC does not match.
         BadFrame: anything else that is not this reply.
     """
     name = sensor or _LABEL
     if len(frame) < 5:
         raise BadFrame(name, f"{len(frame)} byte(s) is too short for a reply: {hex_frame(frame)}")
     if crc16(frame[:-2]) != int.from_bytes(frame[-2:], "little"):
-        raise BadCrc(name, f"CRC mismatch in {hex_frame(frame)}")
+        raise ModbusBadCrc(name, f"CRC mismatch in {hex_frame(frame)}")
     if frame[0] != slave:
         raise BadFrame(name, f"reply from slave {frame[0]}, expected {slave}: {hex_frame(frame)}")
     if frame[1] == function | 0x80 and len(frame) == 5:
@@ -194,7 +194,7 @@ def diagnose(
 ) -> ProtocolError:
     """Why bytes that arrived after a request are no reply to it.
 
-    Returns BadCrc when they start like a reply from ``slave`` to
+    Returns ModbusBadCrc when they start like a reply from ``slave`` to
     ``function`` (or its exception) but the CRC fails, else BadFrame.
     """
     name = sensor or _LABEL
@@ -206,7 +206,7 @@ def diagnose(
             size = 5 + received[2] if len(received) >= 3 else len(received)
         frame = received[:size]
         if len(frame) == size and crc16(frame[:-2]) != int.from_bytes(frame[-2:], "little"):
-            return BadCrc(name, f"CRC mismatch in reply {shown}")
+            return ModbusBadCrc(name, f"CRC mismatch in reply {shown}")
         if len(frame) < size:
             return BadFrame(name, f"reply cut short after {len(received)} byte(s): {shown}")
     return BadFrame(name, f"{len(received)} byte(s) that are no reply to the request: {shown}")

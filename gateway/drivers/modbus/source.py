@@ -30,21 +30,22 @@ by path after a capped, jittered back-off, following a ``/dev/serial/by-id``
 symlink to the new device; each slave's cadence carries on.
 
 ``probe_modbus`` (one reading with the frames on the wire) and
-``scan_modbus`` (find slaves on a port within a time budget) are the
-technician's tools behind ``gateway probe`` and ``gateway scan``.
+``scan_modbus`` (find slaves on a port within a time budget), in ``tools``, are
+the technician's tools behind ``gateway probe`` and ``gateway scan``; ``SlaveReader`` is
+their seam.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from gateway.backoff import Backoff
-from gateway.drivers.base import Exchange
+from gateway.drivers.link.cadence import advance
+from gateway.drivers.link.record import Transcript
 from gateway.drivers.modbus.config import ModbusSensorConfig, check_modbus_buses
 from gateway.drivers.modbus.link import LinkLost, ModbusLink
 from gateway.drivers.modbus.profile import (
@@ -54,7 +55,7 @@ from gateway.drivers.modbus.profile import (
     decode_reading,
     plan_reads,
 )
-from gateway.drivers.modbus.rtu import BadCrc, ModbusExceptionReply, hex_frame, read_reply
+from gateway.drivers.modbus.rtu import ModbusBadCrc, ModbusExceptionReply, hex_frame, read_reply
 from gateway.errors import ProtocolError, SensorError, SensorTimeout
 from gateway.pipeline import Event, Reading, Sink, Value
 
@@ -64,14 +65,6 @@ logger = logging.getLogger(__name__)
 
 Reject = Callable[[str, str, str], None]
 """``(sensor, reason, detail)``, as ``Sink.reject``."""
-
-
-def next_slot(previous: float, interval: float, now: float) -> float:
-    """The poll time after ``previous`` on its fixed cadence, skipping slots already past."""
-    slot = previous + interval
-    if slot < now:
-        slot += math.ceil((now - slot) / interval) * interval
-    return slot
 
 
 # -- one reading of one slave ----------------------------------------------------------
@@ -97,13 +90,13 @@ class SlaveReader:
         cfg: ModbusSensorConfig,
         reject: Reject,
         clock: Callable[[], int],
-        on_exchange: Callable[[Exchange], None] | None = None,
+        transcript: Transcript | None = None,
     ) -> None:
         self.cfg = cfg
         self.blocks = plan_reads(cfg.profile)
         self._reject = reject
         self._clock = clock
-        self._on_exchange = on_exchange
+        self._transcript = transcript
         self.connected_setup_done = False
 
     async def read(self, link: ModbusLink) -> _Outcome:
@@ -212,7 +205,7 @@ class SlaveReader:
             self._note(link, f"{what}: no reply (attempt {attempt}/{attempts})")
             return exc
         except ProtocolError as exc:
-            reason = "crc" if isinstance(exc, BadCrc) else "garbage"
+            reason = "crc" if isinstance(exc, ModbusBadCrc) else "garbage"
             self._note(link, f"{what}: {exc.problem} (attempt {attempt}/{attempts})")
             self._reject(cfg.id, reason, f"{what}: {exc.problem}")
             return exc
@@ -233,9 +226,8 @@ class SlaveReader:
         out.error = f"{what}: {last.problem}"
 
     def _note(self, link: ModbusLink, note: str) -> None:
-        if self._on_exchange is not None and link.last is not None:
-            received = hex_frame(link.last.received) if link.last.received else ""
-            self._on_exchange(Exchange(hex_frame(link.last.sent), received, note))
+        if self._transcript is not None and link.last is not None:
+            self._transcript.add(link.last.sent, link.last.received, note)
 
 
 def reading_of(cfg: ModbusSensorConfig, out: _Outcome) -> Reading | None:
@@ -354,10 +346,7 @@ class ModbusSource:
                     announced = True
                 await sink.submit(reading)
                 self._backoff.reset()
-            upcoming = next_slot(slot, cfg.interval_s, loop.time())
-            if upcoming - slot > cfg.interval_s * 1.5:
-                logger.warning("%s: a reading overran its interval; skipped slot(s)", cfg.id)
-            slot = upcoming
+            slot = advance(slot, cfg.interval_s, loop.time(), who=cfg.id, what="reading")
 
 
 def _sensor_info(cfg: ModbusSensorConfig, time_ns: int) -> Event:

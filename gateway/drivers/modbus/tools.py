@@ -7,7 +7,9 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 
-from gateway.drivers.base import Exchange, Found, ProbeResult
+from gateway.drivers.base import Found, ProbeResult
+from gateway.drivers.link.record import Transcript
+from gateway.drivers.link.snippet import TomlValue, sensor_snippet
 from gateway.drivers.modbus.config import ModbusSensorConfig
 from gateway.drivers.modbus.link import LinkLost, ModbusLink
 from gateway.drivers.modbus.profile import (
@@ -22,7 +24,6 @@ from gateway.errors import SensorError
 __all__ = ["probe_modbus", "scan_modbus"]
 
 logger = logging.getLogger(__name__)
-# -- technician tools ------------------------------------------------------------------------
 
 
 async def probe_modbus(cfg: ModbusSensorConfig) -> ProbeResult:
@@ -30,13 +31,13 @@ async def probe_modbus(cfg: ModbusSensorConfig) -> ProbeResult:
 
     Opens the port itself, so it fails (saying so) while the daemon holds it.
     """
-    exchanges: list[Exchange] = []
+    transcript = Transcript()
     rejected: list[str] = []
 
     def reject(sensor: str, reason: str, detail: str) -> None:
         rejected.append(f"{reason}: {detail}")
 
-    reader = SlaveReader(cfg, reject, time.time_ns, exchanges.append)
+    reader = SlaveReader(cfg, reject, time.time_ns, transcript)
     try:
         async with ModbusLink(
             cfg.port, baudrate=cfg.baudrate, parity=cfg.parity, stopbits=cfg.stopbits
@@ -45,7 +46,7 @@ async def probe_modbus(cfg: ModbusSensorConfig) -> ProbeResult:
     except LinkLost as exc:
         return ProbeResult(
             cfg.id,
-            tuple(exchanges),
+            transcript.exchanges,
             None,
             f"{exc.problem}; check the cable and the port name (is the gateway running "
             "and holding the port?)",
@@ -56,7 +57,7 @@ async def probe_modbus(cfg: ModbusSensorConfig) -> ProbeResult:
         error = "; ".join(rejected)
     elif error is not None and rejected:
         error = f"{error} ({'; '.join(rejected)})"
-    return ProbeResult(cfg.id, tuple(exchanges), reading, error)
+    return ProbeResult(cfg.id, transcript.exchanges, reading, error)
 
 
 COMMON_SETTINGS: tuple[tuple[int, str], ...] = (
@@ -180,27 +181,25 @@ async def _identify(
 
 
 def _found(port: str, slave: int, baudrate: int, parity: str, model: Profile | None) -> Found:
+    profile: tuple[str, TomlValue] | tuple[str, TomlValue, str]
     if model is not None:
         what = f"{model.model} (profile {model.name})"
-        profile_line = f'profile = "{model.name}"'
+        profile = ("profile", model.name)
     else:
         what = "unknown model: no shipped profile's identifying registers matched"
-        profile_line = (
-            'profile = "/etc/riverseal/profiles/FILL-IN.toml"  '
-            "# write one: see docs/modbus-profiles.md"
+        profile = (
+            "profile",
+            "/etc/riverseal/profiles/FILL-IN.toml",
+            "write one: see docs/modbus-profiles.md",
         )
-    snippet = "\n".join(
-        [
-            "[[sensor]]",
-            f'id = "modbus-{slave}"',
-            'driver = "modbus"',
-            f'port = "{port}"',
-            f"slave = {slave}",
-            profile_line,
-            f"baudrate = {baudrate}",
-            f'parity = "{parity}"',
-            "interval_s = 10.0",
-            "",
-        ]
+    snippet = sensor_snippet(
+        ("id", f"modbus-{slave}"),
+        ("driver", "modbus"),
+        ("port", port),  # escaped: a port name is pasted into the config as is
+        ("slave", slave),
+        profile,
+        ("baudrate", baudrate),
+        ("parity", parity),
+        ("interval_s", 10.0),
     )
     return Found(port, "modbus", f"slave {slave} at {baudrate} 8{parity}1: {what}", snippet)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import aiomqtt
 
 from gateway.drivers.base import Exchange, ProbeResult
+from gateway.drivers.link.display import escape
 from gateway.drivers.mqtt.config import MqttConfig, MqttSensorConfig
 from gateway.drivers.mqtt.payload import (
     PayloadError,
@@ -32,12 +33,9 @@ _PROBE_SHOW_CHARS = 2000
 
 __all__ = ["probe_mqtt"]
 
-# -- gateway probe ---------------------------------------------------------------------
-
 
 def _printable(payload: bytes) -> str:
-    text = payload.decode("utf-8", "backslashreplace")
-    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    shown = escape(payload, utf8=True)
     if len(shown) > _PROBE_SHOW_CHARS:
         return shown[:_PROBE_SHOW_CHARS] + f"... ({len(payload)} bytes)"
     return shown

@@ -33,6 +33,7 @@ import re
 import string
 from dataclasses import dataclass
 
+from gateway.drivers.link.display import escape
 from gateway.errors import ProtocolError
 
 __all__ = [
@@ -41,7 +42,6 @@ __all__ = [
     "MAX_VALUES_CHARS_C",
     "MAX_VALUES_CHARS_M",
     "Aborted",
-    "BadCrc",
     "CountMismatch",
     "DataCollector",
     "Identity",
@@ -49,6 +49,7 @@ __all__ = [
     "MeasureReply",
     "MeasureRequest",
     "ParameterInfo",
+    "Sdi12BadCrc",
     "Sdi12Rejection",
     "WrongAddress",
     "acknowledge",
@@ -56,7 +57,6 @@ __all__ = [
     "append_crc",
     "crc16",
     "crc_chars",
-    "escape",
     "identify",
     "identify_measurement",
     "identify_parameter",
@@ -114,7 +114,7 @@ class WrongAddress(Sdi12Rejection):
     reason = "wrong-address"
 
 
-class BadCrc(Sdi12Rejection):
+class Sdi12BadCrc(Sdi12Rejection):
     """The CRC characters do not match the reply."""
 
     reason = "crc"
@@ -243,11 +243,6 @@ def send_data(address: str, index: int) -> str:
 
 
 # -- replies -------------------------------------------------------------------------------
-
-
-def escape(line: bytes) -> str:
-    """A reply as printable text for messages: non-printable bytes as ``\\xNN``."""
-    return "".join(chr(b) if 0x20 <= b < 0x7F else f"\\x{b:02x}" for b in line)
 
 
 def _show(line: bytes) -> str:
@@ -411,7 +406,7 @@ def parse_data(
         body, received = line[:-3], line[-3:]
         expected = crc_chars(crc16(body))
         if received != expected:
-            raise BadCrc(
+            raise Sdi12BadCrc(
                 f"data reply {_show(line)} ends in {_show(received)}; its CRC is {_show(expected)}",
                 sensor,
             )
@@ -446,7 +441,7 @@ def parse_parameter_info(
         if len(line) < 4:
             raise Malformed(f"parameter info {_show(line)} is too short for a CRC", sensor)
         if line[-3:] != crc_chars(crc16(line[:-3])):
-            raise BadCrc(f"parameter info {_show(line)} fails its CRC", sensor)
+            raise Sdi12BadCrc(f"parameter info {_show(line)} fails its CRC", sensor)
         line = line[:-3]
     text = _text(line, "parameter info", sensor)
     if len(text) == 1:

@@ -50,14 +50,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TypeVar
 
 from gateway.backoff import Backoff
-from gateway.drivers.base import Exchange
+from gateway.drivers.link.cadence import next_slot
+from gateway.drivers.link.display import escape
+from gateway.drivers.link.drain import drain
+from gateway.drivers.link.record import Transcript
 from gateway.drivers.link.serial import SerialLink
 from gateway.drivers.sdi12.config import Sdi12SensorConfig, check_sdi12_buses
 from gateway.drivers.sdi12.protocol import (
@@ -66,7 +68,6 @@ from gateway.drivers.sdi12.protocol import (
     MeasureReply,
     MeasureRequest,
     Sdi12Rejection,
-    escape,
     identify,
     parse_acknowledge,
     parse_data,
@@ -103,22 +104,6 @@ class CommandFailed(SensorError):
 
 class _MeasurementFailed(SensorError):
     """A measurement could not be completed this round (already rejected)."""
-
-
-class Transcript:
-    """The exchanges of a probe, as a technician will read them."""
-
-    def __init__(self) -> None:
-        self.exchanges: list[Exchange] = []
-
-    def add(self, sent: str, received: str, note: str = "") -> None:
-        self.exchanges.append(Exchange(sent, received, note))
-
-    def annotate(self, note: str) -> None:
-        if self.exchanges:
-            last = self.exchanges[-1]
-            joined = f"{last.note}; {note}" if last.note else note
-            self.exchanges[-1] = replace(last, note=joined)
 
 
 class Adapter:
@@ -197,16 +182,11 @@ class Adapter:
 
     async def settle(self) -> None:
         """Let the rest of a bad reply arrive and drop it, so the retry's reply is its own."""
-        loop = asyncio.get_running_loop()
-        stop = loop.time() + _SETTLE_MAX_S
-        while loop.time() < stop:
-            try:
-                line = await self._link.readline(self._settle_s)
-            except SensorTimeout:
-                return
-            except ProtocolError:
-                continue
+
+        def dropped(line: bytes) -> None:
             self._record("", escape(line), "late line, dropped")
+
+        await drain(self._link, quiet_s=self._settle_s, within_s=_SETTLE_MAX_S, dropped=dropped)
 
     def _record(self, sent: str, received: str, note: str = "") -> None:
         if self.transcript is not None:
@@ -382,14 +362,6 @@ class _Sonde:
     next_due: float = 0.0
 
 
-def _next_slot(previous: float, interval: float, now: float) -> float:
-    """The poll time after ``previous`` on its fixed cadence, skipping slots already past."""
-    slot = previous + interval
-    if slot < now:
-        slot += math.ceil((now - slot) / interval) * interval
-    return slot
-
-
 def _identity_detail(cfg: Sdi12SensorConfig, identity: Identity) -> dict[str, str]:
     return {
         "sensor": cfg.id,
@@ -481,7 +453,7 @@ class Sdi12Source:
             await self._round(session, due, sink)
             after = loop.time()
             for s in due:
-                s.next_due = _next_slot(s.next_due, s.cfg.interval_s, after)
+                s.next_due = next_slot(s.next_due, s.cfg.interval_s, after)
             silent_rounds = 0 if session.adapter.heard else silent_rounds + 1
             if silent_rounds >= self._max_silent_rounds:
                 raise SensorError(

@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import re
 from collections.abc import Sequence
 from dataclasses import replace
 
 from gateway.drivers.base import Found, ProbeResult
+from gateway.drivers.link.record import Transcript
 from gateway.drivers.link.serial import SerialLink
+from gateway.drivers.link.snippet import TomlValue, sensor_snippet
 from gateway.drivers.sdi12.config import Sdi12SensorConfig, Terminator
 from gateway.drivers.sdi12.protocol import (
     ADDRESSES,
@@ -34,7 +35,6 @@ from gateway.drivers.sdi12.source import (
     Adapter,
     CommandFailed,
     Session,
-    Transcript,
 )
 from gateway.errors import SensorError
 from gateway.pipeline import Reading
@@ -42,7 +42,6 @@ from gateway.pipeline import Reading
 __all__ = ["probe_sdi12", "scan_sdi12"]
 
 logger = logging.getLogger(__name__)
-# -- technician tools ---------------------------------------------------------------------
 
 
 async def probe_sdi12(cfg: Sdi12SensorConfig) -> ProbeResult:
@@ -75,7 +74,7 @@ async def probe_sdi12(cfg: Sdi12SensorConfig) -> ProbeResult:
         )
     except SensorError as exc:
         error = exc.problem
-    return ProbeResult(cfg.id, tuple(transcript.exchanges), reading, error)
+    return ProbeResult(cfg.id, transcript.exchanges, reading, error)
 
 
 def _quantity_name(info: ParameterInfo, index: int) -> str:
@@ -93,25 +92,22 @@ def _snippet(
     terminator: Terminator,
     baudrate: int,
 ) -> str:
-    q = json.dumps  # a JSON string is a valid TOML basic string
-    lines = [
-        "[[sensor]]",
-        f"id = {q(f'sdi12-{address}')}",
-        'driver = "sdi12"',
-        f"port = {q(port)}",
-        f"address = {q(address)}",
-        f"command = {q(request.code)}",
-        "quantities = [" + ("" if named else "  # name each value and its unit"),
-        *(f"    [{q(name)}, {q(unit)}]," for name, unit in quantities),
-        "]",
-        "interval_s = 60.0",
-        "timeout_s = 1.0",
+    pairs: list[TomlValue] = [[name, unit] for name, unit in quantities]
+    fields: list[tuple[str, TomlValue] | tuple[str, TomlValue, str]] = [
+        ("id", f"sdi12-{address}"),
+        ("driver", "sdi12"),
+        ("port", port),
+        ("address", address),
+        ("command", request.code),
+        ("quantities", pairs) if named else ("quantities", pairs, "name each value and its unit"),
+        ("interval_s", 60.0),
+        ("timeout_s", 1.0),
     ]
     if terminator != "none":
-        lines.append(f"terminator = {q(terminator)}")
+        fields.append(("terminator", terminator))
     if baudrate != 9600:
-        lines.append(f"baudrate = {baudrate}")
-    return "\n".join(lines) + "\n"
+        fields.append(("baudrate", baudrate))
+    return sensor_snippet(*fields)
 
 
 async def _measurement_shape(
