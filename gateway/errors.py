@@ -1,19 +1,51 @@
 """The one exception tree of the gateway.
 
-Split by who is at fault, so the CLI can tell a technician what to do::
+Split by who is at fault, so the CLI can tell a technician what to do. Every
+subclass defined anywhere in the gateway is drawn here, with its module; a
+new one is added to this drawing::
 
-    GatewayError                   base; ``diagnostics()`` is what the CLI prints
-    ├── ConfigError                the configuration file is wrong (the operator's to fix)
-    ├── KeyFileError               device key missing, unreadable, wrong mode, or exists already
-    ├── StoreError                 the log database failed (disk, corruption, schema)
-    ├── HistoryConflict            the log does not extend what the key signed (gateway/history.py)
-    ├── DataDirInUse               another gateway holds the data directory's lock (gateway/lock.py)
-    ├── SensorError                a sensor or its link misbehaved (retried by the supervisor)
-    │   ├── SensorTimeout          no answer within the sensor's timeout
-    │   └── ProtocolError          an answer that breaks the wire protocol
-    └── AnchorError                a ledger could not take an anchor
-        ├── LedgerUnavailable      retryable: network, timeouts, 5xx
-        └── LedgerRejected         not retryable as is: the ledger said no
+    GatewayError                     base; ``diagnostics()`` is what the CLI prints
+    ├── ConfigError                  the configuration file is wrong (the operator's to fix)
+    ├── KeyFileError                 device key missing, unreadable, wrong mode, or exists already
+    ├── StoreError                   the log database failed (disk, corruption, schema)
+    ├── HistoryConflict              the log does not extend what the key signed (history.py)
+    ├── DataDirInUse                 another gateway holds the data directory's lock (lock.py)
+    ├── RotationError                a key rotation cannot start or be finished (rotate.py)
+    ├── ExportEmpty                  no entries in the requested window (export.py)
+    ├── NoSuchEntry                  the entry asked for is not in the log (evidence.py)
+    ├── PublishError                 the publish target could not take or give a file (publish.py)
+    ├── PublishRefused               the target holds a log this one does not extend (publish.py)
+    ├── SensorError                  a sensor or its link misbehaved (retried by the supervisor)
+    │   ├── SensorTimeout            no answer within the sensor's timeout
+    │   ├── LinkLost                 a Modbus bus's port is gone (drivers/modbus/link.py)
+    │   ├── CommandFailed            an SDI-12 command failed every retry (drivers/sdi12/source.py)
+    │   ├── _MeasurementFailed       an SDI-12 measurement lost this round (drivers/sdi12/source.py)
+    │   ├── _IdentityMismatch        the port answers as another EZO circuit (drivers/ezo/source.py)
+    │   └── ProtocolError            an answer that breaks the wire protocol (the sensor's fault)
+    │       ├── _ErrorReply          an EZO command answered ``*ER`` (drivers/ezo/source.py)
+    │       ├── ModbusExceptionReply a Modbus exception response (drivers/modbus/rtu.py)
+    │       ├── ModbusBadCrc         a Modbus frame whose CRC does not match (drivers/modbus/rtu.py)
+    │       ├── BadFrame             a Modbus frame of the wrong shape (drivers/modbus/rtu.py)
+    │       ├── PayloadError         an MQTT payload refused (drivers/mqtt/payload.py)
+    │       └── Sdi12Rejection       a reply SDI-12 does not allow (drivers/sdi12/protocol.py)
+    │           ├── Malformed        not an SDI-12 reply at all
+    │           ├── WrongAddress     a reply from another address
+    │           ├── Sdi12BadCrc      a reply whose CRC does not match
+    │           ├── CountMismatch    more or fewer values than announced or configured
+    │           └── Aborted          data ran out before every announced value came
+    └── AnchorError                  a ledger could not take an anchor
+        ├── LedgerUnavailable        retryable: network, timeouts, 5xx
+        └── LedgerRejected           not retryable as is: the ledger said no
+            ├── RpcError             the EVM node answered a JSON-RPC error (anchoring/evm_rpc.py)
+            └── ChainMismatch        every endpoint serves another chain (anchoring/evm_rpc.py)
+
+Outside the tree, never escaping their module's boundary: the pure decoders'
+``SenmlError`` (drivers/mqtt/senml.py, mapped to ``PayloadError``) and
+``CodecError`` (drivers/modbus/profile.py: registers that do not decode, which
+``decode_reading`` turns into a problem the source rejects), both
+``ValueError``; and two private control-flow signals, the EZO source's
+``_Restart`` (the circuit rebooted: run the start sequence again; ``gateway
+probe`` gets a ``SensorError``) and ``anchoring/evm_rpc.py``'s ``_Unusable``.
 """
 
 from __future__ import annotations
