@@ -36,7 +36,7 @@ _fromiso = datetime.fromisoformat
 SRC_WINDOW = 1000
 """8 d): a ``src_seq`` may arrive late while it lies within this many numbers of the
 highest of its run; a number still missing further down is decided then. The gateway
-declares a lost number by then at the latest (gateway/sources/mqtt.py, REORDER_MAX_SEQS)."""
+declares a lost number by then at the latest (gateway/drivers/mqtt/source.py, REORDER_MAX_SEQS)."""
 SILENCE_TOLERANCE_S = 1.0
 """8 f): added to a sensor's declared allowance before an uncovered silence fails."""
 END_SLACK_S = 60.0

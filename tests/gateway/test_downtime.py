@@ -78,7 +78,12 @@ def records(db: Path) -> list[dict[str, Any]]:
     if not db.exists():
         return []
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as c:
-        rows = c.execute("SELECT data FROM entries ORDER BY idx").fetchall()
+        try:
+            rows = c.execute("SELECT data FROM entries ORDER BY idx").fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):  # the daemon has made the file, not yet its schema
+                return []
+            raise
     return [json.loads(bytes(d))["rec"] for (d,) in rows]
 
 
