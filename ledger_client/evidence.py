@@ -272,7 +272,6 @@ def verify_evidence(
     )
     return replace(
         report,
-        ok=not failures,
         failures=failures,
         failure_count=len(failures),  # one entry: never more than a report keeps
         steps=steps,

@@ -145,14 +145,14 @@ class Lineage:
                     )
             elif size > largest:
                 self._fail(
-                    f"the checkpoint you kept ({_where(k)}) is at size {size}, beyond this "
+                    f"the checkpoint you kept ({k.source}) is at size {size}, beyond this "
                     f"source's newest ({largest}): it cannot show that it extends that "
                     "history (an older export, or a log rolled back)",
                     size,
                 )
             elif tree_span is not None and size < tree_span[0]:
                 self._fail(
-                    f"the checkpoint you kept ({_where(k)}, size {size}) lies before the "
+                    f"the checkpoint you kept ({k.source}, size {size}) lies before the "
                     f"first leaf this source carries ({tree_span[0]}); export a range that "
                     "starts at or before it",
                     size,
@@ -165,7 +165,7 @@ class Lineage:
                 )
                 self._fail(
                     f"this source cannot be linked to the checkpoint you kept "
-                    f"({_where(k)}, size {size}): {why}",
+                    f"({k.source}, size {size}): {why}",
                     size,
                 )
 
@@ -194,10 +194,6 @@ def _open(
         )
         return None
     return SignedCheckpoint(cp, k.note, k.source)
-
-
-def _where(k: SignedCheckpoint) -> str:
-    return k.source
 
 
 def _linked_text(k: SignedCheckpoint) -> str:

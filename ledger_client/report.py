@@ -288,7 +288,6 @@ class Report:
     """What the checklist found. ``ok``: no failure at all; ``level``: what was proven
     (``verified`` only for Level.VERIFIED)."""
 
-    ok: bool
     entries: int
     failures: tuple[Failure, ...]
     steps: tuple[StepResult, ...]
@@ -325,6 +324,11 @@ class Report:
     def __post_init__(self) -> None:
         if self.failure_count < 0:
             object.__setattr__(self, "failure_count", len(self.failures))
+
+    @property
+    def ok(self) -> bool:
+        """No failure at all (whatever the level)."""
+        return self.failure_count == 0
 
     @property
     def independently_dated(self) -> bool:

@@ -762,7 +762,6 @@ class Checklist:
         )
         header = run.header
         return Report(
-            ok=run.failure_count == 0,
             entries=run.entries,
             failures=tuple(sorted(run.failures, key=lambda f: _STEP_NUMBER[f.check])),
             steps=steps,
