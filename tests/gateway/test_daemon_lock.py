@@ -14,22 +14,21 @@ import contextlib
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
 import pytest
+from daemon_procs import GATEWAY, records, start
 
 from gateway.keys import create_device_key, load_device_key
 from gateway.lock import LOCK_NAME, DataDirInUse, hold_data_dir, lock_holder
 
-GATEWAY = [sys.executable, "-m", "gateway"]
 TOPIC = "daemon-lock/node-1"
 
 
@@ -40,36 +39,6 @@ def config_text(broker: tuple[str, int], data_dir: str, client: str) -> str:
         f'[mqtt]\nhost = "{broker[0]}"\nport = {broker[1]}\nclient_id = "{client}"\n'
         f'[[sensor]]\nid = "node-1"\ndriver = "mqtt"\ntopic = "{TOPIC}"\ninterval_s = 0.5\n'
     )
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-
-
-def start(cfg: Path, procs: list[subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
-    with (cfg.parent / "gateway.log").open("ab") as out:
-        p = subprocess.Popen([*GATEWAY, "run", "--config", str(cfg)], stdout=out, stderr=out)
-    procs.append(p)
-    return p
-
-
-def records(db: Path) -> list[dict[str, Any]]:
-    if not db.exists():
-        return []
-    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as c:
-        try:
-            rows = c.execute("SELECT data FROM entries ORDER BY idx").fetchall()
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):  # the daemon has made the file, not yet its schema
-                return []
-            raise
-    return [json.loads(bytes(d))["rec"] for (d,) in rows]
 
 
 def readings(db: Path) -> int:

@@ -15,17 +15,16 @@ import asyncio
 import contextlib
 import json
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
-import pytest
+from daemon_procs import records, start
 
 from gateway.config import load_config
 from gateway.daemon import BOOT_META, plan_boot, sensor_expectations
@@ -37,7 +36,6 @@ from gateway.silence import expectation
 from gateway.store import Store
 from ledger_client.records import format_time, parse_entry, parse_time
 
-GATEWAY = [sys.executable, "-m", "gateway"]
 INTERVAL_S = 0.5
 NODES = ("node-1", "node-2")
 TOLERANCE_S = 1.0  # what the rule allows a reading beyond its allowance
@@ -55,36 +53,6 @@ def config_text(broker: tuple[str, int], nodes: tuple[str, ...]) -> str:
         "[log]\ncheckpoint_every_entries = 50\ncheckpoint_every_seconds = 0.5\n"
         f'[mqtt]\nhost = "{broker[0]}"\nport = {broker[1]}\nclient_id = "downtime-gw"\n' + sensors
     )
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-
-
-def start(cfg: Path, procs: list[subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
-    with (cfg.parent / "gateway.log").open("ab") as out:
-        p = subprocess.Popen([*GATEWAY, "run", "--config", str(cfg)], stdout=out, stderr=out)
-    procs.append(p)
-    return p
-
-
-def records(db: Path) -> list[dict[str, Any]]:
-    if not db.exists():
-        return []
-    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as c:
-        try:
-            rows = c.execute("SELECT data FROM entries ORDER BY idx").fetchall()
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):  # the daemon has made the file, not yet its schema
-                return []
-            raise
-    return [json.loads(bytes(d))["rec"] for (d,) in rows]
 
 
 async def readings_after_boot(db: Path, boots: int, each: int, within: float = 15.0) -> None:

@@ -23,7 +23,6 @@ import socket
 import sqlite3
 import struct
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -32,15 +31,14 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import aiomqtt
 import pytest
+from daemon_procs import records, start
 
 from gateway.keys import create_device_key
 from gateway.notify import Notifier
 
-GATEWAY = [sys.executable, "-m", "gateway"]
 STATUS_LINE = re.compile(
     r"log \d+ entries, 1 sensors( \(1 silent\))?, "
     r"(last checkpoint \d+|no checkpoint yet), (anchors ok|no anchors)"
@@ -110,16 +108,6 @@ def short_dir() -> Iterator[Path]:
     shutil.rmtree(path)
 
 
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-
-
 def station(tmp_path: Path, broker: tuple[str, int], topic: str) -> Path:
     create_device_key(tmp_path / "device.key")
     cfg = tmp_path / "gateway.toml"
@@ -130,28 +118,6 @@ def station(tmp_path: Path, broker: tuple[str, int], topic: str) -> Path:
         f'[[sensor]]\nid = "node-1"\ndriver = "mqtt"\ntopic = "{topic}"\ninterval_s = 0.5\n'
     )
     return cfg
-
-
-def start(
-    cfg: Path, procs: list[subprocess.Popen[bytes]], env: dict[str, str]
-) -> subprocess.Popen[bytes]:
-    with (cfg.parent / "gateway.log").open("ab") as out:
-        p = subprocess.Popen(
-            [*GATEWAY, "run", "--config", str(cfg)],
-            stdout=out,
-            stderr=out,
-            env={**os.environ, **env},
-        )
-    procs.append(p)
-    return p
-
-
-def records(db: Path) -> list[dict[str, Any]]:
-    if not db.exists():
-        return []
-    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as c:
-        rows = c.execute("SELECT data FROM entries ORDER BY idx").fetchall()
-    return [json.loads(bytes(d))["rec"] for (d,) in rows]
 
 
 @contextlib.asynccontextmanager

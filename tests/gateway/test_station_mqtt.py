@@ -13,16 +13,14 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiomqtt
 import pytest
+from daemon_procs import GATEWAY, start
 
 from ledger_client import merkle
 from ledger_client.records import parse_entry
-
-GATEWAY = [sys.executable, "-m", "gateway"]
 
 
 def payload(seq: int, value: float = 12.0) -> bytes:
@@ -45,23 +43,6 @@ def make_station(tmp_path: Path, broker: tuple[str, int], client_id: str) -> Pat
         f'[[sensor]]\nid = "node-1"\ndriver = "mqtt"\ntopic = "{client_id}/node-1"\n'
     )
     return cfg
-
-
-@pytest.fixture
-def gateway_proc() -> Iterator[list[subprocess.Popen[bytes]]]:
-    procs: list[subprocess.Popen[bytes]] = []
-    yield procs
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-
-
-def start(cfg: Path, procs: list[subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
-    with (cfg.parent / "gateway.log").open("ab") as log:
-        p = subprocess.Popen([*GATEWAY, "run", "--config", str(cfg)], stdout=log, stderr=log)
-    procs.append(p)
-    return p
 
 
 def readings(db: Path) -> list[tuple[int, int, int]]:
@@ -88,10 +69,10 @@ async def wait_for_count(db: Path, n: int, timeout: float = 60) -> list[tuple[in
 
 
 async def test_duplicates_and_malformed_payloads_through_the_whole_gateway(
-    tmp_path: Path, mosquitto: tuple[str, int], gateway_proc: list[subprocess.Popen[bytes]]
+    tmp_path: Path, mosquitto: tuple[str, int], procs: list[subprocess.Popen[bytes]]
 ) -> None:
     cfg = make_station(tmp_path, mosquitto, "dup-test")
-    proc = start(cfg, gateway_proc)
+    proc = start(cfg, procs)
     db = tmp_path / "data" / "log.sqlite"
     topic = "dup-test/node-1"
     async with aiomqtt.Client(mosquitto[0], mosquitto[1], identifier="dup-pub") as pub:
@@ -125,13 +106,13 @@ async def test_duplicates_and_malformed_payloads_through_the_whole_gateway(
 
 @pytest.mark.slow
 async def test_kill_9_loses_no_acknowledged_reading_and_duplicates_none(
-    tmp_path: Path, mosquitto: tuple[str, int], gateway_proc: list[subprocess.Popen[bytes]]
+    tmp_path: Path, mosquitto: tuple[str, int], procs: list[subprocess.Popen[bytes]]
 ) -> None:
     total = 600
     cfg = make_station(tmp_path, mosquitto, "crash-test")
     db = tmp_path / "data" / "log.sqlite"
     topic = "crash-test/node-1"
-    proc = start(cfg, gateway_proc)
+    proc = start(cfg, procs)
     checkpoints_before: list[tuple[int, bytes]] = []
     async with aiomqtt.Client(mosquitto[0], mosquitto[1], identifier="crash-pub") as pub:
         await asyncio.sleep(1.0)
@@ -151,7 +132,7 @@ async def test_kill_9_loses_no_acknowledged_reading_and_duplicates_none(
                         (int(s), bytes(r))
                         for s, r in c.execute("SELECT size, root FROM checkpoints")
                     ]
-                proc = start(cfg, gateway_proc)
+                proc = start(cfg, procs)
     rows = await wait_for_count(db, total, timeout=90)
     await asyncio.sleep(1.0)  # anything redelivered late must still be deduplicated
     proc.send_signal(signal.SIGTERM)

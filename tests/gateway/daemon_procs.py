@@ -1,0 +1,46 @@
+"""Real ``gateway run`` processes for tests: start one, read what its log holds so far.
+
+The ``procs`` fixture (tests/gateway/conftest.py) kills whatever a test left running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+GATEWAY = [sys.executable, "-m", "gateway"]
+
+
+def start(
+    cfg: Path, procs: list[subprocess.Popen[bytes]], env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """``gateway run --config cfg``, its output appended to ``gateway.log`` beside it."""
+    with (cfg.parent / "gateway.log").open("ab") as out:
+        p = subprocess.Popen(
+            [*GATEWAY, "run", "--config", str(cfg)],
+            stdout=out,
+            stderr=out,
+            env=None if env is None else {**os.environ, **env},
+        )
+    procs.append(p)
+    return p
+
+
+def records(db: Path) -> list[dict[str, Any]]:
+    """Every record committed so far, read-only, while the daemon may be writing."""
+    if not db.exists():
+        return []
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as c:
+        try:
+            rows = c.execute("SELECT data FROM entries ORDER BY idx").fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):  # the daemon has made the file, not yet its schema
+                return []
+            raise
+    return [json.loads(bytes(d))["rec"] for (d,) in rows]
