@@ -26,9 +26,11 @@ from typing import Any, TextIO
 
 from .anchors import AnchorChecker
 from .bundle import MAX_BUNDLE_BYTES
+from .checkpoint import Checkpoint
 from .errors import LedgerClientError
 from .evm import EvmChecker
 from .lineage import KeptCheckpoint
+from .note import split_note
 from .report_csv import CsvRefused, CsvReport
 from .report_html import HtmlReport
 from .trust import MalformedTrust, TrustList, parse_trust
@@ -346,7 +348,7 @@ def _save_checkpoint(args: argparse.Namespace, report: Report) -> str | None:
     except OSError as exc:
         print(f"{_PROG}: --save-checkpoint {path}: {exc.strerror or exc}", file=sys.stderr)
         return None
-    size = note.split("\n", 2)[1]
+    size = Checkpoint.parse(split_note(note)[0]).size
     return f"kept checkpoint {size} in {path}: check the next bundle with --since-checkpoint {path}"
 
 
