@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.ledgers.anvil_node
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.servers.anvil_node
 
 from gateway.anchoring.anchorer import Anchorer
 from gateway.anchoring.evm import EvmBackend
@@ -41,7 +41,7 @@ from gateway.keys import create_anchor_key, create_device_key
 from gateway.log import Log
 from gateway.pipeline import Reading, Value
 from gateway.store import Store
-from tests.ledgers.anvil_node import AnvilNode, running_anvil
+from tests.servers.anvil_node import AnvilNode, running_anvil
 
 RATE = 10_000  # readings per second
 DEAD = "0x000000000000000000000000000000000000dEaD"

@@ -7,13 +7,13 @@ override this fixture closer to them (see tests/simulators/conftest.py).
 Tests on the shared broker use client ids and topics of their own.
 
 ``mosquitto_tls``: one real Mosquitto with TLS listeners for the session
-(see tests/simulators/sim_broker.py ``TlsBroker``): certificates made with
+(see tests/servers/broker.py ``TlsBroker``): certificates made with
 openssl in the test, a password file made with ``mosquitto_passwd``.
 
 ``tsa``: one real RFC 3161 timestamp authority for the session (see
-tests/ledgers/tsa_server.py): ``tsa.url(fault)``, ``tsa.roots``.
+tests/servers/tsa_server.py): ``tsa.url(fault)``, ``tsa.roots``.
 
-``anvil``: one real anvil node for the session (see tests/ledgers/anvil_node.py):
+``anvil``: one real anvil node for the session (see tests/servers/anvil_node.py):
 a block every 0.5 s, ``finalized`` = head − 2. Tests that stop, reorg or stall
 a chain start their own with ``running_anvil``.
 """
@@ -29,9 +29,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.ledgers.anvil_node import AnvilMissing, AnvilNode, anvil_binary, running_anvil
-from tests.ledgers.tsa_server import TestTsa, running_tsa
-from tests.simulators.sim_broker import TlsBroker
+from tests.servers.anvil_node import AnvilMissing, AnvilNode, anvil_binary, running_anvil
+from tests.servers.broker import TlsBroker
+from tests.servers.tsa_server import TestTsa, running_tsa
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
@@ -79,7 +79,7 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, i
 
 @pytest.fixture(scope="session")
 def tsa(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestTsa]:
-    """A real RFC 3161 TSA (``openssl ts -reply`` over HTTP); see tests/ledgers/tsa_server.py."""
+    """A real RFC 3161 TSA (``openssl ts -reply`` over HTTP); see tests/servers/tsa_server.py."""
     with running_tsa(tmp_path_factory.mktemp("tsa")) as server:
         yield server
 

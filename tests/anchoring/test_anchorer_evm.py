@@ -31,7 +31,7 @@ from ledger_client.evm import EvmChecker, parse_anchor_calldata
 from ledger_client.note import split_note
 from ledger_client.trust import parse_trust
 from ledger_client.verify import VERIFIED_STATUS, verify_bundle
-from tests.ledgers.anvil_node import AnvilNode, running_anvil
+from tests.servers.anvil_node import AnvilNode, running_anvil
 
 NAME = "evm:test"
 

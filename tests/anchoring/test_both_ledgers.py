@@ -27,8 +27,8 @@ from tests.anchoring.test_evm_station import (
     wait_until,
     write_trust,
 )
-from tests.ledgers.anvil_node import AnvilNode, evm_toml
-from tests.ledgers.tsa_server import TestTsa, rfc3161_toml
+from tests.servers.anvil_node import AnvilNode, evm_toml
+from tests.servers.tsa_server import TestTsa, rfc3161_toml
 
 
 def test_a_station_anchored_on_a_chain_and_a_tsa_verifies_against_both(

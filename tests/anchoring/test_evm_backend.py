@@ -25,7 +25,7 @@ from gateway.errors import LedgerRejected
 from gateway.keys import AnchorKey, create_anchor_key
 from ledger_client.evm import anchor_calldata, parse_anchor_calldata
 from ledger_client.records import format_time
-from tests.ledgers.anvil_node import AnvilNode, running_anvil
+from tests.servers.anvil_node import AnvilNode, running_anvil
 
 DIGEST = hashlib.sha256(b"a checkpoint body").digest()
 DEAD = "0x000000000000000000000000000000000000dEaD"

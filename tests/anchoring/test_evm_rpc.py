@@ -16,7 +16,7 @@ import pytest
 
 from gateway.anchoring.evm_rpc import ChainMismatch, EvmRpc, RpcError
 from gateway.errors import LedgerRejected, LedgerUnavailable
-from tests.ledgers.anvil_node import AnvilNode, running_anvil
+from tests.servers.anvil_node import AnvilNode, running_anvil
 
 
 def dead_url() -> str:

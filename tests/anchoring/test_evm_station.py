@@ -30,7 +30,7 @@ from gateway.pipeline import Reading, Sink, Value
 from gateway.store import AnchorRow, Store
 from ledger_client.cli import main as ledger_verify
 from ledger_client.evm import parse_anchor_calldata
-from tests.ledgers.anvil_node import AnvilNode, evm_toml, running_anvil
+from tests.servers.anvil_node import AnvilNode, evm_toml, running_anvil
 
 BASE = """\
 [device]

@@ -36,7 +36,7 @@ from ledger_client.cli import main as ledger_verify
 from ledger_client.evm import EvmChecker, anchor_calldata
 from ledger_client.trust import TrustList, parse_trust
 from ledger_client.verify import VERIFIED_STATUS, Report, verify_bundle
-from tests.ledgers.anvil_node import AnvilNode, running_anvil
+from tests.servers.anvil_node import AnvilNode, running_anvil
 
 NAME = "evm:anvil"
 

@@ -30,7 +30,7 @@ from gateway.pipeline import Reading, Value
 from gateway.store import Store
 from ledger_client.bundle import AnchorReceipt
 from ledger_client.tsa import TsaChecker, load_tsa_roots
-from tests.ledgers.tsa_server import TestTsa, rfc3161_toml
+from tests.servers.tsa_server import TestTsa, rfc3161_toml
 
 DIGEST = hashlib.sha256(b"a checkpoint body\n").digest()
 

@@ -15,7 +15,7 @@ from rfc3161_client import HashAlgorithm, TimestampRequestBuilder
 from gateway.anchoring.rfc3161_messages import read_reply, timestamp_request
 from gateway.errors import LedgerRejected, LedgerUnavailable
 from ledger_client.tsa import load_tsa_roots
-from tests.ledgers.tsa_server import OPENSSL, TestTsa
+from tests.servers.tsa_server import OPENSSL, TestTsa
 
 BODY = b"riverseal.example/gw/0a1b2c\n7\nq2bRsrAd2Lz6Gc+mGWU4SZz+dfmoVbkp1XSjaP8LQCA=\n"
 DIGEST = hashlib.sha256(BODY).digest()

@@ -25,7 +25,7 @@ from gateway.keys import create_device_key, load_device_key
 from gateway.pipeline import Reading, Sink, Value
 from gateway.store import AnchorRow, Store
 from ledger_client.cli import main as ledger_verify
-from tests.ledgers.tsa_server import TestTsa, rfc3161_toml
+from tests.servers.tsa_server import TestTsa, rfc3161_toml
 
 READINGS = 40
 BASE = """\

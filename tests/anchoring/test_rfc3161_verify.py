@@ -37,7 +37,7 @@ from ledger_client.cli import (
 from ledger_client.cli import main as ledger_verify
 from ledger_client.note import split_note
 from ledger_client.tsa import load_tsa_roots
-from tests.ledgers.tsa_server import OPENSSL, TestTsa
+from tests.servers.tsa_server import OPENSSL, TestTsa
 
 
 async def anchored_bundle(tmp_path: Path, tsa: TestTsa, fault: str, roots: Path) -> Bundle:

@@ -1,6 +1,6 @@
 """TSA interop (issue 11): tokens whose certificates SET OF is not in DER order.
 
-The chained test authority (tests/ledgers/tsa_server.py, ``/chain``) is set
+The chained test authority (tests/servers/tsa_server.py, ``/chain``) is set
 up as OpenSSL's sample configuration is, with ``certs =`` embedding its CA
 chain: ``openssl ts -reply`` writes the token's certificates in insertion
 order, which here is never DER order. rfc3161-client refuses such a token
@@ -39,7 +39,7 @@ from ledger_client.der_sets import DerError, der_sorted_reply, der_sorted_token
 from ledger_client.errors import AnchorCheckError
 from ledger_client.tsa import load_tsa_roots, verify_token
 from tests.anchoring.test_rfc3161_station import final_of, make_station, run_station
-from tests.ledgers.tsa_server import OPENSSL, TestTsa, rfc3161_toml
+from tests.servers.tsa_server import OPENSSL, TestTsa, rfc3161_toml
 
 DIGEST = hashlib.sha256(b"a checkpoint body\n").digest()
 NONCE = 0x1234_5678_9ABC

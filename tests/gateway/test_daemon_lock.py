@@ -24,10 +24,10 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from daemon_procs import GATEWAY, records, start
 
 from gateway.keys import create_device_key, load_device_key
 from gateway.lock import LOCK_NAME, DataDirInUse, hold_data_dir, lock_holder
+from tests.gateway.daemon_procs import GATEWAY, records, start
 
 TOPIC = "daemon-lock/node-1"
 

@@ -21,8 +21,8 @@ and ``<!-- NAME:end -->``; the tests compare each with what the code emits
 now, and the files under docs/examples/ byte for byte. After a deliberate
 change of what the gateway writes, regenerate them (and review the diff):
 
-    .venv/bin/python tests/gateway/test_docs_v2.py --write
-    .venv/bin/python tests/ledger_client/test_docs.py --write
+    .venv/bin/python -m tests.gateway.test_docs_v2 --write
+    .venv/bin/python -m tests.ledger_client.test_docs --write
 
 (the second refreshes the §12 blocks derived from the bundle; if box A
 changed, tests/ledger_client/lc_bundles.py:gateway_doc_example, which builds
@@ -611,7 +611,7 @@ def test_the_example_files_are_what_the_gateway_writes(generated: Generated) -> 
     for name, data in generated.files.items():
         assert (EXAMPLES / name).read_bytes() == data, (
             f"docs/examples/{name} is not what the gateway writes now: run "
-            ".venv/bin/python tests/gateway/test_docs_v2.py --write and review the diff"
+            ".venv/bin/python -m tests.gateway.test_docs_v2 --write and review the diff"
         )
 
 
@@ -620,7 +620,7 @@ def test_the_documents_blocks_are_what_the_gateway_writes(generated: Generated) 
     for name, text in generated.blocks.items():
         assert shown.get(name) == text, (
             f"docs/bundle-format.md block {name!r} is not what the gateway writes now: run "
-            ".venv/bin/python tests/gateway/test_docs_v2.py --write and review the diff"
+            ".venv/bin/python -m tests.gateway.test_docs_v2 --write and review the diff"
         )
 
 
@@ -713,7 +713,7 @@ def test_the_operations_commands_run_as_written(tmp_path: Path) -> None:
     on a local port without TLS); then every command of the export, publish and verify
     sections, run by bash with the box's paths in place of /etc/riverseal and the
     server's URL in place of https://mirror.example.org."""
-    from tests.ledgers.web_server import NginxMissing, WebServer
+    from tests.servers.web_server import NginxMissing, WebServer
 
     text = OPERATIONS.read_text(encoding="utf-8")
     export = _section(text, "Exporting for the regulator")

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
-from daemon_procs import records, start
 
 from gateway.config import load_config
 from gateway.daemon import BOOT_META, plan_boot, sensor_expectations
@@ -35,6 +34,7 @@ from gateway.pipeline import Event, Reading, Value
 from gateway.silence import expectation
 from gateway.store import Store
 from ledger_client.records import format_time, parse_entry, parse_time
+from tests.gateway.daemon_procs import records, start
 
 INTERVAL_S = 0.5
 NODES = ("node-1", "node-2")

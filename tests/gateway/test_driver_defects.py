@@ -53,7 +53,7 @@ from simulators.river import RiverModel
 from simulators.sdi12 import SDI12_QUANTITIES, Sdi12Adapter, Sdi12PtyAdapter, Sonde, SondeModel
 
 if TYPE_CHECKING:
-    from conftest import RecordingSink
+    from tests.gateway.recording_sink import RecordingSink
 
 RIVER = RiverModel(seed=7)
 

@@ -29,7 +29,7 @@ from simulators.pty_link import EzoPtyDevice
 from simulators.river import RiverModel
 
 if TYPE_CHECKING:
-    from conftest import RecordingSink
+    from tests.gateway.recording_sink import RecordingSink
 
 REPLY_DELAY_S = 0.02
 

@@ -28,7 +28,7 @@ from simulators.pty_link import EzoPtyDevice
 from simulators.river import RiverModel
 
 if TYPE_CHECKING:
-    from conftest import RecordingSink
+    from tests.gateway.recording_sink import RecordingSink
 
 SIM_NOW = 1_767_272_400.0  # 2026-01-01T13:00:00Z
 DELAY = 0.02  # simulator processing delays scaled down 50x

@@ -26,7 +26,7 @@ from gateway.publish import HttpTarget, PublishError, publish
 from gateway.store import Store
 from ledger_client.cli import main as verify_main
 from ledger_client.note import Signer
-from tests.ledgers.web_server import NginxMissing, WebServer, running_web_server
+from tests.servers.web_server import NginxMissing, WebServer, running_web_server
 
 T0 = 1_772_323_200_000_000_000  # 2026-03-01T00:00:00Z
 SEED = 41

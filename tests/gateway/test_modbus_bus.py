@@ -29,7 +29,7 @@ from simulators.modbus import ModbusSimBus, SimSlave, load_sim_profile
 from simulators.river import RiverModel
 
 if TYPE_CHECKING:
-    from conftest import RecordingSink
+    from tests.gateway.recording_sink import RecordingSink
 
 INTERVAL_S = 0.4
 TIMEOUT_S = 0.15

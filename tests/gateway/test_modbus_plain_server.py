@@ -34,7 +34,7 @@ from gateway.drivers.modbus.source import ModbusSource
 from gateway.drivers.modbus.tools import probe_modbus
 
 if TYPE_CHECKING:
-    from conftest import RecordingSink
+    from tests.gateway.recording_sink import RecordingSink
 
 # Byte positions, in register order, of a float32 whose big-endian bytes are A B C D.
 PERMUTATION = {

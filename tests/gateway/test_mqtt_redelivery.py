@@ -34,7 +34,7 @@ from gateway.pipeline import Gap
 from ledger_client.records import parse_entry
 
 if TYPE_CHECKING:
-    from conftest import RecordingSink
+    from tests.gateway.recording_sink import RecordingSink
 
 GATEWAY = [sys.executable, "-m", "gateway"]
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"

@@ -22,7 +22,7 @@ from simulators.mqtt_node import MqttNode, NodeFaults
 from simulators.river import RiverModel
 
 if TYPE_CHECKING:
-    from conftest import RecordingSink
+    from tests.gateway.recording_sink import RecordingSink
 
 GOOD = {
     "seq": 17,

@@ -18,9 +18,8 @@ from gateway.errors import SensorError
 from gateway.pipeline import Value
 
 if TYPE_CHECKING:
-    from conftest import RecordingSink
-
-    from tests.simulators.sim_broker import TlsBroker
+    from tests.gateway.recording_sink import RecordingSink
+    from tests.servers.broker import TlsBroker
 
 _ids = itertools.count()
 BODY = b'{"seq":0,"time":"2026-11-21T05:09:56Z","values":[{"q":"ph","v":7.25,"u":"pH"}]}'

@@ -19,7 +19,7 @@ from gateway.errors import ConfigError
 from gateway.pipeline import Value
 
 if TYPE_CHECKING:
-    from conftest import RecordingSink
+    from tests.gateway.recording_sink import RecordingSink
 
 
 def s(sid: str, topic: str) -> MqttSensorConfig:

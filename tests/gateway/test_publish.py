@@ -36,7 +36,7 @@ from ledger_client.tiles import (
     parse_tile_path,
     tiles_for,
 )
-from tests.ledgers.web_server import NginxMissing, WebServer, running_web_server
+from tests.servers.web_server import NginxMissing, WebServer, running_web_server
 
 T0 = 1_700_000_000_000_000_000
 
@@ -53,7 +53,7 @@ def clock() -> int:
 
 @pytest.fixture
 def web_server(tmp_path: Path) -> Iterator[WebServer]:
-    """A real nginx taking PUTs into its own document root (tests/ledgers/web_server.py)."""
+    """A real nginx taking PUTs into its own document root (tests/servers/web_server.py)."""
     try:
         with running_web_server(tmp_path / "nginx") as server:
             yield server

@@ -34,10 +34,10 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
-from daemon_procs import records, start
 
 from gateway.keys import create_device_key
 from gateway.notify import Notifier
+from tests.gateway.daemon_procs import records, start
 
 STATUS_LINE = re.compile(
     r"log \d+ entries, 1 sensors( \(1 silent\))?, "

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
-from daemon_procs import GATEWAY, start
 
 from ledger_client import merkle
 from ledger_client.records import parse_entry
+from tests.gateway.daemon_procs import GATEWAY, start
 
 
 def payload(seq: int, value: float = 12.0) -> bytes:

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lc_bundles import SHARED, BundleMaker
 
 from ledger_client.bundle import Bundle
+from tests.ledger_client.lc_bundles import SHARED, BundleMaker
 
 
 @pytest.fixture(scope="session")

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lc_bundles import ORIGIN, OTHER_SEED, BundleMaker
 
 from ledger_client.bundle import Bundle
 from ledger_client.cli import MAX_PRINTED_FAILURES, main
 from ledger_client.note import Signer
+from tests.ledger_client.lc_bundles import ORIGIN, OTHER_SEED, BundleMaker
 
 Write = Callable[[Any], Path]
 

@@ -13,8 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lc_bundles import DEVICE, ORIGIN, BundleMaker
-from v2_bundles import manifest_for, notes_for, v2_members, write_container
+from tests.ledger_client.lc_bundles import DEVICE, ORIGIN, BundleMaker
+from tests.ledger_client.v2_bundles import manifest_for, notes_for, v2_members, write_container
 
 
 def _bundle(tmp_path: Path) -> Path:

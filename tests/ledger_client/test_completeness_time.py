@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lc_bundles import NOW, T0_NS, BundleMaker
-from v2_bundles import manifest_for, notes_for, v2_members, write_container
 
 from ledger_client.records import format_time
 from ledger_client.verify import GapSpan, Report, verify_bundle
 from ledger_client.verify_stream import verify_source
+from tests.ledger_client.lc_bundles import NOW, T0_NS, BundleMaker
+from tests.ledger_client.v2_bundles import manifest_for, notes_for, v2_members, write_container
 
 DECLARED = {
     "ph-1": {"interval_s": 20, "allowance_s": 30, "repeat_s": 60},

@@ -8,7 +8,7 @@ tests/gateway/test_docs_v2.py checks against the real gateway's export), and fro
 ``example-bundle-worked`` and ``example-bundle-verify``. After a deliberate change,
 regenerate the bundle with tests/gateway/test_docs_v2.py, then the two derived blocks with
 
-    .venv/bin/python tests/ledger_client/test_docs.py --write
+    .venv/bin/python -m tests.ledger_client.test_docs --write
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ import re
 import sys
 from pathlib import Path
 
-from lc_bundles import DOC_ORIGIN, NOW, gateway_doc_example
-
 from ledger_client import merkle
 from ledger_client.bundle import Bundle
 from ledger_client.checkpoint import Checkpoint
@@ -30,6 +28,7 @@ from ledger_client.note import split_note
 from ledger_client.trust import parse_trust
 from ledger_client.verify import LOCAL_STATUS, STEPS, verify_bundle
 from ledger_client.verify_stream import verify_source
+from tests.ledger_client.lc_bundles import DOC_ORIGIN, NOW, gateway_doc_example
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "bundle-format.md"
@@ -164,7 +163,7 @@ def test_the_hand_worked_numbers_and_the_report_are_the_examples() -> None:
     for name, text in derived_blocks().items():
         assert shown[name] == text, (
             f"docs/bundle-format.md block {name!r} is stale: run "
-            ".venv/bin/python tests/ledger_client/test_docs.py --write and review the diff"
+            ".venv/bin/python -m tests.ledger_client.test_docs --write and review the diff"
         )
 
 

@@ -12,7 +12,6 @@ import json
 from collections.abc import Callable
 
 import pytest
-from lc_bundles import NOW, ORIGIN, OTHER_SEED, BundleMaker
 
 from ledger_client.bundle import Bundle, DeviceKey
 from ledger_client.checkpoint import Checkpoint, sign_checkpoint
@@ -20,6 +19,7 @@ from ledger_client.errors import MalformedBundle
 from ledger_client.evidence import PROOF_HEADER, Evidence, parse_evidence, verify_evidence
 from ledger_client.note import Signer, split_note
 from ledger_client.verify import LOCAL_STATUS, STEPS, Report
+from tests.ledger_client.lc_bundles import NOW, ORIGIN, OTHER_SEED, BundleMaker
 
 
 def evidence_for(bundle: Bundle, index: int) -> Evidence:

@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from lc_bundles import BundleMaker
 
 from ledger_client.bundle import Bundle
 from ledger_client.cli import main
 from ledger_client.errors import LedgerClientError
 from ledger_client.note import Verifier, split_note
+from tests.ledger_client.lc_bundles import BundleMaker
 
 MAKER = BundleMaker()
 GOOD = MAKER.build(MAKER.standard_records(), [20, 45, 62])

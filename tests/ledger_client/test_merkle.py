@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from lc_bundles import SHARED
 
 from ledger_client import errors
 from ledger_client.merkle import (
@@ -23,6 +22,7 @@ from ledger_client.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from tests.ledger_client.lc_bundles import SHARED
 
 VECTORS = (SHARED / "testvectors" / "rfc9162").resolve()
 

@@ -27,8 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lc_bundles import NOW, ORIGIN, BundleMaker
-from v2_bundles import manifest_for, notes_for, v2_members, write_container
 
 from ledger_client.bundle import Bundle
 from ledger_client.report_csv import COLUMNS, CsvRefused, CsvReport
@@ -42,6 +40,8 @@ from ledger_client.report_html import (
 )
 from ledger_client.verify import Report, verify_bundle
 from ledger_client.verify_stream import verify_source
+from tests.ledger_client.lc_bundles import NOW, ORIGIN, BundleMaker
+from tests.ledger_client.v2_bundles import manifest_for, notes_for, v2_members, write_container
 
 WML = "http://www.opengis.net/def/waterml/2.0/quality/"
 QUALITY = {

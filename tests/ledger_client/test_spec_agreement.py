@@ -32,8 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lc_bundles import DOC_DEVICE, DOC_ORIGIN, DOC_SEED, NOW, T0_NS, BundleMaker
-from v2_bundles import manifest_for, notes_for, v2_members, write_container
 
 from gateway.config import parse_config
 from gateway.config.qc import DEFAULT_LIMITS
@@ -55,6 +53,8 @@ from ledger_client.verify import Report, verify_bundle
 from ledger_client.verify_stream import verify_source
 from simulators.mqtt_node import QUANTITIES as NODE_QUANTITIES
 from simulators.sdi12 import SDI12_QUANTITIES
+from tests.ledger_client.lc_bundles import DOC_DEVICE, DOC_ORIGIN, DOC_SEED, NOW, T0_NS, BundleMaker
+from tests.ledger_client.v2_bundles import manifest_for, notes_for, v2_members, write_container
 
 KEY_ID = "c3f374b2"
 """The key ID of box A's test key (docs/bundle-format.md §12)."""

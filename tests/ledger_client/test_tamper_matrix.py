@@ -28,8 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lc_bundles import ORIGIN, OTHER_SEED, SEED, T0_NS, BundleMaker
-from v2_bundles import manifest_for, notes_for, v2_members, write_container
 
 from ledger_client.bundle import MAX_NESTING, AnchorReceipt, Bundle
 from ledger_client.bundle_v1_stream import MAX_VALUE_CHARS
@@ -41,6 +39,8 @@ from ledger_client.note import Signer, split_note
 from ledger_client.records import format_time, make_entry
 from ledger_client.tiles import ENTRIES, decode_entry_bundle, encode_entry_bundle, tile_path
 from ledger_client.verify import Failure
+from tests.ledger_client.lc_bundles import ORIGIN, OTHER_SEED, SEED, T0_NS, BundleMaker
+from tests.ledger_client.v2_bundles import manifest_for, notes_for, v2_members, write_container
 
 SIGNER = Signer.from_seed(ORIGIN, SEED)
 KEY = SIGNER.key_id.hex()

@@ -14,10 +14,9 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-from lc_bundles import NOW, BundleMaker
-
 import ledger_client as lc
 from ledger_client.note import split_note
+from tests.ledger_client.lc_bundles import NOW, BundleMaker
 
 CHAIN = "evm:explorer-chain"
 

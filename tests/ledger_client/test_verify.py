@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lc_bundles import NOW, ORIGIN, OTHER_SEED, SENSORS, BundleMaker
 
 from ledger_client.bundle import AnchorReceipt, Bundle
 from ledger_client.checkpoint import Checkpoint, sign_checkpoint
@@ -24,6 +23,7 @@ from ledger_client.verify import (
     Report,
     verify_bundle,
 )
+from tests.ledger_client.lc_bundles import NOW, ORIGIN, OTHER_SEED, SENSORS, BundleMaker
 
 Doc = dict[str, Any]
 

@@ -11,14 +11,13 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime
 
-from lc_bundles import NOW, BundleMaker
-
 from ledger_client.anchors import AnchorEvidence
 from ledger_client.bundle import AnchorReceipt, Bundle
 from ledger_client.checkpoint import Checkpoint
 from ledger_client.errors import AnchorCheckError, LedgerUnreachable
 from ledger_client.note import Verifier, split_note
 from ledger_client.verify import UNCHECKED_STATUS, VERIFIED_STATUS, Level, verify_bundle
+from tests.ledger_client.lc_bundles import NOW, BundleMaker
 
 
 class Ledger:

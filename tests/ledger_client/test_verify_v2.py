@@ -45,16 +45,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lc_bundles import NOW, ORIGIN, OTHER_SEED, SEED, SENSORS, T0_NS, BundleMaker
-from v2_bundles import (
-    manifest_for,
-    notes_for,
-    ustar_member,
-    v2_members,
-    write_container,
-    write_mirror,
-    write_raw_container,
-)
 
 from ledger_client.bundle import AnchorReceipt, DeviceKey
 from ledger_client.bundle_v2 import Manifest, Selection, decode_selected, encode_selected
@@ -68,6 +58,24 @@ from ledger_client.tiles import decode_entry_bundle, encode_entry_bundle
 from ledger_client.trust import TrustedKey, TrustList
 from ledger_client.verify import LOCAL_STATUS, STEPS, UNCHECKED_STATUS, Report
 from ledger_client.verify_stream import verify_source
+from tests.ledger_client.lc_bundles import (
+    NOW,
+    ORIGIN,
+    OTHER_SEED,
+    SEED,
+    SENSORS,
+    T0_NS,
+    BundleMaker,
+)
+from tests.ledger_client.v2_bundles import (
+    manifest_for,
+    notes_for,
+    ustar_member,
+    v2_members,
+    write_container,
+    write_mirror,
+    write_raw_container,
+)
 
 Members = list[tuple[str, bytes]]
 

@@ -4,7 +4,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sim_broker import MOSQUITTO, Broker
+
+from tests.servers.broker import MOSQUITTO, Broker
 
 
 @pytest.fixture

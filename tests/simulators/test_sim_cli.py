@@ -11,9 +11,9 @@ from pathlib import Path
 import aiomqtt
 import pytest
 import serial
-from sim_broker import Broker
 
 from simulators.cli import build_parser, main
+from tests.servers.broker import Broker
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -5,10 +5,10 @@ import re
 
 import aiomqtt
 import pytest
-from sim_broker import Broker, TlsBroker
 
 from simulators.mqtt_node import QUANTITIES, MqttNode, NodeFaults, rfc3339
 from simulators.river import RiverModel
+from tests.servers.broker import Broker, TlsBroker
 
 NOW = 1_795_237_796.123  # 2026-11-21T05:09:56.123Z
 RIVER = RiverModel(seed=3)

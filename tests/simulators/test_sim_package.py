@@ -1,9 +1,7 @@
 """Package-level checks, run in a fresh interpreter.
 
-Under pytest, tests/ is on sys.path, so `import simulators` there can resolve to
-a namespace package spanning tests/simulators and the real package without
-running simulators/__init__.py. A subprocess started in the repository root
-imports the real package.
+A subprocess started in the repository root sees the package exactly as an
+installed user does, whatever the test process has already imported.
 """
 
 import ast

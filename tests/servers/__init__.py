@@ -1,0 +1,1 @@
+"""Real servers the tests run: Mosquitto, anvil, an openssl TSA, nginx."""
