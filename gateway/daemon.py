@@ -19,8 +19,14 @@ covers the time from its last covered instant to the boot, and a ``config``
 event lists the sensors added, removed or changed since the last
 declaration. Before anything is written, the log is checked against the
 history this key has already signed (gateway/history.py).
-``status.json`` shows, per sensor, its last reading, counts, refusals by reason,
-the silence it is in and its QC flags, and per source its restarts.
+The status document (gateway/health/model.py) shows, per sensor, its state,
+last values and their age, counts, the real last error (a driver that knows
+its link is down says why, and the gap records carry the same reason), the
+silence it is in and its QC flags by name; per source its restarts; the log,
+its last checkpoint, the oldest entry not anchored final, each ledger, disk use
+and clock sync. It is written to ``status.json`` every ``status_every_s`` and
+served, as JSON, Prometheus metrics and a page, by the ``gateway.http`` task
+(gateway/health/http.py, ``[status] listen``).
 
 One daemon per data directory: ``run`` holds ``<data_dir>/gateway.lock``
 (gateway/lock.py) before it reads or writes anything. Under systemd
@@ -39,21 +45,25 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gateway.drivers import build_sources, driver_for
 from gateway.drivers.base import Source
-from ledger_client.records import format_time
+from ledger_client.errors import LedgerClientError
+from ledger_client.records import format_time, parse_time
 
 from .anchoring.anchorer import Anchorer
 from .anchoring.backend import AnchorBackend
 from .anchoring.registry import build_backends
 from .backoff import Backoff
+from .clock import clock_state
 from .config import GatewayConfig
-from .errors import GatewayError, StoreError
+from .errors import GatewayError, StorageRefused, StoreError
+from .health.http import StatusServer
+from .health.model import Facts, SensorFacts, build_status
 from .history import HighWater, check_history, high_water_path
 from .ingest import Ingest
 from .keys import DeviceKey, load_device_key
@@ -63,6 +73,7 @@ from .notify import Notifier
 from .pipeline import Event, Gap
 from .qc import QC_TESTS, QcEngine
 from .silence import Expectation, SilenceTracker, expectation
+from .storage import StorageGuard
 from .store import CheckpointRow, Store
 
 __all__ = ["BOOT_META", "GATEWAY_DOWN", "BootPlan", "Gateway", "declared_sensors", "plan_boot"]
@@ -221,9 +232,16 @@ class Gateway:
         self.anchorer: Anchorer | None = None
         self.key: DeviceKey | None = None
         self.silence: SilenceTracker | None = None
+        self.storage: StorageGuard | None = None
         self.health: dict[str, SourceHealth] = {}
         """Per source name (for serial drivers, the sensor id)."""
         self.started = asyncio.Event()
+        self.started_ns = time.time_ns()
+        self.http: StatusServer | None = None
+        """The status server, once the daemon runs."""
+        self._store: Store | None = None
+        self._first_unanchored: tuple[int, int | None] | None = None
+        """(index, its time ns): the oldest entry not anchored final, as last looked up."""
 
     async def run(self, stop: asyncio.Event) -> None:
         # One daemon per data directory, taken before anything is read or written.
@@ -243,6 +261,7 @@ class Gateway:
             list(self._sources) if self._sources is not None else build_sources(cfg, key.device_id)
         )
         async with Store(cfg.db_path) as store:
+            self._store = store
             # Before anything is written: does this log extend what the key already signed?
             await check_history(store, cfg, key)
             log_ = Log(store, key, qc=QcEngine(cfg.qc))
@@ -260,30 +279,39 @@ class Gateway:
                 anchorer.notify(cp)
                 high_water.checkpoint_signed(cp)
 
+            self.storage = storage = StorageGuard(cfg.storage, cfg.data_dir)
+            storage.measure()
             self.ingest = ingest = Ingest(
-                log_, cfg.log, on_checkpoint=checkpoint_signed, silence=silence
+                log_, cfg.log, on_checkpoint=checkpoint_signed, silence=silence, storage=storage
             )
             boot = {
                 **self._boot_detail(),
                 "sensors": plan.sensors,
                 "previous": plan.previous,
             }
-            await store.set_meta(
-                BOOT_META, json.dumps({"index": log_.size, "before": plan.last_boot})
-            )
             try:
                 async with asyncio.TaskGroup() as tg:
                     writer = tg.create_task(ingest.run(), name="gateway.ingest")
-                    # Queued together, in this order: usually one transaction.
-                    await asyncio.gather(
-                        ingest.submit_event(Event("boot", boot_ns, boot)),
-                        *(ingest.submit_gap(g) for g in plan.gaps),
-                        *(
-                            [ingest.submit_event(Event("config", time.time_ns(), plan.config))]
-                            if plan.config is not None
-                            else []
-                        ),
-                    )
+                    # Status and the watchdog run while a full disk holds the boot back.
+                    status = tg.create_task(self._write_status(), name="gateway.status")
+                    self.http = StatusServer(cfg.status, self.status)
+                    serving = tg.create_task(self.http.serve(), name="gateway.http")
+                    pings: list[asyncio.Task[None]] = []
+                    every_s = self.notifier.watchdog_interval_s
+                    if every_s is not None:
+                        pings.append(
+                            tg.create_task(
+                                self._watchdog(store, ingest, writer, every_s),
+                                name="gateway.watchdog",
+                            )
+                        )
+                    boot_items: list[Event | Gap] = [
+                        Event("boot", boot_ns, boot),
+                        *plan.gaps,
+                        *([Event("config", time.time_ns(), plan.config)] if plan.config else []),
+                    ]
+                    await self._write_boot(store, ingest, storage, boot_items, plan.last_boot)
+                    storage.watched = set(silence.sensors)
                     for gap in plan.gaps:
                         logger.info(
                             "sensor %s: gap while the gateway was down, since %s",
@@ -299,7 +327,6 @@ class Gateway:
                             plan.config["changed"],
                         )
                     anchoring = tg.create_task(anchorer.run(), name="gateway.anchor")
-                    status = tg.create_task(self._write_status(), name="gateway.status")
                     watcher = tg.create_task(
                         self._watch_silence(silence, ingest), name="gateway.silence"
                     )
@@ -318,15 +345,6 @@ class Gateway:
                     self.started.set()
                     await asyncio.sleep(0)  # each source takes its first step
                     self.notifier.ready(self.summary())
-                    pings: list[asyncio.Task[None]] = []
-                    every_s = self.notifier.watchdog_interval_s
-                    if every_s is not None:
-                        pings.append(
-                            tg.create_task(
-                                self._watchdog(store, ingest, writer, every_s),
-                                name="gateway.watchdog",
-                            )
-                        )
                     await stop.wait()
                     logger.info("stopping: sources first, then the log")
                     self.notifier.stopping("stopping: committing what the sources handed over")
@@ -346,11 +364,58 @@ class Gateway:
                     await asyncio.gather(anchoring, return_exceptions=True)
                     await anchorer.step()  # anchor the final checkpoint before leaving
                     status.cancel()
+                    serving.cancel()
+                    await asyncio.gather(status, serving, return_exceptions=True)
                     self._status_snapshot()
             finally:
                 for b in backends:
                     await b.aclose()
         logger.info("stopped cleanly at log size %d", log_.size)
+
+    async def _write_boot(
+        self,
+        store: Store,
+        ingest: Ingest,
+        storage: StorageGuard,
+        items: list[Event | Gap],
+        last_boot: int | None,
+    ) -> None:
+        """The boot event and what follows it, each written once; retried while the
+        storage refuses writes (restarting would not help), with the daemon up,
+        its status saying why and its watchdog fed."""
+        told_ready = False
+        while True:
+            boot_pending = isinstance(items[0], Event) and items[0].name == "boot"
+            try:
+                if boot_pending:
+                    await store.set_meta(
+                        BOOT_META, json.dumps({"index": ingest.log.size, "before": last_boot})
+                    )
+                # Queued together, in this order: usually one transaction.
+                results = await asyncio.gather(
+                    *(
+                        ingest.submit_event(it) if isinstance(it, Event) else ingest.submit_gap(it)
+                        for it in items
+                    ),
+                    return_exceptions=True,
+                )
+            except StorageRefused as exc:
+                storage.failed(exc)
+                results = [exc] * len(items)
+            failed = [e for e in results if isinstance(e, BaseException)]
+            for e in failed:
+                if not isinstance(e, StorageRefused):
+                    raise e
+            if not failed:
+                return
+            items = [it for it, r in zip(items, results, strict=True) if r is not None]
+            if not told_ready:
+                # Up and correctly refusing: systemd must not take this for a failed start.
+                self.notifier.ready(self.summary())
+                told_ready = True
+            self._notify_status()
+            logger.error("the boot event waits for the storage: %s", failed[0])
+            await asyncio.sleep(max(storage.retry_in() or 0.0, 0.5))
 
     def _boot_detail(self) -> dict[str, Any]:
         try:
@@ -432,44 +497,85 @@ class Gateway:
             await asyncio.sleep(min(max(delay, 0.001), _SILENCE_POLL_MAX_S))
 
     def status(self) -> dict[str, Any]:
+        """The status document now (empty while starting)."""
+        facts = self.facts()
+        return {} if facts is None else build_status(facts)
+
+    def facts(self) -> Facts | None:
+        """What the daemon knows, as plain data for gateway/health/model.py."""
         ing, anc = self.ingest, self.anchorer
         if ing is None or anc is None:
-            return {}
+            return None
         cp = ing.log.last_checkpoint
-        return {
-            "time": format_time(time.time_ns()),
-            "pid": os.getpid(),  # `gateway status` reads the store instead once this is gone
-            "device": self.key.device_id if self.key else None,
-            "log_size": ing.log.size,
-            "checkpoint": {"size": cp.size, "time": format_time(cp.time_ns)} if cp else None,
-            "readings": dict(ing.per_sensor),
-            "rejected": {f"{s}/{r}": n for (s, r), n in ing.rejected.items()},
-            "sensors": self._sensor_status(ing),
-            "sources": {name: vars(h) for name, h in self.health.items()},
-            "ingest": vars(ing.stats),
-            "anchors": {name: st.to_json() for name, st in anc.status.items()},
-        }
+        finals = [st.last_final for st in anc.status.values() if st.last_final is not None]
+        first = self._first_unanchored
+        storage = self.storage
+        return Facts(
+            now_ns=time.time_ns(),
+            pid=os.getpid(),  # `gateway status` reads the store instead once this is gone
+            started_ns=self.started_ns,
+            version=VERSION,
+            device=self.key.device_id if self.key else None,
+            data_dir=str(self.config.data_dir.resolve()),
+            log_size=ing.log.size,
+            checkpoint=(cp.size, cp.time_ns) if cp else None,
+            anchored_final=max(finals, default=None),
+            first_unanchored_ns=first[1] if first is not None else None,
+            sensors=self._sensor_facts(ing),
+            sources={name: vars(h) for name, h in self.health.items()},
+            ingest=vars(ing.stats),
+            anchors={name: st.to_json() for name, st in anc.status.items()},
+            disk_used_bytes=storage.used if storage is not None else None,
+            disk_limit_bytes=(storage.limit or None) if storage is not None else None,
+            disk_quota_bytes=self.config.storage.quota_mb * 2**20 or None,
+            disk_state=storage.state if storage is not None else None,
+            clock=clock_state(),
+            http=self.http.facts() if self.http is not None else {},
+            storage=storage.to_json() if storage is not None else None,
+        )
 
-    def _sensor_status(self, ing: Ingest) -> dict[str, Mapping[str, Any]]:
+    def _sensor_facts(self, ing: Ingest) -> list[SensorFacts]:
         qc = ing.log.qc.flag_counts()
         names = {s.id for s in self.config.sensors} | set(ing.per_sensor)
         names |= {s for s, _ in ing.rejected}
-        out: dict[str, Mapping[str, Any]] = {}
-        for name in sorted(names):
-            last = ing.last_reading_ns.get(name)
-            quiet = self.silence.silence(name) if self.silence is not None else None
-            out[name] = {
-                "last_reading": format_time(last) if last is not None else None,
-                "readings": ing.per_sensor.get(name, 0),
-                "rejected": {r: n for (s, r), n in sorted(ing.rejected.items()) if s == name},
-                "silence": (
-                    {"since": format_time(quiet.since_ns), "reason": quiet.reason}
-                    if quiet is not None
-                    else None
-                ),
-                "qc": qc.get(name, {}),
-            }
-        return out
+        rejected: dict[str, dict[str, int]] = {}
+        for (sensor, reason), n in ing.rejected.items():
+            rejected.setdefault(sensor, {})[reason] = n
+        return [
+            SensorFacts(
+                name=name,
+                readings=ing.per_sensor.get(name, 0),
+                last_reading_ns=ing.last_reading_ns.get(name),
+                values=ing.last_values.get(name, ()),
+                rejected=rejected.get(name, {}),
+                last_reject=ing.last_reject.get(name),
+                silence=self.silence.silence(name) if self.silence is not None else None,
+                qc=qc.get(name, {}),
+            )
+            for name in sorted(names)
+        ]
+
+    async def _find_first_unanchored(self) -> None:
+        """Look up when the oldest entry not anchored final was made (a read of the log)."""
+        facts = self.facts()
+        if facts is None or self._store is None:
+            return
+        index = facts.anchored_final or 0
+        if index >= facts.log_size:
+            self._first_unanchored = None
+            return
+        if self._first_unanchored is not None and self._first_unanchored[0] == index:
+            return
+        try:
+            rec = await self._store.record(index)
+        except GatewayError as exc:
+            logger.warning("status: entry %d could not be read: %s", index, exc)
+            return
+        when = None
+        if rec is not None and isinstance(rec.get("time"), str):
+            with contextlib.suppress(ValueError, LedgerClientError):
+                when = round(parse_time(rec["time"]).timestamp() * 1e9)
+        self._first_unanchored = (index, when)
 
     def _status_snapshot(self) -> None:
         path: Path = self.config.data_dir / "status.json"
@@ -480,6 +586,9 @@ class Gateway:
 
     async def _write_status(self) -> None:
         while True:
+            if self.storage is not None:
+                self.storage.measure(force=False)
+            await self._find_first_unanchored()
             self._status_snapshot()
             self._notify_status()
             await asyncio.sleep(self.status_every_s)
@@ -518,6 +627,9 @@ class Gateway:
         down = sorted(name for name, h in self.health.items() if not h.running)
         if down:
             parts.append(f"sources down: {', '.join(down)}")
+        told = self.storage.summary() if self.storage is not None else None
+        if told is not None:
+            parts.append(told)
         if self.watchdog_problem is not None:
             parts.append(f"watchdog held: {self.watchdog_problem}")
         return ", ".join(parts)

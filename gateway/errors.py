@@ -8,6 +8,8 @@ new one is added to this drawing::
     ├── ConfigError                  the configuration file is wrong (the operator's to fix)
     ├── KeyFileError                 device key missing, unreadable, wrong mode, or exists already
     ├── StoreError                   the log database failed (disk, corruption, schema)
+    │   ├── CorruptDatabase          a database file fails its integrity checks (store.py)
+    │   └── StorageRefused           no room or I/O errors: writes refused, retried (store.py)
     ├── HistoryConflict              the log does not extend what the key signed (history.py)
     ├── DataDirInUse                 another gateway holds the data directory's lock (lock.py)
     ├── RotationError                a key rotation cannot start or be finished (rotate.py)
@@ -53,6 +55,7 @@ from __future__ import annotations
 __all__ = [
     "AnchorError",
     "ConfigError",
+    "CorruptDatabase",
     "GatewayError",
     "KeyFileError",
     "LedgerRejected",
@@ -60,6 +63,7 @@ __all__ = [
     "ProtocolError",
     "SensorError",
     "SensorTimeout",
+    "StorageRefused",
     "StoreError",
 ]
 
@@ -94,6 +98,41 @@ class StoreError(GatewayError):
     """The log database failed."""
 
     hint = "check free disk space and the data directory's permissions"
+
+
+class CorruptDatabase(StoreError):
+    """A database file is damaged: not a database, truncated, or failing its integrity check.
+
+    Never repaired or recreated by the gateway: a new log would not extend what
+    the key has signed. ``path`` is the file, ``problem`` what is wrong with it.
+    """
+
+    hint = (
+        "stop the gateway and keep the damaged file for inspection; restore the data directory "
+        "from a backup, or rebuild the log from a published mirror or an exported bundle "
+        "(docs/operations.md, 'A damaged log database'); never delete it to make the gateway "
+        "start: the next start is refused anyway, because the key's history says the log existed"
+    )
+
+    def __init__(self, path: object, problem: str) -> None:
+        super().__init__(f"log database {path} is damaged: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+class StorageRefused(StoreError):
+    """The data directory cannot take writes now; the gateway refuses input and retries.
+
+    ``state`` is ``"full"`` (the file system has no room), ``"quota"`` (the data
+    directory reached ``[storage] quota_mb`` or the free-space reserve) or
+    ``"io-error"`` (the disk reported an I/O error).
+    """
+
+    hint = "free space in the data directory's file system (or raise [storage] quota_mb)"
+
+    def __init__(self, state: str, problem: str) -> None:
+        super().__init__(problem)
+        self.state = state
 
 
 class SensorError(GatewayError):

@@ -26,10 +26,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .config import LogConfig
-from .errors import GatewayError
+from .errors import GatewayError, StorageRefused
 from .log import Log, LogItem
-from .pipeline import Event, Gap, Reading
+from .pipeline import Event, Gap, Reading, Value
 from .silence import SilenceTracker
+from .storage import STORAGE_FULL, StorageGuard
 from .store import CheckpointRow
 
 __all__ = ["RECENT_KEYS", "Ingest", "IngestStats"]
@@ -60,8 +61,11 @@ class Ingest:
         on_checkpoint: Callable[[CheckpointRow], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         silence: SilenceTracker | None = None,
+        storage: StorageGuard | None = None,
     ) -> None:
         self.log = log_
+        self.storage = storage
+        """Asked before each commit; while it refuses, batches are refused unwritten."""
         self.config = config
         self.silence = silence
         self._on_checkpoint = on_checkpoint
@@ -77,6 +81,10 @@ class Ingest:
         """Per sensor, the dedup keys of its last RECENT_KEYS committed readings, in order."""
         self.last_reading_ns: dict[str, int] = {}
         """Per sensor, the receive time of its last committed reading."""
+        self.last_values: dict[str, tuple[Value, ...]] = {}
+        """Per sensor, the values of its last committed reading (for status)."""
+        self.last_reject: dict[str, tuple[str, str, int]] = {}
+        """Per sensor, its latest refusal: (reason, detail, time in ns), for status."""
         self._last_cp_time = monotonic()
         self._stopping = False
 
@@ -105,6 +113,7 @@ class Ingest:
 
     def reject(self, sensor: str, reason: str, detail: str) -> None:
         self.rejected[(sensor, reason)] += 1
+        self.last_reject[sensor] = (reason, detail, time.time_ns())
         if self.silence is not None:
             self.silence.reject(sensor, reason)
         logger.warning("sensor %s: rejected (%s): %s", sensor, reason, detail)
@@ -144,6 +153,9 @@ class Ingest:
         return self._monotonic() - self._last_cp_time >= self.config.checkpoint_every_seconds
 
     def _wait_timeout(self) -> float | None:
+        retry = self.storage.retry_in() if self.storage is not None else None
+        if retry is not None:
+            return retry  # wake to try the storage again, even with nothing queued
         if self.log.size <= self.log.checkpointed_size:
             return None
         elapsed = self._monotonic() - self._last_cp_time
@@ -178,10 +190,15 @@ class Ingest:
         self, batch: list[tuple[LogItem, asyncio.Future[int | None]]], *, final: bool = False
     ) -> None:
         items = [it for it, _ in batch]
+        if self.storage is not None and not await self._storage_ready(batch):
+            return
         checkpoint = final or self._checkpoint_due(self.log.size + len(items))
         before = self.log.last_checkpoint
         try:
             results = await self.log.append(items, checkpoint=checkpoint)
+        except StorageRefused as exc:
+            self._refuse(batch, exc)
+            return
         except GatewayError as exc:
             self.stats.failed_batches += 1
             logger.exception("commit of %d items failed", len(items))
@@ -213,6 +230,7 @@ class Ingest:
                 if isinstance(it, Reading):
                     self.per_sensor[it.sensor] += 1
                     self.last_reading_ns[it.sensor] = it.received_ns
+                    self.last_values[it.sensor] = it.values
             if not fut.done():
                 fut.set_result(res)
         cp = self.log.last_checkpoint
@@ -221,6 +239,48 @@ class Ingest:
             self._last_cp_time = self._monotonic()
             if self._on_checkpoint is not None:
                 self._on_checkpoint(cp)
+
+    async def _storage_ready(self, batch: list[tuple[LogItem, asyncio.Future[int | None]]]) -> bool:
+        """False, the batch refused unwritten, while the data directory cannot take it.
+
+        The first write after a refusal is the ``storage-full`` gaps: per sensor
+        whose readings were refused or that is watched, from the instant its
+        records last cover to now, ahead of any reading taken after them.
+        """
+        assert self.storage is not None
+        storage = self.storage
+        try:
+            storage.before_commit()
+            if storage.gaps_owed:
+                now = time.time_ns()
+                gaps: list[LogItem] = []
+                for sensor in sorted(storage.refused_sensors | storage.watched):
+                    covered = await self.log.store.covered_until(sensor)
+                    since = covered if covered is not None else storage.since_ns or now
+                    if since < now:
+                        gaps.append(Gap(sensor, STORAGE_FULL, since, now))
+                if gaps:
+                    await self.log.append(gaps)
+                storage.resumed()
+        except StorageRefused as exc:
+            self._refuse(batch, exc)
+            return False
+        return True
+
+    def _refuse(
+        self, batch: list[tuple[LogItem, asyncio.Future[int | None]]], exc: StorageRefused
+    ) -> None:
+        """Nothing of ``batch`` was written: no submitter is told it was (no acknowledgement)."""
+        self.stats.failed_batches += 1
+        if self.storage is not None:
+            self.storage.failed(exc)
+        for item, fut in batch:
+            if isinstance(item, Reading):
+                self.rejected[(item.sensor, STORAGE_FULL)] += 1
+                if self.storage is not None:
+                    self.storage.refused_reading(item.sensor)
+            if not fut.done():
+                fut.set_exception(exc)
 
     async def close(self) -> None:
         """Stop taking readings, commit what is queued, and sign a final checkpoint."""

@@ -43,9 +43,19 @@ from ledger_client.merkle import EMPTY_ROOT, Frontier, Node
 from ledger_client.records import parse_time
 from ledger_client.tiles import TILE_HEIGHT, TILE_WIDTH, TileBuilder, encode_entry_bundle
 
-from .errors import StoreError
+from .errors import CorruptDatabase, StorageRefused, StoreError
 
-__all__ = ["SCHEMA_VERSION", "AnchorRow", "CheckpointRow", "EntryRow", "Store"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "AnchorRow",
+    "CheckpointRow",
+    "EntryRow",
+    "Store",
+    "file_problem",
+    "header_problem",
+    "store_error",
+    "store_problems",
+]
 
 SCHEMA_VERSION = 2
 """2: only tile-level subtree hashes (tree levels 0, 8, 16, …). 1: every level."""
@@ -130,12 +140,108 @@ class AnchorRow:
 
 
 @contextlib.asynccontextmanager
-async def _mapped(what: str) -> AsyncIterator[None]:
+async def _mapped(what: str, path: Path | None = None) -> AsyncIterator[None]:
     """The one place sqlite3 errors become StoreError."""
     try:
         yield
     except sqlite3.Error as exc:
-        raise StoreError(f"log database: {what} failed: {exc}") from exc
+        raise store_error(what, exc, path) from exc
+
+
+# SQLite's primary result codes (the low byte of an extended code).
+_SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_NOTADB = 10, 11, 13, 26
+
+
+def store_error(what: str, exc: sqlite3.Error, path: Path | None = None) -> StoreError:
+    """The StoreError for a failed SQLite call: a full disk and I/O errors are retried by
+    the daemon (StorageRefused), a damaged file never is (CorruptDatabase)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = None if code is None else code & 0xFF
+    where = "log database" if path is None else f"log database {path}"
+    if primary == _SQLITE_FULL:
+        return StorageRefused("full", f"{where}: {what} failed: the disk is full ({exc})")
+    if primary == _SQLITE_IOERR:
+        return StorageRefused("io-error", f"{where}: {what} failed: I/O error ({exc})")
+    if primary in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+        return CorruptDatabase(path if path is not None else "(the log)", f"{what}: {exc}")
+    return StoreError(f"{where}: {what} failed: {exc}")
+
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_TABLES = frozenset({"meta", "entries", "nodes", "checkpoints", "anchors"})
+
+
+def header_problem(head: bytes, file_size: int) -> str | None:
+    """What is wrong with a database file, judged by its first 100 bytes and its size.
+
+    None for an empty file (a new log: the schema is made on open) or a header
+    that agrees with the size. Pure: the caller reads the bytes.
+    """
+    if file_size == 0:
+        return None
+    if len(head) < 100:
+        return f"it is {file_size} bytes, shorter than SQLite's 100-byte header (truncated)"
+    if head[:16] != _SQLITE_MAGIC:
+        return "it lacks SQLite's header: not a database, or its first page was overwritten"
+    page_size = int.from_bytes(head[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    if not 512 <= page_size <= 65536 or page_size & (page_size - 1):
+        return f"its header gives a page size of {page_size} bytes, which SQLite never writes"
+    if file_size % page_size:
+        return f"its {file_size} bytes are not a whole number of {page_size}-byte pages (truncated)"
+    pages = int.from_bytes(head[28:32], "big")
+    # The header's page count holds only while its two change counters agree.
+    if pages and head[24:28] == head[92:96] and file_size < pages * page_size:
+        return f"it holds {file_size // page_size} pages but its header counts {pages} (truncated)"
+    return None
+
+
+def file_problem(path: Path) -> str | None:
+    """``header_problem`` of the file at ``path`` (None if there is no file)."""
+    try:
+        with path.open("rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(100)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StoreError(f"log database {path}: cannot be read: {exc}") from exc
+    return header_problem(head, size)
+
+
+def store_problems(path: Path, *, full: bool = True) -> list[str]:
+    """What is wrong with the log database at ``path``, for ``gateway check``; [] if sound.
+
+    Header and size, then ``PRAGMA integrity_check`` (``quick_check`` unless
+    ``full``: it skips the check that indexes match their tables), then the
+    schema. Read-only; safe beside a running daemon (WAL readers do not block it).
+    A missing file is no problem here: whether one should exist is the history's
+    question (gateway/history.py).
+    """
+    if not path.exists():
+        return []
+    problem = file_problem(path)
+    if problem is not None:
+        return [f"log database {path}: {problem}"]
+    try:
+        db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+        try:
+            problems = _check_rows(db, full=full)
+            if not problems:
+                names = {str(n) for (n,) in db.execute("SELECT name FROM sqlite_master")}
+                if "meta" in names and not names >= _TABLES:
+                    problems = [f"tables missing: {', '.join(sorted(_TABLES - names))}"]
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        problems = [str(exc)]
+    return [f"log database {path}: {p}" for p in problems]
+
+
+def _check_rows(db: sqlite3.Connection, *, full: bool) -> list[str]:
+    pragma = "integrity_check" if full else "quick_check"
+    rows = [str(r[0]) for r in db.execute(f"PRAGMA {pragma}(10)").fetchall()]
+    return [] if rows == ["ok"] else [f"PRAGMA {pragma}: {r}" for r in rows]
 
 
 class Store:
@@ -154,20 +260,35 @@ class Store:
             raise StoreError("a closed Store cannot be reopened")
         if self.readonly and not self.path.exists():
             raise StoreError(f"log database {self.path} does not exist")
-        async with _mapped("open"):
+        # A damaged file is refused before SQLite is let at it; never recreated.
+        problem = await asyncio.to_thread(file_problem, self.path)
+        if problem is not None:
+            raise CorruptDatabase(self.path, problem)
+        async with _mapped("open", self.path):
             if not self.readonly:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = await aiosqlite.connect(self.path, isolation_level=None)
         try:
-            async with _mapped("open"):
+            async with _mapped("open", self.path):
                 await self._db.execute("PRAGMA journal_mode=WAL")
                 await self._db.execute("PRAGMA synchronous=FULL")
                 await self._db.execute("PRAGMA busy_timeout=10000")
+            await self._quick_check()
+            async with _mapped("open", self.path):
                 await self._migrate()
         except BaseException:
             await self.__aexit__(None, None, None)  # no connection thread left behind
             raise
         return self
+
+    async def _quick_check(self) -> None:
+        """Every page of every table and index read once: a page of garbage is found
+        at open, not when an export reaches it (benchmarks/store_check.py times it)."""
+        async with _mapped("checking the database", self.path):
+            cur = await self.db.execute("PRAGMA quick_check(10)")
+            rows = [str(r[0]) for r in await cur.fetchall()]
+        if rows != ["ok"]:
+            raise CorruptDatabase(self.path, "PRAGMA quick_check: " + "; ".join(rows))
 
     async def __aexit__(
         self,
@@ -201,6 +322,10 @@ class Store:
             )
             self.schema_version = SCHEMA_VERSION
             return
+        cur = await self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        missing = _TABLES - {str(n) for (n,) in await cur.fetchall()}
+        if missing:
+            raise CorruptDatabase(self.path, f"tables missing: {', '.join(sorted(missing))}")
         version = await self._schema_version()
         if version > SCHEMA_VERSION:
             raise StoreError(
@@ -307,7 +432,7 @@ class Store:
         checkpoint: CheckpointRow | None = None,
     ) -> None:
         """Write entries, their subtree hashes and maybe a checkpoint in one transaction."""
-        async with _mapped("committing entries"):
+        async with _mapped("committing entries", self.path):
             await self.db.execute("BEGIN IMMEDIATE")
             try:
                 await self.db.executemany(
@@ -344,7 +469,7 @@ class Store:
         meta: Mapping[str, str],
     ) -> None:
         """``commit_batch`` and these meta values in one transaction (a key rotation)."""
-        async with _mapped("committing entries and meta"):
+        async with _mapped("committing entries and meta", self.path):
             await self.db.execute("BEGIN IMMEDIATE")
             try:
                 await self.db.executemany(
@@ -698,7 +823,7 @@ class Store:
             return bool(cur.rowcount)
 
     async def put_anchor(self, row: AnchorRow) -> None:
-        async with _mapped("writing an anchor"):
+        async with _mapped("writing an anchor", self.path):
             await self.db.execute(
                 f"INSERT INTO anchors ({_ANCHOR_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (checkpoint, backend) DO UPDATE SET state = excluded.state, "

@@ -29,7 +29,7 @@ from ledger_client.note import split_note
 from ledger_client.records import format_time
 
 from ..backoff import Backoff
-from ..errors import AnchorError
+from ..errors import AnchorError, StoreError
 from ..store import AnchorRow, CheckpointRow, Store
 from .backend import AnchorBackend, AnchorProgress
 
@@ -149,14 +149,20 @@ class Anchorer:
 
     async def step(self) -> None:
         """One pass: for every backend, poll open anchors and anchor the newest checkpoint."""
-        latest = await self.store.latest_checkpoint()
+        try:
+            latest = await self.store.latest_checkpoint()
+        except StoreError as exc:
+            logger.warning("anchoring: cannot read the latest checkpoint: %s", exc)
+            return
         for backend in self.backends:
             st = self.status[backend.name]
             if st.next_try > self._monotonic():
                 continue
             try:
                 await self._step_backend(backend, latest)
-            except AnchorError as exc:
+            # A receipt that cannot be stored (disk full, I/O error) is retried like a ledger
+            # that cannot be reached: the anchor stays open, nothing is lost.
+            except (AnchorError, StoreError) as exc:
                 st.failures += 1
                 self._error(st, str(exc))
                 delay = st.backoff.next_delay()

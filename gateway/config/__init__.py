@@ -17,7 +17,7 @@ from gateway.drivers.ezo.config import EZO_BAUD_RATES, EZO_CIRCUITS, EzoSensorCo
 from gateway.drivers.mqtt.config import MqttConfig, MqttSensorConfig
 
 from .anchors import AnchorConfig
-from .core import GatewayConfig, LogConfig, load_config, parse_config
+from .core import GatewayConfig, LogConfig, StorageConfig, load_config, parse_config
 from .sensors import SensorConfig
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "MqttConfig",
     "MqttSensorConfig",
     "SensorConfig",
+    "StorageConfig",
     "load_config",
     "parse_config",
 ]

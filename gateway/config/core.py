@@ -14,7 +14,7 @@ from .anchors import AnchorConfig, parse_anchor
 from .qc import QcConfig, parse_qc
 from .sensors import SensorConfig, parse_sensor
 
-__all__ = ["GatewayConfig", "LogConfig", "load_config", "parse_config"]
+__all__ = ["GatewayConfig", "LogConfig", "StorageConfig", "load_config", "parse_config"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,49 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class StorageConfig:
+    """``[storage]``: how much of the disk the data directory may take (gateway/storage.py)."""
+
+    quota_mb: int = 0
+    """Most MiB the data directory may hold; 0: no quota of its own, the file system's
+    free space less ``reserve_mb`` is the limit."""
+    reserve_mb: int = 64
+    """MiB of the file system left free for everything else (with ``quota_mb = 0``)."""
+    retry_max_seconds: float = 30.0
+    """Longest wait between two write attempts while the storage refuses writes."""
+    retain_days: int = 0
+    """Days of entries kept in full; 0 keeps everything (gateway/retention.py)."""
+
+
+def _parse_storage(t: Table | None) -> StorageConfig:
+    d = StorageConfig()
+    if t is None:
+        return d
+    cfg = StorageConfig(
+        quota_mb=t.check(
+            "quota_mb", t.get("quota_mb", int, d.quota_mb), lambda n: n >= 0, "must be >= 0"
+        ),
+        reserve_mb=t.check(
+            "reserve_mb", t.get("reserve_mb", int, d.reserve_mb), lambda n: n >= 0, "must be >= 0"
+        ),
+        retry_max_seconds=t.check(
+            "retry_max_seconds",
+            t.get("retry_max_seconds", float, d.retry_max_seconds),
+            positive,
+            "must be > 0",
+        ),
+        retain_days=t.check(
+            "retain_days",
+            t.get("retain_days", int, d.retain_days),
+            lambda n: n >= 0,
+            "must be >= 0",
+        ),
+    )
+    t.done()
+    return cfg
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     path: Path
     key_file: Path
@@ -40,6 +83,7 @@ class GatewayConfig:
     mqtt: MqttConfig | None = None
     sensors: tuple[SensorConfig, ...] = ()
     qc: QcConfig = field(default_factory=QcConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
 
     @property
     def db_path(self) -> Path:
@@ -92,6 +136,7 @@ def parse_config(text: str, path: Path) -> GatewayConfig:
     mqtt = parse_mqtt(root.table("mqtt"))
     sensors = tuple(parse_sensor(t) for t in root.tables("sensor"))
     qc = parse_qc(root.table("qc"), {s.id for s in sensors})
+    storage = _parse_storage(root.table("storage"))
     root.done()
     seen: set[str] = set()
     for i, s in enumerate(sensors):
@@ -108,6 +153,7 @@ def parse_config(text: str, path: Path) -> GatewayConfig:
         mqtt=mqtt,
         sensors=sensors,
         qc=qc,
+        storage=storage,
     )
     # Checks across sensors: an [mqtt] section for mqtt sensors; devices sharing one
     # serial bus agree on its settings and their addresses.
