@@ -23,6 +23,17 @@ whitespace-separated arguments::
         ``n`` confirmations (1 = its own block). Without this line the number
         the receipt states is used. At most one line per chain.
 
+    witness <vkey>
+        a witness the regulator trusts to cosign checkpoints (C2SP vkey with
+        signature type 0x04, cosignature/v1; docs/witness.md). Several lines
+        list several witnesses.
+
+    witness-policy <k>
+        every checkpoint must carry valid cosignatures from at least ``k`` of
+        the listed witnesses (step 5). Without this line, listed witnesses are
+        all required (k = their number). At most one line; ``k`` must not
+        exceed the number of ``witness`` lines.
+
 Any other line is an error that names its line number. New directives are
 one parser function each in ``_DIRECTIVES``, plus a field on ``TrustList``.
 """
@@ -37,6 +48,7 @@ from datetime import datetime
 from .errors import LedgerClientError, MalformedError
 from .note import Verifier
 from .records import parse_time
+from .witness import WitnessKey
 
 __all__ = ["EvmSender", "MalformedTrust", "TrustList", "TrustedKey", "parse_trust"]
 
@@ -94,6 +106,10 @@ class TrustList:
     evm_senders: tuple[EvmSender, ...] = ()
     evm_confirmations: tuple[tuple[int, int], ...] = ()
     """(chain id, confirmations) pairs from ``evm-confirmations`` lines."""
+    witnesses: tuple[WitnessKey, ...] = ()
+    """Witnesses whose cosignatures count towards ``witness_policy``."""
+    witness_policy: int = 0
+    """Valid cosignatures from distinct ``witnesses`` every checkpoint needs (0: none)."""
 
     def evm_senders_for(self, chain_id: int) -> frozenset[str]:
         """The registered anchoring addresses (lower case) for a chain."""
@@ -110,12 +126,25 @@ class _Builder:
     key_lines: dict[tuple[str, bytes], int] = field(default_factory=dict)
     senders: dict[EvmSender, int] = field(default_factory=dict)
     confirmations: dict[int, tuple[int, int]] = field(default_factory=dict)
+    witnesses: dict[tuple[str, bytes], tuple[WitnessKey, int]] = field(default_factory=dict)
+    policy: tuple[int, int] | None = None  # (k, line)
 
     def build(self) -> TrustList:
+        witnesses = tuple(w for w, _ in self.witnesses.values())
+        if self.policy is not None:
+            k, line = self.policy
+            if k > len(witnesses):
+                raise MalformedTrust(
+                    f"line {line}: witness-policy {k} asks for more witnesses than the "
+                    f"{len(witnesses)} listed",
+                    line,
+                )
         return TrustList(
             keys=tuple(self.keys),
             evm_senders=tuple(self.senders),
             evm_confirmations=tuple((c, n) for c, (n, _) in self.confirmations.items()),
+            witnesses=witnesses,
+            witness_policy=len(witnesses) if self.policy is None else self.policy[0],
         )
 
 
@@ -178,11 +207,33 @@ def _evm_confirmations(args: list[str], out: _Builder, line: int) -> None:
     out.confirmations[chain] = (n, line)
 
 
+def _witness(args: list[str], out: _Builder, line: int) -> None:
+    if len(args) != 1:
+        raise MalformedTrust("expected: witness <vkey>")
+    key = WitnessKey.from_vkey(args[0])
+    ident = (key.name, key.public_key)
+    if ident in out.witnesses:
+        raise MalformedTrust(
+            f"witness {key.name} is already listed on line {out.witnesses[ident][1]}"
+        )
+    out.witnesses[ident] = (key, line)
+
+
+def _witness_policy(args: list[str], out: _Builder, line: int) -> None:
+    if len(args) != 1:
+        raise MalformedTrust("expected: witness-policy <k>")
+    if out.policy is not None:
+        raise MalformedTrust(f"witness-policy is already set on line {out.policy[1]}")
+    out.policy = (_positive_int(args[0], "witness-policy"), line)
+
+
 # directive -> parser(arguments, builder, line number)
 _DIRECTIVES: dict[str, Callable[[list[str], _Builder, int], None]] = {
     "key": _key,
     "evm-sender": _evm_sender,
     "evm-confirmations": _evm_confirmations,
+    "witness": _witness,
+    "witness-policy": _witness_policy,
 }
 
 

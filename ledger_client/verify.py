@@ -17,7 +17,9 @@ The steps, in order (docs/bundle-format.md §9 is the normative list):
 4. inclusion     the entry's leaf hash and inclusion proof lead to the root of
                  the checkpoint it names, the smallest one that covers it
 5. checkpoint    every checkpoint is signed by a trusted key, has this origin,
-                 and the sizes strictly ascend
+                 the sizes strictly ascend, and, when the trust file sets a
+                 witness policy of k, it carries valid cosignature/v1 lines
+                 from at least k of the trusted witnesses (witness.py)
 6. consistency   each consecutive pair of checkpoints is linked by a valid proof
 7. anchors       each receipt commits to its checkpoint's digest; "local" ones
                  are checked offline; others are confirmed by an AnchorChecker
@@ -73,6 +75,7 @@ from .report import (
     TimelineEvent,
 )
 from .trust import TrustedKey, TrustList
+from .witness import WitnessKey, cosignatures
 
 __all__ = [
     "LOCAL_STATUS",
@@ -198,6 +201,8 @@ class _Run:
     # step 5
     checkpoints: dict[int, _CheckpointInfo] = field(default_factory=dict)
     sizes: list[int] = field(default_factory=list)
+    witnesses: tuple[WitnessKey, ...] = ()
+    witness_policy: int = 0
     same_size: list[tuple[tuple[int, int], tuple[int, int]]] = field(default_factory=list)
     """Pairs of signed checkpoints ((position, size), (position, size)) of one size
     with different roots."""
@@ -857,6 +862,12 @@ def _step_keys(run: _Run, trusted: TrustList | Iterable[TrustedKey | Verifier] |
             run.fail("keys", "the bundle names no usable device key and no trust list was given")
     else:
         items = trusted.keys if isinstance(trusted, TrustList) else tuple(trusted)
+        if isinstance(trusted, TrustList) and trusted.witness_policy:
+            run.witnesses, run.witness_policy = trusted.witnesses, trusted.witness_policy
+            run.notes.append(
+                f"witness policy: every checkpoint needs cosignatures from "
+                f"{trusted.witness_policy} of {len(trusted.witnesses)} trusted witness(es)"
+            )
         in_force = [k if isinstance(k, TrustedKey) else TrustedKey(k) for k in items]
         run.keys_trusted = True
         if not in_force:
@@ -906,6 +917,8 @@ def _step_checkpoints(run: _Run) -> None:
                 checkpoint=cp.size,
             )
             ok = trusted = False
+        if run.witness_policy and not _witnessed(run, note, cp):
+            ok = False
         if cp.size == 0:
             run.fail("checkpoint", "an empty checkpoint proves nothing", checkpoint=0)
             ok = False
@@ -927,6 +940,25 @@ def _step_checkpoints(run: _Run) -> None:
         if ok:
             run.passed("checkpoint")
     run.sizes = sorted(run.checkpoints)
+
+
+def _witnessed(run: _Run, note: str, cp: Checkpoint) -> bool:
+    """Step 5's witness policy: k valid cosignatures by distinct trusted witnesses."""
+    found, problems = cosignatures(note, run.witnesses)
+    k = run.witness_policy
+    for problem in problems:
+        run.fail("checkpoint", f"checkpoint {cp.size}: {problem}", checkpoint=cp.size)
+    if len(found) >= k:
+        return not problems
+    have = {c.witness.key_id for c in found}
+    missing = ", ".join(w.to_vkey() for w in run.witnesses if w.key_id not in have)
+    run.fail(
+        "checkpoint",
+        f"checkpoint {cp.size} has {len(found)} valid witness cosignature(s), the policy "
+        f"needs {k} of {len(run.witnesses)}; missing: {missing}",
+        checkpoint=cp.size,
+    )
+    return False
 
 
 # --- step 6: consistency ------------------------------------------------------------------
