@@ -127,16 +127,61 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    """Every problem of the config at once (exit 2), then with --probe what answers (exit 1)."""
+    from .check import (
+        EXIT_CONFIG,
+        EXIT_OK,
+        EXIT_PROBE,
+        local_problems,
+        print_outcomes,
+        print_problems,
+        probe_all,
+    )
     from .drivers import driver_for
+    from .errors import ConfigProblems
     from .keys import load_device_key
+    from .toml_table import read_text
 
-    cfg = load_config(args.config)
-    key = load_device_key(cfg.key_file)
-    print(f"{args.config}: OK — device {key.device_id}, {len(cfg.sensors)} sensors")
-    for s in cfg.sensors:
-        driver = driver_for(s)
-        print(f"  {s.id:<16} {driver.name:<5} {driver.where(s)}")
-    return 0
+    shown = str(args.config)
+    try:
+        cfg = load_config(args.config, checking=True)
+    except ConfigProblems as exc:
+        # The file's problems, and what this machine says of what could be read.
+        found = list(exc.problems)
+        if exc.partial is not None:
+            found += local_problems(exc.partial, exc.sensor_rows)
+        print_problems(shown, read_text(args.config), found, sys.stdout)
+        errors = sum(p.severity == "error" for p in found)
+        print(f"{shown}: {errors} error(s), {len(found) - errors} warning(s)")
+        return EXIT_CONFIG
+    except ConfigError as exc:  # the file cannot be read at all
+        print(f"{exc}")
+        return EXIT_CONFIG
+    problems = [*cfg.warnings, *local_problems(cfg)]
+    print_problems(shown, read_text(args.config), problems, sys.stdout)
+    errors = sum(p.severity == "error" for p in problems)
+    if errors:
+        print(f"{shown}: {errors} error(s), {len(problems) - errors} warning(s)")
+    else:
+        device = load_device_key(cfg.key_file).device_id
+        warned = f", {len(problems)} warning(s)" if problems else ""
+        print(f"{shown}: OK — device {device}, {len(cfg.sensors)} sensors{warned}")
+        for s in cfg.sensors:
+            driver = driver_for(s)
+            print(f"  {s.id:<16} {driver.name:<5} {driver.where(s)}")
+    if not args.probe:
+        return EXIT_CONFIG if errors else EXIT_OK
+    print("probe:")
+    outcomes = asyncio.run(probe_all(cfg))
+    mqtt_sensors = sum(driver_for(s).name == "mqtt" for s in cfg.sensors)
+    print_outcomes(outcomes, mqtt_sensors, sys.stdout)
+    failed = sum(not o.ok for o in outcomes)
+    if errors:
+        return EXIT_CONFIG
+    if failed:
+        print(f"{shown}: {failed} of {len(outcomes)} probe(s) failed")
+        return EXIT_PROBE
+    return EXIT_OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -275,16 +320,57 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 _STATUS_FRESH_S = 60.0  # the daemon rewrites status.json every few seconds
+_STATUS_HTTP_TIMEOUT_S = 2.0
 
 
-def _live_status(path: Path) -> dict[str, Any] | None:
-    """status.json if the daemon that wrote it still runs and wrote it lately."""
+def _status_json(path: Path) -> dict[str, Any] | None:
+    """The last status.json the daemon wrote, whether or not it still runs."""
     try:
         doc = json.loads(path.read_text())
-        written = parse_time(doc["time"]).timestamp()
+        parse_time(doc["time"])
     except (OSError, ValueError, KeyError, TypeError, LedgerClientError):
         return None
+    return dict(doc) if isinstance(doc, dict) else None
+
+
+def _served_status(cfg: GatewayConfig) -> dict[str, Any] | None:
+    """The running daemon's document from its status server, if it answers for this data
+    directory (another gateway could be listening at that address)."""
+    import contextlib
+    import ipaddress
+    import urllib.error
+    import urllib.request
+
+    address = cfg.status.address
+    if address is None:
+        return None
+    host, port = address
+    with contextlib.suppress(ValueError):  # a host name is asked as it is
+        ip = ipaddress.ip_address(host)
+        if ip.is_unspecified:  # listening on every address: ask the loopback one
+            host = "127.0.0.1" if ip.version == 4 else "::1"
+    url = f"http://{f'[{host}]' if ':' in host else host}:{port}/status"
+    try:
+        with urllib.request.urlopen(url, timeout=_STATUS_HTTP_TIMEOUT_S) as reply:
+            doc = json.loads(reply.read())
+    except (OSError, ValueError, urllib.error.URLError):
+        return None
+    if not isinstance(doc, dict) or doc.get("data_dir") != str(cfg.data_dir.resolve()):
+        return None
+    return doc
+
+
+def _live_status(cfg: GatewayConfig) -> dict[str, Any] | None:
+    """The running daemon's document: asked of its status server, else its status.json
+    if the process that wrote it still runs and wrote it lately."""
+    served = _served_status(cfg)
+    if served is not None:
+        return served
+    doc = _status_json(cfg.data_dir / "status.json")
+    if doc is None:
+        return None
     pid = doc.get("pid")
+    written = parse_time(doc["time"]).timestamp()
     if not isinstance(pid, int) or time.time() - written > _STATUS_FRESH_S:
         return None
     try:
@@ -294,7 +380,7 @@ def _live_status(path: Path) -> dict[str, Any] | None:
     except PermissionError:
         pass  # alive, run by another user
     doc["running"] = True
-    return dict(doc)
+    return doc
 
 
 async def _stored_status(cfg: GatewayConfig) -> dict[str, Any]:
@@ -330,49 +416,24 @@ async def _stored_status(cfg: GatewayConfig) -> dict[str, Any]:
     }
 
 
-def _print_status(doc: dict[str, Any]) -> None:
-    if doc.get("running"):
-        print(f"gateway:     running (pid {doc.get('pid')}), status of {doc.get('time')}")
-    else:
-        print("gateway:     not running; read from the log database")
-    if doc.get("device"):
-        print(f"device:      {doc['device']}")
-    cp = doc.get("checkpoint")
-    cp_text = f"; last checkpoint {cp['size']} at {cp['time']}" if cp else "; no checkpoint yet"
-    print(f"log:         {doc.get('log_size', 0)} entries{cp_text}")
-    for name, info in sorted((doc.get("sensors") or {}).items()):
-        details = ", ".join(f"{k} {v}" for k, v in info.items()) if isinstance(info, dict) else info
-        print(f"sensor:      {name}: {details}")
-    for name, a in sorted((doc.get("anchors") or {}).items()):
-        print(f"anchor:      {name}")
-        if a.get("last_final") is None:
-            print("  last final: none yet")
-        else:
-            print(f"  last final: checkpoint {a['last_final']} (final at {a.get('last_final_at')})")
-        for o in a.get("open") or []:
-            tx = o.get("tx") or o.get("last_sent")
-            sent = f", {o['sent']} transaction(s) sent" if o.get("sent") else ""
-            print(
-                f"  {o['state']}: checkpoint {o['checkpoint']} since {o['since']}"
-                + (f", tx {tx}" if tx else "")
-                + sent
-            )
-        if a.get("last_error"):
-            at = f" (at {a['last_error_at']})" if a.get("last_error_at") else ""
-            print(f"  last error: {a['last_error']}{at}")
-        if a.get("retry_in_s"):
-            print(f"  next try in {a['retry_in_s']} s")
-
-
 def cmd_status(args: argparse.Namespace) -> int:
+    """The daemon's status document; when it is down, what the store knows, with the
+    sensors as its last status.json left them."""
+    from .health.text import render_text
+
     cfg = load_config(args.config)
-    doc = _live_status(cfg.data_dir / "status.json")
+    doc = _live_status(cfg)
     if doc is None:
-        doc = asyncio.run(_stored_status(cfg))
+        last = _status_json(cfg.data_dir / "status.json")
+        stored = asyncio.run(_stored_status(cfg))
+        doc = {**(last or {}), **stored, "running": False}
+        doc["last_status"] = last.get("time") if last else None
+        for gone in ("pid", "uptime_s", "http"):
+            doc.pop(gone, None)
     if args.json:
         print(json.dumps(doc, indent=2, sort_keys=True))
     else:
-        _print_status(doc)
+        sys.stdout.write(render_text(doc))
     return 0
 
 
@@ -459,6 +520,11 @@ def build_parser() -> argparse.ArgumentParser:
         s.set_defaults(func=func)
     sub.choices["status"].add_argument(
         "--json", action="store_true", help="print everything as JSON"
+    )
+    sub.choices["check"].add_argument(
+        "--probe",
+        action="store_true",
+        help="also try every sensor, broker, ledger and TSA once and say what answered",
     )
 
     s = sub.add_parser(

@@ -6,6 +6,7 @@ new one is added to this drawing::
 
     GatewayError                     base; ``diagnostics()`` is what the CLI prints
     ├── ConfigError                  the configuration file is wrong (the operator's to fix)
+    │   └── ConfigProblems           every problem of one file at once (config/problems.py)
     ├── KeyFileError                 device key missing, unreadable, wrong mode, or exists already
     ├── StoreError                   the log database failed (disk, corruption, schema)
     │   ├── CorruptDatabase          a database file fails its integrity checks (store.py)
@@ -52,9 +53,17 @@ probe`` gets a ``SensorError``) and ``anchoring/evm_rpc.py``'s ``_Unusable``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
+    from gateway.config.problems import Problem
+
 __all__ = [
     "AnchorError",
     "ConfigError",
+    "ConfigProblems",
     "CorruptDatabase",
     "GatewayError",
     "KeyFileError",
@@ -86,6 +95,37 @@ class ConfigError(GatewayError):
         super().__init__(f"{where}: {problem}")
         self.where = where
         self.problem = problem
+
+
+class ConfigProblems(ConfigError):
+    """Everything wrong with one config file; ``where`` (its key path) and ``problem``
+    are the first error's.
+
+    ``problems`` are ``gateway.config.problems.Problem`` s (key path, line, message,
+    severity, doc section); the message lists them like a compiler does.
+    """
+
+    hint = "fix each key named above (see the doc section under it), then run gateway check"
+
+    def __init__(self, path: str, problems: Sequence[Problem]) -> None:
+        from gateway.config.problems import format_problem
+
+        errors = [p for p in problems if p.severity == "error"] or list(problems)
+        first = errors[0]
+        line = f":{first.line}" if first.line is not None else ""
+        self.path = path
+        self.problems = tuple(problems)
+        GatewayError.__init__(self, "\n".join(format_problem(path, p) for p in errors))
+        self.where = first.key or f"{path}{line}"
+        self.problem = first.message
+        self.partial: GatewayConfig | None = None
+        """What could be read despite the problems (None: nothing, e.g. not TOML)."""
+        self.sensor_rows: tuple[int, ...] = ()
+        """For each sensor of ``partial``, the index of its ``[[sensor]]`` table."""
+
+    def diagnostics(self) -> str:
+        n = sum(p.severity == "error" for p in self.problems)
+        return f"{n} problem{'s' if n != 1 else ''} in the config:\n{self}\n  hint: {self.hint}"
 
 
 class KeyFileError(GatewayError):

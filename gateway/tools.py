@@ -35,7 +35,7 @@ _PORT_GLOBS = (
 )
 
 SCANNERS: dict[str, tuple[Scanner, float]] = {
-    d.name: (d.scan, d.scan_share) for d in DRIVERS if d.scan is not None
+    d.name: (d.scan, d.scan_share) for d in DRIVERS if d.scan_share
 }
 """name: (scanner, share of the port's budget), in the driver table's order."""
 

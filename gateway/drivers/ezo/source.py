@@ -36,8 +36,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from gateway.backoff import Backoff
 from gateway.drivers.ezo.config import EZO_OUTPUTS, EzoSensorConfig
@@ -61,7 +61,10 @@ from gateway.drivers.link.serial import SerialLink
 from gateway.errors import ProtocolError, SensorError, SensorTimeout
 from gateway.pipeline import Event, Gap, Reading, Sink, Value
 
-__all__ = ["EzoSource", "LineLink"]
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
+
+__all__ = ["EzoSource", "LineLink", "build_sources"]
 
 logger = logging.getLogger(__name__)
 
@@ -571,3 +574,12 @@ class EzoSource:
             )
         self._last_line_ns = received_ns
         await self._submit(sink, line, received_ns)
+
+
+def build_sources(
+    sensors: Sequence[EzoSensorConfig], config: GatewayConfig, device_id: str
+) -> list[EzoSource]:
+    """The driver row's ``build``: a source per circuit, sharing one ``SiteTemperatures``
+    (an RTD's readings compensate pH/EC/DO at its site)."""
+    sites = SiteTemperatures()
+    return [EzoSource(s, sites=sites) for s in sensors]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from gateway.drivers.base import Found, ProbeResult
 from gateway.drivers.ezo.config import EZO_CIRCUITS, EZO_DEFAULTS, EZO_OUTPUTS, EzoSensorConfig
@@ -29,7 +30,10 @@ from gateway.drivers.link.snippet import TomlValue, sensor_snippet
 from gateway.errors import ProtocolError, SensorError, SensorTimeout
 from gateway.pipeline import Event, Gap, Reading
 
-__all__ = ["SCAN_BAUD_RATES", "ezo_snippet", "probe_ezo", "scan_ezo"]
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
+
+__all__ = ["SCAN_BAUD_RATES", "ezo_snippet", "probe", "probe_ezo", "scan", "scan_ezo"]
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +167,7 @@ async def _scan_at(port: str, baudrate: int, within_s: float) -> Found | None:
         )
 
 
-async def scan_ezo(port: str, *, budget_s: float) -> list[Found]:
+async def scan_ezo(port: str, budget_s: float) -> list[Found]:
     """Look for an EZO circuit on ``port``, trying its baud rates within ``budget_s``.
 
     Sends only a CR, ``i`` and (EC, DO) ``O,?``: nothing that changes the
@@ -186,3 +190,12 @@ async def scan_ezo(port: str, *, budget_s: float) -> list[Found]:
         if found is not None:
             return [found]
     return []
+
+
+async def probe(sensor: EzoSensorConfig, config: GatewayConfig) -> ProbeResult:
+    """The driver row's ``probe``: ``probe_ezo``."""
+    return await probe_ezo(sensor)
+
+
+scan = scan_ezo
+"""The driver row's ``scan``."""

@@ -1,24 +1,66 @@
-"""Sensors that share one serial bus: one address each, one set of line settings."""
+"""Sensors that share one serial bus: one address each, one set of line settings.
+
+``bus_driver`` is the driver-table row of such a family (SDI-12 adapters,
+Modbus buses): its buses are checked once the file is read, its source reads a
+whole bus, and a sensor asked again after each timeout may be silent for all
+its attempts.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from gateway.drivers.base import Driver, SensorConfig
 from gateway.errors import ConfigError
 
-__all__ = ["group_buses"]
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
+    from gateway.toml_table import Table
+
+__all__ = ["bus_driver", "group_buses"]
 
 
-class _OnPort(Protocol):
-    @property
-    def id(self) -> str: ...
-
+class _OnPort(SensorConfig, Protocol):
     @property
     def port(self) -> str: ...
 
 
+class _OnBus(_OnPort, Protocol):
+    @property
+    def timeout_s(self) -> float: ...
+
+    @property
+    def retries(self) -> int: ...
+
+
 S = TypeVar("S", bound=_OnPort)
+B = TypeVar("B", bound=_OnBus)
+
+
+def bus_driver(
+    home: str,
+    config_type: type[B],
+    parse: Callable[[Table, str, str | None], B],
+    *,
+    buses: Callable[[Iterable[object]], dict[str, list[B]]],
+    scan_share: float,
+) -> Driver[B]:
+    """The row of a bus family: ``buses`` (a ``group_buses`` call) checks the file's
+    buses; each sensor is read at its port and may be silent for all its attempts."""
+
+    def check(config: GatewayConfig) -> None:
+        buses(config.sensors)
+
+    return Driver(
+        home=home,
+        config_type=config_type,
+        parse=parse,
+        scan_share=scan_share,
+        check=check,
+        grace_s=lambda s: s.timeout_s * (s.retries + 1),
+        where=lambda s: s.port,
+    )
 
 
 def group_buses(

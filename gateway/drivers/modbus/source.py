@@ -42,6 +42,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from gateway.backoff import Backoff
 from gateway.drivers.link.cadence import advance
@@ -59,7 +60,10 @@ from gateway.drivers.modbus.rtu import ModbusBadCrc, ModbusExceptionReply, hex_f
 from gateway.errors import ProtocolError, SensorError, SensorTimeout
 from gateway.pipeline import Event, Reading, Sink, Value
 
-__all__ = ["ModbusSource"]
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
+
+__all__ = ["ModbusSource", "build_sources"]
 
 logger = logging.getLogger(__name__)
 
@@ -363,3 +367,10 @@ def _sensor_info(cfg: ModbusSensorConfig, time_ns: int) -> Event:
             "model": cfg.profile.model,
         },
     )
+
+
+def build_sources(
+    sensors: Sequence[ModbusSensorConfig], config: GatewayConfig, device_id: str
+) -> list[ModbusSource]:
+    """The driver row's ``build``: one client per bus, reading all its slaves."""
+    return [ModbusSource(on_bus) for on_bus in check_modbus_buses(sensors).values()]

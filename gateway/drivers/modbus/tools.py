@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from gateway.drivers.base import Found, ProbeResult
 from gateway.drivers.link.record import Transcript
@@ -21,7 +22,10 @@ from gateway.drivers.modbus.rtu import ModbusExceptionReply
 from gateway.drivers.modbus.source import SlaveReader, reading_of
 from gateway.errors import SensorError
 
-__all__ = ["probe_modbus", "scan_modbus"]
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
+
+__all__ = ["probe", "probe_modbus", "scan", "scan_modbus"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +94,8 @@ def _shipped() -> list[Profile]:
 
 async def scan_modbus(
     port: str,
-    *,
     budget_s: float,
+    *,
     max_slave: int = 247,
     probe_timeout_s: float = 0.15,
     settings: Iterable[tuple[int, str]] | None = None,
@@ -203,3 +207,12 @@ def _found(port: str, slave: int, baudrate: int, parity: str, model: Profile | N
         ("interval_s", 10.0),
     )
     return Found(port, "modbus", f"slave {slave} at {baudrate} 8{parity}1: {what}", snippet)
+
+
+async def probe(sensor: ModbusSensorConfig, config: GatewayConfig) -> ProbeResult:
+    """The driver row's ``probe``: ``probe_modbus``."""
+    return await probe_modbus(sensor)
+
+
+scan = scan_modbus
+"""The driver row's ``scan``."""

@@ -20,12 +20,15 @@ needs no gap. 0 declares the loss at once, before the reading that revealed it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from gateway.errors import ConfigError
 from gateway.toml_table import Table, positive
+
+if TYPE_CHECKING:
+    from gateway.secrets import SecretReader
 
 __all__ = [
     "ID_PLACEHOLDER",
@@ -50,7 +53,9 @@ class MqttConfig:
     client_id: str = ""
     """Persistent-session identity; default riverseal-<device id>."""
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
+    """From ``password``, ``password_file``, ``password_env`` or ``password_credential``
+    (gateway/secrets.py); never shown."""
     keepalive: int = 30
     max_payload_bytes: int = 65_536
     """Larger payloads are rejected and counted, never parsed."""
@@ -88,12 +93,15 @@ def _tls_path(t: Table, name: str) -> Path | None:
     return path
 
 
-def parse_mqtt(t: Table | None) -> MqttConfig | None:
+def parse_mqtt(t: Table | None, secrets: SecretReader | None = None) -> MqttConfig | None:
+    from gateway.secrets import SecretReader
+
     if t is None:
         return None
     if "tls_insecure" in t.data:
-        raise ConfigError(
-            f"{t.where}.tls_insecure",
+        t.used.add("tls_insecure")
+        t.problem(
+            "tls_insecure",
             "does not exist: certificate and hostname verification are always on; "
             "give the broker's CA in tls_ca",
         )
@@ -101,15 +109,15 @@ def parse_mqtt(t: Table | None) -> MqttConfig | None:
     port = t.get("port", int, d.port)
     tls_ca, tls_cert, tls_key = (_tls_path(t, k) for k in ("tls_ca", "tls_cert", "tls_key"))
     if (tls_cert is None) != (tls_key is None):
-        raise ConfigError(f"{t.where}.tls_cert", "tls_cert and tls_key go together")
+        t.problem("tls_cert", "tls_cert and tls_key go together")
     if tls_cert is not None and tls_ca is None:
-        raise ConfigError(f"{t.where}.tls_cert", "a client certificate needs TLS: set tls_ca")
+        t.problem("tls_cert", "a client certificate needs TLS: set tls_ca")
     cfg = MqttConfig(
         host=t.get("host", str, d.host),
         port=t.check("port", port, lambda p: 0 < p < 65536, "is not a TCP port"),
         client_id=t.get("client_id", str, ""),
         username=t.optional("username", str),
-        password=t.optional("password", str),
+        password=(secrets or SecretReader()).read(t, "password"),
         keepalive=t.check(
             "keepalive", t.get("keepalive", int, d.keepalive), positive, "must be > 0"
         ),
@@ -133,7 +141,7 @@ def parse_mqtt(t: Table | None) -> MqttConfig | None:
         ),
     )
     if cfg.password is not None and cfg.username is None:
-        raise ConfigError(f"{t.where}.password", "a password needs a username")
+        t.problem("password", "a password needs a username")
     t.done()
     return cfg
 

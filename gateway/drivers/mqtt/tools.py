@@ -6,6 +6,7 @@ import asyncio
 import os
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import aiomqtt
 
@@ -31,7 +32,10 @@ from gateway.errors import GatewayError
 _PROBE_MAX_WAIT_S = 300.0
 _PROBE_SHOW_CHARS = 2000
 
-__all__ = ["probe_mqtt"]
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
+
+__all__ = ["probe", "probe_mqtt"]
 
 
 def _printable(payload: bytes) -> str:
@@ -122,3 +126,9 @@ async def probe_mqtt(
             Exchange(sent, exchange[0].received, f"{note}; {len(readings)} samples, first shown"),
         )
     return ProbeResult(sensor_id, exchange, readings[0])
+
+
+async def probe(sensor: MqttSensorConfig, config: GatewayConfig) -> ProbeResult:
+    """The driver row's ``probe``: ``probe_mqtt`` through the file's ``[mqtt]`` broker."""
+    assert config.mqtt is not None  # the driver's check guarantees it
+    return await probe_mqtt(sensor, config.mqtt)

@@ -53,7 +53,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from gateway.backoff import Backoff
 from gateway.drivers.link.cadence import next_slot
@@ -79,7 +79,10 @@ from gateway.drivers.sdi12.protocol import (
 from gateway.errors import ProtocolError, SensorError, SensorTimeout
 from gateway.pipeline import Event, Reading, Sink, Value
 
-__all__ = ["SCAN_REPLY_TIMEOUT_S", "Sdi12Source"]
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
+
+__all__ = ["SCAN_REPLY_TIMEOUT_S", "Sdi12Source", "build_sources"]
 
 logger = logging.getLogger(__name__)
 
@@ -525,3 +528,10 @@ class Sdi12Source:
     async def _submit(self, sink: Sink, reading: Reading) -> None:
         await sink.submit(reading)
         self._backoff.reset()
+
+
+def build_sources(
+    sensors: Sequence[Sdi12SensorConfig], config: GatewayConfig, device_id: str
+) -> list[Sdi12Source]:
+    """The driver row's ``build``: one source per adapter port, serving every address on it."""
+    return [Sdi12Source(on_port) for on_port in check_sdi12_buses(sensors).values()]

@@ -9,6 +9,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from gateway.drivers.base import Found, ProbeResult
 from gateway.drivers.link.record import Transcript
@@ -39,7 +40,10 @@ from gateway.drivers.sdi12.source import (
 from gateway.errors import SensorError
 from gateway.pipeline import Reading
 
-__all__ = ["probe_sdi12", "scan_sdi12"]
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
+
+__all__ = ["probe", "probe_sdi12", "scan", "scan_sdi12"]
 
 logger = logging.getLogger(__name__)
 
@@ -150,8 +154,8 @@ async def _measurement_shape(
 
 async def scan_sdi12(
     port: str,
-    *,
     budget_s: float,
+    *,
     baudrate: int = 9600,
     terminator: Terminator = "none",
     open_delay_s: float = 2.5,
@@ -256,3 +260,12 @@ async def _describe(session: Session, cfg: Sdi12SensorConfig) -> Found:
         baudrate=cfg.baudrate,
     )
     return Found(cfg.port, "sdi12", description, snippet)
+
+
+async def probe(sensor: Sdi12SensorConfig, config: GatewayConfig) -> ProbeResult:
+    """The driver row's ``probe``: ``probe_sdi12``."""
+    return await probe_sdi12(sensor)
+
+
+scan = scan_sdi12
+"""The driver row's ``scan``."""
