@@ -46,7 +46,7 @@ import ssl
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiomqtt
 import paho.mqtt.client as paho
@@ -64,7 +64,17 @@ from gateway.drivers.mqtt.topics import Route, TopicRouter
 from gateway.errors import GatewayError, SensorError
 from gateway.pipeline import Gap, Reading, Sink
 
-__all__ = ["REORDER_MAX_SEQS", "SEQUENCE_GAP", "MqttSource", "explain_mqtt_error", "tls_context"]
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
+
+__all__ = [
+    "REORDER_MAX_SEQS",
+    "SEQUENCE_GAP",
+    "MqttSource",
+    "build_sources",
+    "explain_mqtt_error",
+    "tls_context",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -592,3 +602,11 @@ class MqttSource:
     async def _submit(sink: Sink, reading: Reading) -> None:
         if not await sink.submit(reading):
             logger.debug("mqtt: %s %s is a duplicate", reading.sensor, reading.dedup_key)
+
+
+def build_sources(
+    sensors: Sequence[MqttSensorConfig], config: GatewayConfig, device_id: str
+) -> list[MqttSource]:
+    """The driver row's ``build``: one connection to the ``[mqtt]`` broker for all."""
+    assert config.mqtt is not None  # the driver's check guarantees it
+    return [MqttSource(config.mqtt, list(sensors), device_id=device_id)]
