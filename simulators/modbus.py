@@ -1,7 +1,7 @@
 """Simulated Modbus RTU probes: several slaves on one RS-485 bus, over real ptys.
 
 Each slave is described by a register profile, the same TOML file the
-gateway reads (``gateway/modbus_profiles/*.toml`` or a technician's own),
+gateway reads (``gateway/drivers/modbus/profiles/*.toml`` or a technician's own),
 read here by a small independent reader and encoder: the simulator never
 imports the gateway, so its encoding cross-checks the gateway's codec.
 Values come from a river model (``WaterSource.sample(t)``).
@@ -95,7 +95,8 @@ def _shipped_dir() -> Path | None:
     spec = importlib.util.find_spec("gateway")
     if spec is None or not spec.submodule_search_locations:
         return None
-    return Path(next(iter(spec.submodule_search_locations))) / "modbus_profiles"
+    gateway = Path(next(iter(spec.submodule_search_locations)))
+    return gateway / "drivers" / "modbus" / "profiles"
 
 
 def load_sim_profile(ref: str | Path) -> SimProfile:

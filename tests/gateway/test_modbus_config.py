@@ -135,7 +135,7 @@ def test_the_documented_sensor_example_parses() -> None:
 
 
 def test_a_relative_profile_path_is_taken_from_the_config_folder(tmp_path: Path) -> None:
-    shipped = Path(__file__).resolve().parents[2] / "gateway" / "modbus_profiles"
+    shipped = Path(__file__).resolve().parents[2] / "gateway" / "drivers" / "modbus" / "profiles"
     (tmp_path / "profiles").mkdir()
     text = (shipped / "hach-ldo-aq.toml").read_text()
     (tmp_path / "profiles" / "site-ldo.toml").write_text(text)

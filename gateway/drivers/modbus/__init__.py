@@ -2,7 +2,7 @@
 
 ``DRIVER`` is the family's row of the driver table. Its modules: ``config``,
 ``rtu`` (pure frames and CRC), ``profile`` (the register-profile codec; the
-shipped profiles are in ``gateway/modbus_profiles/``), ``link`` (the bus, one
+shipped profiles are in ``profiles/``), ``link`` (the bus, one
 turn per reading), ``source`` and ``tools``.
 """
 

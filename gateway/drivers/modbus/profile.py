@@ -598,7 +598,7 @@ def parse_profile(data: Any, *, name: str, source: str) -> Profile:
 
 
 def _shipped_dir() -> Path:
-    return Path(str(resources.files("gateway.modbus_profiles")))
+    return Path(str(resources.files("gateway.drivers.modbus.profiles")))
 
 
 def shipped_profiles() -> dict[str, Path]:
