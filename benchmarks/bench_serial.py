@@ -40,7 +40,7 @@ _SIM = """
 import asyncio, sys
 from pathlib import Path
 from simulators.ezo import EzoCircuit
-from simulators.pty_link import EzoPtyDevice
+from simulators.ezo_pty import EzoPtyDevice
 from simulators.river import RiverModel
 
 async def main(folder, n):

@@ -163,7 +163,7 @@ class PtyLink:
         self._plug()
         name = self._link_path or self._device_path
         self._writer = asyncio.get_running_loop().create_task(
-            self._write_loop(), name=f"pty_link[{name}].writer"
+            self._write_loop(), name=f"pty[{name}].writer"
         )
         return self
 

@@ -25,7 +25,7 @@ from gateway.drivers.link.serial import SerialLink
 from gateway.errors import ProtocolError, SensorError, SensorTimeout
 from gateway.pipeline import Value
 from simulators.ezo import EzoCircuit
-from simulators.pty_link import EzoPtyDevice
+from simulators.ezo_pty import EzoPtyDevice
 from simulators.river import RiverModel
 
 if TYPE_CHECKING:

@@ -24,7 +24,7 @@ from gateway.drivers.ezo.sites import SiteTemperatures
 from gateway.drivers.ezo.source import EzoSource
 from gateway.pipeline import Reading
 from simulators.ezo import Reply
-from simulators.pty_link import EzoPtyDevice
+from simulators.ezo_pty import EzoPtyDevice
 from simulators.river import RiverModel
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ from gateway.config import EzoSensorConfig, parse_config
 from gateway.drivers.base import Exchange
 from gateway.drivers.ezo.tools import SCAN_BAUD_RATES, probe_ezo, scan_ezo
 from gateway.errors import SensorError
-from simulators.pty_link import EzoPtyDevice
+from simulators.ezo_pty import EzoPtyDevice
 from simulators.river import RiverModel
 
 SIM_NOW = 1_767_272_400.0
