@@ -23,7 +23,7 @@ from ledger_client.errors import LedgerClientError
 from ledger_client.records import format_time, parse_time
 
 from .config import GatewayConfig, load_config
-from .errors import ConfigError, GatewayError, KeyFileError
+from .errors import ConfigError, GatewayError, KeyFileError, StoreError
 from .keys import create_anchor_key, create_device_key
 
 __all__ = ["main"]
@@ -253,6 +253,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     async def go() -> str:
         key = load_device_key(cfg.key_file)
+        if not cfg.db_path.exists():  # never made here: an export reads a log
+            raise StoreError(f"no log database at {cfg.db_path}")
         async with Store(cfg.db_path) as store:
             log_ = Log(store, key)
             await log_.open()

@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import dataclasses
 import json
 import logging
 import os
@@ -59,22 +60,23 @@ from .anchoring.anchorer import Anchorer
 from .anchoring.backend import AnchorBackend
 from .anchoring.registry import build_backends
 from .backoff import Backoff
-from .clock import clock_state
+from .clock import ClockStep, GatewayClock, clock_state
 from .config import GatewayConfig
 from .errors import GatewayError, StorageRefused, StoreError
 from .health.http import StatusServer
 from .health.model import Facts, SensorFacts, build_status
-from .history import HighWater, check_history, high_water_path
+from .history import HighWater, HistoryConflict, check_history, high_water_path, read_high_water
 from .ingest import Ingest
 from .keys import DeviceKey, load_device_key
 from .lock import hold_data_dir
 from .log import Log
 from .notify import Notifier
-from .pipeline import Event, Gap
+from .pipeline import Event, Gap, Reading, Sink
 from .qc import QC_TESTS, QcEngine
 from .silence import Expectation, SilenceTracker, expectation
 from .storage import StorageGuard
 from .store import CheckpointRow, Store
+from .witnessing import Witnessing
 
 __all__ = ["BOOT_META", "GATEWAY_DOWN", "BootPlan", "Gateway", "declared_sensors", "plan_boot"]
 
@@ -218,8 +220,13 @@ class Gateway:
         backends: Sequence[AnchorBackend] | None = None,
         status_every_s: float = 5.0,
         notifier: Notifier | None = None,
+        clock: GatewayClock | None = None,
     ) -> None:
         self.config = config
+        self.clock = clock if clock is not None else GatewayClock()
+        """Wall time for everything the daemon stamps; a step becomes a ``clock-step`` event."""
+        self._clock_events: list[Event] = []
+        """``clock-step`` events not yet queued: each goes ahead of whatever is submitted next."""
         self.notifier = notifier if notifier is not None else Notifier(None)
         """systemd's notification socket (``Notifier.from_environment()``); a no-op by default."""
         self.watchdog_problem: str | None = None
@@ -230,6 +237,7 @@ class Gateway:
         self.status_every_s = status_every_s
         self.ingest: Ingest | None = None
         self.anchorer: Anchorer | None = None
+        self.witnessing: Witnessing | None = None
         self.key: DeviceKey | None = None
         self.silence: SilenceTracker | None = None
         self.storage: StorageGuard | None = None
@@ -256,6 +264,14 @@ class Gateway:
         self.notifier.status("starting: checking the log")
         self.key = key = load_device_key(cfg.key_file)
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        mark = read_high_water(high_water_path(cfg.key_file))
+        if mark is not None and not cfg.db_path.exists():
+            # Refused before an empty database is made in its place.
+            raise HistoryConflict(
+                f"{cfg.db_path} is missing, but this key already signed checkpoint {mark.size} "
+                f"(per {high_water_path(cfg.key_file)}): the database was deleted or moved",
+                cfg.path,
+            )
         backends = list(self._backends) if self._backends is not None else build_backends(cfg)
         sources = (
             list(self._sources) if self._sources is not None else build_sources(cfg, key.device_id)
@@ -264,19 +280,22 @@ class Gateway:
             self._store = store
             # Before anything is written: does this log extend what the key already signed?
             await check_history(store, cfg, key)
-            log_ = Log(store, key, qc=QcEngine(cfg.qc))
+            log_ = Log(store, key, qc=QcEngine(cfg.qc), clock=self.clock.time_ns)
             await log_.open()
             self.anchorer = anchorer = Anchorer(
                 store, backends, retry_max_seconds=cfg.anchor.retry_max_seconds
             )
+            self.witnessing = witnessing = Witnessing(store, cfg.witnesses)
             high_water = HighWater(high_water_path(cfg.key_file), key.origin)
-            boot_ns = time.time_ns()
+            boot_ns = self.clock.time_ns()
             plan = await plan_boot(store, cfg, boot_ns)
             # Silence is counted from this start; the gateway-down gaps cover the time before it.
             self.silence = silence = SilenceTracker(sensor_expectations(cfg), boot_ns)
+            self.clock.on_step.append(self._clock_stepped)
 
             def checkpoint_signed(cp: CheckpointRow) -> None:
                 anchorer.notify(cp)
+                witnessing.notify(cp)
                 high_water.checkpoint_signed(cp)
 
             self.storage = storage = StorageGuard(cfg.storage, cfg.data_dir)
@@ -308,7 +327,11 @@ class Gateway:
                     boot_items: list[Event | Gap] = [
                         Event("boot", boot_ns, boot),
                         *plan.gaps,
-                        *([Event("config", time.time_ns(), plan.config)] if plan.config else []),
+                        *(
+                            [Event("config", self.clock.time_ns(), plan.config)]
+                            if plan.config
+                            else []
+                        ),
                     ]
                     await self._write_boot(store, ingest, storage, boot_items, plan.last_boot)
                     storage.watched = set(silence.sensors)
@@ -327,12 +350,14 @@ class Gateway:
                             plan.config["changed"],
                         )
                     anchoring = tg.create_task(anchorer.run(), name="gateway.anchor")
+                    cosigning = tg.create_task(witnessing.run(), name="gateway.witnesses")
                     watcher = tg.create_task(
                         self._watch_silence(silence, ingest), name="gateway.silence"
                     )
                     feeds = [
                         tg.create_task(
-                            self._supervise(src, ingest), name=f"gateway.source[{src.name}]"
+                            self._supervise(src, _StepAwareSink(self, ingest)),
+                            name=f"gateway.source[{src.name}]",
                         )
                         for src in sources
                     ]
@@ -353,7 +378,9 @@ class Gateway:
                     await asyncio.gather(*feeds, watcher, *pings, return_exceptions=True)
                     try:
                         # The last entry of a clean run: the next boot's "previous" says so.
-                        await ingest.submit_event(Event("stop", time.time_ns(), {"cause": "clean"}))
+                        await ingest.submit_event(
+                            Event("stop", self.clock.time_ns(), {"cause": "clean"})
+                        )
                     except GatewayError as exc:
                         logger.error("the stop event could not be logged: %s", exc)
                     await ingest.close()
@@ -363,6 +390,9 @@ class Gateway:
                     anchoring.cancel()
                     await asyncio.gather(anchoring, return_exceptions=True)
                     await anchorer.step()  # anchor the final checkpoint before leaving
+                    cosigning.cancel()
+                    await asyncio.gather(cosigning, return_exceptions=True)
+                    await witnessing.finish()  # one bounded try for the final checkpoint
                     status.cancel()
                     serving.cancel()
                     await asyncio.gather(status, serving, return_exceptions=True)
@@ -430,7 +460,7 @@ class Gateway:
             "qc_tests": ",".join(QC_TESTS),
         }
 
-    async def _supervise(self, source: Source, ingest: Ingest) -> None:
+    async def _supervise(self, source: Source, ingest: Sink) -> None:
         """Run ``source`` until cancelled; restart it after a crash, with back-off.
 
         Each crash is logged once, naming the source (the traceback only when the
@@ -481,7 +511,9 @@ class Gateway:
     async def _watch_silence(self, silence: SilenceTracker, ingest: Ingest) -> None:
         """Write the gap records of silent sensors as they fall due."""
         while True:
-            for gap in silence.poll(time.time_ns()):
+            now = self.clock.time_ns()  # a step is noticed, and the tracker moved, first
+            await self.flush_clock_events(ingest)
+            for gap in silence.poll(now):
                 logger.warning(
                     "sensor %s: silent since %s (%s)",
                     gap.sensor,
@@ -493,8 +525,41 @@ class Gateway:
                 # gap that covers the silence before it (docs/bundle-format.md §4.2.2).
                 ingest._enqueue_detached(gap)
             due = silence.next_due_ns()
-            delay = _SILENCE_POLL_MAX_S if due is None else (due - time.time_ns()) / 1e9
+            delay = _SILENCE_POLL_MAX_S if due is None else (due - now) / 1e9
             await asyncio.sleep(min(max(delay, 0.001), _SILENCE_POLL_MAX_S))
+
+    def _clock_stepped(self, step: ClockStep) -> None:
+        """Wall time stepped: silence deadlines move with it, and the step is logged."""
+        logger.warning(
+            "the clock stepped %+.3f s (from %s to %s)",
+            step.step_ns / 1e9,
+            format_time(step.from_ns),
+            format_time(step.to_ns),
+        )
+        if self.silence is not None:
+            self.silence.clock_step(step.step_ns)
+        self._clock_events.append(Event("clock-step", step.to_ns, step.detail()))
+
+    async def flush_clock_events(self, ingest: Ingest) -> None:
+        """Commit the ``clock-step`` events noticed, ahead of anything submitted after this."""
+        while self._clock_events:
+            await ingest.submit_event(self._clock_events.pop(0))
+
+    def on_current_scale(self, reading: Reading) -> Reading:
+        """``reading`` with its receive time on the clock's scale since its latest step.
+
+        A reading stamped just before a step and submitted just after it is moved by
+        the step (the same instant, read off the stepped clock), so the log never
+        shows a stamp from the old scale after the ``clock-step`` event.
+        """
+        now = self.clock.time_ns()
+        step = self.clock.last_step
+        if step is None:
+            return reading
+        old_now = now - step.step_ns
+        if abs(reading.received_ns - old_now) < abs(reading.received_ns - now):
+            return dataclasses.replace(reading, received_ns=reading.received_ns + step.step_ns)
+        return reading
 
     def status(self) -> dict[str, Any]:
         """The status document now (empty while starting)."""
@@ -679,3 +744,34 @@ class Gateway:
                 self.watchdog_problem = problem
                 self._notify_status()
             await asyncio.sleep(max(0.0, due - time.monotonic()))
+
+
+class _StepAwareSink:
+    """The Sink sources write to: a clock step is logged ahead of what comes after it.
+
+    Each submission first reads the gateway's clock (which notices a step and moves the
+    silence tracker before the stepped time is used), then commits any ``clock-step``
+    event waiting, then hands the item to ingest.
+    """
+
+    def __init__(self, gateway: Gateway, ingest: Ingest) -> None:
+        self._gateway = gateway
+        self._ingest = ingest
+
+    async def submit(self, reading: Reading) -> bool:
+        reading = self._gateway.on_current_scale(reading)
+        await self._gateway.flush_clock_events(self._ingest)
+        return await self._ingest.submit(reading)
+
+    async def submit_gap(self, gap: Gap) -> None:
+        self._gateway.clock.time_ns()
+        await self._gateway.flush_clock_events(self._ingest)
+        await self._ingest.submit_gap(gap)
+
+    async def submit_event(self, event: Event) -> None:
+        self._gateway.clock.time_ns()
+        await self._gateway.flush_clock_events(self._ingest)
+        await self._ingest.submit_event(event)
+
+    def reject(self, sensor: str, reason: str, detail: str) -> None:
+        self._ingest.reject(sensor, reason, detail)

@@ -234,7 +234,7 @@ def store_problems(path: Path, *, full: bool = True) -> list[str]:
         finally:
             db.close()
     except sqlite3.Error as exc:
-        problems = [str(exc)]
+        problems = [f"PRAGMA {'integrity_check' if full else 'quick_check'}: {exc}"]
     return [f"log database {path}: {p}" for p in problems]
 
 
@@ -284,7 +284,7 @@ class Store:
     async def _quick_check(self) -> None:
         """Every page of every table and index read once: a page of garbage is found
         at open, not when an export reaches it (benchmarks/store_check.py times it)."""
-        async with _mapped("checking the database", self.path):
+        async with _mapped("PRAGMA quick_check", self.path):
             cur = await self.db.execute("PRAGMA quick_check(10)")
             rows = [str(r[0]) for r in await cur.fetchall()]
         if rows != ["ok"]:
