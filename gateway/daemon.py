@@ -477,6 +477,15 @@ class Gateway:
                 await source.run(ingest)
                 health.running = False
                 return
+            except StorageRefused as exc:
+                # Not the source's fault: it starts again as soon as the log takes writes
+                # (the ingest writer retries on its own), with no growing back-off.
+                self._count_crash(source.name, health, exc)
+                logger.warning("source %s paused: %s", source.name, exc)
+                if self.storage is not None:
+                    await self.storage.accepting.wait()
+                backoff.reset()
+                continue
             except GatewayError as exc:
                 self._count_crash(source.name, health, exc)
                 logger.error(
@@ -643,11 +652,23 @@ class Gateway:
         self._first_unanchored = (index, when)
 
     def _status_snapshot(self) -> None:
+        """Write status.json: a new file renamed over the old one, or, when the disk has
+        no room for a new file, over the old one's bytes in place (it is padded with
+        spaces to whole 4 KiB blocks so that it usually fits them): status must still
+        say the disk is full when it is."""
         path: Path = self.config.data_dir / "status.json"
         tmp = path.with_suffix(".tmp")
-        with contextlib.suppress(OSError):
-            tmp.write_text(json.dumps(self.status(), indent=1, sort_keys=True))
+        text = json.dumps(self.status(), indent=1, sort_keys=True) + "\n"
+        data = text.encode().ljust(-(-len(text) // 4096) * 4096, b" ")
+        try:
+            tmp.write_bytes(data)
             os.replace(tmp, path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+                with path.open("r+b") as f:
+                    if os.fstat(f.fileno()).st_size >= len(data):
+                        f.write(data)  # the rest was padding already
 
     async def _write_status(self) -> None:
         while True:

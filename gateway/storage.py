@@ -22,6 +22,7 @@ sensor concerned, from the instant its records last covered to the resumption
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -115,6 +116,9 @@ class StorageGuard:
         self.watched: set[str] = set()
         """Sensors the silence watcher watches: they get a gap at resumption too."""
         self.gaps_owed = False
+        self.accepting = asyncio.Event()
+        """Set while writes are taken: sources paused by a refusal wait for it."""
+        self.accepting.set()
         self._next_try = 0.0
         self._measured_at = -_MEASURE_EVERY_S
         self._level = "ok"
@@ -180,6 +184,7 @@ class StorageGuard:
         first = not self.refusing
         self.state, self.last_error = exc.state, str(exc)
         if first:
+            self.accepting.clear()
             self.since_ns = self._clock()
             self.gaps_owed = True
             logger.error(
@@ -202,6 +207,7 @@ class StorageGuard:
                 self.refused,
             )
         self.gaps_owed = False
+        self.accepting.set()
         self.refused_sensors.clear()
         self.since_ns = None
         self._backoff.reset()
