@@ -598,13 +598,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_probe)
 
     s = sub.add_parser(
-        "scan", help="look for EZO circuits, SDI-12 sondes and Modbus slaves on serial ports"
+        "scan", help="look for sensors on serial ports, trying each serial driver in turn"
     )
     s.add_argument(
         "--port", action="append", help="a port to scan (repeat; default: every serial port)"
     )
     s.add_argument("--budget", type=float, default=20.0, help="seconds per port (default 20)")
-    s.add_argument("--only", help="comma-separated subset of ezo,sdi12,modbus")
+    s.add_argument(
+        "--only", help="comma-separated subset of the serial drivers (default: all of them)"
+    )
     s.set_defaults(func=cmd_scan)
 
     return p

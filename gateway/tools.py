@@ -2,9 +2,10 @@
 
 Both run without the daemon (stop it first: a serial port has one reader).
 ``probe`` asks one configured sensor for one reading and shows every byte
-exchanged; ``scan`` walks serial ports looking for EZO circuits, SDI-12
-sondes and Modbus slaves, each within a time budget, and prints a config
-snippet for what it finds.
+exchanged; ``scan`` walks serial ports trying each serial driver of the
+table (``SCANNERS``: EZO circuits, SDI-12 sondes, Modbus slaves, ...), each
+within its share of a time budget, and prints a config snippet for what it
+finds.
 """
 
 from __future__ import annotations
