@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -104,6 +105,17 @@ CREATE TABLE anchors (
 );
 CREATE INDEX anchors_by_backend ON anchors (backend, checkpoint);
 CREATE INDEX anchors_open ON anchors (backend, checkpoint) WHERE state != 'final';
+"""
+
+# Witness cosignature lines (gateway/witnessing.py), one per checkpoint and witness vkey.
+# Added without a schema version: created on any writable open, absent from older files.
+_COSIGNATURES = """
+CREATE TABLE IF NOT EXISTS cosignatures (
+    checkpoint INTEGER NOT NULL,
+    witness    TEXT NOT NULL,
+    line       TEXT NOT NULL,
+    PRIMARY KEY (checkpoint, witness)
+);
 """
 
 
@@ -318,6 +330,7 @@ class Store:
             await self.db.executescript(
                 "BEGIN IMMEDIATE;"
                 + _SCHEMA
+                + _COSIGNATURES
                 + f"INSERT INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}');COMMIT;"
             )
             self.schema_version = SCHEMA_VERSION
@@ -336,6 +349,8 @@ class Store:
             await self._migrate_v1()
             version = await self._schema_version()
         self.schema_version = version
+        if not self.readonly:
+            await self.db.executescript(_COSIGNATURES)
 
     async def _schema_version(self) -> int:
         return int(await self.get_meta("schema_version") or 0)
@@ -676,9 +691,10 @@ class Store:
                 "ORDER BY size",
                 (min_size, max_size if max_size is not None else 2**62),
             )
-            return [
+            rows = [
                 CheckpointRow(int(s), bytes(r), n, int(t)) for s, r, n, t in await cur.fetchall()
             ]
+        return await self._cosigned(rows)
 
     async def checkpoint_sizes_around(self, index: int) -> tuple[int | None, int | None]:
         """(largest checkpoint size ≤ ``index``, smallest ≥ ``index``), each None if none."""
@@ -744,7 +760,47 @@ class Store:
                     chunk,
                 )
                 anchors.extend(_anchor_row(r) for r in await cur.fetchall())
-        return cps, anchors
+        return await self._cosigned(cps), anchors
+
+    async def add_cosignature(self, checkpoint: int, witness: str, line: str) -> None:
+        """Keep a witness's cosignature line for a checkpoint (``witness``: its vkey)."""
+        async with _mapped("writing a cosignature"):
+            await self.db.execute(
+                "INSERT OR REPLACE INTO cosignatures VALUES (?, ?, ?)", (checkpoint, witness, line)
+            )
+
+    async def cosigned_size(self, witness: str) -> int | None:
+        """The largest checkpoint ``witness`` (a vkey) has cosigned, None if none."""
+        async with _mapped("reading cosignatures"):
+            cur = await self.db.execute(
+                "SELECT MAX(checkpoint) FROM cosignatures WHERE witness = ?", (witness,)
+            )
+            row = await cur.fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    async def _cosigned(self, rows: list[CheckpointRow]) -> list[CheckpointRow]:
+        """The rows with their witnesses' cosignature lines appended to the note
+        (signed-note: cosignatures are extra signature lines)."""
+        if not rows:
+            return rows
+        async with _mapped("reading cosignatures"):
+            cur = await self.db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'cosignatures'"
+            )
+            if await cur.fetchone() is None:  # a read-only open of an older file
+                return rows
+            cur = await self.db.execute(
+                "SELECT checkpoint, line FROM cosignatures WHERE checkpoint BETWEEN ? AND ? "
+                "ORDER BY checkpoint, witness",
+                (rows[0].size, rows[-1].size),
+            )
+            lines: dict[int, str] = {}
+            for size, line in await cur.fetchall():
+                lines[int(size)] = lines.get(int(size), "") + str(line)
+        return [
+            dataclasses.replace(r, note=r.note + lines[r.size]) if r.size in lines else r
+            for r in rows
+        ]
 
     async def latest_checkpoint(self) -> CheckpointRow | None:
         async with _mapped("reading checkpoints"):
@@ -752,9 +808,12 @@ class Store:
                 "SELECT size, root, note, time_ns FROM checkpoints ORDER BY size DESC LIMIT 1"
             )
             row = await cur.fetchone()
-        return (
-            None if row is None else CheckpointRow(int(row[0]), bytes(row[1]), row[2], int(row[3]))
+        if row is None:
+            return None
+        [cp] = await self._cosigned(
+            [CheckpointRow(int(row[0]), bytes(row[1]), row[2], int(row[3]))]
         )
+        return cp
 
     async def anchors(self, backend: str | None = None) -> list[AnchorRow]:
         async with _mapped("reading anchors"):

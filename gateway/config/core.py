@@ -18,6 +18,7 @@ from .anchors import AnchorConfig, parse_anchor
 from .problems import Problem, key_lines, locate, toml_error_line
 from .qc import QcConfig, parse_qc
 from .sensors import SensorConfig, parse_sensor
+from .witnesses import WitnessConfig, parse_witnesses
 
 __all__ = [
     "GatewayConfig",
@@ -162,6 +163,8 @@ class GatewayConfig:
     qc: QcConfig = field(default_factory=QcConfig)
     status: StatusConfig = field(default_factory=StatusConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    witnesses: tuple[WitnessConfig, ...] = ()
+    """``[[witnesses]]``: who cosigns each checkpoint (gateway/config/witnesses.py)."""
     warnings: tuple[Problem, ...] = ()
     """What ``parse_config`` found doubtful but not wrong (``gateway check`` prints them)."""
 
@@ -255,6 +258,8 @@ def parse_config(text: str, path: Path, *, secrets: SecretReader | None = None) 
     qc = _guarded(root, QcConfig(), lambda: parse_qc(root.table("qc"), ids))
     status = _guarded(root, StatusConfig(), lambda: _parse_status(root.table("status")))
     storage = _guarded(root, StorageConfig(), lambda: _parse_storage(root.table("storage")))
+    no_witnesses: tuple[WitnessConfig, ...] = ()
+    witnesses = _guarded(root, no_witnesses, lambda: parse_witnesses(root))
     root.done()
     seen: set[str] = set()
     for i, s in parsed:
@@ -274,6 +279,7 @@ def parse_config(text: str, path: Path, *, secrets: SecretReader | None = None) 
         qc=qc,
         status=status,
         storage=storage,
+        witnesses=witnesses,
     )
     # Checks across sensors: an [mqtt] section for mqtt sensors; devices sharing one
     # serial bus agree on its settings and their addresses. (Not when [mqtt] itself
