@@ -673,7 +673,7 @@ class Gateway:
     async def _write_status(self) -> None:
         while True:
             if self.storage is not None:
-                self.storage.measure(force=False)
+                self.storage.measure()
             await self._find_first_unanchored()
             self._status_snapshot()
             self._notify_status()

@@ -250,7 +250,13 @@ class Ingest:
         assert self.storage is not None
         storage = self.storage
         try:
-            storage.before_commit()
+            try:
+                storage.before_commit()
+            except StorageRefused:
+                if storage.refusing or not storage.wal_bytes():
+                    raise
+                await self.log.store.truncate_wal()  # the WAL counts; a checkpoint frees it
+                storage.before_commit()
             if storage.gaps_owed:
                 now = time.time_ns()
                 gaps: list[LogItem] = []

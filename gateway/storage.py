@@ -23,6 +23,7 @@ sensor concerned, from the instant its records last covered to the resumption
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -52,8 +53,8 @@ CRITICAL_PERCENT = 95
 STORAGE_FULL = "storage-full"
 """The reason of the gaps and refusals that storage back-pressure leaves."""
 _MB = 1024 * 1024
-_MEASURE_EVERY_S = 1.0  # statvfs and a directory listing, at most this often while far from full
-_NEAR_PERCENT = 90  # ...and before every commit from here on
+_LIST_EVERY_S = 1.0  # the data directory's other files are listed at most this often
+_LOG_FILES = ("log.sqlite", "log.sqlite-wal", "log.sqlite-journal")
 
 
 def level(used: int, limit: int) -> str:
@@ -120,22 +121,27 @@ class StorageGuard:
         """Set while writes are taken: sources paused by a refusal wait for it."""
         self.accepting.set()
         self._next_try = 0.0
-        self._measured_at = -_MEASURE_EVERY_S
+        self._listed_at = -_LIST_EVERY_S
+        self._others = 0
         self._level = "ok"
 
     @property
     def refusing(self) -> bool:
         return self.state in ("full", "io-error")
 
-    def measure(self, *, force: bool = True) -> None:
-        """Look at the data directory again; log crossing 80 %, 95 % and the limit."""
+    def measure(self) -> None:
+        """Look at the data directory again; log crossing 80 %, 95 % and the limit.
+
+        The log's own files (database, WAL, journal) and the free space are looked at
+        every time (three stats and a statvfs: a few microseconds a commit); the rest of
+        the directory, which grows slowly, at most once a second."""
         now = self._monotonic()
-        near = self.limit and 100 * self.used >= _NEAR_PERCENT * self.limit
-        if not force and not near and now - self._measured_at < _MEASURE_EVERY_S:
-            return
-        self._measured_at = now
         try:
-            used, free = usage(self.data_dir)
+            if now - self._listed_at >= _LIST_EVERY_S:
+                self._others = usage(self.data_dir)[0] - self._log_bytes()
+                self._listed_at = now
+            st = os.statvfs(self.data_dir)
+            used, free = self._others + self._log_bytes(), st.f_bavail * st.f_frsize
         except OSError as exc:
             logger.warning("storage: cannot measure %s: %s", self.data_dir, exc)
             return
@@ -160,7 +166,7 @@ class StorageGuard:
         """Raise StorageRefused if the log must not write now (nothing is written then)."""
         if self.refusing and self._monotonic() < self._next_try:
             raise StorageRefused(self.state, f"storage {self.state}: {self.last_error}")
-        self.measure(force=self.refusing)
+        self.measure()
         if self.limit and self.used >= self.limit:
             what = (
                 f"[storage] quota_mb = {self.config.quota_mb}"
@@ -172,6 +178,20 @@ class StorageGuard:
                 f"the data directory {self.data_dir} holds {self.used:,} bytes, its limit "
                 f"({what}) is {self.limit:,}",
             )
+
+    def _log_bytes(self) -> int:
+        total = 0
+        for name in _LOG_FILES:
+            with contextlib.suppress(FileNotFoundError):
+                total += (self.data_dir / name).stat().st_size
+        return total
+
+    def wal_bytes(self) -> int:
+        """The size of the log database's WAL file (0 if it has none)."""
+        try:
+            return (self.data_dir / "log.sqlite-wal").stat().st_size
+        except OSError:
+            return 0
 
     def failed(self, exc: StorageRefused) -> None:
         """A write was refused (by the quota or the disk): refuse until the back-off passes."""

@@ -302,6 +302,14 @@ class Store:
         if rows != ["ok"]:
             raise CorruptDatabase(self.path, "PRAGMA quick_check: " + "; ".join(rows))
 
+    async def truncate_wal(self) -> None:
+        """Copy the WAL into the database file and truncate it to nothing.
+
+        The WAL counts against the data directory's quota and only a checkpoint
+        shrinks it (gateway/storage.py asks for this before refusing writes)."""
+        async with _mapped("checkpointing the WAL", self.path):
+            await self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
