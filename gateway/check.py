@@ -5,7 +5,8 @@ Three layers, each reporting every problem it finds, never only the first:
 1. the file itself (``gateway.config.load_config``: syntax, types, ranges,
    unknown keys, secrets; each problem with its key path and line);
 2. local checks against this machine (``local_problems``): the device key,
-   the data directory, serial device nodes, TLS and TSA root files, anchoring
+   the data directory and the log database in it (gateway/store.py's
+   ``store_problems``), serial device nodes, TLS and TSA root files, anchoring
    keys, and whether there are sensors at all;
 3. with ``--probe`` (``probe_all``): one reading from every serial sensor
    (its driver's ``probe``), a login at every MQTT broker, ``eth_chainId`` and
@@ -137,6 +138,11 @@ def local_problems(cfg: GatewayConfig, rows: Sequence[int] | None = None) -> lis
     problem = data_dir_problem(cfg.data_dir)
     if problem:
         found.append(Problem("device.data_dir", problem))
+    else:
+        from gateway.store import store_problems
+
+        # A damaged log database: gateway run refuses it (never recreates it).
+        found += [Problem("device.data_dir", p) for p in store_problems(cfg.db_path)]
     try:
         load_device_key(cfg.key_file)
     except KeyFileError as exc:
@@ -290,7 +296,8 @@ async def _probe_evm(cfg: GatewayConfig, i: int, url: str, timeout_s: float) -> 
     evm = cfg.anchor.evm[i]
 
     async def ask() -> str:
-        async with EvmRpc([url], evm.chain_id, timeout_s=evm.timeout_seconds) as rpc:
+        rpc = EvmRpc([url], evm.chain_id, timeout_s=evm.timeout_seconds, token=evm.token)
+        async with rpc:
             block = quantity(await rpc.call("eth_blockNumber"), "a block number")
         return f"chain {evm.chain_id}, block {block}"
 

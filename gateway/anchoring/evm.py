@@ -83,7 +83,9 @@ class EvmBackend:
         self.name = config.backend
         self.poll_seconds = config.poll_seconds
         self.key = key
-        self.rpc = rpc or EvmRpc(config.rpc, config.chain_id, timeout_s=config.timeout_seconds)
+        self.rpc = rpc or EvmRpc(
+            config.rpc, config.chain_id, timeout_s=config.timeout_seconds, token=config.token
+        )
         self.policy = FeePolicy.from_gwei(
             legacy=config.fees == "legacy",
             max_fee_gwei=config.max_fee_gwei,

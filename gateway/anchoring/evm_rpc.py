@@ -76,6 +76,8 @@ class EvmRpc:
         chain_id: the EIP-155 chain id every endpoint must report.
         timeout_s: per request.
         transport: an httpx transport (tests only; default: the network).
+        token: sent as ``Authorization: Bearer <token>`` (a node behind an
+            authenticating proxy); never logged.
     """
 
     def __init__(
@@ -85,6 +87,7 @@ class EvmRpc:
         *,
         timeout_s: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        token: str | None = None,
     ) -> None:
         if not urls:
             raise ValueError("EvmRpc needs at least one endpoint")
@@ -94,6 +97,7 @@ class EvmRpc:
         self._current = 0
         self._ids = itertools.count(1)
         self._transport = transport
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._client: httpx.AsyncClient | None = None
 
     @property
@@ -119,7 +123,9 @@ class EvmRpc:
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self.timeout_s, transport=self._transport)
+            self._client = httpx.AsyncClient(
+                timeout=self.timeout_s, transport=self._transport, headers=self._headers
+            )
         return self._client
 
     async def call(self, method: str, params: Sequence[Any] = ()) -> Any:

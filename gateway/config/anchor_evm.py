@@ -7,6 +7,7 @@ One table per chain::
     chain_id = 1337                        # EIP-155 id; an endpoint on another chain is refused
     rpc = ["http://10.0.0.5:8545", "http://10.0.0.6:8545"]   # tried in order (failover)
     key_file = "anchor.key"                # secp256k1 key from `gateway init --anchor-key`
+    token_file = "/etc/riverseal/rpc-token" # optional: Authorization: Bearer (a secret)
     fees = "legacy"                        # free-gas Besu/Quorum: gasPrice = gas_price_gwei (0)
     finality = "confirmations"             # QBFT/IBFT 2.0 are final in their block
     confirmations = 1
@@ -17,12 +18,14 @@ Limits are the documented defaults below; fees are in gwei (10⁹ wei).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.toml_table import Table, check_unique, positive
 
 from ..errors import ConfigError
+from ..secrets import SecretReader
+from .urls import url_problem
 
 __all__ = ["EVM_FEE_MODES", "EVM_FINALITY", "EvmAnchorConfig", "parse_evm_anchors"]
 
@@ -68,13 +71,16 @@ class EvmAnchorConfig:
     """Per JSON-RPC request, before the next endpoint is tried."""
     poll_seconds: float = 5.0
     """How often an anchor in flight is looked at (about the chain's block time)."""
+    token: str | None = field(default=None, repr=False)
+    """Sent to every endpoint as ``Authorization: Bearer``; from ``token``, ``token_file``,
+    ``token_env`` or ``token_credential`` (gateway/secrets.py); never shown."""
 
     @property
     def backend(self) -> str:
         return f"evm:{self.name}"
 
 
-def _parse_one(t: Table) -> EvmAnchorConfig:
+def _parse_one(t: Table, secrets: SecretReader) -> EvmAnchorConfig:
     d = EvmAnchorConfig("", 1, ())
     name = t.get("name", str, required=True)
     t.check("name", name, lambda n: bool(_NAME.fullmatch(n)), "must be letters, digits, . _ -")
@@ -83,10 +89,11 @@ def _parse_one(t: Table) -> EvmAnchorConfig:
     )
     rpc_raw = t.get("rpc", list, required=True)
     if not rpc_raw:
-        raise ConfigError(f"{t.where}.rpc", "must list at least one endpoint")
+        t.problem("rpc", "must list at least one endpoint")
     for i, url in enumerate(rpc_raw):
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise ConfigError(f"{t.where}.rpc[{i}]", f"{url!r} is not an http:// or https:// URL")
+        problem = url_problem(url) if isinstance(url, str) else f"{url!r} is not a URL string"
+        if problem:
+            t.problem(f"rpc[{i}]", problem)
     to = t.optional("to", str)
     if to is not None:
         t.check("to", to, lambda a: bool(_ADDRESS.fullmatch(a)), "is not 0x + 40 hex digits")
@@ -128,15 +135,28 @@ def _parse_one(t: Table) -> EvmAnchorConfig:
         ),
         timeout_seconds=pos("timeout_seconds", d.timeout_seconds),
         poll_seconds=pos("poll_seconds", d.poll_seconds),
+        token=secrets.read(t, "token"),
     )
     if fees == "legacy" and cfg.gas_price_gwei > cfg.max_fee_gwei:
-        raise ConfigError(f"{t.where}.gas_price_gwei", "is above max_fee_gwei")
+        t.problem("gas_price_gwei", "is above max_fee_gwei")
     t.done()
     return cfg
 
 
-def parse_evm_anchors(anchor: Table) -> tuple[EvmAnchorConfig, ...]:
+def _guarded(t: Table, secrets: SecretReader) -> EvmAnchorConfig | None:
+    try:
+        return _parse_one(t, secrets)
+    except ConfigError as exc:  # recorded: the other chains are still checked
+        t.record(exc)
+        return None
+
+
+def parse_evm_anchors(
+    anchor: Table, secrets: SecretReader | None = None
+) -> tuple[EvmAnchorConfig, ...]:
     """The ``[[anchor.evm]]`` tables of an ``[anchor]`` section (marks ``evm`` as read)."""
-    out = tuple(_parse_one(t) for t in anchor.tables("evm"))
+    reader = secrets or SecretReader()
+    parsed = (_guarded(t, reader) for t in anchor.tables("evm"))
+    out = tuple(c for c in parsed if c is not None)
     check_unique([c.name for c in out], f"{anchor.where}.evm", "name", "ledgers")
     return out

@@ -21,7 +21,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.errors import ConfigError
 from gateway.toml_table import Table, check_unique, positive
+
+from .urls import url_problem
 
 __all__ = ["Rfc3161Config", "parse_rfc3161"]
 
@@ -46,7 +49,9 @@ def _parse_one(t: Table) -> Rfc3161Config:
     name = t.get("name", str, required=True)
     t.check("name", name, lambda s: bool(_NAME.fullmatch(s)), "must be 1–63 of A-Z a-z 0-9 . _ -")
     url = t.get("url", str, required=True)
-    t.check("url", url, lambda s: s.startswith(("http://", "https://")), "must be an http(s) URL")
+    problem = url_problem(url)
+    if problem:
+        t.problem("url", problem)
     roots_text = t.get("roots", str, required=True)
     roots = Path(roots_text)
     t.check("roots", roots_text, lambda _: roots.is_absolute(), "must be an absolute path")
@@ -63,8 +68,16 @@ def _parse_one(t: Table) -> Rfc3161Config:
     return cfg
 
 
+def _guarded(t: Table) -> Rfc3161Config | None:
+    try:
+        return _parse_one(t)
+    except ConfigError as exc:  # recorded: the other TSAs are still checked
+        t.record(exc)
+        return None
+
+
 def parse_rfc3161(anchor: Table) -> tuple[Rfc3161Config, ...]:
     """The ``rfc3161`` array of the ``[anchor]`` table (marks the key as read)."""
-    tsas = tuple(_parse_one(t) for t in anchor.tables("rfc3161"))
+    tsas = tuple(c for c in map(_guarded, anchor.tables("rfc3161")) if c is not None)
     check_unique([tsa.name for tsa in tsas], f"{anchor.where}.rfc3161", "name", "TSAs")
     return tsas

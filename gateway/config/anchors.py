@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from gateway.toml_table import Table, positive
 
+from ..secrets import SecretReader
 from .anchor_evm import EvmAnchorConfig, parse_evm_anchors
 from .anchor_rfc3161 import Rfc3161Config, parse_rfc3161
 
@@ -24,7 +25,7 @@ class AnchorConfig:
     """Ethereum JSON-RPC chains, ``[[anchor.evm]]`` (see anchor_evm.py)."""
 
 
-def parse_anchor(t: Table | None) -> AnchorConfig:
+def parse_anchor(t: Table | None, secrets: SecretReader | None = None) -> AnchorConfig:
     d = AnchorConfig()
     if t is None:
         return d
@@ -36,6 +37,6 @@ def parse_anchor(t: Table | None) -> AnchorConfig:
     retry = t.get("retry_max_seconds", float, d.retry_max_seconds)
     t.check("retry_max_seconds", retry, positive, "must be > 0")
     rfc3161 = parse_rfc3161(t)
-    evm = parse_evm_anchors(t)
+    evm = parse_evm_anchors(t, secrets)
     t.done()
     return AnchorConfig(local=local, retry_max_seconds=retry, rfc3161=rfc3161, evm=evm)

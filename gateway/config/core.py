@@ -244,7 +244,7 @@ def parse_config(text: str, path: Path, *, secrets: SecretReader | None = None) 
         origin = _guarded(device, None, lambda: device.optional("origin", str))
         device.done()
     log = _guarded(root, LogConfig(), lambda: _parse_log(root.table("log")))
-    anchor = _guarded(root, AnchorConfig(), lambda: parse_anchor(root.table("anchor")))
+    anchor = _guarded(root, AnchorConfig(), lambda: parse_anchor(root.table("anchor"), secrets))
     before = len(problems)
     mqtt = _guarded(root, None, lambda: parse_mqtt(root.table("mqtt"), secrets))
     mqtt_ok = len(problems) == before
