@@ -291,10 +291,13 @@ async def publish(
     if newest is None:
         raise GatewayError("the log is empty: nothing to publish yet")
     stats = PublishStats(target=target.name, size=newest.size)
-    stats.previous = m = await _published_size(log, target, newest)
+    m, published = await _published_size(log, target, newest)
+    stats.previous = m
+    # Same size, but witness cosignatures arrived since: the note is rewritten too.
+    fresh = m != newest.size or published != newest.note.encode("utf-8")
     refs = [] if m == newest.size else list(tiles_for(newest.size, start=m))
     files = refs + [TileRef(ENTRIES, r.index, r.width) for r in refs if r.level == 0]
-    stats.planned = len(files) + 1 + (m != newest.size)
+    stats.planned = len(files) + 1 + fresh
 
     async def put(path: str, data: bytes, content_type: str) -> None:
         await target.put(path, data, content_type)
@@ -312,7 +315,7 @@ async def publish(
 
     await _bounded(copy, files, concurrency)
     await put(MANIFEST_NAME, await _manifest(log, newest, clock), JSON)
-    if m != newest.size:
+    if fresh:
         await put(CHECKPOINT_NAME, newest.note.encode("utf-8"), TEXT)
     return stats
 
@@ -346,11 +349,14 @@ async def _bounded(
         raise failed[0]
 
 
-async def _published_size(log: Log, target: Target, newest: CheckpointRow) -> int:
-    """The size of the target's checkpoint if this log extends it (0 if it has none)."""
+async def _published_size(
+    log: Log, target: Target, newest: CheckpointRow
+) -> tuple[int, bytes | None]:
+    """The size of the target's checkpoint if this log extends it (0 if it has none),
+    and the checkpoint file as the target holds it."""
     data = await target.get(CHECKPOINT_NAME)
     if data is None:
-        return 0
+        return 0, None
     where = f"{target.name} holds a checkpoint"
     try:
         text = data.decode("utf-8")
@@ -376,7 +382,7 @@ async def _published_size(log: Log, target: Target, newest: CheckpointRow) -> in
             f"{where} of size {theirs.size} with root {theirs.root.hex()}, but this log's root "
             f"at size {theirs.size} is {root.hex()}: the two logs have forked ({ours})"
         )
-    return theirs.size
+    return theirs.size, data
 
 
 def _describe(note: str) -> str:

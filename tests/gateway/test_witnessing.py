@@ -28,7 +28,7 @@ from ledger_client.checkpoint import Checkpoint
 from ledger_client.cli import EXIT_FAILED, EXIT_UNDATED
 from ledger_client.cli import main as ledger_verify
 from ledger_client.note import Verifier, split_note
-from ledger_client.witness import WitnessKey, WitnessSigner, cosignatures
+from ledger_client.witness import WitnessKey, WitnessSigner, cosign, cosignatures
 from riverseal_monitor.witness import Witness, WitnessConfig
 from tests.monitor.witness_server import running_witness, witness_files
 
@@ -168,8 +168,11 @@ def test_checkpoints_are_cosigned_exported_and_required(
         member = tar.extractfile("checkpoint")
         assert member is not None
         assert member.read().decode().count("\u2014 ") == 3  # the box and both witnesses
+    mirror = tmp_path / "mirror"
+    assert gateway_cli(["publish", "--config", str(cfg), "--to", str(mirror)]) == 0
+    assert (mirror / "checkpoint").read_text() == newest
     capsys.readouterr()
-    for bundle in (v2, v1):
+    for bundle in (v2, v1, mirror):
         assert ledger_verify([str(bundle), "--trust", str(trust)]) == EXIT_UNDATED, bundle
         capsys.readouterr()
 
@@ -266,3 +269,27 @@ def test_a_forked_history_is_refused_by_the_witness(tmp_path: Path) -> None:
     for note in asyncio.run(fork_notes()):
         assert cosignatures(note, [w.key]) == ([], [])  # no cosignature kept for the fork
     assert forked.ingest is not None and forked.ingest.log.size > 40  # ingest went on
+
+
+def test_publish_rewrites_a_checkpoint_that_gained_a_cosignature(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg, _ = make_box(tmp_path / "box")
+    asyncio.run(run_box(cfg, 10, lambda gw: True))
+    mirror = tmp_path / "mirror"
+    assert gateway_cli(["publish", "--config", str(cfg), "--to", str(mirror)]) == 0
+    before = (mirror / "checkpoint").read_text()
+    w = WitnessSigner.generate("witness.regulator.example/w1")
+    body = split_note(before)[0]
+    line = cosign(w, body, int(time.time()))
+
+    async def add() -> None:  # what Witnessing stores after a 200 reply
+        async with Store(load_config(cfg).db_path) as store:
+            await store.add_cosignature(Checkpoint.parse(body).size, w.key.to_vkey(), line)
+
+    asyncio.run(add())
+    assert gateway_cli(["publish", "--config", str(cfg), "--to", str(mirror)]) == 0
+    assert (mirror / "checkpoint").read_text() == before + line
+    found, _ = cosignatures((mirror / "checkpoint").read_text(), [w.key])
+    assert [c.witness for c in found] == [w.key]
+    capsys.readouterr()
