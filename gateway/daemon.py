@@ -40,8 +40,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -245,6 +245,8 @@ class Gateway:
         """Per source name (for serial drivers, the sensor id)."""
         self.started = asyncio.Event()
         self.started_ns = time.time_ns()
+        self._resumed = asyncio.Event()
+        """Set when a silent sensor reports again (the silence watcher recomputes its sleep)."""
         self.http: StatusServer | None = None
         """The status server, once the daemon runs."""
         self._store: Store | None = None
@@ -290,7 +292,9 @@ class Gateway:
             boot_ns = self.clock.time_ns()
             plan = await plan_boot(store, cfg, boot_ns)
             # Silence is counted from this start; the gateway-down gaps cover the time before it.
-            self.silence = silence = SilenceTracker(sensor_expectations(cfg), boot_ns)
+            self.silence = silence = SilenceTracker(
+                sensor_expectations(cfg), boot_ns, on_resume=lambda _: self._resumed.set()
+            )
             self.clock.on_step.append(self._clock_stepped)
 
             def checkpoint_signed(cp: CheckpointRow) -> None:
@@ -521,7 +525,7 @@ class Gateway:
         """Write the gap records of silent sensors as they fall due."""
         while True:
             now = self.clock.time_ns()  # a step is noticed, and the tracker moved, first
-            await self.flush_clock_events(ingest)
+            self.flush_clock_events(ingest)
             for gap in silence.poll(now):
                 logger.warning(
                     "sensor %s: silent since %s (%s)",
@@ -535,7 +539,12 @@ class Gateway:
                 ingest._enqueue_detached(gap)
             due = silence.next_due_ns()
             delay = _SILENCE_POLL_MAX_S if due is None else (due - now) / 1e9
-            await asyncio.sleep(min(max(delay, 0.001), _SILENCE_POLL_MAX_S))
+            # Woken early when a silent sensor reports: its next silence is due within
+            # its allowance, not at the repeat time this sleep was computed from.
+            self._resumed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(max(delay, 0.001), _SILENCE_POLL_MAX_S)):
+                    await self._resumed.wait()
 
     def _clock_stepped(self, step: ClockStep) -> None:
         """Wall time stepped: silence deadlines move with it, and the step is logged."""
@@ -549,10 +558,11 @@ class Gateway:
             self.silence.clock_step(step.step_ns)
         self._clock_events.append(Event("clock-step", step.to_ns, step.detail()))
 
-    async def flush_clock_events(self, ingest: Ingest) -> None:
-        """Commit the ``clock-step`` events noticed, ahead of anything submitted after this."""
+    def flush_clock_events(self, ingest: Ingest) -> None:
+        """Queue the ``clock-step`` events noticed, ahead of anything submitted after this
+        (at once, not awaiting their commit, so no submission overtakes another)."""
         while self._clock_events:
-            await ingest.submit_event(self._clock_events.pop(0))
+            ingest._enqueue_detached(self._clock_events.pop(0))
 
     def on_current_scale(self, reading: Reading) -> Reading:
         """``reading`` with its receive time on the clock's scale since its latest step.
@@ -781,17 +791,17 @@ class _StepAwareSink:
 
     async def submit(self, reading: Reading) -> bool:
         reading = self._gateway.on_current_scale(reading)
-        await self._gateway.flush_clock_events(self._ingest)
+        self._gateway.flush_clock_events(self._ingest)
         return await self._ingest.submit(reading)
 
     async def submit_gap(self, gap: Gap) -> None:
         self._gateway.clock.time_ns()
-        await self._gateway.flush_clock_events(self._ingest)
+        self._gateway.flush_clock_events(self._ingest)
         await self._ingest.submit_gap(gap)
 
     async def submit_event(self, event: Event) -> None:
         self._gateway.clock.time_ns()
-        await self._gateway.flush_clock_events(self._ingest)
+        self._gateway.flush_clock_events(self._ingest)
         await self._ingest.submit_event(event)
 
     def reject(self, sensor: str, reason: str, detail: str) -> None:

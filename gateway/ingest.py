@@ -125,10 +125,12 @@ class Ingest:
         await self._queue.put((item, fut))
         return await fut
 
-    def _enqueue_detached(self, gap: Gap) -> None:
-        """Queue a gap nobody waits for, ahead of what is submitted after it."""
+    def _enqueue_detached(self, gap: Gap | Event) -> None:
+        """Queue a gap (or a ``clock-step`` event) nobody waits for, ahead of what is
+        submitted after it."""
+        about = f"sensor {gap.sensor}: gap" if isinstance(gap, Gap) else f"{gap.name} event"
         if self._stopping:
-            logger.warning("sensor %s: gap record not taken while shutting down", gap.sensor)
+            logger.warning("%s record not taken while shutting down", about)
             return
         fut: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
         fut.add_done_callback(_log_lost_gap)
@@ -137,7 +139,7 @@ class Ingest:
         except asyncio.QueueFull:
             # Back-pressure: the queue is full of readings; the gap goes in when there is room.
             task = asyncio.get_running_loop().create_task(
-                self._queue.put((gap, fut)), name=f"gateway.ingest.gap[{gap.sensor}]"
+                self._queue.put((gap, fut)), name=f"gateway.ingest.detached[{about}]"
             )
             self._waiting_gaps.add(task)  # the loop keeps only weak references
             task.add_done_callback(self._waiting_gaps.discard)

@@ -20,6 +20,12 @@ Rules, per configured sensor (times are the gateway's, in ns):
   the span exactly, end to end, with no overlap.
 - A gap's ``reason`` is the last reason the sensor's input was refused since
   its last reading (``timeout``, ``crc``, ``garbage``...), else ``silent``.
+  Drivers that know their link is down say so the same way, with one of
+  ``LINK_REASONS`` (``link-lost``, ``broker-refused``...), so the gap names
+  the real cause.
+- Across a clock step (``clock_step``, told by the daemon when gateway/clock.py
+  notices one): every time kept moves by the step, so silences are still
+  measured in elapsed time and a gap never spans the step itself.
 - Across a restart: the tracker starts at the gateway's start, so a sensor
   silent since before the restart gets a gap from the start; the time the
   gateway itself was down is covered by the daemon's ``gateway-down`` gaps,
@@ -32,14 +38,21 @@ log. A reading whose commit then fails is not in the log and has no gap.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from .pipeline import Gap
 
 __all__ = [
+    "BROKER_LOST",
+    "BROKER_REFUSED",
+    "BROKER_TLS",
+    "BROKER_UNREACHABLE",
     "GRACE_FRACTION",
+    "LINK_LOST",
+    "LINK_REASONS",
     "MIN_REPEAT_S",
+    "PORT_UNAVAILABLE",
     "SILENT",
     "Expectation",
     "Silence",
@@ -55,6 +68,33 @@ MIN_REPEAT_S = 60.0
 records, not 8640."""
 SILENT = "silent"
 """The reason of a gap when no refused input explains it."""
+
+# Why a driver's link is down, reported with ``Sink.reject`` once per outage (or per change
+# of cause), so status and the gap records name the cause, not just ``silent``.
+LINK_LOST = "link-lost"
+"""A serial port that was open failed (unplugged, I/O error) or cannot be opened again."""
+PORT_UNAVAILABLE = "port-unavailable"
+"""A serial port that has not opened since the gateway started (missing, busy, no access)."""
+BROKER_REFUSED = "broker-refused"
+"""The MQTT broker answered and refused the connection (login, not authorised)."""
+BROKER_UNREACHABLE = "broker-unreachable"
+"""No MQTT broker answered (connection refused, no route, no answer in time)."""
+BROKER_TLS = "broker-tls"
+"""The TLS handshake with the MQTT broker failed (certificate, CA, client certificate)."""
+BROKER_LOST = "broker-lost"
+"""An established MQTT connection dropped."""
+LINK_REASONS = frozenset(
+    {
+        LINK_LOST,
+        PORT_UNAVAILABLE,
+        BROKER_REFUSED,
+        BROKER_UNREACHABLE,
+        BROKER_TLS,
+        BROKER_LOST,
+        "disconnected",  # the SDI-12 source's name for a port that failed
+    }
+)
+"""Reasons that mean the sensor cannot be heard at all until its link is back."""
 
 _NS = 1_000_000_000
 
@@ -107,8 +147,17 @@ class _State:
 class SilenceTracker:
     """Decides the gap records of configured sensors; readings of others are ignored."""
 
-    def __init__(self, expected: Mapping[str, Expectation], start_ns: int) -> None:
+    def __init__(
+        self,
+        expected: Mapping[str, Expectation],
+        start_ns: int,
+        *,
+        on_resume: Callable[[str], None] | None = None,
+    ) -> None:
         self._states = {sensor: _State(e, start_ns) for sensor, e in expected.items()}
+        self._on_resume = on_resume
+        """Told when a silent sensor reports again: its next silence is due within its
+        allowance, sooner than ``next_due_ns`` said while it was silent."""
 
     @property
     def sensors(self) -> Iterable[str]:
@@ -133,9 +182,12 @@ class SilenceTracker:
             gap = self._gap(sensor, st, st.covered_ns, t_ns)
         elif t_ns - st.last_ns > st.expect.allowance_ns:
             gap = self._gap(sensor, st, st.last_ns, t_ns)
+        resumed = st.covered_ns is not None
         st.covered_ns = None
         st.reason = None
         st.last_ns = t_ns
+        if resumed and self._on_resume is not None:
+            self._on_resume(sensor)
         return [] if gap is None else [gap]
 
     def reject(self, sensor: str, reason: str) -> None:
@@ -170,6 +222,20 @@ class SilenceTracker:
             for st in self._states.values()
         ]
         return min(due, default=None)
+
+    def clock_step(self, step_ns: int) -> None:
+        """Wall time stepped by ``step_ns``: move every deadline onto the new scale.
+
+        Without this a sensor silent across a backward step of an hour would get its
+        first gap an hour late, and a forward step would make every sensor look silent
+        for the length of the step. The verifier moves its covered instants the same way
+        at the ``clock-step`` event (docs/bundle-format.md §9, 8 f).
+        """
+        for st in self._states.values():
+            st.last_ns += step_ns
+            st.written_ns += step_ns
+            if st.covered_ns is not None:
+                st.covered_ns += step_ns
 
     def silence(self, sensor: str) -> Silence | None:
         """The silence ``sensor`` is in, if a gap record has declared one."""

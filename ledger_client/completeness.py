@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .errors import LedgerClientError
-from .records import parse_time
+from .records import format_time, parse_time
 from .report import (
     MAX_KEPT_FAILURES,
     NOTABLE_EVENTS,
@@ -264,6 +264,8 @@ class _Completeness:
         self.t_max = float("-inf")
         self.t_max_text = ""
         self.bad_declarations = 0
+        self.clock_steps = 0
+        """f) ``clock-step`` events whose step moved the covered instants."""
         self.timeline: list[TimelineEvent] = []
         self.timeline_more = 0
 
@@ -634,6 +636,9 @@ class _Completeness:
                 removed=_names(detail.get("removed")),
                 changed=_names(detail.get("changed")),
             )
+        elif name == "clock-step":
+            self._clock_step(r, detail)
+            item = TimelineEvent(index, r[7], name)
         elif name == "stop":
             self.suspended = True
             cause = detail.get("cause")
@@ -644,6 +649,22 @@ class _Completeness:
             self.timeline.append(item)
         else:
             self.timeline_more += 1
+
+    def _clock_step(self, r: tuple[Any, ...], detail: dict[str, Any]) -> None:
+        """f) The box's clock stepped by ``step_s``: what was covered moves with it, so
+        silences are measured across the step in elapsed time (§4.2, ``clock-step``)."""
+        step = detail.get("step_s")
+        if isinstance(step, bool) or not isinstance(step, int | float) or not abs(step) < 1e12:
+            return  # no usable step (negative is fine: backwards): nothing moves
+        self.clock_steps += 1
+        shift = float(step)
+        for st in self.states.values():
+            if st.L is not None:
+                st.L += shift
+                st.L_text = format_time(round(st.L * 1e9))
+        # The event's time is the stepped clock's now: the latest time from here on.
+        self.t_max = r[11]
+        self.t_max_text = r[7]
 
     def _boot(self, index: int, r: tuple[Any, ...], detail: dict[str, Any]) -> TimelineEvent:
         self.suspended = False
@@ -752,6 +773,11 @@ class _Completeness:
             notes.append(
                 "silence not checked for sensors no boot or config event in this bundle "
                 f"declares (8 f): {shown}{more}"
+            )
+        if self.clock_steps:
+            notes.append(
+                f"{self.clock_steps} clock-step event(s): the box says its clock stepped; "
+                "silences across a step are judged in the time the box says elapsed (8 f)"
             )
         if self.bad_declarations:
             notes.append(

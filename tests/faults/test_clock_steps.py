@@ -1,0 +1,168 @@
+"""The clock stepping backwards and forwards under a running Gateway, through its clock.
+
+An in-process ``Gateway`` whose clock (gateway/clock.py ``GatewayClock``) reads a time
+source the test steps, with a real MQTT source stamping readings off the same source and
+a real Mosquitto: sensor ``a`` publishes ten readings a second, sensor ``b`` never does.
+The wall clock steps back one hour, then forward two. Each step is a signed ``clock-step``
+event logged ahead of the readings stamped after it; readings keep their order and their
+receive times on the stepped clock; ``b`` gets its first gap one allowance after the boot
+(the step comes within it), not an hour later; nothing acknowledged is lost; the
+regulator's verifier accepts the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+
+from gateway.clock import GatewayClock
+from gateway.config import MqttSensorConfig, load_config
+from gateway.daemon import Gateway
+from gateway.drivers.mqtt.source import MqttSource
+from ledger_client.records import parse_time
+from tests.faults.publishers import payload
+from tests.faults.verifying import export_and_verify
+from tests.gateway.daemon_procs import GATEWAY, records
+
+HOUR_NS = 3600 * 1_000_000_000
+
+
+class SteppedTime:
+    """The system's clocks, with wall time moved by ``offset_ns`` (monotonic never is)."""
+
+    def __init__(self) -> None:
+        self.offset_ns = 0
+
+    def time_ns(self) -> int:
+        return time.time_ns() + self.offset_ns
+
+    def monotonic_ns(self) -> int:
+        return time.monotonic_ns()
+
+
+def ns(text: str) -> int:
+    t = parse_time(text)
+    return round(t.replace(microsecond=0).timestamp()) * 1_000_000_000 + t.microsecond * 1000
+
+
+async def wait_for(what: str, check: Any, timeout: float) -> float:
+    """Poll ``check()`` until true; how long it took."""
+    t0 = time.monotonic()
+    while not check():
+        assert time.monotonic() - t0 < timeout, f"no {what} in {timeout} s"
+        await asyncio.sleep(0.02)
+    return time.monotonic() - t0
+
+
+async def test_steps_back_and_forward_are_logged_and_silence_is_measured_in_elapsed_time(
+    tmp_path: Path, mosquitto: tuple[str, int]
+) -> None:
+    subprocess.run([*GATEWAY, "init", str(tmp_path)], check=True, capture_output=True)
+    cfg_path = tmp_path / "gateway.toml"
+    cfg_path.write_text(
+        '[device]\nkey_file = "device.key"\ndata_dir = "data"\n'
+        "[log]\ncheckpoint_every_seconds = 0.5\n[anchor.local]\nenabled = true\n"
+        '[status]\nlisten = ""\n'
+        f'[mqtt]\nhost = "{mosquitto[0]}"\nport = {mosquitto[1]}\nclient_id = "clock-steps"\n'
+        '[[sensor]]\nid = "a"\ndriver = "mqtt"\ntopic = "clock-steps/a"\ninterval_s = 0.5\n'
+        '[[sensor]]\nid = "b"\ndriver = "mqtt"\ntopic = "clock-steps/b"\ninterval_s = 4\n'
+    )
+    cfg = load_config(cfg_path)
+    db = cfg.db_path
+    wall = SteppedTime()
+    mqtt = [s for s in cfg.sensors if isinstance(s, MqttSensorConfig)]
+    assert cfg.mqtt is not None
+    source = MqttSource(cfg.mqtt, mqtt, device_id="clock-steps", clock=wall.time_ns)
+    gw = Gateway(cfg, sources=[source], clock=GatewayClock(wall), status_every_s=0.2)
+    stop, stop_node = asyncio.Event(), asyncio.Event()
+    running = asyncio.create_task(gw.run(stop))
+    acked: list[int] = []
+
+    async def node() -> None:
+        async with aiomqtt.Client(*mosquitto, identifier="clock-steps-a") as client:
+            seq = 0
+            while not stop_node.is_set():
+                await client.publish("clock-steps/a", payload(seq), qos=1)
+                acked.append(seq)
+                seq += 1
+                await asyncio.sleep(0.1)
+
+    await asyncio.wait_for(gw.started.wait(), 20)
+    await wait_for("connection", lambda: gw.health.get("mqtt") is not None, 10)
+    await asyncio.sleep(0.5)  # the persistent session subscribes
+    publishing = asyncio.create_task(node())
+
+    def readings_of(sensor: str) -> list[dict[str, Any]]:
+        return [r for r in records(db) if r["kind"] == "reading" and r["sensor"] == sensor]
+
+    await wait_for("reading of a", lambda: readings_of("a"), 10)
+    wall.offset_ns -= HOUR_NS  # back one hour
+    stepped_back = time.monotonic()
+
+    def gap_of_b() -> bool:
+        return any(r["kind"] == "gap" and r["sensor"] == "b" for r in records(db))
+
+    await wait_for("gap of b", gap_of_b, 10)
+    late_s = time.monotonic() - stepped_back
+    await asyncio.sleep(0.5)
+    wall.offset_ns += 2 * HOUR_NS  # forward two
+    await asyncio.sleep(1.5)
+    stop_node.set()
+    await publishing
+    await asyncio.sleep(0.3)  # the last PUBACKed reading is committed before its PUBACK
+    stop.set()
+    await asyncio.wait_for(running, 30)
+
+    log = records(db)
+    boot = log[0]
+    assert boot["event"] == "boot"
+    steps = [r for r in log if r["kind"] == "event" and r["event"] == "clock-step"]
+    assert [round(s["detail"]["step_s"]) for s in steps] == [-3600, 7200]
+    for s in steps:
+        assert s["detail"]["to"] == s["time"]
+        assert ns(s["detail"]["to"]) - ns(s["detail"]["from"]) == round(s["detail"]["step_s"] * 1e9)
+
+    # b: silent since the boot; its first gap starts at the boot moved by the step and
+    # comes one allowance (6 s) after it, not an hour later.
+    b_gaps = [r for r in log if r["kind"] == "gap" and r["sensor"] == "b"]
+    first = b_gaps[0]
+    assert first["reason"] == "silent"
+    step_back_ns = ns(steps[0]["detail"]["to"]) - ns(steps[0]["detail"]["from"])
+    assert ns(first["from"]) == ns(boot["time"]) + step_back_ns
+    assert 6e9 < ns(first["to"]) - ns(first["from"]) < 9e9
+    assert late_s < 8.0
+
+    # a: every acknowledged reading once, in publishing order, each stamped on the clock
+    # of its stretch: after the first step an hour behind, after the second an hour ahead.
+    a = [(i, r) for i, r in enumerate(log) if r["kind"] == "reading" and r["sensor"] == "a"]
+    assert sorted(r["src_seq"] for _, r in a) == acked
+    assert [r["src_seq"] for _, r in a] == acked
+    idx = [log.index(s) for s in steps]
+    stretches = [
+        [r for i, r in a if i < idx[0]],
+        [r for i, r in a if idx[0] < i < idx[1]],
+        [r for i, r in a if i > idx[1]],
+    ]
+    assert all(stretches), "readings in each stretch"
+    for k, stretch in enumerate(stretches):
+        times = [ns(r["time"]) for r in stretch]
+        assert times == sorted(times)  # in order within a stretch
+        # Each stretch's readings lie between the events that bound it.
+        if k > 0:
+            assert times[0] >= ns(steps[k - 1]["detail"]["to"]) - 1_000_000_000
+        if k < 2:
+            assert times[-1] <= ns(steps[k]["detail"]["from"]) + 1_000_000_000
+    assert ns(stretches[1][0]["time"]) < ns(stretches[0][-1]["time"]) - HOUR_NS // 2
+    assert ns(stretches[2][0]["time"]) > ns(stretches[1][-1]["time"]) + HOUR_NS
+
+    # The regulator's verifier accepts the log: the steps are declared.
+    returncode, report = export_and_verify(cfg_path, tmp_path / "trust.txt")
+    assert report["failure_count"] == 0, report["failures"]
+    assert returncode == 3
+    assert [t["event"] for t in report["timeline"]] == ["boot", "clock-step", "clock-step", "stop"]
+    assert any("2 clock-step event(s)" in n for n in report["notes"]), report["notes"]
