@@ -166,6 +166,8 @@ def local_problems(cfg: GatewayConfig, rows: Sequence[int] | None = None) -> lis
         from ledger_client.errors import LedgerClientError
         from ledger_client.tsa import load_tsa_roots
 
+        if not tsa.roots.is_absolute():
+            continue  # the file's own problem, reported already
         try:
             load_tsa_roots([tsa.roots])
         except LedgerClientError as exc:
