@@ -62,12 +62,15 @@ from .store import CheckpointRow, Store
 __all__ = [
     "DirTarget",
     "HttpTarget",
+    "Position",
     "PublishError",
     "PublishRefused",
     "PublishStats",
     "Target",
     "open_target",
+    "position",
     "publish",
+    "publish_checkpoint",
 ]
 
 logger = logging.getLogger(__name__)
@@ -187,6 +190,7 @@ class HttpTarget:
         url: the prefix (``http://`` or ``https://``); files go to ``url/<path>``.
         headers: sent with every request (e.g. ``Authorization``).
         transport: an httpx transport (tests inject failing ones).
+        client: a client to share (a simulated fleet's boxes share one); not closed here.
         attempts: tries per request before giving up, counting the first.
         backoff_base_s, backoff_cap_s: the jittered back-off between tries.
     """
@@ -197,6 +201,7 @@ class HttpTarget:
         *,
         headers: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        client: httpx.AsyncClient | None = None,
         timeout_s: float = 30.0,
         attempts: int = 6,
         backoff_base_s: float = 0.5,
@@ -206,9 +211,9 @@ class HttpTarget:
             raise PublishError(f"{url!r} is not an http:// or https:// URL")
         self.prefix = url.rstrip("/")
         self.name = url
-        self._client = httpx.AsyncClient(
-            headers=dict(headers or {}), transport=transport, timeout=timeout_s
-        )
+        self._own_client = client is None
+        self._client = client or httpx.AsyncClient(transport=transport, timeout=timeout_s)
+        self._headers = dict(headers or {})
         self._attempts = attempts
         self._backoff = (backoff_base_s, backoff_cap_s)
 
@@ -221,7 +226,8 @@ class HttpTarget:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self._client.aclose()
+        if self._own_client:
+            await self._client.aclose()
 
     def url(self, path: str) -> str:
         return f"{self.prefix}/{path}"
@@ -235,7 +241,9 @@ class HttpTarget:
         problem = ""
         for attempt in range(1, self._attempts + 1):
             try:
-                response = await self._client.request(method, url, content=content, headers=headers)
+                response = await self._client.request(
+                    method, url, content=content, headers={**self._headers, **headers}
+                )
             except httpx.TransportError as exc:
                 problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             except httpx.HTTPError as exc:
@@ -285,21 +293,58 @@ async def publish(
     clock: Callable[[], int] = time.time_ns,
 ) -> PublishStats:
     """Publish the newest checkpoint (signing one first if entries are not covered)."""
-    store = log.store
     await log.checkpoint()
-    newest = await store.latest_checkpoint()
+    newest = await log.store.latest_checkpoint()
     if newest is None:
         raise GatewayError("the log is empty: nothing to publish yet")
+    return await publish_checkpoint(
+        log, target, newest, concurrency=concurrency, progress=progress, clock=clock
+    )
+
+
+@dataclass(frozen=True)
+class Position:
+    """What a target holds of this log: its checkpoint file, checked to be ours."""
+
+    size: int
+    """The size of the target's checkpoint (0: it has none)."""
+    note: bytes | None
+    """The checkpoint file as the target holds it (None: none)."""
+
+
+async def publish_checkpoint(
+    log: Log,
+    target: Target,
+    newest: CheckpointRow,
+    *,
+    at: Position | None = None,
+    concurrency: int = CONCURRENCY,
+    progress: Callable[[PublishStats], None] | None = None,
+    clock: Callable[[], int] = time.time_ns,
+    pace: Callable[[int], Awaitable[None]] | None = None,
+) -> PublishStats:
+    """Publish the stored checkpoint ``newest``: its new tiles, the manifest, then the note.
+
+    ``at``: the target's position, when the caller has just read it (else it is read
+    and checked here). The note is written when its size is new or its text differs
+    (a witness's cosignature was added since). ``pace(n)`` is awaited before each
+    file of ``n`` bytes goes up (the daemon's rate bound); files are read from the
+    store one tile at a time, at most ``concurrency`` ahead of the upload.
+    """
+    store = log.store
     stats = PublishStats(target=target.name, size=newest.size)
-    m, published = await _published_size(log, target, newest)
-    stats.previous = m
-    # Same size, but witness cosignatures arrived since: the note is rewritten too.
-    fresh = m != newest.size or published != newest.note.encode("utf-8")
+    if at is None:
+        at = await position(log, target, newest)
+    stats.previous = m = at.size
+    note = newest.note.encode("utf-8")
     refs = [] if m == newest.size else list(tiles_for(newest.size, start=m))
     files = refs + [TileRef(ENTRIES, r.index, r.width) for r in refs if r.level == 0]
-    stats.planned = len(files) + 1 + fresh
+    new_note = m != newest.size or at.note != note
+    stats.planned = len(files) + 1 + new_note
 
     async def put(path: str, data: bytes, content_type: str) -> None:
+        if pace is not None:
+            await pace(len(data))
         await target.put(path, data, content_type)
         stats.files += 1
         stats.bytes += len(data)
@@ -315,8 +360,8 @@ async def publish(
 
     await _bounded(copy, files, concurrency)
     await put(MANIFEST_NAME, await _manifest(log, newest, clock), JSON)
-    if fresh:
-        await put(CHECKPOINT_NAME, newest.note.encode("utf-8"), TEXT)
+    if new_note:
+        await put(CHECKPOINT_NAME, note, TEXT)
     return stats
 
 
@@ -349,14 +394,11 @@ async def _bounded(
         raise failed[0]
 
 
-async def _published_size(
-    log: Log, target: Target, newest: CheckpointRow
-) -> tuple[int, bytes | None]:
-    """The size of the target's checkpoint if this log extends it (0 if it has none),
-    and the checkpoint file as the target holds it."""
+async def position(log: Log, target: Target, newest: CheckpointRow) -> Position:
+    """The target's checkpoint, if this log (at ``newest``) extends it; else PublishRefused."""
     data = await target.get(CHECKPOINT_NAME)
     if data is None:
-        return 0, None
+        return Position(0, None)
     where = f"{target.name} holds a checkpoint"
     try:
         text = data.decode("utf-8")
@@ -382,7 +424,7 @@ async def _published_size(
             f"{where} of size {theirs.size} with root {theirs.root.hex()}, but this log's root "
             f"at size {theirs.size} is {root.hex()}: the two logs have forked ({ours})"
         )
-    return theirs.size, data
+    return Position(theirs.size, data)
 
 
 def _describe(note: str) -> str:
