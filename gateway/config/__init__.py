@@ -17,7 +17,14 @@ from gateway.drivers.ezo.config import EZO_BAUD_RATES, EZO_CIRCUITS, EzoSensorCo
 from gateway.drivers.mqtt.config import MqttConfig, MqttSensorConfig
 
 from .anchors import AnchorConfig
-from .core import GatewayConfig, LogConfig, StorageConfig, load_config, parse_config
+from .core import (
+    GatewayConfig,
+    LogConfig,
+    StatusConfig,
+    StorageConfig,
+    load_config,
+    parse_config,
+)
 from .sensors import SensorConfig
 
 __all__ = [
@@ -30,6 +37,7 @@ __all__ = [
     "MqttConfig",
     "MqttSensorConfig",
     "SensorConfig",
+    "StatusConfig",
     "StorageConfig",
     "load_config",
     "parse_config",

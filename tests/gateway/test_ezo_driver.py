@@ -398,7 +398,10 @@ async def test_unplug_and_replug_at_the_same_path(
     assert second.command_names()[:4] == ["*OK,1", "C,0", "i", "R"]
     assert sink.readings[-1].raw is not None
     assert sink.readings[-1].raw.startswith("8.")
-    assert sink.rejects == []
+    # The unplug is told once, for the whole outage, naming the port; nothing else is refused.
+    ((sensor, reason, detail),) = sink.rejects
+    assert (sensor, reason) == ("ph-1", "link-lost")
+    assert str(link) in detail
 
 
 async def test_missing_port_is_retried_until_it_appears(
@@ -481,7 +484,8 @@ async def test_simulator_faults_and_replug(link: Path, sink: RecordingSink) -> N
         await stop(task)
     value = round(river.sample(SIM_NOW).ph, 3)
     assert {r.values for r in sink.readings} == {(Value("ph", value, "pH"),)}
-    assert set(sink.reject_counts()) <= {"error-reply", "garbage", "extra-line"}
+    assert set(sink.reject_counts()) <= {"error-reply", "garbage", "extra-line", "link-lost"}
+    assert sink.reject_counts()["link-lost"] == 1  # the replug: once per outage
     assert sink.reject_counts()["extra-line"] >= 1  # the two stale lines before an answer
 
 

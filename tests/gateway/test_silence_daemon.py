@@ -170,7 +170,7 @@ async def test_a_silent_sensor_gets_signed_gaps_and_the_bundle_verifies(
     assert t1["readings"] == 10
     assert t1["rejected"] == {"timeout": round(SILENT_S / INTERVAL_S)}
     assert t1["last_reading"] == readings[-1]["time"]
-    assert t1["qc"]["4"] == 1 and t1["qc"]["9"] == 1
+    assert t1["qc"]["fail"] == 1 and t1["qc"]["missing"] == 1
     assert sum(t1["qc"].values()) == 10
     x9 = status["sources"]["x-9"]
     assert x9["restarts"] == 1

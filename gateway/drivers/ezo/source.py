@@ -60,6 +60,7 @@ from gateway.drivers.link.drain import drain
 from gateway.drivers.link.serial import SerialLink
 from gateway.errors import ProtocolError, SensorError, SensorTimeout
 from gateway.pipeline import Event, Gap, Reading, Sink, Value
+from gateway.silence import LINK_LOST, PORT_UNAVAILABLE
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
@@ -156,11 +157,19 @@ class EzoSource:
         )
 
     async def run(self, sink: Sink) -> None:
-        """Read until cancelled; reopen the port after failures. Never raises for bad input."""
+        """Read until cancelled; reopen the port after failures. Never raises for bad input.
+
+        A port that fails or will not open is reported to ``sink`` once per outage
+        (``link-lost`` once it has been open, else ``port-unavailable``), so status and
+        the gap records name the cause; timeouts were reported one by one already."""
         cfg = self.config
+        opened = False
+        down = False
         while True:
+            link: SerialLink | None = None
             try:
                 async with SerialLink(cfg.port, cfg.baudrate, sensor=self.name) as link:
+                    opened, down = True, False
                     logger.info("%s: opened %s at %d baud", self.name, cfg.port, cfg.baudrate)
                     await self._serve(link, sink)
             except _IdentityMismatch as exc:
@@ -169,6 +178,11 @@ class EzoSource:
             except SensorError as exc:
                 delay = self._backoff.next_delay()
                 logger.warning("%s: %s; reopening in %.2f s", self.name, exc.problem, delay)
+                link_failed = link is None or link.failed is not None
+                if link_failed and not down:
+                    reason = LINK_LOST if opened else PORT_UNAVAILABLE
+                    sink.reject(self.name, reason, f"{cfg.port}: {exc.problem}")
+                    down = True
             await asyncio.sleep(delay)
 
     async def read_once(self, link: LineLink, sink: Sink) -> None:

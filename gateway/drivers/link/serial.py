@@ -132,6 +132,11 @@ class SerialLink:
                 logger.debug("closing %s: %s", self.path, exc)
         self._ready.set()
 
+    @property
+    def failed(self) -> SensorError | None:
+        """Why the link failed for good (read error, hang-up), if it did."""
+        return self._error
+
     # -- IO ----------------------------------------------------------------------
 
     async def readline(self, timeout: float) -> bytes:  # noqa: ASYNC109  # a per-call deadline is the API

@@ -63,6 +63,7 @@ from gateway.drivers.mqtt.payload import (
 from gateway.drivers.mqtt.topics import Route, TopicRouter
 from gateway.errors import GatewayError, SensorError
 from gateway.pipeline import Gap, Reading, Sink
+from gateway.silence import BROKER_LOST, BROKER_REFUSED, BROKER_TLS, BROKER_UNREACHABLE
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
@@ -73,6 +74,7 @@ __all__ = [
     "MqttSource",
     "build_sources",
     "explain_mqtt_error",
+    "link_reason",
     "tls_context",
 ]
 
@@ -156,6 +158,16 @@ def explain_mqtt_error(exc: BaseException) -> str:
     if "Connection refused" in text:
         return f"connection refused ({text}): is the broker running and listening on that port?"
     return text
+
+
+def link_reason(exc: BaseException | None, *, connected: bool) -> str:
+    """Why the broker cannot be heard, as a gap reason (gateway/silence.py)."""
+    if isinstance(exc, MqttConnectError) and exc.rc not in (None, 0):
+        return BROKER_REFUSED
+    text = str(exc)
+    if isinstance(exc, ssl.SSLError) or "SSL" in text or "CERTIFICATE" in text:
+        return BROKER_TLS
+    return BROKER_LOST if connected else BROKER_UNREACHABLE
 
 
 REORDER_MAX_SEQS = 1000
@@ -311,6 +323,9 @@ class MqttSource:
         self.client_id = config.client_id or f"riverseal-{device_id}"
         self.router = TopicRouter(sensors)
         self._names = {s.id: dict(s.names) for s in sensors}
+        self._watched = [s.id for s in sensors if "{" not in s.id]
+        """Sensors with a fixed id: told why the broker cannot be heard (a template's are
+        known only once they publish)."""
         self._clock = clock
         self._backoff = backoff if backoff is not None else Backoff()
         self._tracks: dict[str, _Track] = {}
@@ -332,12 +347,22 @@ class MqttSource:
 
         On the way out, numbers still awaited are declared lost (the gateway forgets its
         nodes' counts when it stops)."""
+        told: str | None = None  # the link reason last reported, until a connection works
         try:
             while True:
+                before = self.connections
                 try:
                     await self._session(sink)
                 except SensorError as exc:
                     self.last_error = str(exc)
+                    connected = self.connections > before
+                    reason = link_reason(exc.__cause__, connected=connected)
+                    if connected or reason != told:
+                        # Once per outage (or change of cause): status and the gap
+                        # records of every watched sensor name it.
+                        for sensor in self._watched:
+                            sink.reject(sensor, reason, exc.problem)
+                        told = reason
                     delay = self._backoff.next_delay()
                     logger.warning("mqtt: %s; reconnecting in %.2f s", exc.problem, delay)
                     await asyncio.sleep(delay)
