@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from gateway.config import EzoSensorConfig, GatewayConfig
+from gateway.config import EzoSensorConfig, GatewayConfig, LogConfig, StatusConfig
 from gateway.daemon import Gateway
 from gateway.export import export_bundle
 from gateway.keys import create_device_key, load_device_key
@@ -87,7 +87,14 @@ def make_config(tmp_path: Path) -> GatewayConfig:
     cfg.write_text("[device]\n")
     create_device_key(tmp_path / "device.key")
     return GatewayConfig(
-        path=cfg, key_file=tmp_path / "device.key", data_dir=tmp_path / "data", sensors=sensors
+        path=cfg,
+        key_file=tmp_path / "device.key",
+        data_dir=tmp_path / "data",
+        # The probe waits for each commit before its next reading: a short gathering window
+        # keeps its readings INTERVAL_S apart.
+        log=LogConfig(commit_window_s=0.01),
+        sensors=sensors,
+        status=StatusConfig(listen=""),
     )
 
 
