@@ -1,14 +1,17 @@
-"""A recording Sink for driver tests: keeps what it is given, with dedup like the real one."""
+"""A recording Sink for driver tests: keeps what it is given, with dedup like the real one;
+and ``running``, a source's ``run`` into it for the length of a block."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 
+from gateway.drivers.base import Source
 from gateway.pipeline import Event, Gap, Reading
 
-__all__ = ["RecordingSink"]
+__all__ = ["RecordingSink", "running"]
 
 
 class RecordingSink:
@@ -69,3 +72,15 @@ class RecordingSink:
                     f"rejects={self.rejects[-5:]}"
                 )
             await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def running(source: Source, sink: RecordingSink) -> AsyncIterator[asyncio.Task[None]]:
+    """``source.run(sink)`` as a task for the block; cancelled and awaited after it."""
+    task = asyncio.get_running_loop().create_task(source.run(sink), name=f"test[{source.name}]")
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -27,6 +27,7 @@ from gateway.drivers.sdi12.source import Sdi12Source
 from gateway.drivers.sdi12.tools import probe_sdi12, scan_sdi12
 from simulators.river import RiverModel
 from simulators.sdi12 import SDI12_QUANTITIES, Sdi12Adapter, Sdi12PtyAdapter, Sonde, SondeModel
+from tests.gateway.recording_sink import running
 
 if TYPE_CHECKING:
     from tests.gateway.recording_sink import RecordingSink
@@ -64,17 +65,6 @@ def sonde(address: str, model: SondeModel = FAST, **kwargs: object) -> Sonde:
 async def adapter(link: Path, *sondes: Sonde, echo: bool = False) -> AsyncIterator[Sdi12PtyAdapter]:
     async with Sdi12PtyAdapter(Sdi12Adapter(sondes, echo=echo), link, clock=lambda: NOW) as host:
         yield host
-
-
-@contextlib.asynccontextmanager
-async def running(source: Sdi12Source, sink: RecordingSink) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(source.run(sink), name="test.sdi12")
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def values(sink: RecordingSink, sensor: str) -> list[tuple[float, ...]]:
