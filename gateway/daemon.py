@@ -304,6 +304,12 @@ class Gateway:
 
             self.storage = storage = StorageGuard(cfg.storage, cfg.data_dir)
             storage.measure()
+            if cfg.storage.retain_days:
+                logger.warning(
+                    "[storage] retain_days = %d is not applied yet: the whole log is kept "
+                    "(docs/operations.md, Retention)",
+                    cfg.storage.retain_days,
+                )
             self.ingest = ingest = Ingest(
                 log_, cfg.log, on_checkpoint=checkpoint_signed, silence=silence, storage=storage
             )

@@ -516,6 +516,39 @@ class Store:
                     await self.db.execute("ROLLBACK")
                 raise
 
+    async def first_entry_at_or_after(self, time_ns: int) -> int | None:
+        """The lowest index of an entry received at or after ``time_ns`` (None: none is)."""
+        async with _mapped("selecting entries"):
+            cur = await self.db.execute(
+                "SELECT MIN(idx) FROM entries WHERE time_ns >= ?", (time_ns,)
+            )
+            row = await cur.fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    async def prune_bodies(self, start: int, below: int, meta: Mapping[str, str]) -> int:
+        """Empty the record bodies of entries ``[start, below)`` and set ``meta``, in one
+        transaction; how many rows (gateway/retention.py). Rows, seqs and every subtree
+        hash stay: the log's proofs do not need the bodies."""
+        async with _mapped("pruning record bodies", self.path):
+            await self.db.execute("BEGIN IMMEDIATE")
+            try:
+                cur = await self.db.execute(
+                    "UPDATE entries SET data = X'' WHERE idx >= ? AND idx < ? AND data != X''",
+                    (start, below),
+                )
+                n = cur.rowcount
+                await self.db.executemany(
+                    "INSERT INTO meta VALUES (?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    list(meta.items()),
+                )
+                await self.db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    await self.db.execute("ROLLBACK")
+                raise
+        return int(n)
+
     async def newest_entry_time(self) -> int | None:
         """The latest record time (ns) of any entry, or None for an empty log."""
         async with _mapped("reading entry times"):
@@ -614,11 +647,12 @@ class Store:
     # --- what earlier runs left: downtime and history (gateway/daemon.py, history.py) ---
 
     async def record(self, index: int) -> dict[str, Any] | None:
-        """The record of entry ``index`` (its ``rec``), None if the log has no such entry."""
+        """The record of entry ``index`` (its ``rec``), None if the log has no such entry or
+        its body was pruned (gateway/retention.py)."""
         async with _mapped("reading an entry"):
             cur = await self.db.execute("SELECT data FROM entries WHERE idx = ?", (index,))
             row = await cur.fetchone()
-        return None if row is None else _rec(row[0])
+        return None if row is None or not row[0] else _rec(row[0])
 
     async def covered_until(self, sensor: str) -> int | None:
         """The last instant ``sensor``'s records cover (ns): the latest reading ``time`` or
@@ -640,8 +674,8 @@ class Store:
             ) as cur,
         ):
             async for kind, time_ns, data in cur:
-                if best is not None and int(time_ns) < best:
-                    break
+                if (best is not None and int(time_ns) < best) or not data:
+                    break  # (a pruned body: all before it are pruned too)
                 rec = _rec(data)
                 instant = rec.get("time") if kind == "reading" else rec.get("to")
                 if kind not in ("reading", "gap") or not isinstance(instant, str):
@@ -670,6 +704,8 @@ class Store:
             ) as cur,
         ):
             async for idx, data in cur:
+                if not data:
+                    break  # pruned by retention, and everything before it
                 rec = _rec(data)
                 if rec.get("event") in wanted:
                     return int(idx), rec
