@@ -25,6 +25,7 @@ from gateway.drivers.base import Driver, SensorConfig, Source
 from gateway.drivers.ezo import DRIVER as EZO
 from gateway.drivers.modbus import DRIVER as MODBUS
 from gateway.drivers.mqtt import DRIVER as MQTT
+from gateway.drivers.nmea import DRIVER as NMEA
 from gateway.drivers.sdi12 import DRIVER as SDI12
 from gateway.errors import ConfigError
 
@@ -38,6 +39,7 @@ DRIVERS: tuple[Driver[Any], ...] = (
     SDI12,
     MODBUS,
     MQTT,
+    NMEA,
 )
 """Every driver, in the order ``gateway scan`` tries them on a port (the fastest and
 most harmless first). One row a line, each family imported on a line of its own: a new
