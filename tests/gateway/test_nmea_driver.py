@@ -103,6 +103,18 @@ async def test_silence_is_a_timeout_and_an_unplug_is_survived(tmp_path: Path) ->
         await device.replug()
         await sink.wait_for(lambda: count(sink, "temp-1") > unplugged, what="reading after replug")
     assert ("temp-1", "timeout", "no MTW sentence within 0.5 s of its slot") in sink.rejects
+    # The outage is told once, whatever the number of reopening attempts.
+    assert sink.reject_counts()["link-lost"] == 1, sink.rejects
+    assert "port-unavailable" not in sink.reject_counts()
+
+
+async def test_a_port_that_never_opens_is_told_once(tmp_path: Path) -> None:
+    sink = RecordingSink()
+    source = NmeaSource(sensors(tmp_path / "absent"), backoff=Backoff(0.02, 0.05))
+    async with running(source, sink):
+        await asyncio.sleep(0.4)
+    assert sink.reject_counts() == {"port-unavailable": 2}  # one for each sensor on it
+    assert {sensor for sensor, _, _ in sink.rejects} == {"temp-1", "depth-1"}
 
 
 async def test_probe_shows_every_line_heard_and_the_reading(tmp_path: Path) -> None:

@@ -15,7 +15,10 @@ bytes) against the sensor whose sentence it names, else every sensor on the
 port. Valid sentences of other formatters or talkers are skipped. A broken
 link (an unplugged adapter, a closed pty) closes the port; it is reopened,
 following the ``/dev/serial/by-id`` symlink anew, after a capped, jittered
-back-off.
+back-off. Each outage is reported once to every sensor on the port, as the
+EZO source does: ``link-lost`` once the port has been open, else
+``port-unavailable`` (``gateway.silence``), so status and the gap records
+name the cause.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from gateway.drivers.nmea.protocol import (
 )
 from gateway.errors import ProtocolError, SensorError, SensorTimeout
 from gateway.pipeline import Reading, Sink, Value
+from gateway.silence import LINK_LOST, PORT_UNAVAILABLE
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
@@ -105,14 +109,21 @@ class NmeaSource:
     async def run(self, sink: Sink) -> None:
         """Read until cancelled; reopen the port after failures. Never raises for bad input."""
         first = next(iter(self.sensors.values()))
+        opened = down = False
         while True:
             try:
                 async with open_port(first, self.name) as link:
+                    opened, down = True, False
                     logger.info("%s: opened at %d baud", self.name, first.baudrate)
                     await self._listen(link, sink)
             except SensorError as exc:
                 delay = self._backoff.next_delay()
                 logger.warning("%s: %s; reopening in %.2f s", self.name, exc.problem, delay)
+                if not down:  # once per outage; its timeouts were reported one by one
+                    down = True
+                    for s in self.sensors.values():
+                        reason = LINK_LOST if opened else PORT_UNAVAILABLE
+                        sink.reject(s.id, reason, f"{self.port}: {exc.problem}")
                 await asyncio.sleep(delay)
 
     async def _listen(self, link: SerialLink, sink: Sink) -> None:
