@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from gateway.errors import ConfigError
 from gateway.toml_table import Table, positive
 
 __all__ = [
@@ -69,7 +68,8 @@ def _outputs(t: Table, circuit: str) -> tuple[str, ...] | None:
     raw = t.get("outputs", list)
     known = EZO_OUTPUTS.get(circuit)
     if known is None:
-        raise ConfigError(f"{t.where}.outputs", f"is only for circuits {tuple(EZO_OUTPUTS)}")
+        t.problem("outputs", f"is only for circuits {tuple(EZO_OUTPUTS)}")
+        return None
     by_upper = {name.upper(): name for name in known}
     t.check(
         "outputs",

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from gateway.errors import ConfigError
 from gateway.toml_table import Table, positive
 
 if TYPE_CHECKING:
@@ -167,12 +166,11 @@ def parse_mqtt_sensor(t: Table, sid: str, site: str | None) -> MqttSensorConfig:
     problem = _filter_problem(topic)
     t.check("topic", topic, lambda _: problem is None, str(problem))
     if (ID_PLACEHOLDER in topic.split("/")) != (ID_PLACEHOLDER in sid):
-        raise ConfigError(
-            f"{t.where}.id",
-            f"{sid!r}: an '{{id}}' level in the topic and '{{id}}' in the id go together",
+        t.problem(
+            "id", f"{sid!r}: an '{{id}}' level in the topic and '{{id}}' in the id go together"
         )
     if sid.count(ID_PLACEHOLDER) > 1:
-        raise ConfigError(f"{t.where}.id", f"{sid!r} may contain '{{id}}' only once")
+        t.problem("id", f"{sid!r} may contain '{{id}}' only once")
     interval = t.get("interval_s", float, 60.0)
     fmt = t.get("format", str, "json")
     t.check("format", fmt, lambda f: f in ("json", "senml"), "is not one of 'json', 'senml'")
@@ -180,7 +178,7 @@ def parse_mqtt_sensor(t: Table, sid: str, site: str | None) -> MqttSensorConfig:
     table = t.table("names")
     if table is not None:
         if fmt != "senml":
-            raise ConfigError(f"{t.where}.names", "only applies to format = 'senml'")
+            t.problem("names", "only applies to format = 'senml'")
         for name in table.data:
             quantity = table.get(name, str)
             table.check(

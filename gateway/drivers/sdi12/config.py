@@ -115,9 +115,7 @@ def parse_sdi12(t: Table, sid: str, site: str | None) -> Sdi12SensorConfig:
     t.check("command", command, _command_ok, f"is not one of {SDI12_COMMANDS} (+ index 1-9)")
     quantities = _quantities(t)
     if command.startswith("M") and len(quantities) > 9:
-        raise ConfigError(
-            f"{t.where}.quantities", "an M measurement returns at most 9 values; use C or CC"
-        )
+        t.problem("quantities", "an M measurement returns at most 9 values; use C or CC")
     terminator = t.one_of(
         "terminator", t.get("terminator", str, d.terminator), get_args(Terminator)
     )
