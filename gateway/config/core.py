@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from .anchors import AnchorConfig, parse_anchor
 from .problems import Problem, key_lines, locate, toml_error_line
 from .qc import QcConfig, parse_qc
 from .sensors import SensorConfig, parse_sensor
+from .uplink import UplinkConfig, parse_uplink
 from .witnesses import WitnessConfig, parse_witnesses
 
 __all__ = [
@@ -165,6 +167,8 @@ class GatewayConfig:
     storage: StorageConfig = field(default_factory=StorageConfig)
     witnesses: tuple[WitnessConfig, ...] = ()
     """``[[witnesses]]``: who cosigns each checkpoint (gateway/config/witnesses.py)."""
+    uplink: UplinkConfig | None = None
+    """``[uplink]``: where the log is published as it grows (gateway/config/uplink.py)."""
     warnings: tuple[Problem, ...] = ()
     """What ``parse_config`` found doubtful but not wrong (``gateway check`` prints them)."""
 
@@ -219,6 +223,17 @@ def _guarded(t: Table, default: T, parse: Callable[[], T]) -> T:
         return default
 
 
+_SENSOR_INDEX = re.compile(r"^sensor\[(\d+)\]")
+
+
+def _renumber(p: Problem, rows: list[int]) -> Problem:
+    """``p`` with ``sensor[i]`` (the i-th sensor read) made the i-th's ``[[sensor]]`` table."""
+    m = _SENSOR_INDEX.match(p.key)
+    if m is None or int(m.group(1)) >= len(rows):
+        return p
+    return dataclasses.replace(p, key=f"sensor[{rows[int(m.group(1))]}]{p.key[m.end() :]}")
+
+
 def parse_config(text: str, path: Path, *, secrets: SecretReader | None = None) -> GatewayConfig:
     """Parse config text; relative paths are taken from the config file's folder.
 
@@ -260,6 +275,7 @@ def parse_config(text: str, path: Path, *, secrets: SecretReader | None = None) 
     storage = _guarded(root, StorageConfig(), lambda: _parse_storage(root.table("storage")))
     no_witnesses: tuple[WitnessConfig, ...] = ()
     witnesses = _guarded(root, no_witnesses, lambda: parse_witnesses(root))
+    uplink = _guarded(root, None, lambda: parse_uplink(root.table("uplink"), secrets))
     root.done()
     seen: set[str] = set()
     for i, s in parsed:
@@ -280,13 +296,18 @@ def parse_config(text: str, path: Path, *, secrets: SecretReader | None = None) 
         status=status,
         storage=storage,
         witnesses=witnesses,
+        uplink=uplink,
     )
     # Checks across sensors: an [mqtt] section for mqtt sensors; devices sharing one
     # serial bus agree on its settings and their addresses. (Not when [mqtt] itself
     # failed: every MQTT sensor would be said to lack it.)
+    rows = [i for i, s in parsed if s is not None]
     if mqtt_ok:
         for driver in DRIVERS:
+            before = len(problems)
             _guarded(root, None, lambda d=driver: d.check(config))  # type: ignore[misc]
+            # The checks number the sensors read; the file numbers its tables.
+            problems[before:] = [_renumber(p, rows) for p in problems[before:]]
     lines = key_lines(text)
     located = [dataclasses.replace(p, line=locate(lines, p.key)) for p in problems]
     if any(p.severity == "error" for p in located):
@@ -294,7 +315,7 @@ def parse_config(text: str, path: Path, *, secrets: SecretReader | None = None) 
         # What could be read, for gateway check's local checks (sensor i of it is
         # [[sensor]] table sensor_rows[i] of the file).
         refused.partial = config
-        refused.sensor_rows = tuple(i for i, s in parsed if s is not None)
+        refused.sensor_rows = tuple(rows)
         raise refused
     return dataclasses.replace(config, warnings=tuple(located))
 

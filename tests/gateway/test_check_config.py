@@ -263,3 +263,17 @@ after = 3
     assert locate(lines, "sensor[1].port") == 10
     assert locate(lines, "sensor[0].quantities[1]") == 6
     assert locate(lines, "log.max_batch") is None
+
+
+def test_checks_across_sensors_name_the_table_as_the_file_numbers_it(tmp_path: Path) -> None:
+    """The first table has a problem of its own; the [mqtt] rule still names the second."""
+    path = tmp_path / "gateway.toml"
+    path.write_text(
+        '[device]\n[[sensor]]\nid = "x"\ndriver = "zigbee"\n'
+        '[[sensor]]\nid = "n"\ndriver = "mqtt"\ntopic = "a/b"\n'
+    )
+    with pytest.raises(ConfigProblems) as info:
+        load_config(path)
+    found = [(p.key, p.line) for p in info.value.problems]
+    assert found == [("sensor[0].driver", 4), ("sensor[1].driver", 7)]
+    assert "need an [mqtt] section" in info.value.problems[1].message
