@@ -63,6 +63,17 @@ SCHEMA_VERSION = 2
 
 logger = logging.getLogger(__name__)
 
+PAGE_SIZE = 512
+"""Page size of a new log database. Each commit writes every page it dirtied to the
+WAL again, and a reading dirties about five (its entries row, the tail of the time
+index and of the level-0 ``nodes`` rows, and its sensor's leaf in each of the two
+per-sensor indexes): at SQLite's default of 4096 that is ~20 KB per commit, at 1024
+a quarter of it. Entries (~500 bytes) still fit one page."""
+
+WAL_AUTOCHECKPOINT_PAGES = 8192
+"""WAL pages (4 MiB at ``PAGE_SIZE``) before SQLite copies them into the database file:
+a page committed many times in between (a sensor's index leaf) is copied once."""
+
 _RANGES_PER_QUERY = 300  # three bound values each: under SQLite's oldest limit of 999
 
 _SCHEMA = """
@@ -282,8 +293,13 @@ class Store:
             self._db = await aiosqlite.connect(self.path, isolation_level=None)
         try:
             async with _mapped("open", self.path):
+                # Only a new, empty file takes it (a WAL file keeps the size it has).
+                await self._db.execute(f"PRAGMA page_size={PAGE_SIZE}")
                 await self._db.execute("PRAGMA journal_mode=WAL")
+                # FULL, not NORMAL: in WAL mode NORMAL skips the fsync at each commit, so
+                # an acknowledged batch could be lost in a power cut.
                 await self._db.execute("PRAGMA synchronous=FULL")
+                await self._db.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
                 await self._db.execute("PRAGMA busy_timeout=10000")
             await self._quick_check()
             async with _mapped("open", self.path):

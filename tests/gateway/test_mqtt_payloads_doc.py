@@ -131,7 +131,8 @@ async def _run(doc: str, work: Path) -> dict[str, str]:
     async with Store(work / "log.sqlite") as store:
         log = Log(store, key, clock=clock, clock_state=lambda: "synced", qc=QcEngine(cfg.qc))
         await log.open()
-        ingest = Ingest(log, LogConfig(), monotonic=lambda: 0.0)
+        # The writer's clock stands still, so no commit window could ever close: none.
+        ingest = Ingest(log, LogConfig(commit_window_s=0.0), monotonic=lambda: 0.0)
         writer = asyncio.create_task(ingest.run())
         mqtt = MqttSource(
             cfg.mqtt,

@@ -55,7 +55,8 @@ async def run(tmp_path: Path) -> Bundle:
         await log.open()
         expect = expectation(10.0)  # allowance 15 s, repeat 60 s
         tracker = SilenceTracker({"node-1": expect}, T0)
-        ingest = Ingest(log, LogConfig(), monotonic=lambda: 0.0, silence=tracker)
+        # The writer's clock stands still, so no commit window could ever close: none.
+        ingest = Ingest(log, LogConfig(commit_window_s=0.0), monotonic=lambda: 0.0, silence=tracker)
         writer = asyncio.create_task(ingest.run())
         sensors = {"node-1": {"interval_s": 10.0, "allowance_s": 15.0, "repeat_s": 60.0}}
         await ingest.submit_event(Event("boot", T0, {"sensors": sensors, "previous": None}))
