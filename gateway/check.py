@@ -20,12 +20,14 @@ Exit status (docs/operations.md, "Checking the configuration"): 0 no errors
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import getpass
 import hashlib
 import logging
 import os
+import stat
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,6 +164,18 @@ def local_problems(cfg: GatewayConfig, rows: Sequence[int] | None = None) -> lis
         except GatewayError as exc:
             key = "mqtt.tls_ca" if str(cfg.mqtt.tls_ca) in str(exc) else "mqtt.tls_cert"
             found.append(Problem(key, str(exc).removeprefix("sensor mqtt: ")))
+    if cfg.mqtt is not None and cfg.mqtt.tls_key is not None:
+        with contextlib.suppress(OSError):  # unreadable: tls_context said so above
+            mode = stat.S_IMODE(cfg.mqtt.tls_key.stat().st_mode)
+            if mode & 0o077:
+                found.append(
+                    Problem(
+                        "mqtt.tls_key",
+                        f"the client's private key {cfg.mqtt.tls_key} can be read by group or "
+                        f"others (mode {mode:04o}): chmod 600 {cfg.mqtt.tls_key}",
+                        "warning",
+                    )
+                )
     for i, tsa in enumerate(cfg.anchor.rfc3161):
         from ledger_client.errors import LedgerClientError
         from ledger_client.tsa import load_tsa_roots

@@ -184,3 +184,26 @@ topic = "secrets/node-1"
     for f in (tmp_path / "data").iterdir():
         if f.is_file() and f.suffix != ".sqlite":
             assert SECRET.encode() not in f.read_bytes(), f
+
+
+def test_a_client_key_others_can_read_is_a_warning(
+    tmp_path: Path, mosquitto_tls: TlsBroker, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cert, key = mosquitto_tls.client_cert
+    open_key = tmp_path / "client.key"
+    open_key.write_bytes(key.read_bytes())
+    open_key.chmod(0o644)
+    create_device_key(tmp_path / "device.key")
+    path = tmp_path / "gateway.toml"
+    path.write_text(
+        f'[device]\n[mqtt]\ntls_ca = "{mosquitto_tls.ca}"\ntls_cert = "{cert}"\n'
+        f'tls_key = "{open_key}"\n'
+    )
+    assert main(["check", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        f"{path}:6: warning: mqtt.tls_key: the client's private key {open_key} can be read" in out
+    )
+    open_key.chmod(0o600)
+    assert main(["check", "--config", str(path)]) == 0
+    assert "mqtt.tls_key" not in capsys.readouterr().out
