@@ -202,7 +202,7 @@ def test_a_client_key_others_can_read_is_a_warning(
     assert main(["check", "--config", str(path)]) == 0
     out = capsys.readouterr().out
     assert (
-        f"{path}:6: warning: mqtt.tls_key: the client's private key {open_key} can be read" in out
+        f"{path}:5: warning: mqtt.tls_key: the client's private key {open_key} can be read" in out
     )
     open_key.chmod(0o600)
     assert main(["check", "--config", str(path)]) == 0
