@@ -257,3 +257,14 @@ def test_verifier_vectors_parse_as_log_keys() -> None:
     # The shared vectors hold log (type 0x01) keys only; they must stay log keys.
     for v in json.loads(VECTORS.read_text())["keys"]:
         assert Verifier.from_vkey(v["vkey"]).to_vkey() == v["vkey"]
+
+
+def test_an_independent_cosigner_vkey() -> None:
+    """A native cosignature/v1 vkey from transparency-dev/formats' tests (note/
+    note_cosigv1_test.go): its key ID, computed there, is the one we compute."""
+    vkey = "remora.n621.de+da77ade7+BOvN63jn/bLvkieywe8R6UYAtVtNbZpXh34x7onlmtw2"
+    key = WitnessKey.from_vkey(vkey)
+    assert key.key_id.hex() == "da77ade7" and key.to_vkey() == vkey
+    wrong = vkey.replace("+da77ade7+", "+da77ade8+")
+    with pytest.raises(MalformedNote, match="does not match"):
+        WitnessKey.from_vkey(wrong)
