@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main
-from gateway.keys import create_device_key
+from gateway.keys import create_anchor_key, create_device_key
+from tests.servers.anvil_node import AnvilNode
 from tests.servers.broker import TlsBroker
 from tests.servers.tsa_server import TestTsa
 
@@ -116,3 +117,22 @@ def test_probe_says_ok_for_what_answers_and_exit_1_for_a_dead_tsa(
     assert got["rfc3161:dead"].startswith("FAILED ")
     assert re.search(r": 1 of 3 probe\(s\) failed$", out, re.M)
     assert mosquitto_tls.password not in out
+
+
+def test_probe_asks_each_evm_endpoint_its_chain(
+    tmp_path: Path, anvil: AnvilNode, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Real anvil: the right chain id is OK with its newest block; a wrong one is named."""
+    create_device_key(tmp_path / "device.key")
+    create_anchor_key(tmp_path / "anchor.key")
+    cfg = tmp_path / "gateway.toml"
+    tables = "".join(
+        f'[[anchor.evm]]\nname = "{name}"\nchain_id = {chain}\nrpc = ["{anvil.url}"]\n'
+        for name, chain in (("right", anvil.chain_id), ("wrong", anvil.chain_id + 1))
+    )
+    cfg.write_text("[device]\n" + tables)
+    assert main(["check", "--config", str(cfg), "--probe"]) == 1
+    got = probe_lines(capsys.readouterr().out)
+    assert re.fullmatch(rf"OK chain {anvil.chain_id}, block \d+", got["evm:right"])
+    assert got["evm:wrong"].startswith("FAILED ")
+    assert f"serves chain {anvil.chain_id}, not the configured chain_id" in got["evm:wrong"]
