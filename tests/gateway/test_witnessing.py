@@ -172,7 +172,10 @@ def test_checkpoints_are_cosigned_exported_and_required(
     assert gateway_cli(["publish", "--config", str(cfg), "--to", str(mirror)]) == 0
     assert (mirror / "checkpoint").read_text() == newest
     capsys.readouterr()
-    for bundle in (v2, v1, mirror):
+    proof = tmp_path / "entry-5.tlog-proof"
+    assert gateway_cli(["export", "--config", str(cfg), "--out", str(proof), "--proof", "5"]) == 0
+    capsys.readouterr()
+    for bundle in (v2, v1, mirror, proof):
         assert ledger_verify([str(bundle), "--trust", str(trust)]) == EXIT_UNDATED, bundle
         capsys.readouterr()
 
