@@ -76,6 +76,7 @@ from .qc import QC_TESTS, QcEngine
 from .silence import Expectation, SilenceTracker, expectation
 from .storage import StorageGuard
 from .store import CheckpointRow, Store
+from .uplink import Uplink
 from .witnessing import Witnessing
 
 __all__ = ["BOOT_META", "GATEWAY_DOWN", "BootPlan", "Gateway", "declared_sensors", "plan_boot"]
@@ -238,6 +239,7 @@ class Gateway:
         self.ingest: Ingest | None = None
         self.anchorer: Anchorer | None = None
         self.witnessing: Witnessing | None = None
+        self.uplink: Uplink | None = None
         self.key: DeviceKey | None = None
         self.silence: SilenceTracker | None = None
         self.storage: StorageGuard | None = None
@@ -278,7 +280,8 @@ class Gateway:
         sources = (
             list(self._sources) if self._sources is not None else build_sources(cfg, key.device_id)
         )
-        async with Store(cfg.db_path) as store:
+        async with contextlib.AsyncExitStack() as stack:
+            store = await self._open_store(stack)
             self._store = store
             # Before anything is written: does this log extend what the key already signed?
             await check_history(store, cfg, key)
@@ -288,6 +291,7 @@ class Gateway:
                 store, backends, retry_max_seconds=cfg.anchor.retry_max_seconds
             )
             self.witnessing = witnessing = Witnessing(store, cfg.witnesses)
+            self.uplink = uplink = Uplink(log_, cfg.uplink) if cfg.uplink is not None else None
             high_water = HighWater(high_water_path(cfg.key_file), key.origin)
             boot_ns = self.clock.time_ns()
             plan = await plan_boot(store, cfg, boot_ns)
@@ -300,6 +304,8 @@ class Gateway:
             def checkpoint_signed(cp: CheckpointRow) -> None:
                 anchorer.notify(cp)
                 witnessing.notify(cp)
+                if uplink is not None:
+                    uplink.notify(cp)
                 high_water.checkpoint_signed(cp)
 
             self.storage = storage = StorageGuard(cfg.storage, cfg.data_dir)
@@ -319,6 +325,8 @@ class Gateway:
                 "previous": plan.previous,
             }
             try:
+                if uplink is not None:
+                    await uplink.__aenter__()  # left in the finally below
                 async with asyncio.TaskGroup() as tg:
                     writer = tg.create_task(ingest.run(), name="gateway.ingest")
                     # Status and the watchdog run while a full disk holds the boot back.
@@ -361,6 +369,10 @@ class Gateway:
                         )
                     anchoring = tg.create_task(anchorer.run(), name="gateway.anchor")
                     cosigning = tg.create_task(witnessing.run(), name="gateway.witnesses")
+                    uplinking = tg.create_task(
+                        uplink.run() if uplink is not None else asyncio.sleep(0),
+                        name="gateway.uplink",
+                    )
                     watcher = tg.create_task(
                         self._watch_silence(silence, ingest), name="gateway.silence"
                     )
@@ -403,6 +415,10 @@ class Gateway:
                     cosigning.cancel()
                     await asyncio.gather(cosigning, return_exceptions=True)
                     await witnessing.finish()  # one bounded try for the final checkpoint
+                    uplinking.cancel()
+                    await asyncio.gather(uplinking, return_exceptions=True)
+                    if uplink is not None:
+                        await uplink.finish()  # the final checkpoint, bounded
                     status.cancel()
                     serving.cancel()
                     await asyncio.gather(status, serving, return_exceptions=True)
@@ -410,7 +426,31 @@ class Gateway:
             finally:
                 for b in backends:
                     await b.aclose()
+                if self.uplink is not None:
+                    await self.uplink.__aexit__(None, None, None)
         logger.info("stopped cleanly at log size %d", log_.size)
+
+    async def _open_store(self, stack: contextlib.AsyncExitStack) -> Store:
+        """The log database, opened. A disk too full (or failing) to open it — SQLite must
+        make its WAL files — is waited for with the daemon up: it says why in ``STATUS=``,
+        says ``READY=1`` (it is correctly refusing) and feeds the watchdog, since a
+        restart would not help."""
+        backoff = Backoff(base_s=0.5, cap_s=self.config.storage.retry_max_seconds)
+        told = False
+        while True:
+            try:
+                return await stack.enter_async_context(Store(self.config.db_path))
+            except StorageRefused as exc:
+                line = f"storage {exc.state}: the log cannot be opened, waiting ({exc})"
+                if not told:
+                    logger.error("%s", line)
+                    self.notifier.ready(line)
+                    told = True
+                self.notifier.status(line)
+                self.notifier.watchdog()
+                delay = backoff.next_delay()
+                every = self.notifier.watchdog_interval_s
+                await asyncio.sleep(min(delay, every) if every is not None else delay)
 
     async def _write_boot(
         self,
@@ -622,6 +662,7 @@ class Gateway:
             clock=clock_state(),
             http=self.http.facts() if self.http is not None else {},
             storage=storage.to_json() if storage is not None else None,
+            uplink=self.uplink.facts() if self.uplink is not None else None,
         )
 
     def _sensor_facts(self, ing: Ingest) -> list[SensorFacts]:

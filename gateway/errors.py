@@ -18,6 +18,7 @@ new one is added to this drawing::
     ├── NoSuchEntry                  the entry asked for is not in the log (evidence.py)
     ├── PublishError                 the publish target could not take or give a file (publish.py)
     ├── PublishRefused               the target holds a log this one does not extend (publish.py)
+    ├── AnnounceError                the uplink's broker did not take an announcement (uplink.py)
     ├── WitnessError                 a witness did not cosign a checkpoint (witnessing.py)
     │   ├── WitnessUnavailable       retryable: unreachable, timeout, 5xx (witnessing.py)
     │   └── WitnessRefused           the witness said no: 4xx, e.g. 422 for a fork (witnessing.py)

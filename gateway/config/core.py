@@ -320,12 +320,15 @@ def parse_config(text: str, path: Path, *, secrets: SecretReader | None = None) 
     return dataclasses.replace(config, warnings=tuple(located))
 
 
-def load_config(path: Path, *, checking: bool = False) -> GatewayConfig:
+def load_config(path: Path, *, checking: bool = False, secrets: bool = True) -> GatewayConfig:
     """Read and parse the config file ``path``: ConfigProblems lists everything wrong.
 
     Secrets are read from the environment and systemd's credentials; a plain-text
     secret is refused if group or others can read ``path`` (gateway/secrets.py).
-    ``checking``: for ``gateway check`` outside the service.
+    ``checking``: for ``gateway check`` outside the service. ``secrets=False``: for a
+    command that needs none (status, export): secrets kept in files, the environment or
+    credentials are not fetched (``None``), so it runs without the service's environment.
     """
     text = read_text(path)
-    return parse_config(text, path, secrets=SecretReader.from_environment(path, checking=checking))
+    reader = SecretReader.from_environment(path, checking=checking, resolve=secrets)
+    return parse_config(text, path, secrets=reader)

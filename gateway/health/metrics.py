@@ -230,6 +230,58 @@ def render_metrics(doc: Mapping[str, Any]) -> str:
         "Consecutive failed anchoring passes (0: healthy).",
         [({"ledger": n}, float(a.get("failures") or 0)) for n, a in anchors.items()],
     )
+    up = doc.get("uplink")
+    if up:
+        w.one(
+            "riverseal_uplink_published_size",
+            "gauge",
+            "Size of the checkpoint the uplink's target holds.",
+            up.get("published") or 0,
+        )
+        w.one(
+            "riverseal_uplink_lag_entries",
+            "gauge",
+            "Entries in the log not yet on the uplink's target.",
+            up.get("lag_entries"),
+        )
+        w.one(
+            "riverseal_uplink_lag_seconds",
+            "gauge",
+            "How long the oldest checkpoint not yet on the target has waited.",
+            up.get("lag_s"),
+        )
+        w.one(
+            "riverseal_uplink_backlog_bytes",
+            "gauge",
+            "Estimated bytes still to upload.",
+            up.get("backlog_bytes"),
+        )
+        w.one(
+            "riverseal_uplink_failures",
+            "gauge",
+            "Consecutive failed uploads (0: healthy).",
+            up.get("failures"),
+        )
+        w.one(
+            "riverseal_uplink_bytes_total",
+            "counter",
+            "Bytes uploaded since the daemon started.",
+            up.get("bytes"),
+        )
+        ann = up.get("announce")
+        if ann:
+            w.one(
+                "riverseal_uplink_announce_connected",
+                "gauge",
+                "1 while the announcement broker is connected.",
+                1 if ann.get("connected") else 0,
+            )
+            w.one(
+                "riverseal_uplink_announced_total",
+                "counter",
+                "Checkpoint announcements the broker acknowledged since the daemon started.",
+                ann.get("announced"),
+            )
     ingest = doc.get("ingest") or {}
     w.one(
         "riverseal_ingest_committed_total",

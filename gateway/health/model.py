@@ -94,6 +94,8 @@ class Facts:
     http: Mapping[str, Any] = field(default_factory=dict)
     storage: Mapping[str, Any] | None = None
     """gateway/storage.py's own account, passed through."""
+    uplink: Mapping[str, Any] | None = None
+    """gateway/uplink.py's ``Uplink.facts()`` (None: no ``[uplink]``)."""
 
 
 def _age(now_ns: int, t_ns: int | None) -> float | None:
@@ -155,6 +157,41 @@ def _sensor(now_ns: int, s: SensorFacts) -> dict[str, Any]:
     }
 
 
+def _uplink(now: int, log_size: int, u: Mapping[str, Any]) -> dict[str, Any]:
+    published = u.get("published")
+    error_ns = u.get("last_error_ns")
+    announce = u.get("announce")
+    return {
+        "target": u.get("target"),
+        "published": published,
+        "published_at": _time(u.get("published_ns")),
+        "lag_entries": max(0, log_size - (published or 0)),
+        # How long the oldest checkpoint not yet on the target has waited (0: none waits).
+        "lag_s": _age(now, u.get("pending_since_ns")) or 0.0,
+        "backlog_bytes": u.get("backlog_bytes"),
+        "bytes": u.get("bytes", 0),
+        "files": u.get("files", 0),
+        "failures": u.get("failures", 0),
+        "last_error": (
+            {"message": u["last_error"], "time": _time(error_ns), "age_s": _age(now, error_ns)}
+            if u.get("last_error")
+            else None
+        ),
+        "announce": (
+            {
+                "broker": announce.get("broker"),
+                "connected": bool(announce.get("connected")),
+                "announced": announce.get("announced", 0),
+                "pending": announce.get("pending", 0),
+                "failures": announce.get("failures", 0),
+                "last_error": announce.get("last_error"),
+            }
+            if isinstance(announce, Mapping)
+            else None
+        ),
+    }
+
+
 def build_status(f: Facts) -> dict[str, Any]:
     """The status document (JSON-ready) of ``f`` at ``f.now_ns``."""
     now = f.now_ns
@@ -210,4 +247,5 @@ def build_status(f: Facts) -> dict[str, Any]:
         "ingest": dict(f.ingest),
         "anchors": {name: dict(a) for name, a in sorted(f.anchors.items())},
         "http": dict(f.http),
+        "uplink": _uplink(now, f.log_size, f.uplink) if f.uplink is not None else None,
     }

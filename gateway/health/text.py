@@ -147,6 +147,21 @@ def render_text(doc: Mapping[str, Any]) -> str:
     for name, a in (doc.get("anchors") or {}).items():
         if isinstance(a, Mapping):
             out.extend(_anchor_lines(name, a))
+    up = doc.get("uplink")
+    if isinstance(up, Mapping):
+        out.append(
+            f"uplink:      {up.get('target')}: published {up.get('published') or 0}, "
+            f"{up.get('lag_entries', 0)} entries behind ({duration(up.get('lag_s'))})"
+            + (f", last error {up['last_error']['message']}" if up.get("last_error") else "")
+        )
+        ann = up.get("announce")
+        if isinstance(ann, Mapping):
+            out.append(
+                f"announce:    {ann.get('broker')}: "
+                f"{'connected' if ann.get('connected') else 'not connected'}, "
+                f"{ann.get('announced', 0)} announced"
+                + (f", last error {ann['last_error']}" if ann.get("last_error") else "")
+            )
     http = doc.get("http")
     if doc.get("running") and isinstance(http, Mapping) and http.get("listen"):
         if http.get("error"):

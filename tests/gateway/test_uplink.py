@@ -1,0 +1,314 @@
+"""The uplink under a real ``gateway run``: real nginx, real Mosquitto, outages of both.
+
+An MQTT node feeds readings (QoS 1, 20 a second) through the session broker;
+the gateway publishes its log to a real nginx (WebDAV PUT) and announces each
+checkpoint, retained, on a second Mosquitto. Both the web server and the
+announcement broker are stopped for a while, then started again: ingest must
+keep committing at the node's pace meanwhile, status must say the uplink is
+failing and behind, and afterwards the mirror must catch up, be announced
+again and verify with ``ledger-verify`` (every entry, once). A directory
+target too, and the pure parts: the token bucket and the ``[uplink]`` keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import signal
+import socket
+import sqlite3
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import httpx
+import pytest
+
+from gateway.config import parse_config
+from gateway.errors import ConfigProblems
+from gateway.uplink import TokenBucket
+from ledger_client.cli import main as verify_main
+from tests.gateway.daemon_procs import GATEWAY, records, start
+from tests.servers.broker import Broker
+from tests.servers.web_server import NginxMissing, WebServer, running_web_server
+
+
+@pytest.fixture
+def web_server(tmp_path: Path) -> Iterator[WebServer]:
+    try:
+        with running_web_server(tmp_path / "nginx") as server:
+            yield server
+    except NginxMissing as exc:
+        pytest.fail(str(exc))
+
+
+@pytest.fixture
+def announce_broker(tmp_path: Path) -> Iterator[Broker]:
+    work = tmp_path / "announce-broker"
+    work.mkdir()
+    broker = Broker(work)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def station(tmp: Path, sensors: tuple[str, int], topic: str, uplink: str) -> Path:
+    subprocess.run([*GATEWAY, "init", str(tmp)], check=True, capture_output=True)
+    cfg = tmp / "gateway.toml"
+    cfg.write_text(
+        '[device]\nkey_file = "device.key"\ndata_dir = "data"\n'
+        "[log]\ncheckpoint_every_entries = 1000\ncheckpoint_every_seconds = 0.5\n"
+        f'[status]\nlisten = "127.0.0.1:{_free_port()}"\n'
+        f'[mqtt]\nhost = "{sensors[0]}"\nport = {sensors[1]}\nclient_id = "{topic}-gw"\n'
+        f'[[sensor]]\nid = "node-1"\ndriver = "mqtt"\ntopic = "{topic}"\ninterval_s = 1\n'
+        f"{uplink}"
+    )
+    cfg.chmod(0o600)
+    return cfg
+
+
+async def feed(broker: tuple[str, int], topic: str, stop: asyncio.Event) -> None:
+    """QoS 1 readings, 20 a second, until ``stop``."""
+    async with aiomqtt.Client(broker[0], broker[1], identifier=f"{topic}-node") as client:
+        seq = 0
+        while not stop.is_set():
+            now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+            body = {"seq": seq, "time": now, "values": [{"q": "pH", "v": 7.0, "u": "[pH]"}]}
+            await client.publish(topic, json.dumps(body), qos=1)
+            seq += 1
+            await asyncio.sleep(0.05)
+
+
+async def until(
+    what: str, check: Callable[[], Any], proc: subprocess.Popen[bytes], log: Path, s: float
+) -> Any:
+    deadline = time.monotonic() + s
+    while True:
+        found = check()
+        if found:
+            return found
+        assert proc.poll() is None, f"the gateway exited:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"{what}: not within {s} s\n{log.read_text()[-3000:]}"
+        await asyncio.sleep(0.1)
+
+
+def checkpoint_size(note: bytes | None) -> int:
+    return int(note.decode().split("\n")[1]) if note else 0
+
+
+def latest_note(db: Path) -> str:
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as c:
+        (note,) = c.execute("SELECT note FROM checkpoints ORDER BY size DESC LIMIT 1").fetchone()
+        rows = c.execute(
+            "SELECT c.line FROM cosignatures c JOIN checkpoints k ON c.checkpoint = k.size "
+            "WHERE k.size = (SELECT MAX(size) FROM checkpoints) ORDER BY c.witness"
+        ).fetchall()
+    return str(note) + "".join(str(r[0]) for r in rows)
+
+
+def meta(db: Path, key: str) -> str | None:
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as c:
+        row = c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def verify(source: str, trust: Path) -> tuple[int, dict[str, Any]]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        rc = verify_main([source, "--trust", str(trust), "--json", "--jobs", "2"])
+    return rc, json.loads(out.getvalue())
+
+
+async def retained(broker: Broker, topic: str, timeout: float = 3.0) -> bytes | None:
+    """The retained message of ``topic`` on ``broker`` (None: none within ``timeout``)."""
+    try:
+        async with aiomqtt.Client(broker.host, broker.port) as client:
+            await client.subscribe(topic, qos=1)
+            async with asyncio.timeout(timeout):
+                async for message in client.messages:
+                    assert message.retain, "an announcement arrived live, not retained"
+                    assert isinstance(message.payload, bytes)
+                    return message.payload
+    except (TimeoutError, aiomqtt.MqttError):
+        return None
+    return None
+
+
+def status_of(cfg: Path) -> dict[str, Any]:
+    listen = cfg.read_text().split('listen = "')[1].split('"')[0]
+    return dict(httpx.get(f"http://{listen}/status", timeout=5).json())
+
+
+async def test_uplink_to_nginx_and_mosquitto_through_outages_of_both(
+    tmp_path: Path,
+    mosquitto: tuple[str, int],
+    web_server: WebServer,
+    announce_broker: Broker,
+    procs: list[subprocess.Popen[bytes]],
+) -> None:
+    topic = f"uplink-{uuid.uuid4().hex[:8]}"
+    prefix = f"{web_server.url}/mirror/box-1"
+    cfg = station(
+        tmp_path / "gw",
+        mosquitto,
+        topic,
+        f'[uplink]\nto = "{prefix}"\nretry_max_seconds = 1\n'
+        f'[uplink.announce]\nhost = "{announce_broker.host}"\nport = {announce_broker.port}\n'
+        "retry_max_seconds = 1\ntimeout_s = 2\n",
+    )
+    db, log = cfg.parent / "data" / "log.sqlite", cfg.parent / "gateway.log"
+    device = (cfg.parent / "trust.txt").read_text().split("riverseal/")[1].split("+")[0]
+    announce_topic = f"riverseal/{device}/checkpoint"
+    stop = asyncio.Event()
+    proc = start(cfg, procs)
+    feeder = asyncio.create_task(feed(mosquitto, topic, stop))
+    try:
+
+        def mirrored() -> int:
+            r = httpx.get(f"{prefix}/checkpoint")
+            return checkpoint_size(r.content) if r.status_code == 200 else 0
+
+        await until("a first checkpoint on the web server", lambda: mirrored() >= 20, proc, log, 30)
+        note = await retained(announce_broker, announce_topic)
+        assert note is not None and checkpoint_size(note) >= 20
+        assert note.decode().startswith(f"riverseal/{device}\n")
+
+        # Both down. Ingest goes on at the node's pace; the uplink falls behind and says so.
+        web_server.stop()
+        announce_broker.stop()
+        down_at = time.monotonic()
+        before = len(records(db))
+        await asyncio.sleep(6)
+        committed = len(records(db)) - before
+        rate = committed / (time.monotonic() - down_at)
+        assert rate >= 14, f"ingest fell to {rate:.1f} readings/s while the uplink was down"
+        doc = await asyncio.to_thread(status_of, cfg)
+        up = doc["uplink"]
+        assert up["target"] == prefix and up["failures"] >= 1 and up["last_error"]
+        assert up["lag_entries"] >= committed and up["lag_s"] >= 3
+        assert up["announce"]["connected"] is False
+        metrics = httpx.get(f"http://{doc['http']['listen']}/metrics").text
+        lag = [ln for ln in metrics.splitlines() if ln.startswith("riverseal_uplink_lag_entries ")]
+        assert lag and float(lag[0].split()[1]) >= committed
+
+        # Back up: the mirror catches up, and the announcement is retained again (the
+        # restarted broker kept nothing).
+        web_server.start()
+        announce_broker.start()
+        target = len(records(db))
+        await until("the mirror caught up", lambda: mirrored() >= target, proc, log, 30)
+        again = None
+        deadline = time.monotonic() + 20
+        while again is None or checkpoint_size(again) < target:
+            assert time.monotonic() < deadline, f"no new announcement:\n{log.read_text()[-2000:]}"
+            again = await retained(announce_broker, announce_topic, timeout=1)
+        doc = await asyncio.to_thread(status_of, cfg)
+        assert doc["uplink"]["failures"] == 0 and doc["uplink"]["last_error"] is None
+        assert doc["uplink"]["announce"]["connected"] is True
+    finally:
+        stop.set()
+        await feeder
+    proc.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(proc.wait, 30) == 0, log.read_text()[-3000:]
+
+    # The final checkpoint went up at shutdown; the mirror is the whole log, verified.
+    served = httpx.get(f"{prefix}/checkpoint").content.decode()
+    assert served == latest_note(db)
+    size = checkpoint_size(served.encode())
+    assert size == len(records(db))
+    assert meta(db, "uplink_published_size") == str(size)
+    rc, report = await asyncio.to_thread(verify, prefix, cfg.parent / "trust.txt")
+    assert rc == 3, report["failures"][:5]
+    assert report["entries"] == size and report["failure_count"] == 0
+    seqs = [r["src_seq"] for r in records(db) if r["kind"] == "reading"]
+    assert len(seqs) == len(set(seqs)) and len(seqs) > 150
+
+
+async def test_uplink_to_a_directory(
+    tmp_path: Path, mosquitto: tuple[str, int], procs: list[subprocess.Popen[bytes]]
+) -> None:
+    topic = f"uplink-dir-{uuid.uuid4().hex[:8]}"
+    mirror = tmp_path / "mirror"
+    cfg = station(tmp_path / "gw", mosquitto, topic, '[uplink]\nto = "../mirror"\n')
+    db, log = cfg.parent / "data" / "log.sqlite", cfg.parent / "gateway.log"
+    stop = asyncio.Event()
+    proc = start(cfg, procs)
+    feeder = asyncio.create_task(feed(mosquitto, topic, stop))
+    try:
+
+        def on_disk() -> int:
+            path = mirror / "checkpoint"
+            return checkpoint_size(path.read_bytes()) if path.exists() else 0
+
+        await until("300 entries in the directory", lambda: on_disk() >= 300, proc, log, 40)
+    finally:
+        stop.set()
+        await feeder
+    proc.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(proc.wait, 30) == 0, log.read_text()[-3000:]
+    assert (mirror / "checkpoint").read_text() == latest_note(db)
+    assert not list(mirror.rglob("*.tmp")), "a temporary file was left behind"
+    rc, report = await asyncio.to_thread(verify, str(mirror), cfg.parent / "trust.txt")
+    assert rc == 3, report["failures"][:5]
+    assert report["entries"] == len(records(db)) == on_disk()
+
+
+def test_token_bucket_bounds_the_rate() -> None:
+    bucket = TokenBucket(rate=1000, burst=1000, now=0.0)
+    assert bucket.reserve(600, 0.0) == 0.0  # within the burst
+    assert bucket.reserve(600, 0.0) == pytest.approx(0.2)  # 200 short: 0.2 s at 1000/s
+    assert bucket.reserve(100, 0.2) == pytest.approx(0.1)  # still in debt
+    assert bucket.reserve(5000, 10.0) == pytest.approx(4.0)  # refilled to the burst only
+    # Whatever the sizes, n bytes take at least (n - burst) / rate seconds.
+    b = TokenBucket(rate=500, burst=100, now=0.0)
+    t = 0.0
+    for _ in range(50):
+        t += b.reserve(80, t)
+    assert t >= (50 * 80 - 100) / 500
+
+
+def test_uplink_config_keys(tmp_path: Path) -> None:
+    key = tmp_path / "token"
+    key.write_text("s3cret\n")
+    key.chmod(0o600)
+    base = '[device]\nkey_file = "k"\n'
+    cfg = parse_config(
+        base + '[uplink]\nto = "https://m.example/r/"\ntoken_file = "token"\n'
+        'headers = { "X-Station" = "weir-3" }\nmax_bytes_per_s = 4096\n'
+        '[uplink.announce]\nhost = "b.example"\ntls_ca = "/etc/ca.pem"\n',
+        tmp_path / "gateway.toml",
+    )
+    up = cfg.uplink
+    assert up is not None and up.to == "https://m.example/r" and up.token == "s3cret"
+    assert dict(up.headers) == {"X-Station": "weir-3"} and up.max_bytes_per_s == 4096
+    assert "s3cret" not in repr(up)
+    assert up.announce is not None and up.announce.broker.port == 8883  # TLS's port
+    assert up.announce.topic_for("rs-1") == "riverseal/rs-1/checkpoint"
+    dir_cfg = parse_config(base + '[uplink]\nto = "mirror"\n', tmp_path / "gateway.toml")
+    assert dir_cfg.uplink is not None and dir_cfg.uplink.to == str(tmp_path / "mirror")
+    for bad, where in [
+        ('to = "https://u:p@m.example/"', "uplink.to"),
+        ('to = "mirror"\ntoken = "x"', "uplink.to"),
+        ('to = "https://m.example"\nmax_bytes_per_s = 10', "uplink.max_bytes_per_s"),
+        ('to = "https://m.example"\nheaders = { Authorization = "x" }', "uplink.headers"),
+        ('to = "https://m.example"\n[uplink.announce]\nhost = "b"\ntopic = "a/+"', "topic"),
+        ('to = "https://m.example"\nspeed = 3', "uplink.speed"),
+    ]:
+        with pytest.raises(ConfigProblems) as info:
+            parse_config(base + "[uplink]\n" + bad + "\n", tmp_path / "gateway.toml")
+        assert any(where in p.key for p in info.value.problems), (bad, info.value.problems)
