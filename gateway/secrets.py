@@ -46,10 +46,13 @@ class SecretReader:
     config_path: str = "the config file"
     checking: bool = False
     """``gateway check`` outside the service: no credentials directory is only a warning."""
+    resolve: bool = True
+    """False: secrets kept elsewhere are not fetched (None), for commands that need none
+    (status, export, publish): they run by hand, without the service's environment."""
 
     @classmethod
     def from_environment(
-        cls, config: Path | None = None, *, checking: bool = False
+        cls, config: Path | None = None, *, checking: bool = False, resolve: bool = True
     ) -> SecretReader:
         mode = None
         if config is not None:
@@ -57,7 +60,7 @@ class SecretReader:
                 mode = stat.S_IMODE(config.stat().st_mode)
             except OSError:
                 mode = None
-        return cls(dict(os.environ), mode, str(config or "the config file"), checking)
+        return cls(dict(os.environ), mode, str(config or "the config file"), checking, resolve)
 
     def read(self, t: Table, name: str) -> str | None:
         """The secret ``name`` of table ``t``, or None when none is given (or it is unusable:
@@ -86,6 +89,8 @@ class SecretReader:
                     f"to {name}_file, {name}_env or {name}_credential",
                 )
             return value
+        if not self.resolve:
+            return None
         if key.endswith("_file"):
             path = Path(value) if t.base is None else t.base / value
             problem, secret = read_secret_file(path)

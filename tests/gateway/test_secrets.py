@@ -207,3 +207,15 @@ def test_a_client_key_others_can_read_is_a_warning(
     open_key.chmod(0o600)
     assert main(["check", "--config", str(path)]) == 0
     assert "mqtt.tls_key" not in capsys.readouterr().out
+
+
+def test_commands_that_need_no_secret_do_not_fetch_one(tmp_path: Path) -> None:
+    path = config(tmp_path, 'password_credential = "mqtt-password"')
+    with pytest.raises(ConfigProblems):  # outside systemd, for gateway run
+        load_config(path)
+    cfg = load_config(path, secrets=False)  # e.g. gateway status, by hand
+    assert cfg.mqtt is not None and cfg.mqtt.password is None
+    # A plain-text secret others can read is refused whatever the command.
+    path = config(tmp_path, f'password = "{SECRET}"', 0o604)
+    with pytest.raises(ConfigProblems, match="plain-text secret"):
+        load_config(path, secrets=False)
