@@ -144,7 +144,7 @@ class Witnessing:
                 try:
                     async with asyncio.timeout(timeout_s):
                         await self.cosign(client, w, target)
-                except (WitnessError, TimeoutError) as exc:
+                except (GatewayError, TimeoutError) as exc:
                     logger.warning(
                         "witness %s: final checkpoint %d not cosigned: %s",
                         w.name,
@@ -156,17 +156,20 @@ class Witnessing:
         key = w.vkey.to_vkey()
         wake, status = self._wake[key], self.status[key]
         backoff = Backoff(self._base_s, w.retry_max_seconds)
-        status.cosigned = await self.store.cosigned_size(key)
+        known = False
         wake.set()
         while True:
             await wake.wait()
             wake.clear()
             target = self._newest
-            if target is None or (status.cosigned is not None and status.cosigned >= target.size):
-                continue
             try:
+                if not known:
+                    status.cosigned = await self.store.cosigned_size(key)
+                    known = True
+                if target is None or (status.cosigned or 0) >= target.size:
+                    continue
                 await self.cosign(client, w, target)
-            except WitnessError as exc:
+            except GatewayError as exc:  # a witness's or the store's: never the daemon's end
                 status.failures += 1
                 status.last_error = str(exc)
                 delay = backoff.next_delay()
@@ -174,7 +177,7 @@ class Witnessing:
                 log(
                     "witness %s: checkpoint %d not cosigned (%s); next try in %.1f s",
                     w.name,
-                    target.size,
+                    -1 if target is None else target.size,
                     exc,
                     delay,
                 )

@@ -9,6 +9,7 @@ checked by ``ledger-verify`` with witness lines in the trust file.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import socket
 import tarfile
@@ -20,10 +21,12 @@ import pytest
 
 from gateway.cli import main as gateway_cli
 from gateway.config import load_config
+from gateway.config.witnesses import WitnessConfig as GatewayWitness
 from gateway.daemon import Gateway
 from gateway.keys import create_device_key, load_device_key
 from gateway.pipeline import Reading, Sink, Value
-from gateway.store import Store
+from gateway.store import CheckpointRow, Store
+from gateway.witnessing import Witnessing
 from ledger_client.checkpoint import Checkpoint
 from ledger_client.cli import EXIT_FAILED, EXIT_UNDATED
 from ledger_client.cli import main as ledger_verify
@@ -296,3 +299,25 @@ def test_publish_rewrites_a_checkpoint_that_gained_a_cosignature(
     found, _ = cosignatures((mirror / "checkpoint").read_text(), [w.key])
     assert [c.witness for c in found] == [w.key]
     capsys.readouterr()
+
+
+async def test_a_store_error_is_retried_never_fatal(tmp_path: Path) -> None:
+    """The witnessing task runs in the daemon's TaskGroup: a failing store (here one
+    already closed) must back off like a failing witness, not end the task."""
+    async with Store(tmp_path / "log.sqlite") as store:
+        pass
+    w = GatewayWitness(
+        url="http://127.0.0.1:9",
+        vkey=WitnessSigner.generate("witness.example/w1").key,
+        retry_max_seconds=0.1,
+    )
+    witnessing = Witnessing(store, [w], base_s=0.05)
+    witnessing.notify(CheckpointRow(5, bytes(32), "unused\n", 0))
+    task = asyncio.create_task(witnessing.run(), name="test.witnessing")
+    [status] = witnessing.status.values()
+    await until(lambda: task.done() or status.failures >= 3, timeout_s=10)
+    assert not task.done()
+    assert status.last_error is not None and "not open" in status.last_error
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
