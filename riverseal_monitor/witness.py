@@ -50,6 +50,7 @@ __all__ = ["LoggedCheckpoint", "Witness", "WitnessConfig", "load_key", "load_log
 
 logger = logging.getLogger(__name__)
 
+_KEPT_REFUSALS = 1000  # per origin: the newest refused checkpoints kept as evidence
 _CAS_TRIES = 8  # each lost swap means another request advanced the row; 8 in a row is overload
 _REASONS = {
     200: "OK",
@@ -217,6 +218,12 @@ class _State:
                 "INSERT INTO refused (origin, status, reason, request, time_s) "
                 "VALUES (?, ?, ?, ?, ?)",
                 (origin, status, reason, request, now),
+            )
+            # Only the log's own key can reach 422, but keep its evidence bounded anyway.
+            self.db.execute(
+                "DELETE FROM refused WHERE origin = ? AND id NOT IN "
+                "(SELECT id FROM refused WHERE origin = ? ORDER BY id DESC LIMIT ?)",
+                (origin, origin, _KEPT_REFUSALS),
             )
 
     def refusals(self) -> list[tuple[str, int, str]]:
