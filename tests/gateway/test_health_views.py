@@ -16,8 +16,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.backoff import Backoff
-from gateway.config import MqttConfig, MqttSensorConfig, StatusConfig
+from gateway.config import EzoSensorConfig, MqttConfig, MqttSensorConfig, StatusConfig
+from gateway.drivers.ezo.source import EzoSource
 from gateway.drivers.mqtt.source import MqttSource
+from gateway.drivers.sdi12.config import Sdi12SensorConfig
+from gateway.drivers.sdi12.source import Sdi12Source
 from gateway.health.http import StatusServer
 from gateway.health.metrics import render_metrics
 from gateway.health.model import Facts, SensorFacts, build_status, sensor_state
@@ -241,3 +244,34 @@ async def test_mqtt_tells_its_watched_sensors_a_broker_is_unreachable_then_lost(
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         broker.stop()
+
+
+@pytest.mark.parametrize("family", ["ezo", "sdi12"])
+async def test_a_serial_port_missing_from_the_start_is_told_once_as_port_unavailable(
+    tmp_path: Path, sink: RecordingSink, family: str
+) -> None:
+    missing = tmp_path / "usb-nothing-here"
+    if family == "ezo":
+        src: EzoSource | Sdi12Source = EzoSource(
+            EzoSensorConfig(id="ph-1", port=str(missing), circuit="ph"),
+            backoff=Backoff(0.02, 0.05),
+        )
+    else:
+        cfg = Sdi12SensorConfig(
+            id="sonde-0",
+            port=str(missing),
+            address="0",
+            quantities=(("temperature", "Cel"),),
+            interval_s=1.0,
+        )
+        src = Sdi12Source([cfg], backoff=Backoff(0.02, 0.05))
+    task = asyncio.create_task(src.run(sink))
+    try:
+        await sink.wait_for(lambda: sink.rejects != [], what="the first failure")
+        await asyncio.sleep(0.3)  # several more attempts
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    ((sensor, reason, detail),) = sink.rejects
+    assert sensor in ("ph-1", "sonde-0") and reason == "port-unavailable"
+    assert str(missing) in detail

@@ -78,6 +78,7 @@ from gateway.drivers.sdi12.protocol import (
 )
 from gateway.errors import ProtocolError, SensorError, SensorTimeout
 from gateway.pipeline import Event, Reading, Sink, Value
+from gateway.silence import PORT_UNAVAILABLE
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
@@ -419,11 +420,12 @@ class Sdi12Source:
     async def run(self, sink: Sink) -> None:
         """Poll until cancelled; reopen the port after failures. Never raises for bad input."""
         first = self.sensors[0]
+        ever_opened = told_unavailable = False
         while True:
             opened = False
             try:
                 async with SerialLink(self.port, first.baudrate, sensor=self.name) as link:
-                    opened = True
+                    opened = ever_opened = True
                     logger.info("%s: opened at %d baud", self.name, first.baudrate)
                     if first.open_delay_s:
                         await asyncio.sleep(first.open_delay_s)
@@ -436,6 +438,11 @@ class Sdi12Source:
                 if opened:
                     for cfg in self.sensors:
                         sink.reject(cfg.id, "disconnected", f"{self.port}: {exc.problem}")
+                elif not ever_opened and not told_unavailable:
+                    # Never open since the start: the gaps say why, once.
+                    for cfg in self.sensors:
+                        sink.reject(cfg.id, PORT_UNAVAILABLE, f"{self.port}: {exc.problem}")
+                    told_unavailable = True
                 logger.warning("%s: %s; reopening in %.2f s", self.name, exc.problem, delay)
             await asyncio.sleep(delay)
 
