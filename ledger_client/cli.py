@@ -96,7 +96,8 @@ def _parser() -> argparse.ArgumentParser:
         "--trust",
         type=Path,
         metavar="FILE",
-        help="trust file with the device keys you trust (lines: key <vkey> [from [until]]); "
+        help="trust file with the device keys you trust (lines: key <vkey> [from [until]]; "
+        "witness <vkey> and witness-policy <k> to require witness cosignatures); "
         "without it the bundle's own keys are used and are NOT independently trusted",
     )
     p.add_argument(
