@@ -637,7 +637,11 @@ class Gateway:
         if ing is None or anc is None:
             return None
         cp = ing.log.last_checkpoint
-        finals = [st.last_final for st in anc.status.values() if st.last_final is not None]
+        # The local journal is no independent evidence: it counts only when it is the only one.
+        ledgers = [st for name, st in anc.status.items() if name != "local"] or list(
+            anc.status.values()
+        )
+        finals = [st.last_final for st in ledgers if st.last_final is not None]
         first = self._first_unanchored
         storage = self.storage
         return Facts(

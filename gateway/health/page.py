@@ -67,6 +67,9 @@ function ago(s) {
   if (s < 86400) return Math.floor(s / 3600) + " h ago";
   return Math.floor(s / 86400) + " d ago";
 }
+function mib(n) {
+  return (n / 1048576).toFixed(1) + " MiB";
+}
 function set(field, text) {
   for (const e of document.querySelectorAll('[data-field="' + field + '"]')) {
     e.textContent = text;
@@ -83,7 +86,7 @@ function render(doc) {
   set("clock", doc.clock || "");
   const disk = doc.disk || {};
   set("disk", disk.used_bytes === null || disk.used_bytes === undefined ? "" :
-    disk.used_bytes + " bytes" + (disk.limit_bytes ?
+    mib(disk.used_bytes) + (disk.limit_bytes ?
       " (" + (100 * disk.used_fraction).toFixed(1) + " % of its limit)" : "") +
     (disk.state ? ", " + disk.state : ""));
   set("log_size", doc.log_size);
@@ -94,7 +97,11 @@ function render(doc) {
     : "none");
   const box = document.getElementById("sensors");
   const cards = [];
-  for (const [name, s] of Object.entries(doc.sensors || {})) {
+  // Sensors that are not heard first: that is what a technician came for.
+  const rank = s => s.state === "ok" ? 2 : s.state === "waiting" ? 1 : 0;
+  const sensors = Object.entries(doc.sensors || {});
+  sensors.sort((a, b) => rank(a[1]) - rank(b[1]) || (a[0] < b[0] ? -1 : 1));
+  for (const [name, s] of sensors) {
     const card = el("div", {"class": "card", "data-sensor": name});
     const h = el("h2", {}, name);
     h.append(el("span", {"class": "state " + s.state, "data-field": "state"}, s.state));
@@ -102,7 +109,7 @@ function render(doc) {
     const dl = el("dl");
     const values = (s.values || []).map(v => v.value + " " + v.unit).join(", ");
     row(dl, "last value", "values", values || "none yet");
-    row(dl, "age", "age_s", s.age_s === null ? "" : s.age_s);
+    row(dl, "age", "age_s", s.age_s === null ? "no reading yet" : ago(s.age_s));
     row(dl, "readings", "readings", s.readings);
     row(dl, "errors", "errors", s.errors);
     const e = s.last_error;
