@@ -57,6 +57,7 @@ from .errors import GatewayError
 from .export import _VERSION, device_keys
 from .export_v2 import MANIFEST_MAX_ANCHORED
 from .log import Log
+from .retention import PUBLISHED_META, record_copy
 from .store import CheckpointRow, Store
 
 __all__ = [
@@ -362,6 +363,8 @@ async def publish_checkpoint(
     await put(MANIFEST_NAME, await _manifest(log, newest, clock), JSON)
     if new_note:
         await put(CHECKPOINT_NAME, note, TEXT)
+    # Retention's input, written once the target holds it all, never before.
+    await record_copy(store, PUBLISHED_META, newest.size)
     return stats
 
 

@@ -17,10 +17,10 @@ without holding the store or the event loop that ingest commits on. Failures
 back off with capped, jittered delays; nothing here ever waits on ingest or
 makes ingest wait.
 
-After each upload the published size is written to the store's meta
-(``uplink_published_size``): retention keeps everything above it
-(``published_size``). Each published checkpoint is then announced over MQTT
-(``[uplink.announce]``: QoS 1, retained, one topic per device) by the
+After each upload the published size is raised in the store's meta
+(gateway/retention.py's ``published_size``, by publish_checkpoint): retention
+never prunes a record the target does not hold. Each published checkpoint is
+then announced over MQTT (``[uplink.announce]``: QoS 1, retained, one topic per device) by the
 ``gateway.uplink.announce`` task, which reconnects with back-off and
 re-announces the newest note after every reconnection (a restarted broker
 may have lost its retained messages); a dead broker never holds the upload.
@@ -56,10 +56,10 @@ from .publish import (
     position,
     publish_checkpoint,
 )
+from .retention import PUBLISHED_META
 from .store import CheckpointRow, Store
 
 __all__ = [
-    "PUBLISHED_META",
     "AnnounceError",
     "Announcer",
     "TokenBucket",
@@ -70,9 +70,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PUBLISHED_META = "uplink_published_size"
-"""Store meta key: the size of the checkpoint the uplink's target holds, written after
-each successful upload. Nothing at or above it may be removed locally before it grows."""
 
 _POLL_S = 30.0
 """With nothing new signalled, the store is looked at this often anyway (a witness's
@@ -92,7 +89,7 @@ async def published_size(store: Store) -> int | None:
     Retention's input: entries at or above it must be kept until it grows.
     """
     text = await store.get_meta(PUBLISHED_META)
-    return int(text) if text is not None and text.isdigit() else None
+    return int(text) if text is not None and text.isdigit() else None  # retention's mark
 
 
 class TokenBucket:
@@ -344,9 +341,6 @@ class Uplink:
                 self.config.announce, identifier=f"riverseal-uplink-{self.log.key.device_id}"
             )
             self._own_announcer = True
-        value = await self.log.store.get_meta(PUBLISHED_META)
-        if value is not None and value.isdigit():
-            self.published = int(value)
         return self
 
     async def __aexit__(
@@ -465,8 +459,6 @@ class Uplink:
             self._entry_bytes = stats.bytes / (cp.size - stats.previous)
         self.published_ns = time.time_ns()
         await self._moved(cp.size, newest)
-        # Retention's input: written after the upload, never before.
-        await self.log.store.set_meta(PUBLISHED_META, str(cp.size))
         logger.debug(
             "uplink: published checkpoint %d (%d files, %d bytes)",
             cp.size,
