@@ -563,7 +563,10 @@ class Gateway:
         health.restarts += 1
         health.last_error = error
         health.last_error_time = format_time(time.time_ns())
-        if self.silence is not None:
+        if self.ingest is not None and any(s.id == name for s in self.config.sensors):
+            # A serial source is its sensor: its status shows the crash as its last error.
+            self.ingest.reject(name, "source-stopped", error)
+        elif self.silence is not None:
             self.silence.reject(name, "source-stopped")
         return new
 

@@ -16,7 +16,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.backoff import Backoff
-from gateway.config import EzoSensorConfig, MqttConfig, MqttSensorConfig, StatusConfig
+from gateway.config import (
+    EzoSensorConfig,
+    GatewayConfig,
+    MqttConfig,
+    MqttSensorConfig,
+    StatusConfig,
+)
+from gateway.daemon import Gateway
 from gateway.drivers.ezo.source import EzoSource
 from gateway.drivers.mqtt.source import MqttSource
 from gateway.drivers.sdi12.config import Sdi12SensorConfig
@@ -25,6 +32,7 @@ from gateway.health.http import StatusServer
 from gateway.health.metrics import render_metrics
 from gateway.health.model import Facts, SensorFacts, build_status, sensor_state
 from gateway.health.text import render_text
+from gateway.keys import create_device_key
 from gateway.pipeline import Value
 from gateway.silence import Silence
 from tests.gateway.recording_sink import RecordingSink
@@ -275,3 +283,46 @@ async def test_a_serial_port_missing_from_the_start_is_told_once_as_port_unavail
     ((sensor, reason, detail),) = sink.rejects
     assert sensor in ("ph-1", "sonde-0") and reason == "port-unavailable"
     assert str(missing) in detail
+
+
+class CrashingProbe:
+    """The source of sensor ``t-1``: crashes with a bug once, then stays quiet."""
+
+    name = "t-1"
+
+    def __init__(self) -> None:
+        self.runs = 0
+
+    async def run(self, sink: object) -> None:
+        self.runs += 1
+        if self.runs == 1:
+            raise RuntimeError("driver bug: index out of range")
+        await asyncio.Event().wait()
+
+
+async def test_a_crashed_sensor_source_is_its_sensor_last_error(tmp_path: Path) -> None:
+    (tmp_path / "gateway.toml").write_text("[device]\n")
+    create_device_key(tmp_path / "device.key")
+    config = GatewayConfig(
+        path=tmp_path / "gateway.toml",
+        key_file=tmp_path / "device.key",
+        data_dir=tmp_path / "data",
+        sensors=(EzoSensorConfig(id="t-1", port="/dev/null", circuit="rtd", interval_s=60.0),),
+        status=StatusConfig(listen=""),
+    )
+    probe = CrashingProbe()
+    gw = Gateway(config, sources=[probe], status_every_s=0.1)
+    stop = asyncio.Event()
+    task = asyncio.create_task(gw.run(stop))
+    try:
+        async with asyncio.timeout(20):
+            while probe.runs < 2:
+                await asyncio.sleep(0.02)
+        t1 = gw.status()["sensors"]["t-1"]
+    finally:
+        stop.set()
+        await task
+    assert t1["state"] == "waiting"  # the crash is no link: its allowance has not run out
+    assert t1["errors"] == 1
+    assert t1["last_error"]["reason"] == "source-stopped"
+    assert "RuntimeError: driver bug" in t1["last_error"]["detail"]
