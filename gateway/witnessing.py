@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,6 +109,9 @@ class Witnessing:
         self._wake = {w.vkey.to_vkey(): asyncio.Event() for w in self.witnesses}
         self.status = {w.vkey.to_vkey(): WitnessStatus(w.name) for w in self.witnesses}
         """Per witness vkey."""
+        self.on_cosigned: list[Callable[[int], None]] = []
+        """Called with a checkpoint's size each time a cosignature of it is stored: a
+        publisher that already sent that checkpoint sends its note again (with it)."""
 
     def notify(self, cp: CheckpointRow) -> None:
         """A checkpoint was signed: each witness is asked for it (or a newer one) soon."""
@@ -221,6 +224,8 @@ class Witnessing:
             except LedgerClientError as exc:
                 raise WitnessRefused(f"reply is not its cosignature: {exc}", 200) from exc
             await self.store.add_cosignature(cp.size, key, cosig.line)
+            for hook in self.on_cosigned:
+                hook(cp.size)
             status.cosigned = cp.size
             status.cosigned_at = format_time(time.time_ns())
             logger.info("witness %s cosigned checkpoint %d", w.name, cp.size)

@@ -208,6 +208,8 @@ def test_a_witness_down_holds_nothing_up_and_catches_up(tmp_path: Path) -> None:
         task = asyncio.create_task(gw.run(stop), name="test.gateway")
         await until(lambda: gw.ingest is not None and gw.ingest.log.size > 60)
         assert gw.witnessing is not None and gw.ingest is not None
+        cosigned_hook: list[int] = []
+        gw.witnessing.on_cosigned.append(cosigned_hook.append)
         log = gw.ingest.log
         # every reading is in and checkpointed while no witness answers
         await until(lambda: log.checkpointed_size == log.size)
@@ -222,6 +224,7 @@ def test_a_witness_down_holds_nothing_up_and_catches_up(tmp_path: Path) -> None:
             assert healthy == (0, None)
             held = witness.state(origin)
             assert held is not None and held.size == size
+            assert cosigned_hook == [size]  # once: the newest, not every checkpoint missed
             stop.set()
             await task
             await serving
