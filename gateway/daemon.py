@@ -755,16 +755,18 @@ class Gateway:
         ing, anc = self.ingest, self.anchorer
         if ing is None or anc is None:
             return "starting"
-        silent = (
-            sum(self.silence.silence(s.id) is not None for s in self.config.sensors)
-            if self.silence is not None
-            else 0
-        )
+        quiet = [
+            f"{s.id} {q.reason}"
+            for s in self.config.sensors
+            if self.silence is not None and (q := self.silence.silence(s.id)) is not None
+        ]
+        # The first few by name and why, so `systemctl status` shows the cause.
+        silent = f"{len(quiet)} silent: " + ", ".join(quiet[:3]) + (", …" if quiet[3:] else "")
         cp = ing.log.last_checkpoint
         failing = sorted(name for name, st in anc.status.items() if st.failures)
         parts = [
             f"log {ing.log.size} entries",
-            f"{len(self.config.sensors)} sensors" + (f" ({silent} silent)" if silent else ""),
+            f"{len(self.config.sensors)} sensors" + (f" ({silent})" if quiet else ""),
             f"last checkpoint {cp.size}" if cp is not None else "no checkpoint yet",
             (
                 "no anchors"

@@ -40,7 +40,7 @@ from gateway.notify import Notifier
 from tests.gateway.daemon_procs import records, start
 
 STATUS_LINE = re.compile(
-    r"log \d+ entries, 1 sensors( \(1 silent\))?, "
+    r"log \d+ entries, 1 sensors( \(1 silent: node-1 [a-z-]+\))?, "
     r"(last checkpoint \d+|no checkpoint yet), (anchors ok|no anchors)"
 )
 
