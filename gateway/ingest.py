@@ -59,7 +59,7 @@ GATHER_TARGET = 16
 fsync) is then a small share of each reading's, and at 1,000 readings/s the wait
 for it is about 16 ms."""
 
-PAUSE_GAPS = 4.0
+PAUSE_GAPS = 8.0
 """The stream has paused when nothing arrived for this many usual gaps between arrivals..."""
 
 PAUSE_MIN_S = 0.002

@@ -44,7 +44,7 @@ class LogConfig:
     """Most readings committed in one transaction (group commit)."""
     queue_size: int = 10_000
     """Readings waiting for commit before sources are made to wait (back-pressure)."""
-    commit_window_s: float = 1.0
+    commit_window_s: float = 2.0
     """Under light load, the longest a batch waits for more readings before its commit
     (gateway/ingest.py): the worst-case latency gathering adds. 0 turns gathering off."""
 

@@ -168,7 +168,7 @@ def test_commit_window_s_is_configured_within_its_limits(tmp_path: Path) -> None
         text = f'[device]\nkey_file = "k"\n[log]\n{line}\n'
         return parse_config(text, tmp_path / "gateway.toml").log.commit_window_s
 
-    assert window("") == LogConfig().commit_window_s == 1.0
+    assert window("") == LogConfig().commit_window_s == 2.0
     assert window("commit_window_s = 0") == 0.0
     assert window("commit_window_s = 0.25") == 0.25
     for bad in ("-0.1", "5.5"):
