@@ -160,6 +160,8 @@ class Announcer:
         self._latest: dict[str, bytes] = {}
         self._pending: dict[str, bytes] = {}
         self._wake = asyncio.Event()
+        self.drained = asyncio.Event()
+        """Set while the broker has acknowledged every note announced."""
         self.connected = False
         self.announced = 0
         """Announcements acknowledged by the broker since the start."""
@@ -170,6 +172,7 @@ class Announcer:
     def announce(self, topic: str, note: bytes) -> None:
         self._latest[topic] = note
         self._pending[topic] = note
+        self.drained.clear()
         self._wake.set()
 
     async def flush(self) -> None:
@@ -259,6 +262,7 @@ class Announcer:
                         logger.info("uplink announce: %s takes announcements again", topic)
                     self.failures, self.last_error = 0, None
                     backoff.reset()
+                self.drained.set()
                 if once:
                     return
                 self._wake.clear()

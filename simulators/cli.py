@@ -9,6 +9,8 @@
     sensor-sim modbus --link /tmp/rs485-0 --profile ysi-odo-rtu --slave 1
                       [--profile seeed-ectds10 --slave 2 ...] [--seed N] [--baudrate B]
     sensor-sim station --config station.toml [--gateway-config sensors.toml]
+    sensor-sim fleet --boxes N --to DIR|URL --data DIR [--broker HOST:PORT] [--seconds S]
+                     [--rate R] [--commit-every S] [--checkpoint-every S]
 
 Both exit 0 on SIGINT or SIGTERM; `mqtt --count N` also exits 0 once N
 messages are acknowledged.
@@ -115,6 +117,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="write the [[sensor]] tables a gateway needs to read this station",
     )
+    fleet = sub.add_parser(
+        "fleet",
+        help="N simulated boxes in one process: the gateway's real log and uplink, "
+        "simulated sensors (needs the gateway installed)",
+    )
+    fleet.add_argument("--boxes", type=int, required=True)
+    fleet.add_argument("--to", required=True, metavar="DIR|URL", help="box d publishes to TO/d")
+    fleet.add_argument("--data", type=Path, required=True, help="the boxes' stores and trust files")
+    fleet.add_argument("--broker", metavar="HOST:PORT", help="announce checkpoints on this broker")
+    fleet.add_argument("--seconds", type=float, help="run this long (default: until signalled)")
+    fleet.add_argument("--rate", type=float, default=1.0, help="readings per box per second")
+    fleet.add_argument("--commit-every", type=float, default=1.0, metavar="S")
+    fleet.add_argument("--checkpoint-every", type=float, default=10.0, metavar="S")
+    fleet.add_argument("--max-bytes-per-s", type=int, default=262_144, help="each box's uplink")
+    fleet.add_argument("--seed", type=int, default=0, help="box keys derive from it")
     return parser
 
 
@@ -122,6 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "fleet":
+        return _fleet(parser, args)
     try:
         work = {
             "ezo": _ezo,
@@ -139,6 +158,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:  # before our handler was installed: still a clean stop
         return 0
+
+
+def _fleet(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    # The fleet runs the gateway's own code: imported only when asked for.
+    from simulators.fleet import FleetConfig, fleet_main
+
+    broker = None
+    if args.broker:
+        host, sep, port = args.broker.rpartition(":")
+        if not sep or not port.isdigit():
+            parser.error(f"--broker {args.broker!r} is not HOST:PORT")
+        broker = (host, int(port))
+    if args.boxes < 1 or args.rate <= 0 or args.commit_every <= 0:
+        parser.error("--boxes, --rate and --commit-every must be positive")
+    config = FleetConfig(
+        boxes=args.boxes,
+        to=args.to,
+        data=args.data,
+        broker=broker,
+        seconds=args.seconds,
+        rate=args.rate,
+        commit_every_s=args.commit_every,
+        checkpoint_every_s=args.checkpoint_every,
+        max_bytes_per_s=args.max_bytes_per_s,
+        seed=args.seed,
+    )
+    return asyncio.run(fleet_main(config))
 
 
 def _ezo(args: argparse.Namespace) -> Coroutine[Any, Any, None]:

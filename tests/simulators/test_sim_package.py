@@ -44,7 +44,9 @@ def test_importing_the_package_loads_no_mqtt_serial_or_gateway_code() -> None:
 
 
 def test_sources_import_nothing_from_gateway_or_ledger_client() -> None:
-    sources = list(PACKAGE_DIR.glob("*.py"))
+    # But fleet.py, whose boxes run the gateway's real log and uplink (imported only
+    # by `sensor-sim fleet`, as the test above shows).
+    sources = [p for p in PACKAGE_DIR.glob("*.py") if p.name != "fleet.py"]
     assert len(sources) >= 6
     for path in sources:
         for node in ast.walk(ast.parse(path.read_text())):
