@@ -130,7 +130,8 @@ def render_text(doc: Mapping[str, Any]) -> str:
         if un:
             out.append(
                 f"unanchored:  {un['entries']} entries from entry {un['index']} "
-                f"(recorded {_at(un.get('time'), un.get('age_s'))}) not yet anchored final"
+                f"(recorded {un.get('time')}, {duration(un.get('age_s'))} ago) "
+                "not yet anchored final"
             )
         elif doc.get("anchors"):
             out.append("unanchored:  none: every entry is anchored final")

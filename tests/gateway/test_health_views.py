@@ -156,7 +156,8 @@ def test_text_status_shows_values_ages_causes_and_names() -> None:
     assert "  counts:    7 readings, 3 errors" in text
     assert "  last error: link-lost at " in text and "end of file (unplugged?)" in text
     assert "  qc:        pass 6, suspect 1" in text
-    assert "unanchored:  30 entries from entry 90" in text
+    assert "unanchored:  30 entries from entry 90 (recorded " in text
+    assert ", 1 min 35 s ago) not yet anchored final" in text
     assert "up 1 h 1 min" in text
     assert "{" not in text
 
