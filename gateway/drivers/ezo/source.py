@@ -13,7 +13,9 @@ awaiting ``Sink.submit`` (the log commit) before the next poll. Garbage,
 ``*RS``/``*RE`` (a reboot) and ``*SL`` (sleep) re-run the start sequence;
 a broken link or too many timeouts in a row close the port, and it is
 reopened (following the ``/dev/serial/by-id`` symlink anew) after a capped,
-jittered back-off.
+jittered back-off. A port that fails or will not open is told to the sink
+once per outage (``link-lost``, or ``port-unavailable`` before it ever
+opened), so status and the gap records name the cause.
 
 ``read_once`` is the seam ``gateway probe`` uses (``tools.probe_ezo``).
 

@@ -34,7 +34,10 @@ TLS: with ``tls_ca`` set, the broker certificate must chain to that CA and
 match the host name (always checked); ``tls_cert``/``tls_key`` add a client
 certificate. ``aiomqtt.MqttError``, ``OSError`` and ``ssl.SSLError`` become
 ``SensorError`` naming the broker and the cause in ``_session`` and nowhere
-else; the supervisor in ``run`` reconnects after a capped, jittered back-off.
+else; the supervisor in ``run`` reconnects after a capped, jittered back-off,
+and tells every sensor with a fixed id why the broker cannot be heard
+(``link_reason``: ``broker-refused``, ``-unreachable``, ``-tls``, ``-lost``),
+once per outage or change of cause, so its gap records name it.
 """
 
 from __future__ import annotations
