@@ -4,6 +4,12 @@ numbers no gap record declares, and silences of declared sensors that no gap rec
 covers — and sums each sensor up for the report (docs/bundle-format.md §9 8 a–f).
 
 State is bounded by the number of sensors and the windows below, never by entries.
+
+The same class serves a follower that sees a log grow (riverseal_monitor): it
+reports through any ``CompletenessSink`` (the checklist's run is one), takes
+entries across calls, and ``extend_to`` moves the largest checkpoint as new ones
+are verified; ``allowances`` and ``last_covered`` tell what step 8 f) expects of
+each declared sensor right now.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import bisect
 import itertools
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .errors import LedgerClientError
 from .records import format_time, parse_time
@@ -24,10 +30,38 @@ from .report import (
     _duration,
 )
 
-if TYPE_CHECKING:
-    from .verify import _Run
+__all__ = [
+    "MAX_GAP_SPANS",
+    "MAX_TIMELINE",
+    "SILENCE_TOLERANCE_S",
+    "SRC_WINDOW",
+    "Completeness",
+    "CompletenessSink",
+]
 
-__all__ = ["MAX_GAP_SPANS", "MAX_TIMELINE", "SRC_WINDOW"]
+
+class CompletenessSink(Protocol):
+    """Where step 8 reports: the verifier's run, or a monitor's collector of alerts."""
+
+    @property
+    def sizes(self) -> list[int]:
+        """The checkpoint sizes known when the check starts, ascending."""
+        ...
+
+    @property
+    def notes(self) -> list[str]: ...
+
+    def fail(
+        self,
+        check: str,
+        reason: str,
+        entry: int | None = None,
+        checkpoint: int | None = None,
+        about: tuple[str | None, str | None, str | None] | None = None,
+    ) -> None: ...
+
+    def passed(self, check: str, n: int = 1) -> None: ...
+
 
 _fromiso = datetime.fromisoformat
 
@@ -242,7 +276,7 @@ class _Completeness:
     windows bounded by constants.
     """
 
-    def __init__(self, run: _Run, *, subset: bool = False) -> None:
+    def __init__(self, run: CompletenessSink, *, subset: bool = False) -> None:
         self.run = run
         self.subset = subset
         self.failed: set[int] = set()
@@ -279,6 +313,27 @@ class _Completeness:
             self.run.fail("completeness", reason, entry=entry, about=(*about, None))
         if entry is not None and len(self.failed) < MAX_KEPT_FAILURES:
             self.failed.add(entry)
+
+    def extend_to(self, size: int) -> None:
+        """A larger checkpoint now covers entries below ``size`` (a follower's log grew)."""
+        if self.largest is None or size > self.largest:
+            self.largest = size
+
+    def allowances(self) -> dict[str, float]:
+        """f) Each declared sensor's allowance in seconds, as its boot or config event says."""
+        out = {}
+        for sensor in self.declared:
+            st = self.states.get(sensor)
+            if st is not None and st.limit is not None:
+                out[sensor] = st.limit - SILENCE_TOLERANCE_S
+        return out
+
+    def last_covered(self, sensor: str) -> tuple[float, str] | None:
+        """f) The latest instant a reading or gap of ``sensor`` covers (seconds, text)."""
+        st = self.states.get(sensor)
+        if st is None or st.L is None:
+            return None
+        return st.L, st.L_text
 
     def _mark(self, i: int) -> bool:
         """Record index ``i`` as seen; False if it already was (or is out of reach)."""
@@ -813,6 +868,10 @@ _EXCUSES = {
     "them: the bundle starts part-way through the log, so they may have been logged before "
     "its first entry",
 }
+
+
+Completeness = _Completeness
+"""The public name of step 8's state machine (``_Completeness`` is kept for the verifier)."""
 
 
 def _counts(st: _SensorState) -> SensorCounts:

@@ -1,0 +1,377 @@
+"""The monitor's IO: HTTP fetching, MQTT announcements, polling, alerts out (docs/monitor.md).
+
+``Monitor`` is an async context manager around one ``httpx.AsyncClient`` and a
+``State``; ``run`` drives named tasks in one TaskGroup:
+
+- ``monitor.box[<origin>]``: one per box, verifying the newest checkpoint offered
+  (``follow.Follower.step``); offers arriving meanwhile coalesce to the newest.
+- ``monitor.mqtt``: the shared subscription ``$share/<group>/<topic>`` (MQTT 5),
+  reconnecting with a capped, jittered back-off.
+- ``monitor.poll``: each box's ``checkpoint`` at start and every poll interval
+  (a shared subscription gets no retained message, and the broker may be down).
+- ``monitor.tick``: time-based alerts; ``monitor.manifest``: anchors.
+- ``monitor.webhook``: POSTs each new alert, with retries.
+
+Alerts and clearances are printed as JSON lines to ``out`` (stdout by default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import ssl
+import sys
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import httpx
+
+from ledger_client.errors import LedgerClientError
+from ledger_client.note import split_note
+from ledger_client.witness import WitnessSigner, cosign
+
+from .config import MonitorConfig
+from .errors import FetchError
+from .follow import Alert, BoxSpec, Follower
+from .state_sqlite import State
+
+__all__ = ["HttpFetcher", "Monitor", "TileCache"]
+
+logger = logging.getLogger(__name__)
+
+_RETRY_CAP_S = 30.0  # a box whose files cannot be fetched is retried at least this often
+_WEBHOOK_CAP_S = 60.0
+
+
+class TileCache:
+    """Immutable published files (``tile/...``) by URL, least recently used dropped first."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[str, bytes] = OrderedDict()
+        self.hits = 0
+
+    def get(self, url: str) -> bytes | None:
+        data = self._items.get(url)
+        if data is not None:
+            self._items.move_to_end(url)
+            self.hits += 1
+        return data
+
+    def put(self, url: str, data: bytes) -> None:
+        if self.capacity <= 0:
+            return
+        self._items[url] = data
+        self._items.move_to_end(url)
+        while len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+
+
+class HttpFetcher:
+    """A box's published files over HTTP (``follow.Fetcher``), bounded and cached."""
+
+    def __init__(
+        self, client: httpx.AsyncClient, prefix: str, limit: asyncio.Semaphore, cache: TileCache
+    ) -> None:
+        self.client = client
+        self.prefix = prefix.rstrip("/") + "/"
+        self.limit = limit
+        self.cache = cache
+        self.requests = 0
+
+    async def get(self, path: str) -> bytes | None:
+        url = self.prefix + path
+        immutable = path.startswith("tile/")  # tiles never change once written
+        if immutable and (hit := self.cache.get(url)) is not None:
+            return hit
+        async with self.limit:
+            self.requests += 1
+            try:
+                r = await self.client.get(url)
+            except httpx.HTTPError as exc:
+                raise FetchError(f"cannot fetch {url}: {exc!r}") from exc
+        if r.status_code == 404:
+            return None
+        if r.status_code != 200:
+            raise FetchError(f"cannot fetch {url}: HTTP {r.status_code}")
+        data = bytes(r.content)
+        if immutable:
+            self.cache.put(url, data)
+        return data
+
+
+@dataclass
+class _Box:
+    spec: BoxSpec
+    follower: Follower
+    fetcher: HttpFetcher
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    pending: str | None = None
+    failures: int = 0
+
+
+def _size_hint(note: str) -> int | None:
+    """The size a note claims (unverified: only to skip what is not new)."""
+    lines = note.split("\n", 2)
+    if len(lines) < 3 or not lines[1].isdigit():
+        return None
+    return int(lines[1])
+
+
+def _backoff(attempt: int, cap: float) -> float:
+    return random.uniform(0, min(cap, 0.5 * 2**attempt))  # noqa: S311 - jitter, not secrecy
+
+
+class Monitor:
+    """Follows the configured boxes until cancelled; an async context manager."""
+
+    def __init__(
+        self,
+        config: MonitorConfig,
+        state: State,
+        *,
+        out: TextIO | None = None,
+        clock: Callable[[], float] = time.time,
+        witness: WitnessSigner | None = None,
+    ) -> None:
+        self.config = config
+        self.state = state
+        self.out = sys.stdout if out is None else out
+        self.clock = clock
+        self.witness = witness
+        self.boxes: dict[str, _Box] = {}
+        self.open: set[tuple[str, str]] = set()
+        self.cache = TileCache(config.cache_tiles)
+        self._limit = asyncio.Semaphore(config.fetch_concurrency)
+        self._client: httpx.AsyncClient | None = None
+        self._webhook: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=10_000)
+        self.verified_entries = 0
+
+    async def __aenter__(self) -> Monitor:
+        self._client = httpx.AsyncClient(
+            timeout=self.config.fetch_timeout_s,
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=self.config.fetch_concurrency),
+        )
+        now = self.clock()
+        self.open = await self.state.open_alerts()
+        for spec in self.config.boxes:
+            verified = await self.state.load(spec.origin)
+            fetcher = HttpFetcher(self._client, spec.url, self._limit, self.cache)
+            self.boxes[spec.origin] = _Box(spec, Follower(spec, verified, now), fetcher)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+    # --- the tasks ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            for origin, box in self.boxes.items():
+                tg.create_task(self._follow(box), name=f"monitor.box[{origin}]")
+            if self.config.broker is not None:
+                tg.create_task(self._mqtt(), name="monitor.mqtt")
+            tg.create_task(self._poll(), name="monitor.poll")
+            tg.create_task(self._tick(), name="monitor.tick")
+            if any(b.spec.anchor_overdue_s > 0 for b in self.boxes.values()):
+                tg.create_task(self._manifests(), name="monitor.manifest")
+            if self.config.webhook is not None:
+                tg.create_task(self._post(self.config.webhook), name="monitor.webhook")
+
+    def offer(self, note: str) -> bool:
+        """A checkpoint note announced or polled; whether it is news for a followed box."""
+        origin = note.split("\n", 1)[0]
+        box = self.boxes.get(origin)
+        size = _size_hint(note)
+        if box is None or size is None:
+            return False
+        have = box.follower.size
+        pending = None if box.pending is None else _size_hint(box.pending)
+        # Same size is news only if the root differs (a fork); the follower tells.
+        if size < have or (pending is not None and size < pending):
+            return False
+        verified = box.follower.verified
+        if size == have and verified is not None and _root_line(note) == _root_line(verified.note):
+            return False
+        box.pending = note
+        box.wake.set()
+        return True
+
+    async def _follow(self, box: _Box) -> None:
+        while True:
+            await box.wake.wait()
+            box.wake.clear()
+            note, box.pending = box.pending, None
+            if note is None:
+                continue
+            try:
+                await self._step(box, note)
+                box.failures = 0
+            except FetchError as exc:
+                box.failures += 1
+                delay = _backoff(box.failures, _RETRY_CAP_S)
+                logger.warning("%s: %s; again in %.1f s", box.spec.origin, exc, delay)
+                if box.pending is None:
+                    box.pending = note
+                await asyncio.sleep(delay)
+                box.wake.set()
+
+    async def _step(self, box: _Box, note: str) -> None:
+        origin = box.spec.origin
+        res = await box.follower.step(note, box.fetcher, self.clock())
+        if res.advanced and res.verified is not None:
+            cosigned = None
+            if self.witness is not None:
+                body = split_note(res.verified.note)[0]
+                line = cosign(self.witness, body, max(1, int(self.clock())))
+                cosigned = res.verified.note + line
+            await self.state.commit(
+                origin, res.verified, res.readings, res.gaps, cosigned, self.clock()
+            )
+            self.verified_entries += res.entries
+            logger.info(
+                "%s: verified checkpoint %d (%d new entries)",
+                origin,
+                res.verified.size,
+                res.entries,
+            )
+        await self._raise(res.alerts)
+        await self._clear(origin, res.cleared)
+
+    async def _raise(self, alerts: Iterable[Alert]) -> None:
+        for a in alerts:
+            if (a.origin, a.key) in self.open:
+                continue
+            if not await self.state.raise_alert(a):
+                self.open.add((a.origin, a.key))
+                continue  # raised before a restart: not again
+            self.open.add((a.origin, a.key))
+            doc = {"event": "alert", **a.to_json()}
+            self._emit(doc)
+            if self.config.webhook is not None:
+                with contextlib.suppress(asyncio.QueueFull):
+                    self._webhook.put_nowait(doc)
+                if self._webhook.full():
+                    logger.error("webhook queue full: alert %s %s not posted", a.origin, a.key)
+
+    async def _clear(self, origin: str, keys: Iterable[str]) -> None:
+        wanted = {k for k in keys if (origin, k) in self.open}
+        if not wanted:
+            return
+        now = self.clock()
+        for key in await self.state.clear(origin, wanted, now):
+            self.open.discard((origin, key))
+            self._emit({"event": "cleared", "origin": origin, "key": key, "time_s": now})
+
+    def _emit(self, doc: dict[str, Any]) -> None:
+        self.out.write(json.dumps(doc, sort_keys=True) + "\n")
+        self.out.flush()
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.tick_s)
+            now = self.clock()
+            for origin, box in self.boxes.items():
+                alerts, cleared = box.follower.tick(now)
+                await self._raise(alerts)
+                await self._clear(origin, cleared)
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.gather(*(self._poll_one(b) for b in self.boxes.values()))
+            await asyncio.sleep(self.config.poll_interval_s)
+
+    async def _poll_one(self, box: _Box) -> None:
+        try:
+            data = await box.fetcher.get("checkpoint")
+        except FetchError as exc:
+            logger.info("%s: poll: %s", box.spec.origin, exc)
+            return
+        if data is not None:
+            self.offer(data.decode("utf-8", "replace"))
+
+    async def _manifests(self) -> None:
+        while True:
+            now = self.clock()
+            for origin, box in self.boxes.items():
+                if box.spec.anchor_overdue_s <= 0:
+                    continue
+                try:
+                    data = await box.fetcher.get("riverseal-bundle.json")
+                    cleared = [] if data is None else box.follower.manifest(data, now)
+                except (FetchError, LedgerClientError) as exc:
+                    logger.warning("%s: manifest: %s", origin, exc)
+                    continue
+                await self._clear(origin, cleared)
+            await asyncio.sleep(self.config.manifest_interval_s)
+
+    async def _mqtt(self) -> None:
+        import aiomqtt  # the monitor without a broker needs no MQTT stack
+
+        b = self.config.broker
+        assert b is not None
+        context = None
+        if b.tls_ca is not None:
+            context = ssl.create_default_context(cafile=str(b.tls_ca))
+        topic = f"$share/{b.group}/{b.topic}"
+        attempt = 0
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    b.host,
+                    b.port,
+                    identifier=b.client_id or f"riverseal-monitor-{uuid.uuid4().hex[:12]}",
+                    username=b.username,
+                    password=b.password,
+                    keepalive=b.keepalive,
+                    protocol=aiomqtt.ProtocolVersion.V5,
+                    tls_context=context,
+                ) as client:
+                    await client.subscribe(topic, qos=1)
+                    logger.info("subscribed to %s on %s:%d", topic, b.host, b.port)
+                    attempt = 0
+                    async for message in client.messages:
+                        payload = message.payload
+                        if isinstance(payload, bytes | bytearray):
+                            self.offer(bytes(payload).decode("utf-8", "replace"))
+            except aiomqtt.MqttError as exc:
+                attempt += 1
+                delay = _backoff(attempt, b.retry_max_seconds)
+                logger.warning("broker %s:%d: %s; again in %.1f s", b.host, b.port, exc, delay)
+                await asyncio.sleep(delay)
+
+    async def _post(self, url: str) -> None:
+        assert self._client is not None
+        while True:
+            doc = await self._webhook.get()
+            for attempt in range(1, self.config.webhook_retries + 1):
+                try:
+                    r = await self._client.post(
+                        url, json=doc, timeout=self.config.webhook_timeout_s
+                    )
+                    if 200 <= r.status_code < 300:
+                        break
+                    why = f"HTTP {r.status_code}"
+                except httpx.HTTPError as exc:
+                    why = repr(exc)
+                if attempt == self.config.webhook_retries:
+                    logger.error(
+                        "webhook: alert %s lost after %d tries: %s", doc["key"], attempt, why
+                    )
+                    break
+                await asyncio.sleep(_backoff(attempt, _WEBHOOK_CAP_S))
+
+
+def _root_line(note: str) -> str:
+    """The root line of a checkpoint note (its third line)."""
+    parts = note.split("\n", 3)
+    return parts[2] if len(parts) > 2 else ""
