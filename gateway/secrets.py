@@ -11,7 +11,8 @@ A secret key ``<name>`` (``password``, ``token``) may be given in one of four wa
 
 A plain-text secret in a config file that group or others can read is refused,
 and so is a secret file they can read. Messages name the key, the file or the
-variable, never the value (a secret is shown only as its type).
+variable, never the value (only its type: "must be a string, got int (a secret: not
+shown)").
 """
 
 from __future__ import annotations

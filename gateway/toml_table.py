@@ -30,7 +30,7 @@ SECRET_KEYS = frozenset({"password", "token"})
 
 
 def shown(name: str, value: object) -> str:
-    """``value`` as a message may show it: a secret's only as its type."""
+    """``value`` as a message may show it: a secret not at all."""
     return "(a secret: not shown)" if name in SECRET_KEYS else repr(value)
 
 
