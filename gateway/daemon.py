@@ -246,7 +246,7 @@ class Gateway:
         self.health: dict[str, SourceHealth] = {}
         """Per source name (for serial drivers, the sensor id)."""
         self.started = asyncio.Event()
-        self.started_ns = time.time_ns()
+        self.started_ns = self.clock.time_ns()
         self._resumed = asyncio.Event()
         """Set when a silent sensor reports again (the silence watcher recomputes its sleep)."""
         self.http: StatusServer | None = None
@@ -648,7 +648,7 @@ class Gateway:
         first = self._first_unanchored
         storage = self.storage
         return Facts(
-            now_ns=time.time_ns(),
+            now_ns=self.clock.time_ns(),  # the records' clock: ages agree with their times
             pid=os.getpid(),  # `gateway status` reads the store instead once this is gone
             started_ns=self.started_ns,
             version=VERSION,
