@@ -3,6 +3,7 @@ and a dead TSA (a closed port) are each reported with their cause; what answers 
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 
 from gateway.cli import main
 from gateway.keys import create_anchor_key, create_device_key
+from simulators.ezo_pty import EzoPtyDevice
 from tests.servers.anvil_node import AnvilNode
 from tests.servers.broker import TlsBroker
 from tests.servers.tsa_server import TestTsa
@@ -136,3 +138,20 @@ def test_probe_asks_each_evm_endpoint_its_chain(
     assert re.fullmatch(rf"OK chain {anvil.chain_id}, block \d+", got["evm:right"])
     assert got["evm:wrong"].startswith("FAILED ")
     assert f"serves chain {anvil.chain_id}, not the configured chain_id" in got["evm:wrong"]
+
+
+async def test_probe_reads_a_serial_sensor_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A simulated EZO pH circuit on a real pty: one reading, shown with its value."""
+    create_device_key(tmp_path / "device.key")
+    link = tmp_path / "ph"
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(
+        f'[device]\n[[sensor]]\nid = "ph-1"\ndriver = "ezo"\ncircuit = "ph"\nport = "{link}"\n'
+    )
+    async with EzoPtyDevice.for_river("ph", link, delay_scale=0.05):
+        code = await asyncio.to_thread(main, ["check", "--config", str(cfg), "--probe"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert re.fullmatch(r"OK ph \d+(\.\d+)? pH", probe_lines(out)["sensor ph-1"])
