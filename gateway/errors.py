@@ -52,7 +52,8 @@ Outside the tree, never escaping their module's boundary: the pure decoders'
 ``decode_reading`` turns into a problem the source rejects), both
 ``ValueError``; and two private control-flow signals, the EZO source's
 ``_Restart`` (the circuit rebooted: run the start sequence again; ``gateway
-probe`` gets a ``SensorError``) and ``anchoring/evm_rpc.py``'s ``_Unusable``.
+probe`` gets a ``SensorError``), ``anchoring/evm_rpc.py``'s ``_Unusable`` and
+``check.py``'s ``_Failed`` (a probe's failure, printed as its FAILED line).
 """
 
 from __future__ import annotations
