@@ -50,7 +50,7 @@ Outside the tree, never escaping their module's boundary: the pure decoders'
 ``SenmlError`` (drivers/mqtt/senml.py, mapped to ``PayloadError``) and
 ``CodecError`` (drivers/modbus/profile.py: registers that do not decode, which
 ``decode_reading`` turns into a problem the source rejects), both
-``ValueError``; and two private control-flow signals, the EZO source's
+``ValueError``; and three private control-flow signals, the EZO source's
 ``_Restart`` (the circuit rebooted: run the start sequence again; ``gateway
 probe`` gets a ``SensorError``), ``anchoring/evm_rpc.py``'s ``_Unusable`` and
 ``check.py``'s ``_Failed`` (a probe's failure, printed as its FAILED line).
