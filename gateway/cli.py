@@ -222,6 +222,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .export_v2 import export_bundle_v2
     from .keys import load_device_key
     from .log import Log
+    from .retention import EXPORTED_META, record_copy
     from .store import Store
 
     proof = args.proof is not None or args.proof_sensor is not None
@@ -271,6 +272,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             summary = await export_bundle_v2(
                 log_, out, since_ns=since, until_ns=until, sensors=args.sensor
             )
+            if since is None and until is None and not args.sensor:  # the whole log
+                await record_copy(store, EXPORTED_META, summary.window.size)
         w = summary.window
         return (
             f"{summary.entries} entries, {summary.bytes} bytes (tree {w.start}–{w.size - 1}, "

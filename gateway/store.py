@@ -626,6 +626,8 @@ class Store:
                 f"entry bundle {index} of width {width}: the log has only {len(rows)} of "
                 f"entries {first}–{first + width - 1}"
             )
+        if any(not d for (d,) in rows):
+            raise StoreError(_pruned(first))
         try:
             return encode_entry_bundle(bytes(d) for (d,) in rows)
         except ValueError as exc:
@@ -641,6 +643,8 @@ class Store:
             ) as cur,
         ):
             async for r in cur:
+                if not r[6]:
+                    raise StoreError(_pruned(int(r[0])))
                 yield EntryRow(int(r[0]), r[1], r[2], r[3], int(r[4]), r[5], bytes(r[6]))
 
     async def index_range(
@@ -987,6 +991,13 @@ def _time_ns(text: str) -> int:
     except LedgerClientError as exc:
         raise StoreError(f"log database holds a record with a bad time: {exc}") from exc
     return (dt - _EPOCH) // timedelta(microseconds=1) * 1000
+
+
+def _pruned(index: int) -> str:
+    return (
+        f"the record body of entry {index} was pruned by retention (docs/operations.md, "
+        "Retention): it is in the published mirror and the exports made before"
+    )
 
 
 def _anchor_row(r: Any) -> AnchorRow:

@@ -206,6 +206,9 @@ async def test_a_full_disk_is_back_pressure_and_the_gateway_resumes_by_itself(
     assert report["failure_count"] == 0, report["failures"][:10]
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as c:
         assert c.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        # The whole log was exported: retention's exported mark says how far.
+        mark = c.execute("SELECT value FROM meta WHERE key = 'exported_size'").fetchone()
+    assert mark is not None and int(mark[0]) == report["entries"] == len(records(db))
 
 
 async def test_a_disk_too_full_to_open_the_log_is_waited_for_not_a_crash_loop(

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.errors import StoreError
 from gateway.keys import create_device_key
 from gateway.log import Log
 from gateway.pipeline import Reading, Value
@@ -121,6 +122,10 @@ async def test_pruning_keeps_every_root_tile_and_proof(tmp_path: Path) -> None:
                 merkle.verify_inclusion(
                     index, size, leaves[merkle.Node(0, index)], proof, before_roots[size]
                 )
+        # An export cannot carry a pruned body; it says so rather than write a bad bundle.
+        with pytest.raises(StoreError, match="entry 0 was pruned by retention"):
+            await store.entry_bundle(0)
+        assert len(await store.entry_bundle(2)) > 256 * 100
         # The sensor's newest records and a restart's reading of the log still work.
         assert await store.covered_until("ph-1") is not None
         assert await store.last_seqs() == {"ph-1": 999}
