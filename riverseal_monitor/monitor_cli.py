@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                 format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                 stream=sys.stderr,
             )
+            logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request is noise
             asyncio.run(_run(args.config))
             return EXIT_OK
         state = load_config(args.config).state
