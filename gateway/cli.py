@@ -209,7 +209,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_rotate_key(args: argparse.Namespace) -> int:
     from .rotate import print_rotation, refuse_if_running, rotate_device_key
 
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, secrets=False)
     refuse_if_running(cfg.data_dir)
     result = asyncio.run(rotate_device_key(cfg.key_file, cfg.db_path))
     print_rotation(result, cfg.key_file, sys.stdout)
@@ -236,7 +236,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if usage is not None:
         print(f"gateway export: {usage}", file=sys.stderr)
         return 2
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, secrets=False)
     since = _parse_time(args.since) if args.since else None
     until = _parse_time(args.until) if args.until else None
     at = None
@@ -296,7 +296,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
         if not sep or not name.strip():
             raise ConfigError("--header", f"{text!r} is not 'Name: value'")
         headers[name.strip()] = value.strip()
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, secrets=False)
     shown = [0.0]
 
     def progress(stats: PublishStats) -> None:
@@ -426,7 +426,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     sensors as its last status.json left them."""
     from .health.text import render_text
 
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, secrets=False)
     doc = _live_status(cfg)
     if doc is None:
         last = _status_json(cfg.data_dir / "status.json")
@@ -447,7 +447,7 @@ def cmd_reset_history(args: argparse.Namespace) -> int:
     from .keys import load_device_key
     from .rotate import running_daemon
 
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, secrets=False)
     pid = running_daemon(cfg.data_dir)
     if pid is not None:
         raise GatewayError(

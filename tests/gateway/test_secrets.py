@@ -219,3 +219,15 @@ def test_commands_that_need_no_secret_do_not_fetch_one(tmp_path: Path) -> None:
     path = config(tmp_path, f'password = "{SECRET}"', 0o604)
     with pytest.raises(ConfigProblems, match="plain-text secret"):
         load_config(path, secrets=False)
+
+
+@pytest.mark.parametrize("command", [["status"], ["export", "--out", "b.tar"]])
+def test_by_hand_commands_run_without_the_services_credentials(
+    tmp_path: Path, command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = config(tmp_path, 'password_credential = "mqtt-password"')
+    path.write_text(path.read_text().replace("[device]\n", f'[device]\ndata_dir = "{tmp_path}"\n'))
+    main([*command, "--config", str(path)])  # no log yet: refused, but not for the password
+    err = capsys.readouterr().err
+    assert "gateway.toml" not in err and "password" not in err
+    assert err.strip()  # it stopped for its own reason (no log, no key), named
