@@ -340,9 +340,9 @@ async def test_monitor_follows_a_live_box(
     width = cp.size - t * TILE_WIDTH
     path = web_server.root / "mirror" / "box-1" / tpath(ENTRIES, t, width)
     entries = decode_entry_bundle(path.read_bytes(), width)
-    value = b'"u":"[pH]","v":7}'  # a signed reading's value, in the record's canonical JSON
-    victim = max(k for k, e in enumerate(entries) if value in e)
-    entries[victim] = entries[victim].replace(value, b'"u":"[pH]","v":9}', 1)
+    genuine = b'"u":"[pH]","v":7}'  # a signed reading's value, in the record's canonical JSON
+    victim = max(k for k, e in enumerate(entries) if genuine in e)
+    entries[victim] = entries[victim].replace(genuine, b'"u":"[pH]","v":9}', 1)
     path.write_bytes(encode_entry_bundle(entries))
     fresh = tmp_path / "fresh"
     fresh.mkdir()
