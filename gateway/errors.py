@@ -178,6 +178,11 @@ class StorageRefused(StoreError):
     def __init__(self, state: str, problem: str) -> None:
         super().__init__(problem)
         self.state = state
+        if state == "io-error":
+            self.hint = (
+                "the disk reports I/O errors: look at the kernel log (dmesg), replace the card "
+                "or drive and restore the data directory (docs/operations.md, Disk space)"
+            )
 
 
 class SensorError(GatewayError):

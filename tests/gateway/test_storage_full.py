@@ -110,6 +110,7 @@ async def until(
         await asyncio.sleep(0.1)
 
 
+@pytest.mark.slow  # about 15 s alone, twice that on a loaded machine
 async def test_a_full_disk_is_back_pressure_and_the_gateway_resumes_by_itself(
     tmp_path: Path,
     small_disk: Path,

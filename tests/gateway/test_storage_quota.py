@@ -20,15 +20,37 @@ from pathlib import Path
 import pytest
 
 from gateway.config import LogConfig, StorageConfig
-from gateway.errors import StorageRefused
+from gateway.errors import CorruptDatabase, StorageRefused, StoreError
 from gateway.ingest import Ingest
 from gateway.keys import create_device_key
 from gateway.log import Log
 from gateway.pipeline import Reading, Value
 from gateway.storage import STORAGE_FULL, StorageGuard, level, limit_bytes
-from gateway.store import Store
+from gateway.store import Store, store_error
 
 MB = 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("code", "kind", "state"),
+    [
+        (13, StorageRefused, "full"),  # SQLITE_FULL
+        (778, StorageRefused, "io-error"),  # SQLITE_IOERR_WRITE
+        (10, StorageRefused, "io-error"),  # SQLITE_IOERR
+        (11, CorruptDatabase, None),  # SQLITE_CORRUPT
+        (26, CorruptDatabase, None),  # SQLITE_NOTADB
+        (5, StoreError, None),  # SQLITE_BUSY: neither
+    ],
+)
+def test_sqlite_errors_map_to_what_the_daemon_does_about_them(
+    code: int, kind: type[StoreError], state: str | None
+) -> None:
+    exc = sqlite3.OperationalError("boom")
+    exc.sqlite_errorcode = code
+    got = store_error("committing entries", exc, Path("/data/log.sqlite"))
+    assert type(got) is kind
+    assert getattr(got, "state", None) == state
+    assert "/data/log.sqlite" in str(got)
 
 
 def test_levels_and_limits() -> None:
