@@ -60,6 +60,7 @@ CREATE TABLE IF NOT EXISTS readings (
     time_s      DOUBLE PRECISION NOT NULL,
     qc          TEXT NOT NULL,
     vals        TEXT NOT NULL,
+    verified_s  DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (origin, idx)
 );
 CREATE INDEX IF NOT EXISTS readings_series ON readings (origin, sensor, time_s);
@@ -169,8 +170,8 @@ class SqliteState:
         db.execute("BEGIN IMMEDIATE")
         try:
             db.executemany(
-                "INSERT INTO readings (origin, idx, sensor, time, time_s, qc, vals) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (origin, idx) DO NOTHING",
+                "INSERT INTO readings (origin, idx, sensor, time, time_s, qc, vals, verified_s) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (origin, idx) DO NOTHING",
                 [
                     (
                         r.origin,
@@ -180,6 +181,7 @@ class SqliteState:
                         r.time_s,
                         "".join("-" if f is None else str(f) for *_, f in r.values),
                         json.dumps([[q, u, x, f] for q, u, x, f in r.values]),
+                        now,
                     )
                     for r in readings
                 ],

@@ -41,6 +41,7 @@ from ledger_client.checkpoint import Checkpoint, sign_checkpoint
 from ledger_client.note import split_note
 from ledger_client.tiles import ENTRIES, TILE_WIDTH, decode_entry_bundle, encode_entry_bundle
 from ledger_client.tiles import tile_path as tpath
+from ledger_client.witness import WitnessSigner, cosignatures
 from riverseal_monitor.config import load_config
 from riverseal_monitor.monitor import Monitor
 from riverseal_monitor.state_sqlite import SqliteState, read_alerts, read_status
@@ -104,7 +105,13 @@ def station(tmp: Path, broker: tuple[str, int], topic: str, prefix: str) -> Path
 
 
 def monitor_config(
-    path: Path, origin: str, trust: Path, prefix: str, broker: tuple[str, int] | None, hook: str
+    path: Path,
+    origin: str,
+    trust: Path,
+    prefix: str,
+    broker: tuple[str, int] | None,
+    hook: str,
+    witness: str = "",
 ) -> Path:
     mqtt = ""
     if broker is not None:
@@ -113,6 +120,7 @@ def monitor_config(
         f'[monitor]\nstate = "monitor.sqlite"\nwebhook = "{hook}"\npoll_interval_s = 2\n'
         f"tick_s = 0.2\ncheckpoint_interval_s = {INTERVAL_S}\nbox_silent_intervals = 3\n"
         "qc_burst_count = 3\nqc_burst_window_s = 60\n"
+        f"{witness}"
         f'{mqtt}[[box]]\norigin = "{origin}"\ntrust = "{trust}"\nurl = "{prefix}"\n'
     )
     return path
@@ -220,7 +228,19 @@ async def test_monitor_follows_a_live_box(
     hook_url = await hook.start()
     mon_dir = tmp_path / "monitor"
     mon_dir.mkdir()
-    mcfg = monitor_config(mon_dir / "monitor.toml", origin, trust, prefix, mosquitto, hook_url)
+    witness = WitnessSigner.generate("witness.regulator.example/m1")
+    fd = os.open(mon_dir / "witness.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as key_file:
+        key_file.write(witness.to_skey())
+    mcfg = monitor_config(
+        mon_dir / "monitor.toml",
+        origin,
+        trust,
+        prefix,
+        mosquitto,
+        hook_url,
+        'witness_key = "witness.key"\n',
+    )
     state, out, mlog = mon_dir / "monitor.sqlite", mon_dir / "alerts.jsonl", mon_dir / "monitor.log"
     glog, gdb = cfg.parent / "gateway.log", cfg.parent / "data" / "log.sqlite"
     run_monitor(mcfg, out, monitors)
@@ -293,6 +313,11 @@ async def test_monitor_follows_a_live_box(
             15,
             mlog,
         )
+
+        # The monitor, a witness too, cosigned what it verified.
+        ((cosigned,),) = query(state, "SELECT cosigned FROM boxes WHERE origin = ?", origin)
+        valid, problems = cosignatures(cosigned, [witness.key])
+        assert len(valid) == 1 and problems == [] and cosigned.startswith(final)
 
         # 4. A checkpoint the box's key signed with another root at that size: a fork.
         forked = Checkpoint(origin, cp.size, bytes(32))
