@@ -59,6 +59,14 @@ class MonitorConfig:
     """Immutable files (tiles, entry bundles) kept in memory for reuse."""
     witness_key: Path | None = None
     """A witness key (riverseal-witness keygen): each consistent checkpoint is cosigned."""
+    state_url: str | None = None
+    """``state = "postgresql://…"``: the state in PostgreSQL, shared by several instances."""
+    instance: str = ""
+    """This instance's name in the leases (empty: ``<host>-<pid>``)."""
+    lease_s: float = 15.0
+    """How long a box stays with an instance that stopped renewing (PostgreSQL only)."""
+    listen: str | None = None
+    """``host:port`` of the page (riverseal_monitor.web); None: no page."""
 
 
 _MONITOR_KEYS = {
@@ -73,6 +81,9 @@ _MONITOR_KEYS = {
     "fetch_timeout_s",
     "cache_tiles",
     "witness_key",
+    "instance",
+    "lease_s",
+    "listen",
     "checkpoint_interval_s",
     "box_silent_intervals",
     "qc_burst_count",
@@ -201,6 +212,13 @@ def _broker(table: Any) -> BrokerConfig:
     )
 
 
+def _address(listen: str) -> tuple[str, int] | None:
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit() or int(port) > 65535:
+        return None
+    return host.strip("[]"), int(port)
+
+
 def load_config(path: Path) -> MonitorConfig:
     """Read and check ``monitor.toml``; relative paths are relative to its folder."""
     try:
@@ -227,9 +245,18 @@ def load_config(path: Path) -> MonitorConfig:
     if webhook is not None and not webhook.startswith(("http://", "https://")):
         raise MonitorConfigError("monitor.webhook: expected an http:// or https:// URL")
     witness = _str(mon, "witness_key", "monitor")
+    state = _str(mon, "state", "monitor") or "monitor.sqlite"
+    url = state if state.startswith(("postgresql://", "postgres://")) else None
+    listen = _str(mon, "listen", "monitor")
+    if listen is not None and not _address(listen):
+        raise MonitorConfigError(f"monitor.listen: expected host:port, got {listen!r}")
     return MonitorConfig(
         boxes=specs,
-        state=base / (_str(mon, "state", "monitor") or "monitor.sqlite"),
+        state=base / ("monitor.sqlite" if url else state),
+        state_url=url,
+        instance=_str(mon, "instance", "monitor") or "",
+        lease_s=_number(mon, "lease_s", "monitor", 15.0, 1.0),
+        listen=listen,
         broker=None if "broker" not in doc else _broker(doc["broker"]),
         webhook=webhook,
         webhook_retries=_int(mon, "webhook_retries", "monitor", 5, 1),

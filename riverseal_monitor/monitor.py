@@ -40,6 +40,8 @@ from ledger_client.witness import WitnessSigner, cosign
 from .config import MonitorConfig
 from .errors import FetchError
 from .follow import Alert, BoxSpec, Follower
+from .shard import Sharding, default_instance
+from .state import Leases
 from .state_sqlite import State
 
 __all__ = ["HttpFetcher", "Monitor", "TileCache"]
@@ -153,6 +155,13 @@ class Monitor:
         self._client: httpx.AsyncClient | None = None
         self._webhook: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=10_000)
         self.verified_entries = 0
+        self.owned: set[str] | None = None
+        """The boxes this instance follows; None: all (a state no other instance shares)."""
+        self.sharding: Sharding | None = None
+        if isinstance(state, Leases):
+            instance = config.instance or default_instance()
+            self.sharding = Sharding(self, state, instance, config.lease_s)
+            self.owned = set()
 
     async def __aenter__(self) -> Monitor:
         self._client = httpx.AsyncClient(
@@ -178,6 +187,9 @@ class Monitor:
         async with asyncio.TaskGroup() as tg:
             for origin, box in self.boxes.items():
                 tg.create_task(self._follow(box), name=f"monitor.box[{origin}]")
+            if self.sharding is not None:
+                tg.create_task(self.sharding.run(), name="monitor.leases")
+                tg.create_task(self.sharding.listen(), name="monitor.forwarded")
             if self.config.broker is not None:
                 tg.create_task(self._mqtt(), name="monitor.mqtt")
             tg.create_task(self._poll(), name="monitor.poll")
@@ -187,12 +199,16 @@ class Monitor:
             if self.config.webhook is not None:
                 tg.create_task(self._post(self.config.webhook), name="monitor.webhook")
 
+    def follows(self, origin: str) -> bool:
+        """Whether this instance follows ``origin`` now (all boxes without leases)."""
+        return self.owned is None or origin in self.owned
+
     def offer(self, note: str) -> bool:
         """A checkpoint note announced or polled; whether it is news for a followed box."""
         origin = note.split("\n", 1)[0]
         box = self.boxes.get(origin)
         size = _size_hint(note)
-        if box is None or size is None:
+        if box is None or size is None or not self.follows(origin):
             return False
         have = box.follower.size
         pending = None if box.pending is None else _size_hint(box.pending)
@@ -211,7 +227,7 @@ class Monitor:
             await box.wake.wait()
             box.wake.clear()
             note, box.pending = box.pending, None
-            if note is None:
+            if note is None or not self.follows(box.spec.origin):
                 continue
             try:
                 await self._step(box, note)
@@ -228,6 +244,9 @@ class Monitor:
     async def _step(self, box: _Box, note: str) -> None:
         origin = box.spec.origin
         res = await box.follower.step(note, box.fetcher, self.clock())
+        # Alerts before the step's commit: killed in between, the step is verified
+        # again (by this instance or the next owner) and its alerts, keyed, not doubled.
+        await self._raise(res.alerts)
         if res.advanced and res.verified is not None:
             cosigned = None
             if self.witness is not None:
@@ -244,7 +263,6 @@ class Monitor:
                 res.verified.size,
                 res.entries,
             )
-        await self._raise(res.alerts)
         await self._clear(origin, res.cleared)
 
     async def _raise(self, alerts: Iterable[Alert]) -> None:
@@ -281,6 +299,8 @@ class Monitor:
             await asyncio.sleep(self.config.tick_s)
             now = self.clock()
             for origin, box in self.boxes.items():
+                if not self.follows(origin):
+                    continue
                 alerts, cleared = box.follower.tick(now)
                 await self._raise(alerts)
                 await self._clear(origin, cleared)
@@ -291,6 +311,8 @@ class Monitor:
             await asyncio.sleep(self.config.poll_interval_s)
 
     async def _poll_one(self, box: _Box) -> None:
+        if not self.follows(box.spec.origin):
+            return
         try:
             data = await box.fetcher.get("checkpoint")
         except FetchError as exc:
@@ -303,7 +325,7 @@ class Monitor:
         while True:
             now = self.clock()
             for origin, box in self.boxes.items():
-                if box.spec.anchor_overdue_s <= 0:
+                if box.spec.anchor_overdue_s <= 0 or not self.follows(origin):
                     continue
                 try:
                     data = await box.fetcher.get("riverseal-bundle.json")
@@ -342,7 +364,11 @@ class Monitor:
                     async for message in client.messages:
                         payload = message.payload
                         if isinstance(payload, bytes | bytearray):
-                            self.offer(bytes(payload).decode("utf-8", "replace"))
+                            note = bytes(payload).decode("utf-8", "replace")
+                            if self.sharding is None:
+                                self.offer(note)
+                            else:
+                                await self.sharding.announced(note)
             except aiomqtt.MqttError as exc:
                 attempt += 1
                 delay = _backoff(attempt, b.retry_max_seconds)

@@ -18,7 +18,8 @@ from pathlib import Path
 from .config import load_config
 from .errors import MonitorError
 from .monitor import Monitor
-from .state_sqlite import SqliteState, read_alerts, read_status
+from .shard import default_instance
+from .state_sqlite import SqliteState, State, read_alerts, read_status
 from .witness import load_key
 
 __all__ = ["main"]
@@ -53,7 +54,16 @@ async def _run(config_path: Path) -> None:
     assert task is not None
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, task.cancel)
-    async with SqliteState(config.state) as state, Monitor(config, state, witness=witness) as mon:
+    if config.state_url is not None:
+        from .state_postgres import PostgresState  # psycopg only for a PostgreSQL state
+
+        instance = config.instance or default_instance()
+        opened: contextlib.AbstractAsyncContextManager[State] = PostgresState(
+            config.state_url, instance=instance
+        )
+    else:
+        opened = SqliteState(config.state)
+    async with opened as state, Monitor(config, state, witness=witness) as mon:
         with contextlib.suppress(asyncio.CancelledError):
             await mon.run()
 
@@ -70,9 +80,19 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request is noise
             asyncio.run(_run(args.config))
             return EXIT_OK
-        state = load_config(args.config).state
+        config = load_config(args.config)
+        state = config.state
+        if config.state_url is not None:
+            from .state_postgres import read_alerts_pg, read_status_pg
+
+            url = config.state_url
+            if args.command == "alerts":
+                alerts = asyncio.run(read_alerts_pg(url, open_only=args.open))
+            else:
+                boxes = asyncio.run(read_status_pg(url))
         if args.command == "alerts":
-            alerts = read_alerts(state, open_only=args.open)
+            if config.state_url is None:
+                alerts = read_alerts(state, open_only=args.open)
             for a in alerts:
                 if args.json:
                     print(json.dumps(a, sort_keys=True))
@@ -80,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
                     status = "open" if a["cleared_s"] is None else "cleared"
                     print(f"{a['origin']}  {a['kind']:<14} {status:<7} {a['message']}")
             return EXIT_OK
-        boxes = read_status(state)
+        if config.state_url is None:
+            boxes = read_status(state)
         if args.json:
             print(json.dumps({"boxes": boxes}, indent=1, sort_keys=True))
         else:
