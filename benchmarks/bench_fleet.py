@@ -7,8 +7,9 @@ For each N, ``sensor-sim fleet --boxes N --rate R`` runs as its own process for
 second, signing a checkpoint every 10 s, publishing to a real nginx (WebDAV PUT) and
 announcing each checkpoint on a real Mosquitto. Sampled from /proc once a second, of
 the fleet process alone: its CPU (% of one core, over the second half of the run, the
-steady state; and the start-up, creating N stores), its RSS (the last half's largest
-and mean), its threads (one per SQLite connection); and from its report: readings
+steady state; the start-up, creating N stores, is left out and its time printed), its
+RSS (that half's largest and mean), its threads (one per SQLite connection); and from
+its report: readings
 committed per second, entries published, boxes whose target holds their newest
 checkpoint at the end. Figures are printed, never asserted.
 
@@ -23,6 +24,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -48,40 +50,54 @@ def sample(pid: int) -> tuple[float, int, int] | None:
     return cpu, int(statm[1]) * _PAGE, int(fields[17])
 
 
-def run(boxes: int, seconds: float, rate: float, work: Path) -> dict[str, Any]:
-    broker_dir = work / f"broker-{boxes}"
+def run(boxes: int, seconds: float, rate: float, commit_every: float, work: Path) -> dict[str, Any]:
+    work = work / f"{boxes}-{commit_every:g}"
+    work.mkdir()
+    broker_dir = work / "broker"
     broker_dir.mkdir()
     broker = Broker(broker_dir)
     broker.start()
     try:
-        with running_web_server(work / f"nginx-{boxes}") as web:
+        with running_web_server(work / "nginx") as web:
             cmd = [
                 *(sys.executable, "-m", "simulators.cli", "fleet", "--boxes", str(boxes)),
-                *("--to", f"{web.url}/fleet", "--data", str(work / f"fleet-{boxes}")),
+                *("--to", f"{web.url}/fleet", "--data", str(work / "fleet")),
                 *("--broker", f"{broker.host}:{broker.port}", "--seconds", str(seconds)),
-                *("--rate", str(rate)),
+                *("--rate", str(rate), "--commit-every", str(commit_every)),
             ]
             t0 = time.monotonic()
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+            lines: list[tuple[float, str]] = []
+
+            def read() -> None:
+                assert proc.stdout is not None
+                for line in proc.stdout:
+                    lines.append((time.monotonic() - t0, line.strip()))
+
+            reader = threading.Thread(target=read, name="bench-fleet-stdout")
+            reader.start()
             samples: list[tuple[float, float, int, int]] = []
             while proc.poll() is None:
                 s = sample(proc.pid)
                 if s is not None:
                     samples.append((time.monotonic() - t0, *s))
                 time.sleep(1.0)
-            out, _ = proc.communicate()
+            reader.join()
     finally:
         broker.stop()
-    lines = out.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"the fleet failed ({proc.returncode}): {out[-2000:]}")
-    report = json.loads(lines[-1])
-    half = [s for s in samples if s[0] >= samples[-1][0] / 2]
+    if proc.returncode != 0 or len(lines) < 2:
+        raise RuntimeError(f"the fleet failed ({proc.returncode}): {lines[-5:]}")
+    report = json.loads(lines[-1][1])
+    running = next(t for t, line in lines if line.startswith("fleet:"))
+    # The steady state: the second half of the time every box was running.
+    steady_from = running + seconds / 2
+    half = [s for s in samples if steady_from <= s[0] <= running + seconds]
     first, last = half[0], half[-1]
     steady = (last[1] - first[1]) / max(last[0] - first[0], 1e-9)
     return {
         "boxes": boxes,
         "rate": rate,
+        "commit_every_s": commit_every,
         "cpu_steady_pct": round(100 * steady, 1),
         "cpu_total_s": round(samples[-1][1], 1),
         "rss_max_mib": round(max(s[2] for s in half) / 2**20, 1),
@@ -92,6 +108,7 @@ def run(boxes: int, seconds: float, rate: float, work: Path) -> dict[str, Any]:
         "published": report["published"],
         "caught_up": report["caught_up"],
         "announced": report["announced"],
+        "startup_s": round(running, 1),
         "wall_s": round(samples[-1][0], 1),
     }
 
@@ -101,26 +118,36 @@ def main() -> None:
     ap.add_argument("--boxes", type=int, nargs="+", default=[100, 1000])
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--rate", type=float, default=1.0, help="readings per box per second")
+    ap.add_argument(
+        "--commit-every",
+        type=float,
+        nargs="+",
+        default=[1.0, 5.0],
+        metavar="S",
+        help="each box commits once per S seconds (each value a run per --boxes)",
+    )
     args = ap.parse_args()
     print(
         f"sensor-sim fleet, {args.rate:g} reading/box/s for {args.seconds:g} s, "
-        "commit every 1 s, checkpoint every 10 s, to nginx + Mosquitto"
+        "checkpoint every 10 s, to nginx + Mosquitto"
     )
     print(
-        f"{'boxes':>6} {'CPU %':>7} {'RSS max':>9} {'RSS/box':>8} {'threads':>8} "
+        f"{'boxes':>6} {'commit':>7} {'CPU %':>7} {'RSS max':>9} {'RSS/box':>8} {'threads':>8} "
         f"{'entries/s':>10} {'published':>10} {'caught up':>10} {'announced':>10}"
     )
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
         for n in args.boxes:
-            r = run(n, args.seconds, args.rate, Path(tmp))
-            print(
-                f"{r['boxes']:>6} {r['cpu_steady_pct']:>7} {r['rss_max_mib']:>7} Mi "
-                f"{r['rss_max_mib'] * 1024 / n:>5.0f} Ki {r['threads']:>8} "
-                f"{r['entries_per_s']:>10} {r['published']:>10} "
-                f"{r['caught_up']:>5}/{n:<4} {r['announced']:>10}",
-                flush=True,
-            )
-            print("  " + json.dumps(r, sort_keys=True), flush=True)
+            for every in args.commit_every:
+                r = run(n, args.seconds, args.rate, every, Path(tmp))
+                print(
+                    f"{r['boxes']:>6} {every:>5g} s {r['cpu_steady_pct']:>7} "
+                    f"{r['rss_max_mib']:>7} Mi "
+                    f"{r['rss_max_mib'] * 1024 / n:>5.0f} Ki {r['threads']:>8} "
+                    f"{r['entries_per_s']:>10} {r['published']:>10} "
+                    f"{r['caught_up']:>5}/{n:<4} {r['announced']:>10}",
+                    flush=True,
+                )
+                print("  " + json.dumps(r, sort_keys=True), flush=True)
 
 
 if __name__ == "__main__":
