@@ -18,7 +18,6 @@ Alerts and clearances are printed as JSON lines to ``out`` (stdout by default).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import random
@@ -38,11 +37,12 @@ from ledger_client.note import split_note
 from ledger_client.witness import WitnessSigner, cosign
 
 from .config import MonitorConfig
-from .errors import FetchError
+from .errors import FetchError, StateError
 from .follow import Alert, BoxSpec, Follower
 from .shard import Sharding, default_instance
 from .state import Leases
 from .state_sqlite import State
+from .web import PageServer, page_server
 
 __all__ = ["HttpFetcher", "Monitor", "TileCache"]
 
@@ -155,6 +155,7 @@ class Monitor:
         self._client: httpx.AsyncClient | None = None
         self._webhook: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=10_000)
         self.verified_entries = 0
+        self.page: PageServer | None = None
         self.owned: set[str] | None = None
         """The boxes this instance follows; None: all (a state no other instance shares)."""
         self.sharding: Sharding | None = None
@@ -187,6 +188,9 @@ class Monitor:
         async with asyncio.TaskGroup() as tg:
             for origin, box in self.boxes.items():
                 tg.create_task(self._follow(box), name=f"monitor.box[{origin}]")
+            if self.config.listen is not None:
+                self.page = page_server(self.config, self.state)
+                tg.create_task(self.page.serve(), name="monitor.web")
             if self.sharding is not None:
                 tg.create_task(self.sharding.run(), name="monitor.leases")
                 tg.create_task(self.sharding.listen(), name="monitor.forwarded")
@@ -227,19 +231,26 @@ class Monitor:
             await box.wake.wait()
             box.wake.clear()
             note, box.pending = box.pending, None
-            if note is None or not self.follows(box.spec.origin):
+            if note is None:
                 continue
+            before = box.follower.verified
             try:
                 await self._step(box, note)
                 box.failures = 0
+                continue
             except FetchError as exc:
-                box.failures += 1
-                delay = _backoff(box.failures, _RETRY_CAP_S)
-                logger.warning("%s: %s; again in %.1f s", box.spec.origin, exc, delay)
-                if box.pending is None:
-                    box.pending = note
-                await asyncio.sleep(delay)
-                box.wake.set()
+                why = str(exc)
+            except StateError as exc:
+                # The step was not stored: forget it in memory too, and verify it again.
+                why = str(exc)
+                box.follower = Follower(box.spec, before, self.clock())
+            box.failures += 1
+            delay = _backoff(box.failures, _RETRY_CAP_S)
+            logger.warning("%s: %s; again in %.1f s", box.spec.origin, why, delay)
+            if box.pending is None:
+                box.pending = note
+            await asyncio.sleep(delay)
+            box.wake.set()
 
     async def _step(self, box: _Box, note: str) -> None:
         origin = box.spec.origin
@@ -276,9 +287,9 @@ class Monitor:
             doc = {"event": "alert", **a.to_json()}
             self._emit(doc)
             if self.config.webhook is not None:
-                with contextlib.suppress(asyncio.QueueFull):
+                try:
                     self._webhook.put_nowait(doc)
-                if self._webhook.full():
+                except asyncio.QueueFull:
                     logger.error("webhook queue full: alert %s %s not posted", a.origin, a.key)
 
     async def _clear(self, origin: str, keys: Iterable[str]) -> None:
