@@ -231,7 +231,7 @@ class Monitor:
             await box.wake.wait()
             box.wake.clear()
             note, box.pending = box.pending, None
-            if note is None:
+            if note is None or not self.follows(box.spec.origin):
                 continue
             before = box.follower.verified
             try:
