@@ -39,6 +39,7 @@ sends ``WATCHDOG=1`` only while the ingest writer answers (``_watchdog``) and
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import dataclasses
 import hashlib
@@ -268,12 +269,15 @@ class Gateway:
         self.notifier.status("starting: checking the log")
         self.key = key = load_device_key(cfg.key_file)
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
-        mark = read_high_water(high_water_path(cfg.key_file))
+        hw_path = high_water_path(cfg.key_file)
+        mark = read_high_water(hw_path)
         if mark is not None and not cfg.db_path.exists():
-            # Refused before an empty database is made in its place.
+            # Refused before an empty database is made in its place (history.py's words).
             raise HistoryConflict(
-                f"{cfg.db_path} is missing, but this key already signed checkpoint {mark.size} "
-                f"(per {high_water_path(cfg.key_file)}): the database was deleted or moved",
+                f"this key already signed checkpoint {mark.size} (root "
+                f"{base64.b64encode(mark.root).decode()}, at {mark.time}) per {hw_path}, but "
+                f"{cfg.db_path.name} holds no entries: the database was deleted or restored "
+                "from an older copy",
                 cfg.path,
             )
         backends = list(self._backends) if self._backends is not None else build_backends(cfg)
