@@ -83,7 +83,15 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def station(tmp: Path, broker: tuple[str, int], topic: str, prefix: str) -> Path:
+def station(
+    tmp: Path,
+    broker: tuple[str, int],
+    topic: str,
+    prefix: str,
+    announce: tuple[str, int] | None = None,
+) -> Path:
+    """A box of two MQTT nodes on ``broker``, announcing on ``announce`` (default: the same)."""
+    announce = announce or broker
     subprocess.run([*GATEWAY, "init", str(tmp)], check=True, capture_output=True)
     cfg = tmp / "gateway.toml"
     sensors = "".join(
@@ -97,7 +105,7 @@ def station(tmp: Path, broker: tuple[str, int], topic: str, prefix: str) -> Path
         f'[mqtt]\nhost = "{broker[0]}"\nport = {broker[1]}\nclient_id = "{topic}-gw"\n'
         f"{sensors}"
         f'[uplink]\nto = "{prefix}"\nretry_max_seconds = 1\n'
-        f'[uplink.announce]\nhost = "{broker[0]}"\nport = {broker[1]}\n'
+        f'[uplink.announce]\nhost = "{announce[0]}"\nport = {announce[1]}\n'
         "retry_max_seconds = 1\ntimeout_s = 2\n"
     )
     cfg.chmod(0o600)
@@ -116,8 +124,10 @@ def monitor_config(
     mqtt = ""
     if broker is not None:
         mqtt = f'[broker]\nhost = "{broker[0]}"\nport = {broker[1]}\ngroup = "regulator"\n'
+        mqtt += "retry_max_seconds = 1\n"
     path.write_text(
         f'[monitor]\nstate = "monitor.sqlite"\nwebhook = "{hook}"\npoll_interval_s = 2\n'
+        "fetch_timeout_s = 3\n"
         f"tick_s = 0.2\ncheckpoint_interval_s = {INTERVAL_S}\nbox_silent_intervals = 3\n"
         "qc_burst_count = 3\nqc_burst_window_s = 60\n"
         f"{witness}"
