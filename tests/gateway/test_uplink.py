@@ -32,10 +32,15 @@ import httpx
 import pytest
 
 from gateway.config import parse_config
+from gateway.config.uplink import UplinkConfig
 from gateway.errors import ConfigProblems
-from gateway.uplink import TokenBucket
+from gateway.log import Log
+from gateway.pipeline import Reading, Value
+from gateway.store import Store
+from gateway.uplink import TokenBucket, Uplink
 from ledger_client.cli import main as verify_main
 from tests.gateway.daemon_procs import GATEWAY, records, start
+from tests.gateway.test_mirror_verify import device_key
 from tests.servers.broker import Broker
 from tests.servers.web_server import NginxMissing, WebServer, running_web_server
 
@@ -59,6 +64,9 @@ def announce_broker(tmp_path: Path) -> Iterator[Broker]:
         yield broker
     finally:
         broker.stop()
+
+
+T0 = 1_772_323_200_000_000_000  # 2026-03-01T00:00:00Z
 
 
 def _free_port() -> int:
@@ -312,3 +320,59 @@ def test_uplink_config_keys(tmp_path: Path) -> None:
         with pytest.raises(ConfigProblems) as info:
             parse_config(base + "[uplink]\n" + bad + "\n", tmp_path / "gateway.toml")
         assert any(where in p.key for p in info.value.problems), (bad, info.value.problems)
+
+
+async def test_a_backlog_drains_in_steps_at_its_pace_while_the_log_grows(tmp_path: Path) -> None:
+    """A long outage's backlog (10,000 entries, a checkpoint every 500) goes up in steps
+    ending at stored checkpoints, each raising retention's mark, while readings keep
+    being committed on the same store and event loop."""
+    key = device_key(77)
+    mirror = tmp_path / "mirror"
+    async with Store(tmp_path / "log.sqlite") as store:
+        log = Log(store, key)
+        await log.open()
+        for start in range(0, 10_000, 500):
+            batch = [
+                Reading("ph-1", (Value("ph", 7.0 + i % 7 / 10, "pH"),), T0 + (start + i) * 10**9)
+                for i in range(500)
+            ]
+            await log.append(batch, checkpoint=True)
+        config = UplinkConfig(to=str(mirror), step_entries=2048, max_bytes_per_s=2**20)
+        sizes: list[int] = []
+        marks: list[str | None] = []
+        committed = 0
+        async with Uplink(log, config) as uplink:
+            stop = asyncio.Event()
+
+            async def ingest() -> None:
+                nonlocal committed
+                while not stop.is_set():
+                    reading = Reading("ph-2", (Value("ph", 7.1, "pH"),), T0 + committed)
+                    await log.append([reading])
+                    committed += 1
+                    await asyncio.sleep(0.005)
+
+            writer = asyncio.create_task(ingest())
+            began = time.monotonic()
+            while not await uplink.step():
+                sizes.append(checkpoint_size((mirror / "checkpoint").read_bytes()))
+                marks.append(await store.get_meta("published_size"))
+            took = time.monotonic() - began
+            stop.set()
+            await writer
+            # The bound: no faster than max_bytes_per_s, past the first second's burst.
+            rate = config.max_bytes_per_s
+            assert uplink.bytes_total > 2 * rate and took >= (uplink.bytes_total - rate) / rate
+        stored = {cp.size for cp in await store.checkpoints()}
+    (tmp_path / "trust.txt").write_text(f"key {key.vkey}\n")
+    assert len(sizes) >= 4, sizes  # 10,000 entries in steps of at most 2,048
+    assert all(s in stored for s in sizes), "a step ended at a checkpoint the store lacks"
+    assert all(b - a <= 2048 for a, b in zip([0, *sizes], sizes, strict=False))
+    assert marks == [str(s) for s in sizes]  # retention's mark follows each step
+    assert committed >= 2 * len(sizes), "the log did not grow while the backlog drained"
+    final = (mirror / "checkpoint").read_bytes()
+    assert checkpoint_size(final) == 10_000
+    rc, report = await asyncio.to_thread(verify, str(mirror), tmp_path / "trust.txt")
+    assert rc == 3 and report["entries"] == 10_000 and report["failure_count"] == 0, report[
+        "failures"
+    ][:3]
