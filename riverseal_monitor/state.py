@@ -10,10 +10,11 @@ verdict and last alert, per sensor its series.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import json
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["LEVELS", "Display", "Leases", "level_of"]
+__all__ = ["LEVELS", "Display", "Leases", "level_of", "series_doc"]
 
 LEVELS = ("FAILED", "ALERT", "VERIFIED", "PENDING")
 """A station's verdict on the page, worst first (docs/monitor.md, "The page")."""
@@ -69,3 +70,22 @@ class Display(Protocol):
         """Readings (time, value, QC flag), gaps and anchoring of ``origin`` newer than
         ``after`` (seconds, the box's clock), at most ``limit`` per sensor (the newest)."""
         ...
+
+
+def series_doc(
+    readings: Iterable[Sequence[Any]], gaps: Iterable[Sequence[Any]], box: Sequence[Any] | None
+) -> dict[str, Any]:
+    """The page's JSON for one station from rows of (sensor, time_s, vals JSON),
+    (sensor, start, stop, reason) and (size, verified_s)."""
+    sensors: dict[str, dict[str, Any]] = {}
+    for sensor, time_s, vals in readings:
+        s = sensors.setdefault(str(sensor), {"points": [], "gaps": []})
+        for quantity, unit, value, flag in json.loads(vals):
+            s.setdefault("unit", f"{quantity} [{unit}]")
+            s["points"].append([float(time_s), value, flag])
+            break  # the first value of a reading is the one charted
+    for sensor, start, stop, reason in gaps:
+        s = sensors.setdefault(str(sensor), {"points": [], "gaps": []})
+        s["gaps"].append({"start": start, "end": stop, "reason": reason})
+    checkpoint = None if box is None else {"size": int(box[0]), "verified_s": float(box[1])}
+    return {"sensors": sensors, "checkpoint": checkpoint}

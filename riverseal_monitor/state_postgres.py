@@ -33,6 +33,7 @@ from ledger_client.merkle import HASH_SIZE
 
 from .errors import StateError
 from .follow import Alert, GapSpan, Reading, Verified
+from .state import series_doc
 
 __all__ = ["CHANNEL", "PostgresState", "is_postgres_url", "read_alerts_pg", "read_status_pg"]
 
@@ -435,25 +436,6 @@ class PostgresState:
             except psycopg.Error as exc:
                 raise self._error(exc) from exc
         return series_doc(readings, gaps, box)
-
-
-def series_doc(
-    readings: Iterable[Sequence[Any]], gaps: Iterable[Sequence[Any]], box: Sequence[Any] | None
-) -> dict[str, Any]:
-    """The page's JSON for one station from rows of (sensor, time_s, vals JSON),
-    (sensor, start, stop, reason) and (size, verified_s)."""
-    sensors: dict[str, dict[str, Any]] = {}
-    for sensor, time_s, vals in readings:
-        s = sensors.setdefault(str(sensor), {"points": [], "gaps": []})
-        for quantity, unit, value, flag in json.loads(vals):
-            s.setdefault("unit", f"{quantity} [{unit}]")
-            s["points"].append([float(time_s), value, flag])
-            break  # the first value of a reading is the one charted
-    for sensor, start, stop, reason in gaps:
-        s = sensors.setdefault(str(sensor), {"points": [], "gaps": []})
-        s["gaps"].append({"start": start, "end": stop, "reason": reason})
-    checkpoint = None if box is None else {"size": int(box[0]), "verified_s": float(box[1])}
-    return {"sensors": sensors, "checkpoint": checkpoint}
 
 
 async def read_alerts_pg(url: str, *, open_only: bool = False) -> list[dict[str, Any]]:
