@@ -17,7 +17,7 @@ import os
 import socket
 from typing import TYPE_CHECKING
 
-from .errors import StateError
+from .errors import FetchError, StateError
 from .follow import Follower
 from .state import Leases
 
@@ -88,9 +88,16 @@ class Sharding:
         box.pending = None
         opened = await mon.state.open_alerts()
         mon.open = {k for k in mon.open if k[0] != origin} | {k for k in opened if k[0] == origin}
+        # Catch up before the box counts as followed, so the first tick judges silence on
+        # what the box has published, not on what the previous owner had verified.
+        try:
+            note = await box.fetcher.get("checkpoint")
+            if note is not None:
+                await mon._step(box, note.decode("utf-8", "replace"))
+        except FetchError as exc:
+            logger.info("%s: taking over: %s (its next announcement or poll retries)", origin, exc)
         assert mon.owned is not None
         mon.owned.add(origin)
-        await mon._poll_one(box)
 
     async def listen(self) -> None:
         """Offer the notes other instances forward (only this instance's boxes take them)."""

@@ -93,11 +93,19 @@ def boxes_of(data: Path, to: str) -> list[Box]:
 
 
 def monitor_toml(
-    path: Path, state: str, boxes: list[Box], broker: tuple[str, int], extra: str = ""
+    path: Path,
+    state: str,
+    boxes: list[Box],
+    broker: tuple[str, int],
+    extra: str = "",
+    box_extra: str = "",
 ) -> Path:
-    """A monitor.toml: ``state``, the boxes, the broker (group "regulator"), ``extra``
-    lines in [monitor]; checkpoints expected every second, a 1 s tick."""
-    tables = "".join(f'[[box]]\norigin = "{o}"\ntrust = "{t}"\nurl = "{u}"\n' for o, t, u in boxes)
+    """A monitor.toml: ``state``, the boxes (each with ``box_extra`` lines), the broker
+    (group "regulator"), ``extra`` lines in [monitor]; checkpoints expected every second,
+    a quarter-second tick."""
+    tables = "".join(
+        f'[[box]]\norigin = "{o}"\ntrust = "{t}"\nurl = "{u}"\n{box_extra}' for o, t, u in boxes
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
         f'[monitor]\nstate = "{state}"\npoll_interval_s = 5\ntick_s = 0.25\n'
