@@ -211,13 +211,15 @@ class Announcer:
             "failures": self.failures,
         }
 
-    def _client(self) -> aiomqtt.Client:
+    async def _client(self) -> aiomqtt.Client:
         if self._connect is not None:
             return self._connect()
-        from .drivers.mqtt.source import new_client, tls_context
+        from .drivers.mqtt.source import check_tls, new_client, tls_context
 
         b = self.config.broker
         context: ssl.SSLContext | None = tls_context(b)
+        # Our own handshake first: paho leaks its socket when one fails.
+        await check_tls(b, context)
         return new_client(b, b.client_id or self.identifier, persistent=False, context=context)
 
     async def run(self) -> None:
@@ -244,8 +246,14 @@ class Announcer:
     async def _session(self, backoff: Backoff, *, once: bool = False) -> None:
         timeout = self.config.timeout_s
         async with asyncio.timeout(timeout):
-            client = self._client()
-            await client.__aenter__()
+            client = await self._client()
+            try:
+                await client.__aenter__()
+            except BaseException:
+                from .drivers.mqtt.source import discard_client
+
+                discard_client(client)  # aiomqtt leaves the socket of a failed attempt open
+                raise
         try:
             self.connected = True
             # A restarted broker may have lost its retained messages: the newest again.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
 import json
 import signal
@@ -32,16 +33,18 @@ import httpx
 import pytest
 
 from gateway.config import parse_config
-from gateway.config.uplink import UplinkConfig
+from gateway.config.uplink import AnnounceConfig, UplinkConfig
+from gateway.drivers.mqtt.config import MqttConfig
+from gateway.drivers.mqtt.source import tls_context
 from gateway.errors import ConfigProblems
 from gateway.log import Log
 from gateway.pipeline import Reading, Value
 from gateway.store import Store
-from gateway.uplink import TokenBucket, Uplink
+from gateway.uplink import Announcer, TokenBucket, Uplink
 from ledger_client.cli import main as verify_main
 from tests.gateway.daemon_procs import GATEWAY, records, start
 from tests.gateway.test_mirror_verify import device_key
-from tests.servers.broker import Broker
+from tests.servers.broker import Broker, TlsBroker
 from tests.servers.web_server import NginxMissing, WebServer, running_web_server
 
 
@@ -376,3 +379,48 @@ async def test_a_backlog_drains_in_steps_at_its_pace_while_the_log_grows(tmp_pat
     assert rc == 3 and report["entries"] == 10_000 and report["failure_count"] == 0, report[
         "failures"
     ][:3]
+
+
+async def test_announcements_over_tls_and_a_broker_that_is_not_trusted(
+    mosquitto_tls: TlsBroker,
+) -> None:
+    topic = f"riverseal/rs-tls{uuid.uuid4().hex[:6]}/checkpoint"
+    good = MqttConfig(
+        host=mosquitto_tls.host,
+        port=mosquitto_tls.port,
+        username=mosquitto_tls.username,
+        password=mosquitto_tls.password,
+        tls_ca=mosquitto_tls.ca,
+    )
+    rogue = dataclasses.replace(good, tls_ca=mosquitto_tls.rogue_ca)
+    note = "riverseal/rs-tls\n42\nAAAA\n\n\u2014 riverseal/rs-tls sig\n".encode()
+    for broker, trusted in [(rogue, False), (good, True)]:
+        announcer = Announcer(
+            AnnounceConfig(broker=broker, timeout_s=3, retry_max_seconds=0.5), identifier="t"
+        )
+        task = asyncio.create_task(announcer.run())
+        announcer.announce(topic, note)
+        try:
+            async with asyncio.timeout(10):
+                if trusted:
+                    await announcer.drained.wait()
+                else:
+                    while announcer.failures < 2:
+                        await asyncio.sleep(0.05)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        assert announcer.announced == (1 if trusted else 0)
+        if not trusted:
+            assert announcer.last_error and "certificate" in announcer.last_error.lower()
+    async with aiomqtt.Client(
+        mosquitto_tls.host,
+        mosquitto_tls.port,
+        username=mosquitto_tls.username,
+        password=mosquitto_tls.password,
+        tls_context=tls_context(MqttConfig(tls_ca=mosquitto_tls.ca)),
+    ) as client:
+        await client.subscribe(topic, qos=1)
+        async with asyncio.timeout(5):
+            message = await anext(aiter(client.messages))
+    assert message.retain and message.payload == note and message.qos == 1
