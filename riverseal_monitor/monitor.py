@@ -117,6 +117,10 @@ class _Box:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     pending: str | None = None
     failures: int = 0
+    offered: float = 0.0
+    """When (monotonic) the pending note was offered."""
+    taken: float = 0.0
+    """When the note being verified was offered: the monitor's own lag is from then."""
 
 
 def _size_hint(note: str) -> int | None:
@@ -222,6 +226,8 @@ class Monitor:
         verified = box.follower.verified
         if size == have and verified is not None and _root_line(note) == _root_line(verified.note):
             return False
+        if box.pending is None:
+            box.offered = time.monotonic()
         box.pending = note
         box.wake.set()
         return True
@@ -231,6 +237,7 @@ class Monitor:
             await box.wake.wait()
             box.wake.clear()
             note, box.pending = box.pending, None
+            box.taken = box.offered
             if note is None or not self.follows(box.spec.origin):
                 continue
             before = box.follower.verified
@@ -269,10 +276,11 @@ class Monitor:
             )
             self.verified_entries += res.entries
             logger.info(
-                "%s: verified checkpoint %d (%d new entries)",
+                "%s: verified checkpoint %d (%d new entries) %.3f s after it was offered",
                 origin,
                 res.verified.size,
                 res.entries,
+                time.monotonic() - box.taken,
             )
         await self._clear(origin, res.cleared)
 
