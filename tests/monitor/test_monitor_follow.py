@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from ledger_client.bundle import AnchorReceipt, DeviceKey
+from ledger_client.bundle_v2 import Manifest
 from ledger_client.checkpoint import Checkpoint, sign_checkpoint
 from ledger_client.merkle import MerkleTree
 from ledger_client.note import Signer
@@ -221,3 +223,35 @@ def test_config_names_what_is_wrong(tmp_path: Path) -> None:
         with pytest.raises(MonitorConfigError, match=re.escape(message)):
             load_config(cfg)
     assert json.loads(json.dumps(Alert("o", "fork", "k", 1.0, "m").to_json()))["kind"] == "fork"
+
+
+def test_anchor_overdue_and_box_silent_on_the_monitors_clock(tmp_path: Path) -> None:
+    box = Box(tmp_path / "box")
+    f = Follower(spec_for(box, anchor_overdue_s=100, box_silent_intervals=3), None, now=0.0)
+    assert f.tick(now=29.0) == ([], [])
+    alerts, _ = f.tick(now=31.0)
+    assert kinds(alerts) == ["box-silent"] and dict(alerts[0].detail)["quiet_s"] == 31.0
+
+    def manifest(anchored: list[int]) -> bytes:
+        receipts = [
+            AnchorReceipt(n, "rfc3161:tsa", bytes(32), "final", {}).to_json() for n in anchored
+        ]
+        return Manifest(
+            box.signer.name,
+            box.device,
+            (DeviceKey(box.signer.verifier().to_vkey()),),
+            ("note",),
+            tuple(AnchorReceipt.from_json(r, "r") for r in receipts),
+            0,
+            None,
+            at(0),
+        ).dumps()
+
+    assert f.manifest(manifest([]), now=50.0) == []
+    alerts, _ = f.tick(now=101.0)
+    assert kinds(alerts) == ["box-silent", "anchor-overdue"] and alerts[1].size == 0
+    assert f.manifest(manifest([5, 12]), now=102.0) == ["anchor-overdue:0"]
+    alerts, _ = f.tick(now=150.0)
+    assert kinds(alerts) == ["box-silent"]  # anchored at 102: due again after 202
+    alerts, _ = f.tick(now=203.0)
+    assert [a.key for a in alerts] == ["box-silent", "anchor-overdue:12"]
