@@ -1,48 +1,66 @@
 """riverseal-monitor following a simulated fleet: throughput, lag, CPU and RSS, 1 and 2 instances.
 
-    .venv/bin/python benchmarks/bench_monitor.py [--boxes 100] [--seconds 60] [--instances 1 2]
+    .venv/bin/python benchmarks/bench_monitor.py [--boxes 1000] [--seconds 60]
+        [--checkpoint-every 5] [--runs sqlite:1 postgres:1 postgres:2]
 
-For each instance count, a real Mosquitto and a real nginx are started, then
-``riverseal-monitor run`` (that many processes, one shared-subscription group,
-each with its own SQLite state) and ``sensor-sim fleet --boxes N --rate 1`` (the
-gateway's own log and uplink code: a commit a second, a checkpoint every 10 s,
-published to nginx and announced on Mosquitto) for ``--seconds``. Then the
-monitors get 20 s to verify the last checkpoints, and are stopped. Printed, per
-run: readings verified per second (over the fleet's run), lag from a reading's
-time on the box to the monitor's verifying it (p50, p99; it includes the box's
-commit window and checkpoint interval), each monitor's CPU (% of one core,
-over the fleet's run) and largest RSS, the boxes each instance verified and the
-readings verified by more than one (the shared subscription's split: both poll
-every box once at start). Figures are printed, never asserted.
+For each run, ``sensor-sim fleet --boxes N`` (one reading per box per second,
+a commit every second, a checkpoint every ``--checkpoint-every`` s) publishes to a
+real nginx and announces on a real Mosquitto for ``--seconds``; ``riverseal-monitor
+run`` processes follow every box: one on SQLite (``sqlite:1``), or K sharing a
+throw-away PostgreSQL cluster (``postgres:K``, one shared-subscription group,
+leases splitting the boxes). Each run has a fresh fleet (its own seed) and state.
 
-Needs nginx and mosquitto (scripts/setup --dev).
+Figures, over the steady state (the second half of the fleet's run):
+
+- verified entries/s: entries the monitors verified (from their ``-v`` log lines
+  "verified checkpoint N (k new entries)"), per second;
+- lag p50/p99: for each reading the box committed in that half, from its time
+  (the fleet stamps a batch when it commits it) to the log line of the first
+  checkpoint that covered it on the monitor; readings not verified by the end of
+  the run plus ``--checkpoint-every`` + 10 s count as ``unverified``;
+- boxes each instance verified, and boxes verified by two (should be none: a
+  lease gives each box one follower);
+- CPU (% of one core, all instances together) and RSS (the largest instance),
+  sampled from /proc once a second.
+
+Printed, never asserted. Needs nginx, mosquitto and postgresql (scripts/setup --dev).
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
 import contextlib
 import json
 import os
+import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.servers
 
+import psycopg
+
 from simulators.fleet import box_key
 from tests.servers.broker import Broker
+from tests.servers.postgres import running_postgres
 from tests.servers.web_server import running_web_server
 
+MONITOR = [sys.executable, "-m", "riverseal_monitor.monitor_cli"]
 _TICK = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
-_SETTLE_S = 20.0
-MONITOR = [sys.executable, "-m", "riverseal_monitor.monitor_cli"]
+_VERIFIED = re.compile(
+    r"^(\S+ \S+) INFO riverseal_monitor\.monitor: (\S+): verified checkpoint (\d+) "
+    r"\((\d+) new entries\)",
+    re.M,
+)
 
 
 def sample(pid: int) -> tuple[float, int] | None:
@@ -56,142 +74,234 @@ def sample(pid: int) -> tuple[float, int] | None:
     return (int(fields[11]) + int(fields[12])) / _TICK, int(statm[1]) * _PAGE
 
 
-def config(path: Path, boxes: int, url: str, broker: Broker) -> None:
-    lines = [
-        "[monitor]",
-        'state = "monitor.sqlite"',
-        "checkpoint_interval_s = 10",
-        "box_silent_intervals = 6",
-        "poll_interval_s = 3600",  # the start-up poll only: announcements carry the run
-        "fetch_concurrency = 32",
-        "[broker]",
-        f'host = "{broker.host}"',
-        f"port = {broker.port}",
-        'group = "bench"',
-    ]
-    for i in range(boxes):
-        key = box_key(0, i)
-        lines += [
-            "[[box]]",
-            f'origin = "{key.origin}"',
-            f'vkey = "{key.vkey}"',
-            f'url = "{url}/{key.device_id}"',
-        ]
-    path.write_text("\n".join(lines) + "\n")
+def percentile(xs: list[float], p: float) -> float:
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(p / 100 * len(xs)))]
 
 
-def pct(xs: list[float], p: float) -> float:
-    return xs[min(len(xs) - 1, int(p * len(xs)))] if xs else float("nan")
+def monitor_toml(
+    path: Path,
+    state: str,
+    name: str,
+    boxes: list[tuple[str, Path, str]],
+    broker: Broker,
+    every: float,
+) -> Path:
+    tables = "".join(f'[[box]]\norigin = "{o}"\ntrust = "{t}"\nurl = "{u}"\n' for o, t, u in boxes)
+    path.write_text(
+        f'[monitor]\nstate = "{state}"\ninstance = "{name}"\npoll_interval_s = 600\n'
+        f"tick_s = 1\ncheckpoint_interval_s = {every}\nbox_silent_intervals = 100\n"
+        "fetch_concurrency = 32\ncache_tiles = 4096\n"
+        f'[broker]\nhost = "{broker.host}"\nport = {broker.port}\ngroup = "bench"\n{tables}'
+    )
+    return path
 
 
-def run(boxes: int, instances: int, seconds: float, work: Path) -> dict[str, Any]:
+def run(
+    work: Path,
+    kind: str,
+    instances: int,
+    *,
+    boxes: int,
+    seconds: float,
+    every: float,
+    seed: int,
+    broker: Broker,
+    web_url: str,
+    pg_url: str | None,
+) -> dict[str, Any]:
     work.mkdir()
-    broker = Broker(work / "broker")
-    (work / "broker").mkdir()
-    broker.start()
-    monitors: list[subprocess.Popen[bytes]] = []
-    try:
-        with running_web_server(work / "nginx") as web:
-            dirs = []
-            for n in range(instances):
-                d = work / f"monitor-{n}"
-                d.mkdir()
-                config(d / "monitor.toml", boxes, f"{web.url}/fleet", broker)
-                with (d / "alerts.jsonl").open("wb") as out, (d / "log").open("wb") as err:
-                    monitors.append(
-                        subprocess.Popen(
-                            [*MONITOR, "run", "--config", str(d / "monitor.toml")],
-                            stdout=out,
-                            stderr=err,
-                        )
-                    )
-                dirs.append(d)
-            time.sleep(2)  # subscribed before the first announcement
-            fleet = subprocess.Popen(
-                [
-                    *(sys.executable, "-m", "simulators.cli", "fleet", "--boxes", str(boxes)),
-                    *("--to", f"{web.url}/fleet", "--data", str(work / "fleet")),
-                    *("--broker", f"{broker.host}:{broker.port}", "--seconds", str(seconds)),
-                ],
-                stdout=subprocess.PIPE,
-                text=True,
+    to = f"{web_url}/run-{seed}"
+    trust = work / "trust"
+    trust.mkdir()
+    specs = []
+    for i in range(boxes):
+        key = box_key(seed, i)
+        t = trust / f"{key.device_id}.txt"
+        t.write_text(f"key {key.vkey}\n")
+        specs.append((key.origin, t, f"{to}/{key.device_id}"))
+    if kind == "postgres":
+        assert pg_url is not None
+        with psycopg.connect(pg_url, autocommit=True) as c:
+            c.execute(f"CREATE DATABASE bench_{seed}")
+        state = pg_url.rsplit("/", 1)[0] + f"/bench_{seed}"
+    else:
+        state = str(work / "monitor.sqlite")
+    mons = []
+    for k in range(instances):
+        name = f"m{k + 1}"
+        cfg = monitor_toml(work / f"{name}.toml", state, name, specs, broker, every)
+        with (work / f"{name}.log").open("wb") as e, (work / f"{name}.jsonl").open("wb") as o:
+            mons.append(
+                subprocess.Popen(
+                    [*MONITOR, "run", "-v", "--config", str(cfg)],
+                    stdout=o,
+                    stderr=e,
+                )
             )
-            first = [sample(m.pid) for m in monitors]
-            t0 = time.monotonic()
-            rss = [0] * instances
-            while fleet.poll() is None:
-                for k, m in enumerate(monitors):
-                    s = sample(m.pid)
-                    if s is not None:
-                        rss[k] = max(rss[k], s[1])
-                time.sleep(1.0)
-            run_s = time.monotonic() - t0
-            last = [sample(m.pid) for m in monitors]
-            assert fleet.stdout is not None
-            report = json.loads(fleet.stdout.read().strip().splitlines()[-1])
-            time.sleep(_SETTLE_S)
-            for m in monitors:
-                m.send_signal(signal.SIGTERM)
-                m.wait(timeout=30)
-    finally:
-        for m in monitors:
-            if m.poll() is None:
-                m.kill()
-        broker.stop()
-    lags: list[float] = []
-    seen: dict[tuple[str, int], int] = {}
+    time.sleep(2)  # the monitors subscribed (and, on PostgreSQL, hold their leases)
+    t0 = time.monotonic()
+    fleet = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "simulators.cli", "fleet", "--boxes", str(boxes)),
+            *("--to", to, "--data", str(work / "fleet"), "--seed", str(seed)),
+            *("--broker", f"{broker.host}:{broker.port}", "--seconds", str(seconds)),
+            *("--rate", "1", "--commit-every", "1", "--checkpoint-every", str(every)),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    running: list[float] = []
+
+    def read() -> None:
+        assert fleet.stdout is not None
+        for line in fleet.stdout:
+            if line.startswith("fleet:"):
+                running.append(time.time())
+
+    reader = threading.Thread(target=read, name="bench-monitor-fleet")
+    reader.start()
+    samples: list[tuple[float, float, int]] = []  # (wall time, CPU s of all, largest RSS)
+    grace_until = None
+    while True:
+        got = [sample(m.pid) for m in mons]
+        if all(g is not None for g in got):
+            samples.append((time.time(), sum(g[0] for g in got if g), max(g[1] for g in got if g)))
+        if fleet.poll() is not None and grace_until is None:
+            grace_until = time.monotonic() + every + 10
+        if grace_until is not None and time.monotonic() > grace_until:
+            break
+        time.sleep(1.0)
+    reader.join()
+    for m in mons:
+        m.send_signal(signal.SIGTERM)
+    for m in mons:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            m.wait(timeout=20)
+        if m.poll() is None:
+            m.kill()
+    if not running:
+        raise RuntimeError(f"the fleet did not start ({fleet.returncode})")
+    start = running[0]
+    steady = (start + seconds / 2, start + seconds)
+
+    events: dict[str, list[tuple[int, float]]] = {}
+    verified_in_window = 0
+    followers: dict[str, set[int]] = {}  # in the steady state, who verified each box
     per_instance = []
-    for d in dirs:
-        with contextlib.closing(sqlite3.connect(d / "monitor.sqlite")) as db:
-            rows = db.execute("SELECT origin, idx, verified_s - time_s FROM readings").fetchall()
-            (followed,) = db.execute("SELECT COUNT(*) FROM boxes WHERE size > 0").fetchone()
-            (alerts,) = db.execute("SELECT COUNT(*) FROM alerts").fetchone()
-        per_instance.append({"boxes": followed, "readings": len(rows), "alerts": alerts})
-        for origin, idx, lag in rows:
-            seen[(origin, idx)] = seen.get((origin, idx), 0) + 1
-            lags.append(lag)
-    lags.sort()
-    cpu = [
-        round(100 * (b[0] - a[0]) / run_s, 1) if a and b else None
-        for a, b in zip(first, last, strict=True)
-    ]
+    for k in range(instances):
+        mine = set()
+        for stamp, origin, size, new in _VERIFIED.findall((work / f"m{k + 1}.log").read_text()):
+            at = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            events.setdefault(origin, []).append((int(size), at))
+            if steady[0] <= at <= steady[1]:
+                verified_in_window += int(new)
+                followers.setdefault(origin, set()).add(k)
+                mine.add(origin)
+        per_instance.append(len(mine))
+    readings = _readings(state)
+    lags, unverified = [], 0
+    for origin, idx, time_s in readings:
+        if not steady[0] <= time_s <= steady[1]:
+            continue
+        ev = sorted(events.get(origin, []))
+        j = bisect.bisect_right([s for s, _ in ev], idx)
+        if j == len(ev):
+            unverified += 1
+        else:
+            lags.append(ev[j][1] - time_s)
+    window = [s for s in samples if steady[0] <= s[0] <= steady[1]]
+    cpu = (window[-1][1] - window[0][1]) / max(window[-1][0] - window[0][0], 1e-9)
     return {
-        "boxes": boxes,
+        "state": kind,
         "instances": instances,
-        "fleet_entries": report["entries"],
-        "verified_readings": len(seen),
-        "verified_per_s": round(len(seen) / run_s, 1),
-        "verified_twice": sum(1 for n in seen.values() if n > 1),
-        "lag_p50_s": round(pct(lags, 0.5), 2),
-        "lag_p99_s": round(pct(lags, 0.99), 2),
-        "cpu_pct": cpu,
-        "rss_max_mib": [round(r / 2**20, 1) for r in rss],
-        "per_instance": per_instance,
-        "run_s": round(run_s, 1),
+        "boxes": boxes,
+        "checkpoint_every_s": every,
+        "verified_entries_per_s": round(verified_in_window / (steady[1] - steady[0]), 1),
+        "lag_p50_s": round(percentile(lags, 50), 2),
+        "lag_p99_s": round(percentile(lags, 99), 2),
+        "readings_in_window": len(lags) + unverified,
+        "boxes_per_instance": per_instance,
+        "boxes_verified_by_two": sum(len(v) > 1 for v in followers.values()),
+        "unverified": unverified,
+        "cpu_pct": round(100 * cpu, 1),
+        "rss_max_mib": round(max(s[2] for s in window) / 2**20, 1),
+        "fleet_startup_s": round(start - (time.time() - (time.monotonic() - t0)), 1),
     }
+
+
+def _readings(state: str) -> list[tuple[str, int, float]]:
+    sql = "SELECT origin, idx, time_s FROM readings"
+    if state.startswith("postgresql://"):
+        with psycopg.connect(state) as c:
+            return [(str(o), int(i), float(t)) for o, i, t in c.execute(sql).fetchall()]
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(state)) as db:
+        return [(str(o), int(i), float(t)) for o, i, t in db.execute(sql).fetchall()]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    ap.add_argument("--boxes", type=int, default=100)
+    ap.add_argument("--boxes", type=int, nargs="+", default=[1000])
     ap.add_argument("--seconds", type=float, default=60.0)
-    ap.add_argument("--instances", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--checkpoint-every", type=float, default=5.0, metavar="S")
+    ap.add_argument(
+        "--runs",
+        nargs="+",
+        default=["sqlite:1", "postgres:1", "postgres:2"],
+        help="STATE:INSTANCES for each run (sqlite:1, postgres:K)",
+    )
     args = ap.parse_args()
     print(
-        f"riverseal-monitor following sensor-sim fleet --boxes {args.boxes} (1 reading/box/s, "
-        f"checkpoint every 10 s) for {args.seconds:g} s, nginx + Mosquitto"
+        f"riverseal-monitor following sensor-sim fleet: 1 reading/box/s, commit every 1 s, "
+        f"checkpoint every {args.checkpoint_every:g} s, {args.seconds:g} s per run "
+        f"(figures over its second half); {os.cpu_count()} cores"
+    )
+    print(
+        f"{'boxes':>6} {'state':>9} {'inst':>4} {'entries/s':>10} {'lag p50':>8} "
+        f"{'lag p99':>8} {'unverif.':>8} {'CPU %':>7} {'RSS max':>9} {'boxes/inst':>12}"
     )
     with tempfile.TemporaryDirectory(prefix="bench-monitor-") as tmp:
-        for n in args.instances:
-            r = run(args.boxes, n, args.seconds, Path(tmp) / f"run-{n}")
-            print(
-                f"{n} instance(s): {r['verified_per_s']} readings verified/s, lag p50 "
-                f"{r['lag_p50_s']} s p99 {r['lag_p99_s']} s, CPU {r['cpu_pct']} %, "
-                f"RSS {r['rss_max_mib']} MiB, boxes per instance "
-                f"{[p['boxes'] for p in r['per_instance']]}, verified twice {r['verified_twice']}",
-                flush=True,
-            )
-            print("  " + json.dumps(r, sort_keys=True), flush=True)
+        work = Path(tmp)
+        (work / "broker").mkdir()
+        broker = Broker(work / "broker")
+        broker.start()
+        try:
+            with (
+                running_web_server(work / "nginx") as web,
+                running_postgres(work / "pg") as pg,
+            ):
+                seed = 1000
+                for n in args.boxes:
+                    for spec in args.runs:
+                        kind, _, k = spec.partition(":")
+                        seed += 1
+                        r = run(
+                            work / f"run-{seed}",
+                            kind,
+                            int(k or 1),
+                            boxes=n,
+                            seconds=args.seconds,
+                            every=args.checkpoint_every,
+                            seed=seed,
+                            broker=broker,
+                            web_url=web.url,
+                            pg_url=pg.url,
+                        )
+                        print(
+                            f"{n:>6} {kind:>9} {r['instances']:>4} "
+                            f"{r['verified_entries_per_s']:>10} {r['lag_p50_s']:>6} s "
+                            f"{r['lag_p99_s']:>6} s {r['unverified']:>8} {r['cpu_pct']:>7} "
+                            f"{r['rss_max_mib']:>6} Mi "
+                            f"{'/'.join(map(str, r['boxes_per_instance'])):>12}",
+                            flush=True,
+                        )
+                        print("  " + json.dumps(r, sort_keys=True), flush=True)
+        finally:
+            broker.stop()
 
 
 if __name__ == "__main__":
