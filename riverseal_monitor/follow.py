@@ -470,8 +470,12 @@ class Follower:
         """Alerts the passing of time raises, and keys of those it clears.
 
         A sensor is silent when its newest reading is older than its allowance
-        plus one checkpoint interval, judged on the box's own clock (the newest
-        record the box logged) and, if the box itself has gone quiet, on ours.
+        on the box's clock: the newest record the box logged or, while the box
+        publishes nothing newer, its time at the last verified checkpoint moved
+        on by ours, less one checkpoint interval (what may not be published
+        yet). Either way a silence is alerted within its allowance plus one
+        interval of the box's publishing it, and a backlog being caught up is
+        not taken for silence.
         """
         spec = self.spec
         alerts: list[Alert] = []
@@ -496,9 +500,14 @@ class Follower:
             last = self.last_reading.get(sensor)
             if last is None:
                 continue  # never seen reporting since the monitor started following
-            # The box's clock runs on with its other records; without them, ours does,
-            # less the one checkpoint interval the box may not yet have published.
-            box_now = max(self.box_time, now - spec.checkpoint_interval_s)
+            # The box's clock runs on with its other records; without them, it is taken
+            # to run on as ours has since the last verified checkpoint, less the one
+            # interval the box may not yet have published. Not ours outright: a box
+            # whose backlog is being caught up is not silent, only behind.
+            box_now = max(
+                self.box_time,
+                self.box_time + (now - self.last_checkpoint_s) - spec.checkpoint_interval_s,
+            )
             silent = box_now - last
             if silent > allowance:
                 alerts.append(

@@ -255,3 +255,23 @@ def test_anchor_overdue_and_box_silent_on_the_monitors_clock(tmp_path: Path) -> 
     assert kinds(alerts) == ["box-silent"]  # anchored at 102: due again after 202
     alerts, _ = f.tick(now=203.0)
     assert [a.key for a in alerts] == ["box-silent", "anchor-overdue:12"]
+
+
+async def test_silence_of_a_quiet_box_and_no_silence_while_catching_up(tmp_path: Path) -> None:
+    box = Box(tmp_path / "box")
+    box.boot(0, {"a": 15})
+    for i in range(10):
+        box.reading(1 + i, "a", 7.0)
+    note = box.publish()
+    t0 = T0.timestamp()
+    # Followed live: verified at t0 + 11, then nothing more comes (the box is quiet).
+    live = Follower(spec_for(box), None, now=t0 + 11)
+    assert (await live.step(note, DirFetcher(box.root), now=t0 + 11)).advanced
+    # Silent once 15 s (allowance) + 10 s (interval) have passed since its last reading
+    # at t0 + 10 (plus the 1 s before it was verified), the box's time moving on as ours.
+    assert kinds(live.tick(now=t0 + 35.9)[0]) == []
+    assert kinds(live.tick(now=t0 + 36.1)[0]) == ["silent"]
+    # The same log caught up a day later: old readings are not a silence.
+    late = Follower(spec_for(box, box_silent_intervals=10**6), None, now=t0 + 86_400)
+    assert (await late.step(note, DirFetcher(box.root), now=t0 + 86_400)).advanced
+    assert late.tick(now=t0 + 86_401) == ([], [])
