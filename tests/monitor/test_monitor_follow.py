@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -275,3 +277,9 @@ async def test_silence_of_a_quiet_box_and_no_silence_while_catching_up(tmp_path:
     late = Follower(spec_for(box, box_silent_intervals=10**6), None, now=t0 + 86_400)
     assert (await late.step(note, DirFetcher(box.root), now=t0 + 86_400)).advanced
     assert late.tick(now=t0 + 86_401) == ([], [])
+
+
+def test_the_package_imports_without_the_network_stacks() -> None:
+    code = "import sys, riverseal_monitor; print(sorted({'httpx', 'aiomqtt'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
