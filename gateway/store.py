@@ -70,9 +70,10 @@ index and of the level-0 ``nodes`` rows, and its sensor's leaf in each of the tw
 per-sensor indexes): at SQLite's default of 4096 that is ~20 KB per commit, at 1024
 a quarter of it. Entries (~500 bytes) still fit one page."""
 
-WAL_AUTOCHECKPOINT_PAGES = 8192
-"""WAL pages (4 MiB at ``PAGE_SIZE``) before SQLite copies them into the database file:
-a page committed many times in between (a sensor's index leaf) is copied once."""
+WAL_AUTOCHECKPOINT_BYTES = 4 << 20
+"""WAL size (in pages of the database's own size) before SQLite copies it into the
+database file: a page committed many times in between (a sensor's index leaf) is
+copied once. SQLite's default is 1000 pages."""
 
 _RANGES_PER_QUERY = 300  # three bound values each: under SQLite's oldest limit of 999
 
@@ -299,7 +300,10 @@ class Store:
                 # FULL, not NORMAL: in WAL mode NORMAL skips the fsync at each commit, so
                 # an acknowledged batch could be lost in a power cut.
                 await self._db.execute("PRAGMA synchronous=FULL")
-                await self._db.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
+                cur = await self._db.execute("PRAGMA page_size")
+                row = await cur.fetchone()
+                pages = WAL_AUTOCHECKPOINT_BYTES // int(row[0] if row else PAGE_SIZE)
+                await self._db.execute(f"PRAGMA wal_autocheckpoint={pages}")
                 await self._db.execute("PRAGMA busy_timeout=10000")
             await self._quick_check()
             async with _mapped("open", self.path):

@@ -20,6 +20,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
+from gateway import store as store_module
 from gateway.config import LogConfig, MqttConfig, MqttSensorConfig
 from gateway.config.core import parse_config
 from gateway.drivers.mqtt.source import MqttSource
@@ -181,3 +182,23 @@ async def test_no_window_commits_a_lone_reading_at_once(tmp_path: Path) -> None:
     async with writer(tmp_path, 0.0, clock) as ingest:
         assert await asyncio.wait_for(ingest.submit(reading(1)), 5) is True
         assert ingest.stats.batches == 1
+
+
+async def test_a_new_log_has_small_pages_and_an_old_one_keeps_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def pragmas(db: Path) -> tuple[int, int, int]:
+        async with Store(db) as store:
+            out = []
+            for name in ("page_size", "wal_autocheckpoint", "synchronous"):
+                cur = await store.db.execute(f"PRAGMA {name}")
+                row = await cur.fetchone()
+                assert row is not None
+                out.append(int(row[0]))
+        return out[0], out[1], out[2]
+
+    assert await pragmas(tmp_path / "new.sqlite") == (512, 8192, 2)  # 2: FULL
+    monkeypatch.setattr(store_module, "PAGE_SIZE", 4096)  # made by an older riverseal
+    await pragmas(tmp_path / "old.sqlite")
+    monkeypatch.undo()
+    assert await pragmas(tmp_path / "old.sqlite") == (4096, 1024, 2)  # still a 4 MiB WAL
