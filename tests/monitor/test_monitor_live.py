@@ -359,6 +359,12 @@ async def test_monitor_follows_a_live_box(
         assert [i for (i,) in got] == [r["index"] for r in box_readings]
         status = read_status(state)
         assert status[0]["verified_size"] == cp.size
+        cli = [*MONITOR, "alerts", "--config", str(mcfg), "--json"]
+        shown = subprocess.run(cli, capture_output=True, text=True, check=True).stdout
+        assert [json.loads(x)["kind"] for x in shown.splitlines()] == kinds
+        cli = [*MONITOR, "status", "--config", str(mcfg)]
+        shown = subprocess.run(cli, capture_output=True, text=True, check=True).stdout
+        assert shown.startswith(f"{origin}  verified {cp.size} entries, "), shown
         assert status[0]["sensors"]["node-2"]["readings"] == sum(
             r["sensor"] == "node-2" for r in box_readings
         )
