@@ -74,6 +74,7 @@ from .log import Log
 from .notify import Notifier
 from .pipeline import Event, Gap, Reading, Sink
 from .qc import QC_TESTS, QcEngine
+from .retention import Retention
 from .silence import Expectation, SilenceTracker, expectation
 from .storage import StorageGuard
 from .store import CheckpointRow, Store
@@ -253,6 +254,8 @@ class Gateway:
         self.http: StatusServer | None = None
         """The status server, once the daemon runs."""
         self._store: Store | None = None
+        self.retention: Retention | None = None
+        """The retention task's state, with ``[storage] retain_days``."""
         self._first_unanchored: tuple[int, int | None] | None = None
         """(index, its time ns): the oldest entry not anchored final, as last looked up."""
 
@@ -314,12 +317,17 @@ class Gateway:
 
             self.storage = storage = StorageGuard(cfg.storage, cfg.data_dir)
             storage.measure()
-            if cfg.storage.retain_days:
-                logger.warning(
-                    "[storage] retain_days = %d is not applied yet: the whole log is kept "
-                    "(docs/operations.md, Retention)",
+            self.retention = retention = (
+                Retention(
+                    cfg.db_path,
+                    [b.name for b in backends],
                     cfg.storage.retain_days,
+                    mirror=uplink is not None,  # only what the mirror holds may go
+                    clock=self.clock.time_ns,
                 )
+                if cfg.storage.retain_days
+                else None
+            )
             self.ingest = ingest = Ingest(
                 log_, cfg.log, on_checkpoint=checkpoint_signed, silence=silence, storage=storage
             )
@@ -380,6 +388,8 @@ class Gateway:
                     watcher = tg.create_task(
                         self._watch_silence(silence, ingest), name="gateway.silence"
                     )
+                    if retention is not None:  # start, then hourly; cancelled with the pings
+                        pings.append(tg.create_task(retention.run(), name="gateway.retention"))
                     feeds = [
                         tg.create_task(
                             self._supervise(src, _StepAwareSink(self, ingest)),
@@ -674,6 +684,7 @@ class Gateway:
             http=self.http.facts() if self.http is not None else {},
             storage=storage.to_json() if storage is not None else None,
             uplink=self.uplink.facts() if self.uplink is not None else None,
+            retention=self.retention.to_json() if self.retention is not None else None,
         )
 
     def _sensor_facts(self, ing: Ingest) -> list[SensorFacts]:

@@ -96,6 +96,8 @@ class Facts:
     """gateway/storage.py's own account, passed through."""
     uplink: Mapping[str, Any] | None = None
     """gateway/uplink.py's ``Uplink.facts()`` (None: no ``[uplink]``)."""
+    retention: Mapping[str, Any] | None = None
+    """gateway/retention.py's ``Retention.to_json()`` (None: ``retain_days`` is 0)."""
 
 
 def _age(now_ns: int, t_ns: int | None) -> float | None:
@@ -248,4 +250,5 @@ def build_status(f: Facts) -> dict[str, Any]:
         "anchors": {name: dict(a) for name, a in sorted(f.anchors.items())},
         "http": dict(f.http),
         "uplink": _uplink(now, f.log_size, f.uplink) if f.uplink is not None else None,
+        "retention": dict(f.retention) if f.retention is not None else None,
     }
