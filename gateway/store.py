@@ -192,14 +192,19 @@ def store_error(what: str, exc: sqlite3.Error, path: Path | None = None) -> Stor
 
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+_WAL_HEADER_BYTES = 32  # a -wal file this long or shorter holds no frame
 _TABLES = frozenset({"meta", "entries", "nodes", "checkpoints", "anchors"})
 
 
-def header_problem(head: bytes, file_size: int) -> str | None:
+def header_problem(head: bytes, file_size: int, *, wal_frames: bool = False) -> str | None:
     """What is wrong with a database file, judged by its first 100 bytes and its size.
 
     None for an empty file (a new log: the schema is made on open) or a header
-    that agrees with the size. Pure: the caller reads the bytes.
+    that agrees with the size. Pure: the caller reads the bytes. ``wal_frames``:
+    its ``-wal`` file holds frames, so a file shorter than its header's page count
+    is a checkpoint cut short (the header is written before the pages after it; a
+    kill -9 or power cut there is normal), which SQLite finishes from the WAL on
+    open, not a truncation.
     """
     if file_size == 0:
         return None
@@ -215,7 +220,8 @@ def header_problem(head: bytes, file_size: int) -> str | None:
         return f"its {file_size} bytes are not a whole number of {page_size}-byte pages (truncated)"
     pages = int.from_bytes(head[28:32], "big")
     # The header's page count holds only while its two change counters agree.
-    if pages and head[24:28] == head[92:96] and file_size < pages * page_size:
+    consistent = head[24:28] == head[92:96] and not wal_frames
+    if pages and consistent and file_size < pages * page_size:
         return f"it holds {file_size // page_size} pages but its header counts {pages} (truncated)"
     return None
 
@@ -230,7 +236,11 @@ def file_problem(path: Path) -> str | None:
         return None
     except OSError as exc:
         raise StoreError(f"log database {path}: cannot be read: {exc}") from exc
-    return header_problem(head, size)
+    try:
+        wal = path.with_name(path.name + "-wal").stat().st_size
+    except OSError:
+        wal = 0
+    return header_problem(head, size, wal_frames=wal > _WAL_HEADER_BYTES)
 
 
 def store_problems(path: Path, *, full: bool = True) -> list[str]:

@@ -87,6 +87,8 @@ _NAME = "mqtt"
 SEQUENCE_GAP = "source sequence gap"
 """The reason of a gap record that declares a node's ``seq`` numbers lost."""
 _HANDSHAKE_S = 10.0
+_SUBSCRIBE_TIMEOUT_S = 120.0
+"""How long the SUBACK may take: it comes after a resumed session's whole backlog."""
 
 
 def broker_where(config: MqttConfig) -> str:
@@ -408,13 +410,8 @@ class MqttSource:
         try:
             await check_tls(self.config, context)
             async with client:
-                await self._subscribe(client, sink)
-                logger.info("mqtt: connected to %s as %s", where, self.client_id)
                 self._reopen(self._clock())
-                self.connected = True
-                self.connections += 1
-                self._backoff.reset()
-                await self._pump(client, sink)
+                await self._pump(client, sink, where)
         except (aiomqtt.MqttError, OSError) as exc:
             discard_client(client)
             raise SensorError(self.name, f"{where}: {explain_mqtt_error(exc)}") from exc
@@ -426,11 +423,22 @@ class MqttSource:
         finally:
             self.connected = False
 
+    async def _subscribed(self, client: aiomqtt.Client, sink: Sink, where: str) -> None:
+        """Subscribe (again) beside the pump: a resumed session's backlog is delivered
+        ahead of the SUBACK, and waiting for it before taking messages made a large
+        backlog time the subscription out, so the session ended unacknowledged and
+        the next one met the same backlog (found by tests/faults/test_sigkill.py)."""
+        await self._subscribe(client, sink)
+        logger.info("mqtt: connected to %s as %s", where, self.client_id)
+        self.connected = True
+        self.connections += 1
+        self._backoff.reset()
+
     async def _subscribe(self, client: aiomqtt.Client, sink: Sink) -> None:
         filters = self.router.subscriptions()
         if not filters:
             return
-        granted = await client.subscribe([(f, 1) for f in filters])
+        granted = await client.subscribe([(f, 1) for f in filters], timeout=_SUBSCRIBE_TIMEOUT_S)
         codes = [code if isinstance(code, int) else int(code.value) for code in granted]
         for topic, qos in zip(filters, codes, strict=False):
             if qos not in (0, 1, 2):
@@ -440,12 +448,13 @@ class MqttSource:
                     f"broker refused the subscription to {topic!r} (code {qos})",
                 )
 
-    async def _pump(self, client: aiomqtt.Client, sink: Sink) -> None:
-        """Route and decode in order, commit concurrently, acknowledge in order."""
+    async def _pump(self, client: aiomqtt.Client, sink: Sink, where: str) -> None:
+        """Subscribe; route and decode in order, commit concurrently, acknowledge in order."""
         inflight: asyncio.Queue[tuple[aiomqtt.Message, list[asyncio.Task[Any]]]] = asyncio.Queue(
             self.config.max_inflight
         )
         async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._subscribed(client, sink, where), name="mqtt.subscribe")
             tg.create_task(self._acknowledge(client, inflight), name="mqtt.acknowledge")
             for gap in list(self._unsent):  # left by a session that ended before their commit
                 tg.create_task(self._submit_gap(sink, gap), name="mqtt.commit")
