@@ -425,11 +425,14 @@ class Follower:
 
     def _qc_fail(self, sensor: str, i: int, rec: Any, now: float, res: StepResult) -> None:
         spec = self.spec
-        window = self._qc_fails.setdefault(sensor, deque())
+        # The last qc_burst_count failures' times: a burst when they span the window or less.
+        window = self._qc_fails.get(sensor)
+        if window is None:
+            window = self._qc_fails[sensor] = deque(maxlen=spec.qc_burst_count)
         window.append(rec.seconds)
-        while window and window[0] < rec.seconds - spec.qc_burst_window_s:
-            window.popleft()
-        if len(window) >= spec.qc_burst_count:
+        if len(window) == spec.qc_burst_count and (
+            rec.seconds - window[0] <= spec.qc_burst_window_s
+        ):
             # One alert per window: the key names the window's start on the box's clock.
             bucket = int(rec.seconds // spec.qc_burst_window_s)
             res.alerts.append(

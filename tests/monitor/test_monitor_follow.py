@@ -283,3 +283,16 @@ def test_the_package_imports_without_the_network_stacks() -> None:
     code = "import sys, riverseal_monitor; print(sorted({'httpx', 'aiomqtt'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+async def test_qc_failures_spread_wider_than_the_window_are_no_burst(tmp_path: Path) -> None:
+    box = Box(tmp_path / "box")
+    box.boot(0, {"a": 100})
+    for s in (10, 50, 90, 130):  # any three span 80 s > 60 s
+        box.reading(s, "a", 14.5, flag=4)
+    f = Follower(spec_for(box, qc_burst_count=3, qc_burst_window_s=60), None, now=0.0)
+    res = await f.step(box.publish(), DirFetcher(box.root), now=0.0)
+    assert res.advanced and res.alerts == []
+    box.reading(131, "a", 14.5, flag=4)  # the last three, 90 to 131, span 41 s
+    res = await f.step(box.publish(), DirFetcher(box.root), now=1.0)
+    assert [(a.kind, a.entry) for a in res.alerts] == [("qc-burst", 5)]
