@@ -20,6 +20,9 @@ Figures, over the steady state (the second half of the fleet's run):
   the run plus ``--checkpoint-every`` + 10 s count as ``unverified``;
 - boxes each instance verified, and boxes verified by two (should be none: a
   lease gives each box one follower);
+- checkpoint lag p50/p99: from the box signing a checkpoint (its store's time)
+  to the monitor verifying it: the uplink, the announcement and the monitor,
+  without the wait for the next checkpoint;
 - CPU (% of one core, all instances together) and RSS (the largest instance),
   sampled from /proc once a second.
 
@@ -99,6 +102,31 @@ def monitor_toml(
     return path
 
 
+def _sample(
+    mons: list[subprocess.Popen[bytes]], fleet: subprocess.Popen[str], every: float
+) -> list[tuple[float, float, int]]:
+    """Sample the monitors until the fleet ended and ``every`` + 10 s passed; stop them."""
+    samples: list[tuple[float, float, int]] = []  # (wall time, CPU s of all, largest RSS)
+    grace_until = None
+    while True:
+        got = [sample(m.pid) for m in mons]
+        if all(g is not None for g in got):
+            samples.append((time.time(), sum(g[0] for g in got if g), max(g[1] for g in got if g)))
+        if fleet.poll() is not None and grace_until is None:
+            grace_until = time.monotonic() + every + 10
+        if grace_until is not None and time.monotonic() > grace_until:
+            break
+        time.sleep(1.0)
+    for m in mons:
+        m.send_signal(signal.SIGTERM)
+    for m in mons:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            m.wait(timeout=20)
+        if m.poll() is None:
+            m.kill()
+    return samples
+
+
 def run(
     work: Path,
     kind: str,
@@ -161,27 +189,17 @@ def run(
             if line.startswith("fleet:"):
                 running.append(time.time())
 
-    reader = threading.Thread(target=read, name="bench-monitor-fleet")
+    reader = threading.Thread(target=read, name="bench-monitor-fleet", daemon=True)
     reader.start()
-    samples: list[tuple[float, float, int]] = []  # (wall time, CPU s of all, largest RSS)
-    grace_until = None
-    while True:
-        got = [sample(m.pid) for m in mons]
-        if all(g is not None for g in got):
-            samples.append((time.time(), sum(g[0] for g in got if g), max(g[1] for g in got if g)))
-        if fleet.poll() is not None and grace_until is None:
-            grace_until = time.monotonic() + every + 10
-        if grace_until is not None and time.monotonic() > grace_until:
-            break
-        time.sleep(1.0)
+    try:
+        samples = _sample(mons, fleet, every)
+    finally:
+        procs: list[subprocess.Popen[Any]] = [fleet, *mons]
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
     reader.join()
-    for m in mons:
-        m.send_signal(signal.SIGTERM)
-    for m in mons:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            m.wait(timeout=20)
-        if m.poll() is None:
-            m.kill()
     if not running:
         raise RuntimeError(f"the fleet did not start ({fleet.returncode})")
     start = running[0]
@@ -212,6 +230,15 @@ def run(
             unverified += 1
         else:
             lags.append(ev[j][1] - time_s)
+    # From the box signing a checkpoint to the monitor verifying it: the uplink, the
+    # announcement and the monitor, without the wait for the checkpoint interval.
+    signed = _signed(work / "fleet", specs)
+    cp_lags = [
+        at - signed[(origin, size)]
+        for origin, ev in events.items()
+        for size, at in ev
+        if (origin, size) in signed and steady[0] <= signed[(origin, size)] <= steady[1]
+    ]
     window = [s for s in samples if steady[0] <= s[0] <= steady[1]]
     cpu = (window[-1][1] - window[0][1]) / max(window[-1][0] - window[0][0], 1e-9)
     return {
@@ -222,6 +249,8 @@ def run(
         "verified_entries_per_s": round(verified_in_window / (steady[1] - steady[0]), 1),
         "lag_p50_s": round(percentile(lags, 50), 2),
         "lag_p99_s": round(percentile(lags, 99), 2),
+        "checkpoint_lag_p50_s": round(percentile(cp_lags, 50), 2),
+        "checkpoint_lag_p99_s": round(percentile(cp_lags, 99), 2),
         "readings_in_window": len(lags) + unverified,
         "boxes_per_instance": per_instance,
         "boxes_verified_by_two": sum(len(v) > 1 for v in followers.values()),
@@ -230,6 +259,19 @@ def run(
         "rss_max_mib": round(max(s[2] for s in window) / 2**20, 1),
         "fleet_startup_s": round(start - (time.time() - (time.monotonic() - t0)), 1),
     }
+
+
+def _signed(data: Path, specs: list[tuple[str, Path, str]]) -> dict[tuple[str, int], float]:
+    """(origin, size) → when the box signed that checkpoint (its store's time_ns)."""
+    import sqlite3
+
+    out = {}
+    for origin, _, url in specs:
+        store = data / url.rsplit("/", 1)[1] / "log.sqlite"
+        with contextlib.closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as db:
+            for size, ns in db.execute("SELECT size, time_ns FROM checkpoints"):
+                out[(origin, int(size))] = ns / 1e9
+    return out
 
 
 def _readings(state: str) -> list[tuple[str, int, float]]:
@@ -255,6 +297,8 @@ def main() -> None:
         help="STATE:INSTANCES for each run (sqlite:1, postgres:K)",
     )
     args = ap.parse_args()
+    # SIGTERM unwinds like Ctrl-C: the runs' processes, nginx, Mosquitto and PostgreSQL stop.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     print(
         f"riverseal-monitor following sensor-sim fleet: 1 reading/box/s, commit every 1 s, "
         f"checkpoint every {args.checkpoint_every:g} s, {args.seconds:g} s per run "
@@ -262,7 +306,8 @@ def main() -> None:
     )
     print(
         f"{'boxes':>6} {'state':>9} {'inst':>4} {'entries/s':>10} {'lag p50':>8} "
-        f"{'lag p99':>8} {'unverif.':>8} {'CPU %':>7} {'RSS max':>9} {'boxes/inst':>12}"
+        f"{'lag p99':>8} {'cp p50':>7} {'cp p99':>7} {'unverif.':>8} {'CPU %':>7} "
+        f"{'RSS max':>9} {'boxes/inst':>12}"
     )
     with tempfile.TemporaryDirectory(prefix="bench-monitor-") as tmp:
         work = Path(tmp)
@@ -294,7 +339,9 @@ def main() -> None:
                         print(
                             f"{n:>6} {kind:>9} {r['instances']:>4} "
                             f"{r['verified_entries_per_s']:>10} {r['lag_p50_s']:>6} s "
-                            f"{r['lag_p99_s']:>6} s {r['unverified']:>8} {r['cpu_pct']:>7} "
+                            f"{r['lag_p99_s']:>6} s {r['checkpoint_lag_p50_s']:>5} s "
+                            f"{r['checkpoint_lag_p99_s']:>5} s {r['unverified']:>8} "
+                            f"{r['cpu_pct']:>7} "
                             f"{r['rss_max_mib']:>6} Mi "
                             f"{'/'.join(map(str, r['boxes_per_instance'])):>12}",
                             flush=True,

@@ -78,6 +78,7 @@ CREATE TABLE IF NOT EXISTS readings (
     time_s      DOUBLE PRECISION NOT NULL,
     qc          TEXT NOT NULL,
     vals        TEXT NOT NULL,
+    verified_s  DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (origin, idx)
 );
 CREATE INDEX IF NOT EXISTS readings_series ON readings (origin, sensor, time_s);
@@ -189,6 +190,7 @@ class PostgresState:
                 r.time_s,
                 "".join("-" if f is None else str(f) for *_, f in r.values),
                 json.dumps([[q, u, x, f] for q, u, x, f in r.values]),
+                now,
             )
             for r in readings
         ]
@@ -197,8 +199,8 @@ class PostgresState:
                 async with self.db.transaction(), self.db.cursor() as cur:
                     if rows:
                         await cur.executemany(
-                            "INSERT INTO readings (origin, idx, sensor, time, time_s, qc, vals) "
-                            "VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                            "INSERT INTO readings (origin, idx, sensor, time, time_s, qc, vals, "
+                            "verified_s) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
                             "ON CONFLICT (origin, idx) DO NOTHING",
                             rows,
                         )
