@@ -2,6 +2,7 @@
 
   .venv/bin/python benchmarks/bench_field_rates.py [--rates 1,10,100,1000]
         [--seconds 20] [--flood 20000] [--nodes 20] [--broker-inflight 1000]
+        [--commit-window S]
 
 For each paced rate (and a flood), a fresh station (``gateway init``, one
 templated MQTT sensor ``n{id}`` on ``bench/{id}``, ``--nodes`` nodes, the
@@ -165,14 +166,15 @@ HEADER = (
 )
 
 
-def write_station(d: Path, port: int, name: str) -> Path:
+def write_station(d: Path, port: int, name: str, window: float | None) -> Path:
     subprocess.run(
         [sys.executable, "-m", "gateway", "init", str(d)], check=True, capture_output=True
     )
     cfg = d / "gateway.toml"
     cfg.write_text(
         '[device]\nkey_file = "device.key"\ndata_dir = "data"\n'
-        f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\nclient_id = "bench-gw-{name}"\n'
+        + ("" if window is None else f"[log]\ncommit_window_s = {window}\n")
+        + f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\nclient_id = "bench-gw-{name}"\n'
         '[[sensor]]\nid = "n{id}"\ndriver = "mqtt"\ntopic = "bench/{id}"\ninterval_s = 3600\n'
     )
     return cfg
@@ -193,7 +195,7 @@ async def run_rate(
 ) -> Result:
     d = base / name
     d.mkdir()
-    cfg = write_station(d, port, name)
+    cfg = write_station(d, port, name, args.commit_window)
     data_dir = d / "data"
     cpus = sorted(os.sched_getaffinity(0))
     pin_gw = [TASKSET, "-c", str(cpus[0])] if TASKSET else []
@@ -278,6 +280,9 @@ async def main() -> None:
     ap.add_argument("--flood", type=int, default=20_000, help="readings in the flood (0: none)")
     ap.add_argument("--nodes", type=int, default=20, help="MQTT nodes (sensors) publishing")
     ap.add_argument("--broker-inflight", type=int, default=1000)
+    ap.add_argument(
+        "--commit-window", type=float, help="[log] commit_window_s (default: the gateway's)"
+    )
     ap.add_argument("--poll-ms", type=float, default=2.0)
     ap.add_argument("--timeout", type=float, default=60.0, help="grace after the last publish")
     args = ap.parse_args()
