@@ -281,6 +281,9 @@ class _Completeness:
         self.subset = subset
         self.failed: set[int] = set()
         self.base: int | None = None
+        """The index bit 0 of ``seen`` stands for (``compact`` moves it up)."""
+        self.first_index: int | None = None
+        """The first index fed: the bundle's (or the follower's) start."""
         self.seen = bytearray()
         self.highest: int | None = None
         self.holes: list[tuple[int, int]] = []  # (first, last) missing so far, ascending
@@ -319,6 +322,14 @@ class _Completeness:
         if self.largest is None or size > self.largest:
             self.largest = size
 
+    def compact(self) -> None:
+        """Forget which indexes below the highest were seen, when none is missing: a
+        follower fed a growing log in order keeps a few bytes, not a bit per entry."""
+        if self.highest is None or self.holes:
+            return
+        self.base = self.highest
+        self.seen = bytearray(b"\x01")
+
     def allowances(self) -> dict[str, float]:
         """f) Each declared sensor's allowance in seconds, as its boot or config event says."""
         out = {}
@@ -338,7 +349,7 @@ class _Completeness:
     def _mark(self, i: int) -> bool:
         """Record index ``i`` as seen; False if it already was (or is out of reach)."""
         if self.base is None:
-            self.base = i
+            self.base = self.first_index = i
         off = i - self.base
         if not 0 <= off < _MAX_INDEX_SPAN:
             self.fail(f"index {i} is too far from the bundle's first index {self.base}", i)
@@ -606,7 +617,7 @@ class _Completeness:
             if floor is not None and up >= floor:
                 keep.append([floor, *hole[1:]])
                 up = floor - 1
-            if excuse is None and st.first_run and (self.base or 0) > 0:
+            if excuse is None and st.first_run and (self.first_index or 0) > 0:
                 # The bundle starts part-way through the log: numbers just above the
                 # first one it holds may have been logged before its first entry.
                 early = min(up, st.start + SRC_WINDOW - 1)

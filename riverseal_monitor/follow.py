@@ -318,6 +318,7 @@ class Follower:
         self.completeness.extend_to(cp.size)
         for i, rec in records:
             self._take(i, rec, now, res)
+        self.completeness.compact()  # entries come in order: no bit per entry kept
         res.alerts.extend(self._sink.out)
         self._sink.out = []
         res.entries = len(leaves)

@@ -137,6 +137,7 @@ async def test_steps_verify_readings_and_raise_completeness_qc_and_silence(tmp_p
         ("window_s", 60.0),
     )
     assert "sensor a: silent from" in res.alerts[1].message and res.alerts[1].entry == 24
+    assert len(f.completeness.seen) == 1  # compacted after each step: no bit per entry
 
     # b's last reading is at 10 s, a's at 120 s: b is silent beyond its allowance of 15 s.
     alerts, _ = f.tick(now=102.0)
