@@ -15,6 +15,7 @@ new one is added to this drawing::
     ├── DataDirInUse                 another gateway holds the data directory's lock (lock.py)
     ├── RotationError                a key rotation cannot start or be finished (rotate.py)
     ├── ExportEmpty                  no entries in the requested window (export.py)
+    ├── ExportPruned                 the entries asked for were pruned by retention (export.py)
     ├── NoSuchEntry                  the entry asked for is not in the log (evidence.py)
     ├── PublishError                 the publish target could not take or give a file (publish.py)
     ├── PublishRefused               the target holds a log this one does not extend (publish.py)

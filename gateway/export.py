@@ -46,14 +46,17 @@ from ledger_client.tiles import TILE_HEIGHT, TILE_WIDTH
 
 from .errors import GatewayError
 from .log import Log
+from .retention import pruned_below
 from .store import CheckpointRow
 
 __all__ = [
     "ExportEmpty",
+    "ExportPruned",
     "V1Summary",
     "device_keys",
     "export_bundle",
     "export_bundle_v1",
+    "retained_span",
     "write_bundle_v1",
     "written_whole",
 ]
@@ -71,6 +74,36 @@ class ExportEmpty(GatewayError):
     """No entries in the requested time window."""
 
     hint = "widen --since/--until, or check that the gateway is logging (gateway status)"
+
+
+class ExportPruned(GatewayError):
+    """The requested entries' record bodies were pruned by retention."""
+
+    hint = (
+        "export from the first retained entry on (--since its time), or take the older "
+        "entries from the published mirror and the bundles exported before "
+        "(docs/operations.md, Retention)"
+    )
+
+
+async def retained_span(log: Log, span: tuple[int, int], since_ns: int | None) -> tuple[int, int]:
+    """``span`` (first, last index) within the retained part of the log.
+
+    Without ``since`` the start is the first entry retention kept; an explicit
+    request reaching below it is refused (ExportPruned), naming that entry.
+    """
+    kept = await pruned_below(log.store)
+    first, last = span
+    if first >= kept:
+        return span
+    if since_ns is None and last >= kept:
+        return kept, last
+    rec = await log.store.record(kept)
+    when = f", received {rec['time']}" if rec is not None else ""
+    raise ExportPruned(
+        f"entries {first}–{last} were asked for, but retention pruned the record bodies "
+        f"of entries 0–{kept - 1}: the first retained entry is {kept}{when}"
+    )
 
 
 @dataclass(frozen=True)
@@ -115,7 +148,7 @@ async def _select(
     span = await store.index_range(since_ns, until_ns)
     if span is None:
         raise ExportEmpty("no entries in the requested time window")
-    first, last = span
+    first, last = await retained_span(log, span, since_ns)
     all_cps = await store.checkpoints()
     sizes = [c.size for c in all_cps]
     # The checkpoints that cover the range, plus the one just before it.

@@ -48,8 +48,9 @@ from ledger_client.tiles import (
     left_context,
 )
 
-from .export import _VERSION, ExportEmpty, device_keys, written_whole
+from .export import _VERSION, ExportEmpty, device_keys, retained_span, written_whole
 from .log import Log
+from .retention import pruned_below
 
 __all__ = ["BundleSummary", "Window", "export_bundle_v2", "plan_window", "write_bundle_v2"]
 
@@ -85,15 +86,19 @@ A checkpoint a minute would otherwise make a year's manifest hundreds of megabyt
 and an hour is as fine as a "recorded no later than" needs to be."""
 
 
-def plan_window(first: int, last: int, sizes: Sequence[int], *, whole: bool) -> Window:
+def plan_window(
+    first: int, last: int, sizes: Sequence[int], *, whole: bool, retained: int = 0
+) -> Window:
     """The window for entries ``first``–``last`` given the ascending checkpoint ``sizes``.
 
-    ExportEmpty if no checkpoint covers ``last`` yet.
+    ``retained``: entries below it were pruned, so the window starts at or above it
+    and a checkpoint before it cannot be recomputed (it is left out). ExportEmpty if
+    no checkpoint covers ``last`` yet.
     """
     if not 0 <= first <= last:
         raise ValueError(f"entries {first}–{last} are not a range")
     at = bisect.bisect_right(sizes, first)
-    previous = sizes[at - 1] if at else None
+    previous = sizes[at - 1] if at and sizes[at - 1] >= retained else None
     start = 0 if whole else TILE_WIDTH * (min(first, previous or first) // TILE_WIDTH)
     at = bisect.bisect_left(sizes, last + 1)
     if at == len(sizes):
@@ -143,10 +148,15 @@ async def write_bundle_v2(
     span = await store.index_range(since_ns, until_ns)
     if span is None:
         raise ExportEmpty("no entries in the requested time window")
-    whole = since_ns is None and until_ns is None and chosen is None
+    span = await retained_span(log, span, since_ns)
+    kept = await pruned_below(store)
+    # After pruning, "the whole log" is a range from the first retained entry.
+    whole = since_ns is None and until_ns is None and chosen is None and not kept
     below, _ = await store.checkpoint_sizes_around(span[0])
     _, above = await store.checkpoint_sizes_around(span[1] + 1)
-    window = plan_window(*span, [s for s in (below, above) if s is not None], whole=whole)
+    window = plan_window(
+        *span, [s for s in (below, above) if s is not None], whole=whole, retained=kept
+    )
     cps, anchor_rows = await store.anchored_checkpoints(
         window.lowest_checkpoint,
         window.size,

@@ -9,12 +9,19 @@ inclusion proof of entries on both sides of the line are what they were before.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from pathlib import Path
 
 import pytest
 
+from gateway.anchoring.anchorer import Anchorer
+from gateway.anchoring.local import LocalJournal
 from gateway.errors import StoreError
+from gateway.evidence import build_evidence
+from gateway.export import ExportPruned, export_bundle_v1
+from gateway.export_v2 import export_bundle_v2
 from gateway.keys import create_device_key
 from gateway.log import Log
 from gateway.pipeline import Reading, Value
@@ -22,6 +29,7 @@ from gateway.retention import (
     EXPORTED_META,
     PRUNED_META,
     Decision,
+    Retention,
     plan,
     prunable_below,
     prune,
@@ -29,6 +37,7 @@ from gateway.retention import (
 )
 from gateway.store import AnchorRow, Store
 from ledger_client import merkle
+from ledger_client.cli import main as ledger_verify
 
 DAY_NS = 86_400 * 10**9
 
@@ -129,3 +138,92 @@ async def test_pruning_keeps_every_root_tile_and_proof(tmp_path: Path) -> None:
         # The sensor's newest records and a restart's reading of the log still work.
         assert await store.covered_until("ph-1") is not None
         assert await store.last_seqs() == {"ph-1": 999}
+
+
+async def test_daemon_task_prunes_and_exports_start_at_the_first_retained_entry(
+    tmp_path: Path,
+) -> None:
+    """The daemon's task (its own connection, an injected clock) prunes while entries are
+    committed on the main connection; then exports of the retained part verify, a request
+    for a pruned range is refused naming entry 512, and evidence of a retained entry
+    verifies while a pruned one's is refused."""
+    key = create_device_key(tmp_path / "device.key")
+    (tmp_path / "trust.txt").write_text(f"key {key.vkey}\n")
+    trust = str(tmp_path / "trust.txt")
+    db = tmp_path / "log.sqlite"
+    now = time.time_ns()
+    async with Store(db) as store:
+        log_ = Log(store, key)
+        await log_.open()
+
+        def readings(first: int, n: int, at: int) -> list[Reading]:
+            return [
+                Reading("ph-1", (Value("ph", 7.0, "pH"),), at + i * 10**6, raw=f"r{first + i}")
+                for i in range(n)
+            ]
+
+        old = now - 40 * DAY_NS
+        await log_.append(readings(0, 300, old), checkpoint=True)
+        await log_.append(readings(300, 300, old + 300 * 10**6), checkpoint=True)
+        await log_.append(readings(600, 400, now - DAY_NS), checkpoint=True)
+        journal = LocalJournal(tmp_path / "anchors.sqlite")
+        try:
+            await Anchorer(store, [journal]).step()  # final at once in the local journal
+        finally:
+            await journal.aclose()
+        assert (await store.anchor_marks("local"))[0] == 1000
+        whole = await export_bundle_v2(log_, tmp_path / "whole.tar")
+        await record_copy(store, EXPORTED_META, whole.window.size)
+        assert whole.window.start == 0
+
+        retention = Retention(db, ["local"], 30, clock=lambda: now, pause_s=0.0)
+        task = asyncio.create_task(retention.run(), name="test.retention")
+        try:
+            # Ingest goes on during the pass, on the other connection.
+            for first in range(1000, 1100, 10):
+                await log_.append(readings(first, 10, now), checkpoint=False)
+            async with asyncio.timeout(20):
+                while retention.passes < 1:
+                    await asyncio.sleep(0.01)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        status = retention.to_json()
+        assert status["retained_from"] == 512, status
+        assert (status["prunable_below"], status["limit"]) == (512, "age")
+        assert status["last_pruned"] == 512 and status["last_error"] is None
+        assert status["next_run"] is not None and status["longest_step_ms"] > 0
+        assert await store.get_meta(PRUNED_META) == "512"
+        assert await store.record(511) is None and await store.record(512) is not None
+        assert await store.size() == 1100
+
+        # A default export starts at the first retained entry; it verifies.
+        v2 = await export_bundle_v2(log_, tmp_path / "retained.tar")
+        assert (v2.window.start, v2.window.first) == (512, 512)
+        assert v2.window.previous is None  # checkpoint 300 is below the line
+        assert v2.entries == v2.window.size - 512
+        assert ledger_verify([str(tmp_path / "retained.tar"), "--trust", trust, "--jobs", "1"]) == 3
+        v1 = await export_bundle_v1(log_, tmp_path / "retained.json")
+        assert (v1.first, v1.entries) == (512, v1.last - 511)
+        assert ledger_verify([str(tmp_path / "retained.json"), "--trust", trust]) == 3
+        # The whole-log bundle exported before pruning still verifies, and agrees.
+        assert ledger_verify([str(tmp_path / "whole.tar"), "--trust", trust, "--jobs", "1"]) == 3
+
+        # An explicit request reaching below the line is refused, naming entry 512.
+        for since in (old, old + 100 * 10**6):
+            with pytest.raises(ExportPruned, match="the first retained entry is 512, received"):
+                await export_bundle_v2(log_, tmp_path / "no.tar", since_ns=since)
+            with pytest.raises(ExportPruned, match="the first retained entry is 512"):
+                await export_bundle_v1(log_, tmp_path / "no.json", since_ns=since)
+        assert not (tmp_path / "no.tar").exists()
+        ranged = await export_bundle_v2(log_, tmp_path / "range.tar", since_ns=old + 550 * 10**6)
+        assert ranged.window.first == 550 and ranged.window.previous is None
+        assert ledger_verify([str(tmp_path / "range.tar"), "--trust", trust, "--jobs", "1"]) == 3
+
+        # Evidence: a retained entry's verifies; a pruned one's cannot be made.
+        proof = tmp_path / "entry-700.tlog-proof"
+        proof.write_bytes((await build_evidence(log_, 700)).dumps())
+        assert ledger_verify([str(proof), "--trust", trust]) == 3
+        with pytest.raises(StoreError, match="entry 100 was pruned by retention"):
+            await build_evidence(log_, 100)
