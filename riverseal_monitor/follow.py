@@ -367,7 +367,7 @@ class Follower:
                     Alert(
                         origin,
                         "forged",
-                        f"missing:{missing}",
+                        "missing",  # one at a time: cleared by the next verified checkpoint
                         now,
                         f"{missing} of checkpoint {cp.size} is not published",
                         size=cp.size,
@@ -460,7 +460,7 @@ class Follower:
         self.last_checkpoint_s = now
         res.advanced = True
         res.verified = self.verified
-        res.cleared.append("box-silent")
+        res.cleared += ["box-silent", "missing"]
 
     # --- what time alone reveals -------------------------------------------------------
 

@@ -297,3 +297,17 @@ async def test_qc_failures_spread_wider_than_the_window_are_no_burst(tmp_path: P
     box.reading(131, "a", 14.5, flag=4)  # the last three, 90 to 131, span 41 s
     res = await f.step(box.publish(), DirFetcher(box.root), now=1.0)
     assert [(a.kind, a.entry) for a in res.alerts] == [("qc-burst", 5)]
+
+
+async def test_a_missing_file_is_alerted_until_the_box_is_verified_again(tmp_path: Path) -> None:
+    box = Box(tmp_path / "box")
+    box.boot(0, {"a": 15})
+    box.reading(1, "a", 7.0)
+    note = box.publish()
+    (box.root / "tile/0/000.p/2").unlink()
+    f = Follower(spec_for(box), None, now=0.0)
+    res = await f.step(note, DirFetcher(box.root), now=0.0)
+    assert [(a.kind, a.key) for a in res.alerts] == [("forged", "missing")] and f.size == 0
+    assert dict(res.alerts[0].detail)["path"] == "tile/0/000.p/2"
+    res = await f.step(box.publish(), DirFetcher(box.root), now=1.0)
+    assert res.advanced and "missing" in res.cleared and f.size == 2
