@@ -2,7 +2,7 @@
 and start again on the same port.
 
 Persistence on (sessions, subscriptions and queued QoS 1 messages are saved to disk when
-it stops and every second, and loaded when it starts), no cap on the messages queued
+it stops and every 10 s, and loaded when it starts), no cap on the messages queued
 for a disconnected persistent session, and room for the gateway's acknowledgements in
 flight.
 """
@@ -39,7 +39,7 @@ class PersistentBroker:
         conf.write_text(
             f"listener {self.port} {self.host}\nallow_anonymous true\n"
             f"persistence true\npersistence_location {self.workdir}/\n"
-            "autosave_interval 1\n"
+            "autosave_interval 10\n"
             "max_queued_messages 0\nmax_inflight_messages 1000\n"
             # Run as root, Mosquitto would switch to user "mosquitto", who cannot write here.
             f"user {getpass.getuser()}\nlog_dest stderr\n"
