@@ -186,7 +186,7 @@ def _box(box: Any, n: int, defaults: dict[str, Any], base: Path) -> BoxSpec:
     )
 
 
-def _broker(table: Any) -> BrokerConfig:
+def _broker(table: Any, base: Path) -> BrokerConfig:
     where = "broker"
     if not isinstance(table, dict):
         raise MonitorConfigError(f"{where}: expected a table")
@@ -195,6 +195,9 @@ def _broker(table: Any) -> BrokerConfig:
     if host is None:
         raise MonitorConfigError(f"{where}.host is required")
     tls_ca = _str(table, "tls_ca", where)
+    ca = None if tls_ca is None else base / tls_ca
+    if ca is not None and not ca.is_file():
+        raise MonitorConfigError(f"{where}.tls_ca: {ca} is not a file")
     group = _str(table, "group", where) or "riverseal-monitor"
     if any(c in group for c in "/+#"):
         raise MonitorConfigError(f"{where}.group: no '/', '+' or '#'")
@@ -206,7 +209,7 @@ def _broker(table: Any) -> BrokerConfig:
         client_id=_str(table, "client_id", where) or "",
         username=_str(table, "username", where),
         password=_str(table, "password", where),
-        tls_ca=None if tls_ca is None else Path(tls_ca),
+        tls_ca=ca,
         keepalive=_int(table, "keepalive", where, 30, 5),
         retry_max_seconds=_number(table, "retry_max_seconds", where, 30.0, 0.1),
     )
@@ -257,7 +260,7 @@ def load_config(path: Path) -> MonitorConfig:
         instance=_str(mon, "instance", "monitor") or "",
         lease_s=_number(mon, "lease_s", "monitor", 15.0, 1.0),
         listen=listen,
-        broker=None if "broker" not in doc else _broker(doc["broker"]),
+        broker=None if "broker" not in doc else _broker(doc["broker"], base),
         webhook=webhook,
         webhook_retries=_int(mon, "webhook_retries", "monitor", 5, 1),
         webhook_timeout_s=_number(mon, "webhook_timeout_s", "monitor", 10.0, 0.1),

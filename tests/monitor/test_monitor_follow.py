@@ -221,6 +221,7 @@ def test_config_names_what_is_wrong(tmp_path: Path) -> None:
         (good + 'url = "http://x"\ncolour = 1\n', "unknown key(s) colour"),
         ('[monitor]\nwebhook = "x"\n' + good + 'url = "http://x"\n', "monitor.webhook"),
         ('[broker]\nhost = "h"\ngroup = "a/b"\n' + good + 'url = "http://x"\n', "broker.group"),
+        ('[broker]\nhost = "h"\ntls_ca = "no-ca.pem"\n' + good + 'url = "http://x"\n', "tls_ca"),
     ):
         cfg.write_text(text)
         with pytest.raises(MonitorConfigError, match=re.escape(message)):
