@@ -5,6 +5,10 @@ log: 1,000 signed readings, the first 600 received 40 days ago, checkpoints at 5
 1,000, the last anchored final in the local journal and exported. With ``retain_days =
 30`` entries 0–511 lose their bodies; every checkpoint's root, every hash tile and an
 inclusion proof of entries on both sides of the line are what they were before.
+
+Then the daemon's retention task (its own connection, an injected clock) prunes while
+entries are committed; exports start at the first retained entry and verify, a pruned
+range is refused; and a published mirror is extended after pruning and verifies.
 """
 
 from __future__ import annotations
@@ -25,9 +29,11 @@ from gateway.export_v2 import export_bundle_v2
 from gateway.keys import create_device_key
 from gateway.log import Log
 from gateway.pipeline import Reading, Value
+from gateway.publish import open_target, publish
 from gateway.retention import (
     EXPORTED_META,
     PRUNED_META,
+    PUBLISHED_META,
     Decision,
     Retention,
     plan,
@@ -227,3 +233,49 @@ async def test_daemon_task_prunes_and_exports_start_at_the_first_retained_entry(
         assert ledger_verify([str(proof), "--trust", trust]) == 3
         with pytest.raises(StoreError, match="entry 100 was pruned by retention"):
             await build_evidence(log_, 100)
+
+
+async def test_publishing_continues_after_pruning(tmp_path: Path) -> None:
+    """A mirror published before pruning is extended after it (its position is above the
+    line) and verifies whole; a new, empty target cannot be given the pruned part. With an
+    uplink (``mirror``) an export alone lets nothing go."""
+    key = create_device_key(tmp_path / "device.key")
+    (tmp_path / "trust.txt").write_text(f"key {key.vkey}\n")
+    now = time.time_ns()
+    async with Store(tmp_path / "log.sqlite") as store:
+        log_ = Log(store, key)
+        await log_.open()
+
+        def readings(first: int, n: int, at: int) -> list[Reading]:
+            return [
+                Reading("ph-1", (Value("ph", 7.0, "pH"),), at + i * 10**6, raw=f"r{first + i}")
+                for i in range(n)
+            ]
+
+        await log_.append(readings(0, 600, now - 40 * DAY_NS), checkpoint=True)
+        await log_.append(readings(600, 400, now - DAY_NS), checkpoint=True)
+        journal = LocalJournal(tmp_path / "anchors.sqlite")
+        try:
+            await Anchorer(store, [journal]).step()
+        finally:
+            await journal.aclose()
+        await record_copy(store, EXPORTED_META, 1000)
+        # An uplink's mirror holds nothing yet: the export alone lets nothing go.
+        assert await plan(store, ["local"], 30, now, mirror=True) == Decision(0, "copies")
+        mirror = tmp_path / "mirror"
+        async with open_target(str(mirror)) as target:
+            assert (await publish(log_, target)).size == 1000
+        assert await store.get_meta(PUBLISHED_META) == "1000"
+        decision = await plan(store, ["local"], 30, now, mirror=True)
+        assert decision == Decision(512, "age")
+        assert await prune(store, decision) == 512
+
+        await log_.append(readings(1000, 300, now), checkpoint=True)
+        async with open_target(str(mirror)) as target:
+            stats = await publish(log_, target)
+        assert (stats.previous, stats.size) == (1000, 1300)
+        trust = str(tmp_path / "trust.txt")
+        assert ledger_verify([str(mirror), "--trust", trust, "--jobs", "1"]) == 3
+        async with open_target(str(tmp_path / "new")) as target:
+            with pytest.raises(StoreError, match="entry 0 was pruned by retention"):
+                await publish(log_, target)
