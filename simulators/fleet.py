@@ -12,8 +12,9 @@ client (a pool of 64 connections) and one broker connection (each box still
 announces on its own retained topic); each store keeps a small page cache and
 commits without an fsync each time (its store is throwaway; a real box's is
 not); a box commits its readings once per ``--commit-every`` seconds (as a
-gateway's commit window does) with a checkpoint every ``--checkpoint-every``. The trust file of each box is written to
-``<--data>/trust/<device id>.txt`` for ``ledger-verify``.
+gateway's commit window does) with a checkpoint every ``--checkpoint-every``.
+The trust file of each box is written to ``<--data>/trust/<device id>.txt``
+for ``ledger-verify``.
 
 Unlike the rest of this package, this module imports the gateway (lazily,
 from ``sensor-sim fleet`` only): the point is to run its real code paths.
@@ -42,8 +43,9 @@ from gateway.drivers.mqtt.config import MqttConfig
 from gateway.keys import DeviceKey, device_id_for
 from gateway.log import Log
 from gateway.pipeline import Reading, Value
+from gateway.publish import Target
 from gateway.store import CheckpointRow, Store
-from gateway.uplink import Announcer, Uplink
+from gateway.uplink import Announcer, Uplink, open_uplink_target
 from ledger_client.note import Signer
 
 __all__ = ["FleetConfig", "FleetReport", "fleet_main", "run_fleet"]
@@ -100,6 +102,25 @@ def box_key(seed: int, index: int) -> DeviceKey:
     return DeviceKey(device, Signer.from_seed(f"riverseal/{device}", raw))
 
 
+class _Gated:
+    """A box's HTTP target, its requests let through a gate the fleet shares: the shared
+    pool then has few requests waiting (httpcore's pool looks at every waiting request
+    whenever a connection frees up, which a thousand boxes' queue makes quadratic)."""
+
+    def __init__(self, target: Target, gate: asyncio.Semaphore) -> None:
+        self.target = target
+        self.name = target.name
+        self._gate = gate
+
+    async def get(self, path: str) -> bytes | None:
+        async with self._gate:
+            return await self.target.get(path)
+
+    async def put(self, path: str, data: bytes, content_type: str) -> None:
+        async with self._gate:
+            await self.target.put(path, data, content_type)
+
+
 class Box:
     """One simulated box: the real log and uplink, a simulated pH probe."""
 
@@ -109,21 +130,21 @@ class Box:
         store: Store,
         config: FleetConfig,
         client: httpx.AsyncClient,
+        gate: asyncio.Semaphore,
         announcer: Announcer | None,
     ) -> None:
         self.key = key
         self.config = config
         self.log = Log(store, key)
         to = f"{config.to.rstrip('/')}/{key.device_id}"
-        announce = None
-        if announcer is not None:
-            announce = announcer.config
-        self.uplink = Uplink(
-            self.log,
-            UplinkConfig(to=to, max_bytes_per_s=config.max_bytes_per_s, announce=announce),
-            client=client if to.startswith(("http://", "https://")) else None,
-            announcer=announcer,
+        announce = announcer.config if announcer is not None else None
+        uplink = UplinkConfig(
+            to=to, max_bytes_per_s=config.max_bytes_per_s, concurrency=1, announce=announce
         )
+        target = None
+        if uplink.is_http:
+            target = _Gated(open_uplink_target(uplink, client=client), gate)
+        self.uplink = Uplink(self.log, uplink, target=target, announcer=announcer)
         self._phase = (int(key.device_id[3:11], 16) % 1000) / 1000 * math.tau
 
     async def sense(self, stop: asyncio.Event) -> None:
@@ -195,6 +216,7 @@ async def run_fleet(
         contextlib.AsyncExitStack() as stack,
     ):
         boxes: list[Box] = []
+        gate = asyncio.Semaphore(config.connections)
         opening = asyncio.Semaphore(32)  # stores are made a few at a time, not one by one
 
         async def open_box(i: int) -> Box:
@@ -207,7 +229,7 @@ async def run_fleet(
                 # A throwaway store: no fsync per commit (WAL's NORMAL), or a thousand
                 # boxes measure the disk's fsync rate instead of the gateway's code.
                 await store.db.execute("PRAGMA synchronous=NORMAL")
-                box = Box(key, store, config, client, announcer)
+                box = Box(key, store, config, client, gate, announcer)
                 await box.log.open()
                 await stack.enter_async_context(box.uplink)
             (trust / f"{key.device_id}.txt").write_text(f"key {key.vkey}\n")
