@@ -317,7 +317,7 @@ def main() -> None:
         try:
             with (
                 running_web_server(work / "nginx") as web,
-                running_postgres(work / "pg") as pg,
+                running_postgres() as pg,
             ):
                 seed = 1000
                 for n in args.boxes:

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from typing import TYPE_CHECKING
 
 from .errors import FetchError, StateError
@@ -72,7 +73,14 @@ class Sharding:
             mon.owned = held & owned
             gained = sorted(held - owned)
             if gained:
-                await asyncio.gather(*(self._adopt(o) for o in gained))
+                done = await asyncio.gather(
+                    *(self._adopt(o) for o in gained), return_exceptions=True
+                )
+                for origin, r in zip(gained, done, strict=True):
+                    if isinstance(r, StateError):  # not followed yet: the next claim retries
+                        logger.warning("%s: taking over: %s", origin, r)
+                    elif isinstance(r, BaseException):
+                        raise r
                 logger.info("following %d box(es) after gaining %d", len(held), len(gained))
             self.claimed.set()
             await asyncio.sleep(self.lease_s / 3)
@@ -81,9 +89,11 @@ class Sharding:
         mon = self.monitor
         box = mon.boxes[origin]
         now = mon.clock()
-        follower = Follower(box.spec, await mon.state.load(origin), now)
+        before = await mon.state.load(origin)
+        follower = Follower(box.spec, before, now)
         # Silence is judged from the readings already verified, by whichever instance.
-        follower.last_reading, follower.box_time = await self.leases.last_readings(origin)
+        seen, newest = await self.leases.last_readings(origin)
+        follower.last_reading, follower.box_time = dict(seen), newest
         box.follower = follower
         box.pending = None
         opened = await mon.state.open_alerts()
@@ -93,9 +103,15 @@ class Sharding:
         try:
             note = await box.fetcher.get("checkpoint")
             if note is not None:
+                box.taken = time.monotonic()
                 await mon._step(box, note.decode("utf-8", "replace"))
         except FetchError as exc:
             logger.info("%s: taking over: %s (its next announcement or poll retries)", origin, exc)
+        except StateError as exc:
+            # Not stored: forget the step in memory too (as _follow does); verified again later.
+            logger.warning("%s: taking over: %s", origin, exc)
+            box.follower = Follower(box.spec, before, now)
+            box.follower.last_reading, box.follower.box_time = dict(seen), newest
         assert mon.owned is not None
         mon.owned.add(origin)
 

@@ -28,6 +28,7 @@ import psycopg
 import pytest
 
 from tests.monitor.fleet_monitor import (
+    MONITOR,
     boxes_of,
     killed_at_end,
     monitor_toml,
@@ -55,9 +56,9 @@ def web_server(tmp_path: Path) -> Iterator[WebServer]:
 
 
 @pytest.fixture
-def postgres(tmp_path: Path) -> Iterator[Postgres]:
+def postgres() -> Iterator[Postgres]:
     try:
-        with running_postgres(tmp_path / "pg") as pg:
+        with running_postgres() as pg:
             yield pg
     except PostgresMissing as exc:
         pytest.fail(str(exc))
@@ -203,3 +204,17 @@ def test_two_instances_split_a_fleet_and_take_over(
     others = query(url, "SELECT origin, key FROM alerts WHERE origin <> %s", victim)
     assert others == [], others
     assert mons[survivor].poll() is None
+
+    # The CLI reads the same database: every box with the survivor, the two alerts.
+    toml = str(dirs[survivor] / "monitor.toml")
+    status = subprocess.run(
+        [*MONITOR, "status", "--json", "--config", toml], capture_output=True, check=True
+    )
+    doc = json.loads(status.stdout)
+    assert {b["origin"]: b["owner"] for b in doc["boxes"]} == dict.fromkeys(origins, survivor)
+    assert {b["origin"]: b["open_alerts"] for b in doc["boxes"]}[victim] == 2
+    listed = subprocess.run(
+        [*MONITOR, "alerts", "--json", "--open", "--config", toml], capture_output=True, check=True
+    )
+    keys = sorted(json.loads(x)["key"] for x in listed.stdout.decode().splitlines())
+    assert keys == ["box-silent", "silent:ph-1"]

@@ -1,12 +1,14 @@
 """A throw-away PostgreSQL cluster (Debian's ``postgresql``, installed by ``scripts/setup --dev``).
 
-``running_postgres(workdir)`` runs ``initdb`` and ``pg_ctl`` from
-/usr/lib/postgresql/<version>/bin (or $PG_BIN) into ``workdir``, listening on a
-free 127.0.0.1 port and on a unix socket in ``workdir``; trust authentication,
-no fsync (the data is thrown away). PostgreSQL refuses to run as root: when we
-are root, the cluster runs as ``nobody`` (through ``runuser``) and ``workdir``
-is handed to it. Yields a ``Postgres`` with ``url`` (``postgresql://…``); the
-cluster is stopped (immediate mode) and its directory removed at the end.
+``running_postgres()`` runs ``initdb`` and ``pg_ctl`` from
+/usr/lib/postgresql/<version>/bin (or $PG_BIN) into a fresh directory under the
+system's temp directory, listening on a free 127.0.0.1 port and on a unix
+socket in that directory; trust authentication, no fsync (the data is thrown
+away). PostgreSQL refuses to run as root: when we are root, the cluster runs as
+``nobody`` (through ``runuser``) and the directory is handed to it (not under
+pytest's tmp_path: pytest keeps its root 0700, which ``nobody`` cannot cross).
+Yields a ``Postgres`` with ``url`` (``postgresql://…``); the cluster is stopped
+(immediate mode) and its directory removed at the end.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -64,29 +67,26 @@ class Postgres:
 
 
 @contextlib.contextmanager
-def running_postgres(workdir: Path) -> Iterator[Postgres]:
-    """A fresh cluster in ``workdir`` (created), stopped and removed on exit."""
+def running_postgres() -> Iterator[Postgres]:
+    """A fresh cluster, stopped and removed on exit."""
     bindir = pg_bin()
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="riverseal-pg-"))
     prefix: list[str] = []
     if os.geteuid() == 0:
         user = pwd.getpwnam("nobody")
-        # nobody must reach the work dir: open the path above it for traversal only.
-        for parent in [workdir, *workdir.parents]:
-            if parent == Path("/"):
-                break
-            parent.chmod(parent.stat().st_mode | 0o111)
         os.chown(workdir, user.pw_uid, user.pw_gid)
         prefix = ["runuser", "-u", "nobody", "--"]
     data = workdir / "data"
     log = workdir / "postgres.log"
     port = _free_port()
-    subprocess.run(
+    made = subprocess.run(
         [*prefix, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-N"],
-        check=True,
         capture_output=True,
         cwd=workdir,
     )
+    if made.returncode != 0:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise RuntimeError(f"initdb failed:\n{made.stderr.decode(errors='replace')[-2000:]}")
     options = f"-F -p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c max_connections=200"
     ctl = [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log)]
     try:
