@@ -282,6 +282,14 @@ def render_metrics(doc: Mapping[str, Any]) -> str:
                 "Checkpoint announcements the broker acknowledged since the daemon started.",
                 ann.get("announced"),
             )
+    kept = doc.get("retention")
+    if kept:
+        w.one(
+            "riverseal_retention_retained_from",
+            "gauge",
+            "The first entry whose record body is kept (retention pruned those below).",
+            kept.get("retained_from") or 0,
+        )
     ingest = doc.get("ingest") or {}
     w.one(
         "riverseal_ingest_committed_total",

@@ -163,6 +163,14 @@ def render_text(doc: Mapping[str, Any]) -> str:
                 f"{ann.get('announced', 0)} announced"
                 + (f", last error {ann['last_error']}" if ann.get("last_error") else "")
             )
+    kept = doc.get("retention")
+    if isinstance(kept, Mapping):
+        out.append(
+            f"retention:   {kept.get('retain_days')} days; records kept from entry "
+            f"{kept.get('retained_from') or 0} (bound by {kept.get('limit')}); "
+            f"next pass {kept.get('next_run')}"
+            + (f", last error {kept['last_error']}" if kept.get("last_error") else "")
+        )
     http = doc.get("http")
     if doc.get("running") and isinstance(http, Mapping) and http.get("listen"):
         if http.get("error"):

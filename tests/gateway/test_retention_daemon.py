@@ -7,9 +7,9 @@ checkpoints final. It is stopped, the log is exported (``exported_size`` rises),
 start pass prunes the record bodies of entries 0–511 (the age line is entry 600, the entry
 bundle below it is whole) while the node's readings keep coming. On the store: nothing at
 or above 512 is touched, the line is never above the newest final anchor nor the exported
-position, and status.json shows it. Then a default export starts at entry 512 and
-``ledger-verify --trust`` says AUTHENTIC (exit 3: local anchors only), and an export of the
-old time range is refused naming entry 512.
+position, and status.json, ``gateway status`` and the metrics show it. Then a default
+export starts at entry 512 and ``ledger-verify --trust`` says AUTHENTIC (exit 3: local
+anchors only), and an export of the old time range is refused naming entry 512.
 """
 
 from __future__ import annotations
@@ -30,8 +30,10 @@ from typing import Any
 
 import aiomqtt
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config import load_config
+from gateway.health.metrics import render_metrics
 from gateway.keys import load_device_key
 from gateway.log import Log
 from gateway.pipeline import Reading, Value
@@ -177,9 +179,21 @@ async def test_a_running_gateway_prunes_only_below_the_line(
             log,
             15,
         )
-        shown = status(data)["retention"]
+        doc = status(data)
+        shown = doc["retention"]
         assert (shown["prunable_below"], shown["limit"]) == (512, "age"), shown
         assert shown["last_error"] is None and shown["longest_step_ms"] > 0
+        text = subprocess.run(
+            [*GATEWAY, "status", "--config", str(cfg_path)], capture_output=True, text=True
+        )
+        assert text.returncode == 0, text.stderr
+        assert "records kept from entry 512 (bound by age)" in text.stdout, text.stdout
+        gauges = {
+            s.name: s.value
+            for family in text_string_to_metric_families(render_metrics(doc))
+            for s in family.samples
+        }
+        assert gauges["riverseal_retention_retained_from"] == 512
         after = dict(rows(db))
         assert [i for i, body in after.items() if not body] == list(range(512))
         # Nothing at or above the line was touched; the bodies below it were there before.
