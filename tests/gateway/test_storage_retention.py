@@ -223,6 +223,9 @@ async def test_daemon_task_prunes_and_exports_start_at_the_first_retained_entry(
             with pytest.raises(ExportPruned, match="the first retained entry is 512"):
                 await export_bundle_v1(log_, tmp_path / "no.json", since_ns=since)
         assert not (tmp_path / "no.tar").exists()
+        chosen = await export_bundle_v2(log_, tmp_path / "ph-1.tar", sensors=["ph-1"])
+        assert (chosen.window.start, chosen.window.first) == (512, 512)
+        assert ledger_verify([str(tmp_path / "ph-1.tar"), "--trust", trust, "--jobs", "1"]) == 3
         ranged = await export_bundle_v2(log_, tmp_path / "range.tar", since_ns=old + 550 * 10**6)
         assert ranged.window.first == 550 and ranged.window.previous is None
         assert ledger_verify([str(tmp_path / "range.tar"), "--trust", trust, "--jobs", "1"]) == 3
