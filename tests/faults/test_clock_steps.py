@@ -19,15 +19,25 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import pytest
 
-from gateway.clock import GatewayClock
+from gateway.clock import ClockStep, GatewayClock, StepWatch
 from gateway.config import MqttSensorConfig, load_config
 from gateway.daemon import Gateway
 from gateway.drivers.mqtt.source import MqttSource
+from gateway.silence import SilenceTracker, expectation
 from ledger_client.records import parse_time
 from tests.faults.publishers import payload
 from tests.faults.verifying import export_and_verify
 from tests.gateway.daemon_procs import GATEWAY, records
+from tests.ledger_client.test_completeness_time import (
+    DECLARED,
+    Box,
+    at,
+    failures,
+    notes,
+    steady,
+)
 
 HOUR_NS = 3600 * 1_000_000_000
 
@@ -133,7 +143,8 @@ async def test_steps_back_and_forward_are_logged_and_silence_is_measured_in_elap
     first = b_gaps[0]
     assert first["reason"] == "silent"
     step_back_ns = ns(steps[0]["detail"]["to"]) - ns(steps[0]["detail"]["from"])
-    assert ns(first["from"]) == ns(boot["time"]) + step_back_ns
+    # (to the microsecond: the tracker moved by the step in ns, the record rounds both)
+    assert abs(ns(first["from"]) - (ns(boot["time"]) + step_back_ns)) <= 1000
     assert 6e9 < ns(first["to"]) - ns(first["from"]) < 9e9
     assert late_s < 8.0
 
@@ -166,3 +177,115 @@ async def test_steps_back_and_forward_are_logged_and_silence_is_measured_in_elap
     assert returncode == 3
     assert [t["event"] for t in report["timeline"]] == ["boot", "clock-step", "clock-step", "stop"]
     assert any("2 clock-step event(s)" in n for n in report["notes"]), report["notes"]
+
+
+# --- the pure parts: the step watch, the silence tracker, the verifier's 8 f ------------------
+
+S = 1_000_000_000
+
+
+def test_a_slew_is_no_step_and_a_step_either_way_is_one() -> None:
+    watch = StepWatch(1000 * S, 5 * S)
+    # NTP slewing at its 500 ppm limit for an hour stays far inside 2 s.
+    assert watch.observe(1000 * S + 3600 * S + 1_800_000_000, 3605 * S) is None
+    back = watch.observe(1000 * S + 3601 * S + 1_800_000_000 - 3600 * S, 3606 * S)
+    assert back == ClockStep(1000 * S + 3601 * S + 1_800_000_000, 1001 * S + 1_800_000_000)
+    assert back.step_ns == -3600 * S
+    ahead = watch.observe(back.to_ns + 2 * S + 2 * S + 1, 3608 * S)  # 2 s elapsed, 2 s + 1 ns
+    assert ahead is not None and ahead.step_ns == 2 * S + 1
+    assert watch.observe(ahead.to_ns + 2 * S, 3610 * S) is None  # exactly 2 s more: no step
+
+
+def test_the_gateway_clock_tells_its_listeners_before_it_returns_the_stepped_time() -> None:
+    wall = SteppedTime()
+    clock = GatewayClock(wall)
+    seen: list[tuple[ClockStep, int]] = []
+    clock.on_step.append(lambda step: seen.append((step, wall.time_ns())))
+    clock.time_ns()
+    assert seen == []
+    wall.offset_ns = -HOUR_NS
+    now = clock.time_ns()
+    assert len(seen) == 1 and clock.last_step is seen[0][0]
+    assert seen[0][0].to_ns == now and round(seen[0][0].step_ns / S) == -3600
+    assert seen[0][0].detail()["step_s"] == pytest.approx(-3600, abs=0.01)
+
+
+def test_a_sensor_silent_across_a_backward_step_gets_its_gap_one_allowance_late() -> None:
+    e = expectation(10.0)  # allowance 15 s
+    start = 1_800_000_000 * S
+    for stepped in (False, True):
+        tracker = SilenceTracker({"b": e}, start)
+        now = start + 5 * S
+        if stepped:
+            tracker.clock_step(-3600 * S)
+            now -= 3600 * S
+        assert tracker.poll(now) == []
+        gaps = tracker.poll(now + 11 * S)  # 16 s after the start, in elapsed time
+        if stepped:
+            assert [(g.from_ns, g.to_ns) for g in gaps] == [(start - 3600 * S, now + 11 * S)]
+        else:
+            assert [(g.from_ns, g.to_ns) for g in gaps] == [(start, now + 11 * S)]
+
+
+def test_without_the_step_the_tracker_would_wait_the_length_of_the_step() -> None:
+    e = expectation(10.0)
+    start = 1_800_000_000 * S
+    tracker = SilenceTracker({"b": e}, start)
+    stepped_now = start - 3600 * S + 16 * S  # the clock went back; nobody told the tracker
+    assert tracker.poll(stepped_now) == []  # this is the hour-late gap the step fixes
+
+
+def declared_box(start: float = 0) -> Box:
+    box = Box()
+    box.boot(start, {"ph-1": DECLARED["ph-1"]})
+    steady(box, start + 10, start + 90)
+    return box
+
+
+def test_the_verifier_takes_a_declared_forward_step_and_refuses_an_undeclared_one() -> None:
+    for declared in (True, False):
+        box = declared_box()
+        if declared:
+            box.event("clock-step", 7290, {"from": at(90.5), "to": at(7290), "step_s": 7199.5})
+        steady(box, 7300, 7400)
+        report = box.verify()
+        if declared:
+            assert failures(report) == []
+            assert notes(report, "1 clock-step event(s)")
+            assert [t.event for t in report.timeline] == ["boot", "clock-step"]
+        else:
+            assert len(failures(report)) == 1
+            assert "silent from" in failures(report)[0]
+
+
+def test_after_a_backward_step_a_silence_is_still_judged_in_elapsed_time() -> None:
+    # Back an hour, then the sensor is silent 5 min with no gap record: a failure, found
+    # although every time after the step is below the times before it. (The log starts
+    # two hours in: the key's window opens at the box's first time.)
+    t = 7200
+
+    def stepped_box() -> Box:
+        box = declared_box(t)
+        box.event("clock-step", t + 95 - 3600, {"step_s": -3600})
+        steady(box, t + 100 - 3600, t + 160 - 3600)
+        return box
+
+    box = stepped_box()
+    late = box.reading("ph-1", t + 460 - 3600)
+    assert failures(box.verify()) == [
+        f"entry {late}: completeness: sensor ph-1: silent from {at(t + 160 - 3600)} to "
+        f"{at(t + 460 - 3600)} (5 min 0 s) with no gap record"
+    ]
+    # And the same, its silence covered by the gap records the tracker writes: fine.
+    box = stepped_box()
+    box.gap("ph-1", t + 160 - 3600, t + 191 - 3600)
+    box.gap("ph-1", t + 191 - 3600, t + 460 - 3600)
+    box.reading("ph-1", t + 460 - 3600)
+    assert failures(box.verify()) == []
+
+
+def test_a_clock_step_without_a_number_moves_nothing() -> None:
+    box = declared_box()
+    box.event("clock-step", 7290, {"step_s": "a lot"})
+    steady(box, 7300, 7400)
+    assert len(failures(box.verify())) == 1
