@@ -194,6 +194,8 @@ async def test_a_running_gateway_prunes_only_below_the_line(
             for s in family.samples
         }
         assert gauges["riverseal_retention_retained_from"] == 512
+        said = "retention: record bodies of entries 0 to 511 pruned (512 rows; bound by age)"
+        assert said in log.read_text()
         after = dict(rows(db))
         assert [i for i, body in after.items() if not body] == list(range(512))
         # Nothing at or above the line was touched; the bodies below it were there before.
