@@ -100,7 +100,7 @@ def stop_gateway(proc: subprocess.Popen[bytes], log: Path) -> None:
     assert proc.wait(timeout=30) == 0, log.read_text()[-3000:]
 
 
-@pytest.mark.slow  # about 14 s alone
+@pytest.mark.slow  # 14 s alone, 25 s on a loaded machine
 async def test_a_running_gateway_prunes_only_below_the_line(
     tmp_path: Path, mosquitto: tuple[str, int], procs: list[subprocess.Popen[bytes]]
 ) -> None:
