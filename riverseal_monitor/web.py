@@ -283,7 +283,8 @@ function chart(origin, sensor, s, checkpoint) {
     "data-origin": origin, "data-sensor": sensor, "data-points": s.points.length});
   const pts = s.points.filter(p => p[1] !== null);
   const ts = s.points.map(p => p[0]);
-  const t0 = Math.min(...ts), t1 = Math.max(...ts, t0 + 1);
+  // The axis runs to the last verification, so a sensor gone quiet shows as empty space.
+  const t0 = Math.min(...ts), t1 = Math.max(...ts, t0 + 1, checkpoint ? checkpoint.verified_s : 0);
   const vs = pts.map(p => p[1]);
   let v0 = Math.min(...vs), v1 = Math.max(...vs);
   if (!(v1 > v0)) { v0 -= 1; v1 += 1; }
