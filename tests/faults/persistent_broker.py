@@ -28,8 +28,11 @@ def _free_port() -> int:
 
 
 class PersistentBroker:
-    def __init__(self, workdir: Path) -> None:
+    """``settings``: further mosquitto.conf lines, overriding the ones above."""
+
+    def __init__(self, workdir: Path, settings: str = "") -> None:
         self.workdir = workdir
+        self.settings = settings
         self.host = "127.0.0.1"
         self.port = _free_port()
         self.process: subprocess.Popen[bytes] | None = None
@@ -42,7 +45,7 @@ class PersistentBroker:
             "autosave_interval 10\n"
             "max_queued_messages 0\nmax_inflight_messages 1000\n"
             # Run as root, Mosquitto would switch to user "mosquitto", who cannot write here.
-            f"user {getpass.getuser()}\nlog_dest stderr\n"
+            f"user {getpass.getuser()}\nlog_dest stderr\n" + self.settings
         )
         with (self.workdir / "mosquitto.log").open("ab") as out:
             self.process = subprocess.Popen(
@@ -63,5 +66,12 @@ class PersistentBroker:
         """SIGTERM: Mosquitto writes its persistence file as it exits."""
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL, as a power cut: what it acknowledged since its last save is gone."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
             self.process.wait(timeout=10)
         self.process = None

@@ -8,7 +8,8 @@ seconds while the nodes keep trying (each keeps every seq PUBACKed and re-sends 
 was not), then started again on the same port. The gateway's status names the cause
 while the broker is away, the gateway reconnects by itself within its capped, jittered
 back-off, every acknowledged reading is logged exactly once, no reading is declared
-lost, and the regulator's verifier accepts the log.
+lost, and the regulator's verifier accepts the log. A second test kills a broker that
+holds acknowledged messages it never saved: the gateway declares exactly those lost.
 """
 
 from __future__ import annotations
@@ -137,6 +138,91 @@ async def test_a_broker_stopped_while_nodes_publish_loses_nothing_acknowledged(
     # seconds' wait once the broker is back.
     assert reconnect_s < 10, reconnect_s
     print(f"status during the outage: {sorted(during)}; reconnected {reconnect_s:.1f} s after")
+
+    returncode, report = export_and_verify(cfg, tmp_path / "trust.txt")
+    assert report["failure_count"] == 0, report["failures"]
+    assert returncode == 3
+
+
+async def test_what_a_broker_loses_is_declared_lost_by_signed_gap_records(
+    tmp_path: Path, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    """The other side of docs/operations.md's advice: a broker that dies holding
+    acknowledged messages loses them, and the gateway says so. The broker delivers one
+    message at a time (``max_inflight_messages 1``) and never saves while it runs; the
+    gateway is frozen (SIGSTOP) so messages queue in the broker, the broker is killed
+    (SIGKILL, a power cut) and started empty, the gateway thawed. The node goes on
+    numbering; the gateway sees its ``seq`` jump and, once its reorder window (1 s) has
+    passed, writes ``source sequence gap`` records: every acknowledged reading is logged
+    or declared lost, and the verifier accepts the log."""
+    workdir = tmp_path / "broker"
+    workdir.mkdir()
+    broker = PersistentBroker(workdir, "max_inflight_messages 1\nautosave_interval 3600\n")
+    broker.start()
+    try:
+        await lossy_broker_run(tmp_path, broker, procs)
+    finally:
+        broker.stop()
+
+
+async def lossy_broker_run(
+    tmp_path: Path, broker: PersistentBroker, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    subprocess.run([*GATEWAY, "init", str(tmp_path)], check=True, capture_output=True)
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(
+        '[device]\nkey_file = "device.key"\ndata_dir = "data"\n'
+        "[log]\ncheckpoint_every_seconds = 0.5\ncommit_window_s = 0.02\n"
+        '[status]\nlisten = ""\n[anchor.local]\nenabled = true\n'
+        f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\nclient_id = "lossy-gw"\n'
+        "reorder_window_s = 1\n"
+        '[[sensor]]\nid = "node-0"\ndriver = "mqtt"\ntopic = "lossy/node-0"\ninterval_s = 1\n'
+    )
+    log = tmp_path / "gateway.log"
+    db = tmp_path / "data" / "log.sqlite"
+    daemon = start(cfg, procs)
+    await wait_for("the gateway's session", lambda: connections(log) >= 1)
+    node = Node("node-0", "lossy/node-0")
+    stop_node = asyncio.Event()
+    publishing = asyncio.create_task(run_nodes([node], broker.host, broker.port, 50.0, stop_node))
+
+    def readings() -> list[dict[str, Any]]:
+        return [r for r in records(db) if r["kind"] == "reading"]
+
+    def declared() -> list[dict[str, Any]]:
+        return [r for r in records(db) if r.get("reason") == "source sequence gap"]
+
+    await wait_for("readings", lambda: len(readings()) >= 50)
+    daemon.send_signal(signal.SIGSTOP)  # frozen: what the node sends now waits in the broker
+    try:
+        acked_frozen = len(node.acked)
+        await asyncio.sleep(1.5)
+        assert len(node.acked) > acked_frozen + 40  # the broker acknowledged them
+        await asyncio.to_thread(broker.kill)  # and dies holding them
+        await asyncio.to_thread(broker.start)  # empty: no save, no session
+    finally:
+        daemon.send_signal(signal.SIGCONT)
+    await wait_for("the gateway to reconnect", lambda: connections(log) >= 2, within=35)
+    await wait_for("a gap record declaring the loss", declared, within=20)
+    await asyncio.sleep(1.0)
+    stop_node.set()
+    await publishing
+    await wait_for(
+        "the node's last readings",
+        lambda: max(node.acked) in {r["src_seq"] for r in readings()},
+        within=20,
+    )
+    daemon.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(daemon.wait, 20) == 0
+
+    got = Counter(r["src_seq"] for r in readings())
+    assert max(got.values()) == 1
+    lost = {s for g in declared() for s in range(g["src_seq_from"], g["src_seq_to"] + 1)}
+    assert lost, "nothing declared lost"
+    unaccounted = sorted(s for s in node.acked if s not in got and s not in lost)
+    assert not unaccounted, f"acknowledged, neither logged nor declared lost: {unaccounted[:10]}"
+    assert lost <= set(range(max(node.acked) + 1))  # only numbers the node did send
+    print(f"declared lost by {len(declared())} gap record(s): {len(lost)} readings")
 
     returncode, report = export_and_verify(cfg, tmp_path / "trust.txt")
     assert report["failure_count"] == 0, report["failures"]
