@@ -37,6 +37,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.store import file_problem
 from ledger_client.checkpoint import open_checkpoint
 from ledger_client.merkle import MerkleTree, verify_consistency
 from ledger_client.note import Verifier
@@ -209,3 +210,44 @@ async def test_fifty_kill_9s_at_2000_readings_per_second_lose_and_repeat_nothing
     assert report["entries"] == len(entries)
     boots = sum(t["event"] == "boot" for t in report["timeline"])
     print(f"{boots} boots in the log; verified in full")
+
+
+def test_a_database_killed_mid_checkpoint_is_not_taken_for_a_truncated_one(
+    tmp_path: Path,
+) -> None:
+    """What the soak found: SQLite's checkpoint writes page 1, whose header counts the
+    pages, before the pages after it. Killed between the two, the file is shorter than
+    its header says while the WAL still holds every page, and opening it finishes the
+    checkpoint. That state, made here by hand, is sound; without its WAL it is not."""
+    live = tmp_path / "live.sqlite"
+    db = sqlite3.connect(live, isolation_level=None)
+    db.execute("PRAGMA page_size=512")
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA wal_autocheckpoint=0")  # everything stays in the WAL
+    db.execute("CREATE TABLE t (x BLOB)")
+    db.execute("INSERT INTO t VALUES (zeroblob(100))")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the file now holds a small database
+    for _ in range(200):
+        db.execute("INSERT INTO t VALUES (randomblob(300))")
+    cut = tmp_path / "cut.sqlite"
+    cut.write_bytes(live.read_bytes())
+    wal = live.with_name(live.name + "-wal").read_bytes()
+    db.close()
+    page = 512
+    frames = [wal[i : i + 24 + page] for i in range(32, len(wal), 24 + page)]
+    newest_first_page = [f[24:] for f in frames if int.from_bytes(f[:4], "big") == 1][-1]
+    with cut.open("r+b") as f:
+        f.write(newest_first_page)  # the checkpoint's first write, and then the kill
+    size = cut.stat().st_size
+    header_pages = int.from_bytes(newest_first_page[28:32], "big")
+    assert size < header_pages * page  # shorter than its header says
+    alone = tmp_path / "alone.sqlite"
+    alone.write_bytes(cut.read_bytes())
+    cut.with_name(cut.name + "-wal").write_bytes(wal)
+
+    assert file_problem(cut) is None
+    with contextlib.closing(sqlite3.connect(cut)) as c:
+        assert c.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert c.execute("SELECT COUNT(*) FROM t").fetchone() == (201,)
+    problem = file_problem(alone)  # the same file with no WAL: pages really are missing
+    assert problem is not None and "truncated" in problem
