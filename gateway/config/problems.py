@@ -38,6 +38,7 @@ HINTS = {
     "qc": f"{OPS}#quality-flags-qartod",
     "data_dir": f"{OPS}#the-services-sandbox",
     "key": f"{OPS}#provisioning",
+    "uplink": f"{OPS}#the-uplink-publishing-as-the-log-grows",
 }
 """The doc sections hints point to, by topic (anchors as GitHub renders headings)."""
 
