@@ -37,6 +37,9 @@ from gateway.config.uplink import AnnounceConfig, UplinkConfig
 from gateway.drivers.mqtt.config import MqttConfig
 from gateway.drivers.mqtt.source import tls_context
 from gateway.errors import ConfigProblems
+from gateway.health.metrics import render_metrics
+from gateway.health.model import Facts, build_status
+from gateway.health.text import render_text
 from gateway.log import Log
 from gateway.pipeline import Reading, Value
 from gateway.store import Store
@@ -268,7 +271,7 @@ async def test_uplink_to_a_directory(
             path = mirror / "checkpoint"
             return checkpoint_size(path.read_bytes()) if path.exists() else 0
 
-        await until("300 entries in the directory", lambda: on_disk() >= 300, proc, log, 40)
+        await until("100 entries in the directory", lambda: on_disk() >= 100, proc, log, 40)
     finally:
         stop.set()
         await feeder
@@ -426,3 +429,68 @@ async def test_announcements_over_tls_and_a_broker_that_is_not_trusted(
         async with asyncio.timeout(5):
             message = await anext(aiter(client.messages))
     assert message.retain and message.payload == note and message.qos == 1
+
+
+def test_status_text_and_metrics_of_the_uplink() -> None:
+    now = T0 + 100 * 10**9
+    uplink: dict[str, Any] = {
+        "target": "https://m.example/rs-1",
+        "published": 1_000,
+        "published_ns": now - 60 * 10**9,
+        "pending_since_ns": now - 42 * 10**9,
+        "backlog_bytes": 123_000,
+        "bytes": 9_000,
+        "files": 12,
+        "last_error": "GET https://m.example/rs-1/checkpoint failed 2 times",
+        "last_error_ns": now - 5 * 10**9,
+        "failures": 3,
+        "announce": {"broker": "mqtts://b:8883", "connected": False, "announced": 7},
+    }
+    facts = Facts(
+        now_ns=now,
+        pid=1,
+        started_ns=T0,
+        version="t",
+        device="rs-1",
+        data_dir="/d",
+        log_size=1_500,
+        checkpoint=(1_400, now - 10**9),
+        anchored_final=None,
+        first_unanchored_ns=None,
+        sensors=(),
+        sources={},
+        ingest={},
+        anchors={},
+        disk_used_bytes=None,
+        disk_limit_bytes=None,
+        disk_quota_bytes=None,
+        disk_state=None,
+        clock="synced",
+        uplink=uplink,
+    )
+    doc = build_status(facts)
+    up = doc["uplink"]
+    assert (up["published"], up["lag_entries"], up["lag_s"]) == (1_000, 500, 42.0)
+    assert up["last_error"]["age_s"] == 5.0 and up["announce"]["connected"] is False
+    text = render_text(doc)
+    assert "uplink:      https://m.example/rs-1: published 1000, 500 entries behind (42 s)" in text
+    assert "announce:    mqtts://b:8883: not connected, 7 announced" in text
+    metrics = render_metrics(doc)
+    for line in (
+        "riverseal_uplink_published_size 1000",
+        "riverseal_uplink_lag_entries 500",
+        "riverseal_uplink_lag_seconds 42",
+        "riverseal_uplink_backlog_bytes 123000",
+        "riverseal_uplink_failures 3",
+        "riverseal_uplink_announce_connected 0",
+        "riverseal_uplink_announced_total 7",
+    ):
+        assert line in metrics.splitlines(), line
+    caught_up = build_status(
+        dataclasses.replace(facts, uplink={**uplink, "pending_since_ns": None})
+    )
+    assert caught_up["uplink"]["lag_s"] == 0.0
+    assert build_status(dataclasses.replace(facts, uplink=None))["uplink"] is None
+    assert "riverseal_uplink" not in render_metrics(
+        build_status(dataclasses.replace(facts, uplink=None))
+    )
