@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, MqttConfig
 from gateway.config.problems import Problem, format_problem, key_lines, locate
 from gateway.drivers import SensorConfig, driver_for
 from gateway.errors import GatewayError, KeyFileError
@@ -248,7 +248,10 @@ async def _probe_sensors(
     return out
 
 
-async def _probe_broker(cfg: GatewayConfig, timeout_s: float) -> ProbeOutcome:
+async def _probe_broker(
+    cfg: GatewayConfig, timeout_s: float, m: MqttConfig | None = None, item: str = "mqtt"
+) -> ProbeOutcome:
+    """Log in to ``[mqtt]``'s broker (or ``m``, e.g. ``[uplink.announce]``'s)."""
     import aiomqtt
 
     from gateway.drivers.mqtt.source import (
@@ -260,8 +263,8 @@ async def _probe_broker(cfg: GatewayConfig, timeout_s: float) -> ProbeOutcome:
         tls_context,
     )
 
-    assert cfg.mqtt is not None
-    m = cfg.mqtt
+    m = m or cfg.mqtt
+    assert m is not None
 
     async def login() -> str:
         context = tls_context(m)
@@ -281,7 +284,26 @@ async def _probe_broker(cfg: GatewayConfig, timeout_s: float) -> ProbeOutcome:
         who = f" as {m.username}" if m.username else " (anonymous)"
         return f"connected and logged in{who}"
 
-    return await _timed("mqtt", broker_where(m).removeprefix("broker "), login, timeout_s)
+    return await _timed(item, broker_where(m).removeprefix("broker "), login, timeout_s)
+
+
+async def _probe_uplink(cfg: GatewayConfig, timeout_s: float) -> ProbeOutcome:
+    """Read the uplink target's checkpoint (nothing is written)."""
+    from gateway.uplink import open_uplink_target
+    from ledger_client.bundle_v2 import CHECKPOINT_NAME
+
+    assert cfg.uplink is not None
+    target = open_uplink_target(cfg.uplink)
+
+    async def read() -> str:
+        async with target:
+            note = await target.get(CHECKPOINT_NAME)
+        if note is None:
+            return "reachable, holds no checkpoint yet"
+        lines = note.decode("utf-8", "replace").split("\n")
+        return f"reachable, holds checkpoint {lines[1] if len(lines) > 1 else '?'} of {lines[0]}"
+
+    return await _timed("uplink", cfg.uplink.to, read, timeout_s)
 
 
 async def _probe_tsa(cfg: GatewayConfig, i: int, timeout_s: float) -> ProbeOutcome:
@@ -337,6 +359,19 @@ async def probe_all(
         singles = []
         if cfg.mqtt is not None:
             singles.append(tg.create_task(_probe_broker(cfg, timeout_s), name="check.probe[mqtt]"))
+        if cfg.uplink is not None:
+            singles.append(
+                tg.create_task(_probe_uplink(cfg, timeout_s), name="check.probe[uplink]")
+            )
+            if cfg.uplink.announce is not None:
+                singles.append(
+                    tg.create_task(
+                        _probe_broker(
+                            cfg, timeout_s, cfg.uplink.announce.broker, "uplink.announce"
+                        ),
+                        name="check.probe[uplink.announce]",
+                    )
+                )
         for i, tsa in enumerate(cfg.anchor.rfc3161):
             singles.append(
                 tg.create_task(_probe_tsa(cfg, i, timeout_s), name=f"check.probe[{tsa.name}]")

@@ -494,3 +494,33 @@ def test_status_text_and_metrics_of_the_uplink() -> None:
     assert "riverseal_uplink" not in render_metrics(
         build_status(dataclasses.replace(facts, uplink=None))
     )
+
+
+def test_gateway_check_probes_the_uplink_and_its_broker(
+    tmp_path: Path, mosquitto: tuple[str, int], web_server: WebServer, announce_broker: Broker
+) -> None:
+    cfg = station(
+        tmp_path / "gw",
+        mosquitto,
+        "check-uplink",
+        f'[uplink]\nto = "{web_server.url}/m/box"\n'
+        f'[uplink.announce]\nhost = "{announce_broker.host}"\nport = {announce_broker.port}\n',
+    )
+    httpx.put(f"{web_server.url}/m/box/checkpoint", content=b"riverseal/rs-x\n12\nAAAA\n")
+
+    def check() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*GATEWAY, "check", "--config", str(cfg), "--probe"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    ok = check()
+    assert "OK     uplink " in ok.stdout and "holds checkpoint 12 of riverseal/rs-x" in ok.stdout
+    assert "OK     uplink.announce " in ok.stdout, ok.stdout
+    web_server.stop()
+    announce_broker.stop()
+    down = check()
+    assert down.returncode != 0
+    assert "FAILED uplink " in down.stdout and "FAILED uplink.announce " in down.stdout
