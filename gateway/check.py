@@ -176,6 +176,15 @@ def local_problems(cfg: GatewayConfig, rows: Sequence[int] | None = None) -> lis
                         "warning",
                     )
                 )
+    announce = cfg.uplink.announce if cfg.uplink is not None else None
+    if announce is not None and announce.broker.tls_ca is not None:
+        from gateway.drivers.mqtt.source import tls_context
+
+        try:
+            tls_context(announce.broker)
+        except GatewayError as exc:
+            key = "tls_ca" if str(announce.broker.tls_ca) in str(exc) else "tls_cert"
+            found.append(Problem(f"uplink.announce.{key}", str(exc).removeprefix("sensor mqtt: ")))
     for i, tsa in enumerate(cfg.anchor.rfc3161):
         from ledger_client.errors import LedgerClientError
         from ledger_client.tsa import load_tsa_roots

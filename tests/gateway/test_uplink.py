@@ -524,3 +524,19 @@ def test_gateway_check_probes_the_uplink_and_its_broker(
     down = check()
     assert down.returncode != 0
     assert "FAILED uplink " in down.stdout and "FAILED uplink.announce " in down.stdout
+
+
+def test_gateway_check_names_a_missing_announce_ca(tmp_path: Path) -> None:
+    subprocess.run([*GATEWAY, "init", str(tmp_path)], check=True, capture_output=True)
+    cfg = tmp_path / "gateway.toml"
+    with cfg.open("a") as f:
+        f.write(
+            f'[uplink]\nto = "{tmp_path / "mirror"}"\n'
+            f'[uplink.announce]\nhost = "b.example"\ntls_ca = "{tmp_path / "no-ca.pem"}"\n'
+        )
+    run = subprocess.run(
+        [*GATEWAY, "check", "--config", str(cfg)], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "uplink.announce.tls_ca" in run.stdout + run.stderr
+    assert str(tmp_path / "no-ca.pem") in run.stdout + run.stderr
