@@ -9,6 +9,9 @@ final checkpoint and anchors it.
 Beside them, the silence watcher writes signed gap records for configured
 sensors that stop reporting (gateway/silence.py), whatever their driver, and
 every reading value is quality-controlled before it is signed (gateway/qc.py).
+Wall time comes from a ``GatewayClock`` (gateway/clock.py; tests pass their own): when
+it steps, a signed ``clock-step`` event is queued ahead of whatever is submitted next
+and the silence deadlines move by the step (``_clock_stepped``, ``_StepAwareSink``).
 
 The log bounds its own downtime (docs/bundle-format.md §4.2, §4.2.2): a
 clean shutdown ends with a ``stop`` event; each ``boot`` event declares the
