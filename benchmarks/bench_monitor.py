@@ -1,11 +1,14 @@
 """riverseal-monitor following a simulated fleet: throughput, lag, CPU and RSS, 1 and 2 instances.
 
     .venv/bin/python benchmarks/bench_monitor.py [--boxes 1000] [--seconds 60]
-        [--checkpoint-every 5] [--runs sqlite:1 postgres:1 postgres:2]
+        [--checkpoint-every 5] [--runs sqlite:1 postgres:1 postgres:2] [--publish dir|http]
 
 For each run, ``sensor-sim fleet --boxes N`` (one reading per box per second,
-a commit every second, a checkpoint every ``--checkpoint-every`` s) publishes to a
-real nginx and announces on a real Mosquitto for ``--seconds``; ``riverseal-monitor
+a commit every second, a checkpoint every ``--checkpoint-every`` s) publishes
+for ``--seconds`` into the document root of a real nginx (``--publish dir``, the
+default: the uplink's directory target, so the fleet's CPU goes to the boxes'
+logs rather than to a thousand HTTP uploads; ``--publish http``: WebDAV PUT)
+and announces each checkpoint on a real Mosquitto; ``riverseal-monitor
 run`` processes follow every box: one on SQLite (``sqlite:1``), or K sharing a
 throw-away PostgreSQL cluster (``postgres:K``, one shared-subscription group,
 leases splitting the boxes). Each run has a fresh fleet (its own seed) and state.
@@ -56,7 +59,7 @@ import psycopg
 from simulators.fleet import box_key
 from tests.servers.broker import Broker
 from tests.servers.postgres import running_postgres
-from tests.servers.web_server import running_web_server
+from tests.servers.web_server import WebServer, running_web_server
 
 MONITOR = [sys.executable, "-m", "riverseal_monitor.monitor_cli"]
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -139,11 +142,15 @@ def run(
     every: float,
     seed: int,
     broker: Broker,
-    web_url: str,
+    web: WebServer,
+    publish: str,
     pg_url: str | None,
 ) -> dict[str, Any]:
     work.mkdir()
-    to = f"{web_url}/run-{seed}"
+    url = f"{web.url}/run-{seed}"
+    # "dir": the boxes' uplinks write into nginx's document root (the uplink's directory
+    # target), the monitor still fetches over HTTP; "http": the uplinks PUT to nginx.
+    to = url if publish == "http" else str(web.root / f"run-{seed}")
     trust = work / "trust"
     trust.mkdir()
     specs = []
@@ -151,7 +158,7 @@ def run(
         key = box_key(seed, i)
         t = trust / f"{key.device_id}.txt"
         t.write_text(f"key {key.vkey}\n")
-        specs.append((key.origin, t, f"{to}/{key.device_id}"))
+        specs.append((key.origin, t, f"{url}/{key.device_id}"))
     if kind == "postgres":
         assert pg_url is not None
         with psycopg.connect(pg_url, autocommit=True) as c:
@@ -305,12 +312,19 @@ def main() -> None:
         default=["sqlite:1", "postgres:1", "postgres:2"],
         help="STATE:INSTANCES for each run (sqlite:1, postgres:K)",
     )
+    ap.add_argument(
+        "--publish",
+        choices=["dir", "http"],
+        default="dir",
+        help="boxes write into nginx's root (dir) or PUT to nginx (http); the monitor GETs",
+    )
     args = ap.parse_args()
     # SIGTERM unwinds like Ctrl-C: the runs' processes, nginx, Mosquitto and PostgreSQL stop.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     print(
         f"riverseal-monitor following sensor-sim fleet: 1 reading/box/s, commit every 1 s, "
-        f"checkpoint every {args.checkpoint_every:g} s, {args.seconds:g} s per run "
+        f"checkpoint every {args.checkpoint_every:g} s, published by {args.publish}, "
+        f"{args.seconds:g} s per run "
         f"(figures over its second half); {os.cpu_count()} cores"
     )
     print(
@@ -342,7 +356,8 @@ def main() -> None:
                             every=args.checkpoint_every,
                             seed=seed,
                             broker=broker,
-                            web_url=web.url,
+                            web=web,
+                            publish=args.publish,
                             pg_url=pg.url,
                         )
                         print(
