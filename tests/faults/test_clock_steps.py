@@ -117,7 +117,7 @@ async def test_steps_back_and_forward_are_logged_and_silence_is_measured_in_elap
     def gap_of_b() -> bool:
         return any(r["kind"] == "gap" and r["sensor"] == "b" for r in records(db))
 
-    await wait_for("gap of b", gap_of_b, 10)
+    await wait_for("gap of b", gap_of_b, 25)
     late_s = time.monotonic() - stepped_back
     await asyncio.sleep(0.5)
     wall.offset_ns += 2 * HOUR_NS  # forward two
@@ -145,8 +145,9 @@ async def test_steps_back_and_forward_are_logged_and_silence_is_measured_in_elap
     step_back_ns = ns(steps[0]["detail"]["to"]) - ns(steps[0]["detail"]["from"])
     # (to the microsecond: the tracker moved by the step in ns, the record rounds both)
     assert abs(ns(first["from"]) - (ns(boot["time"]) + step_back_ns)) <= 1000
-    assert 6e9 < ns(first["to"]) - ns(first["from"]) < 9e9
-    assert late_s < 8.0
+    # Due 6 s after the boot; a loaded machine may poll a few seconds late, not an hour.
+    assert 6e9 < ns(first["to"]) - ns(first["from"]) < 20e9
+    assert late_s < 20.0
 
     # a: every acknowledged reading once, in publishing order, each stamped on the clock
     # of its stretch: after the first step an hour behind, after the second an hour ahead.
