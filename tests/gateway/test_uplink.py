@@ -245,6 +245,7 @@ async def test_uplink_to_nginx_and_mosquitto_through_outages_of_both(
     # The final checkpoint went up at shutdown; the mirror is the whole log, verified.
     served = httpx.get(f"{prefix}/checkpoint").content.decode()
     assert served == latest_note(db)
+    assert await retained(announce_broker, announce_topic) == served.encode()  # announced too
     size = checkpoint_size(served.encode())
     assert size == len(records(db))
     assert meta(db, "published_size") == str(size)  # retention's input
