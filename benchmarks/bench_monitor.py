@@ -31,6 +31,11 @@ Figures, over the steady state (the second half of the fleet's run):
 - CPU (% of one core, all instances together) and RSS (the largest instance),
   sampled from /proc once a second.
 
+With ``--catch-up`` the fleet runs first with no monitor, then the monitors
+verify its whole backlog: entries/s, CPU and RSS of the monitors alone on the
+cores, the capacity a live run leaves unused (a live run's own figures are
+bounded by the fleet when both share two cores).
+
 Printed, never asserted. Needs nginx, mosquitto and postgresql (scripts/setup --dev).
 """
 
@@ -43,6 +48,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -145,6 +151,7 @@ def run(
     web: WebServer,
     publish: str,
     pg_url: str | None,
+    catch_up: bool = False,
 ) -> dict[str, Any]:
     work.mkdir()
     url = f"{web.url}/run-{seed}"
@@ -166,6 +173,16 @@ def run(
         state = pg_url.rsplit("/", 1)[0] + f"/bench_{seed}"
     else:
         state = str(work / "monitor.sqlite")
+    fleet_cmd = [
+        *(sys.executable, "-m", "simulators.cli", "fleet", "--boxes", str(boxes)),
+        *("--to", to, "--data", str(work / "fleet"), "--seed", str(seed)),
+        *("--broker", f"{broker.host}:{broker.port}", "--seconds", str(seconds)),
+        *("--rate", "1", "--commit-every", "1", "--checkpoint-every", str(every)),
+    ]
+    if catch_up:
+        # The backlog first, with no monitor running: then the monitor alone on the cores.
+        done = subprocess.run(fleet_cmd, capture_output=True, text=True, check=True)
+        backlog = json.loads(done.stdout.strip().splitlines()[-1])
     mons = []
     for k in range(instances):
         name = f"m{k + 1}"
@@ -178,18 +195,11 @@ def run(
                     stderr=e,
                 )
             )
+    if catch_up:
+        return _catch_up(work, mons, state, specs, backlog, kind, instances)
     time.sleep(2)  # the monitors subscribed (and, on PostgreSQL, hold their leases)
     t0 = time.monotonic()
-    fleet = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "simulators.cli", "fleet", "--boxes", str(boxes)),
-            *("--to", to, "--data", str(work / "fleet"), "--seed", str(seed)),
-            *("--broker", f"{broker.host}:{broker.port}", "--seconds", str(seconds)),
-            *("--rate", "1", "--commit-every", "1", "--checkpoint-every", str(every)),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    fleet = subprocess.Popen(fleet_cmd, stdout=subprocess.PIPE, text=True)
     running: list[float] = []
     report: list[dict[str, Any]] = []
 
@@ -277,10 +287,83 @@ def run(
     }
 
 
+def _catch_up(
+    work: Path,
+    mons: list[subprocess.Popen[bytes]],
+    state: str,
+    specs: list[tuple[str, Path, str]],
+    report: dict[str, Any],
+    kind: str,
+    instances: int,
+) -> dict[str, Any]:
+    """Sample the monitors until every box is verified to its last checkpoint."""
+    signed = _signed(work / "fleet", specs)
+    final: dict[str, int] = {}
+    for origin, size in signed:
+        final[origin] = max(final.get(origin, 0), size)
+    total = sum(final.values())
+    t0 = time.time()
+    samples: list[tuple[float, float, int]] = []
+    try:
+        while time.time() - t0 < 900:
+            got = [sample(m.pid) for m in mons]
+            if all(g is not None for g in got):
+                samples.append(
+                    (time.time(), sum(g[0] for g in got if g), max(g[1] for g in got if g))
+                )
+            sizes = dict(_boxes(state))
+            if all(sizes.get(o, 0) >= n for o, n in final.items()):
+                break
+            time.sleep(1.0)
+    finally:
+        for m in mons:
+            m.send_signal(signal.SIGTERM)
+        for m in mons:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                m.wait(timeout=20)
+            if m.poll() is None:
+                m.kill()
+    took = samples[-1][0] - t0
+    per_instance = [
+        len(set(re.findall(r": (\S+): verified checkpoint", (work / f"m{k + 1}.log").read_text())))
+        for k in range(instances)
+    ]
+    return {
+        "mode": "catch-up",
+        "state": kind,
+        "instances": instances,
+        "boxes": len(specs),
+        "entries": total,
+        "seconds": round(took, 1),
+        "verified_entries_per_s": round(total / took, 1),
+        "all_verified": all(dict(_boxes(state)).get(o, 0) >= n for o, n in final.items()),
+        "cpu_pct": round(100 * (samples[-1][1] - samples[0][1]) / max(took, 1e-9), 1),
+        "rss_max_mib": round(max(s[2] for s in samples) / 2**20, 1),
+        "boxes_per_instance": per_instance,
+        "fleet_entries_per_s": round(report["entries"] / max(report["seconds"], 1e-9), 1),
+    }
+
+
+def _boxes(state: str) -> list[tuple[str, int]]:
+    """Each box's verified size in the monitors' state (none before the schema exists)."""
+    sql = "SELECT origin, size FROM boxes"
+    if state.startswith("postgresql://"):
+        try:
+            with psycopg.connect(state) as c:
+                return [(str(o), int(n)) for o, n in c.execute(sql).fetchall()]
+        except psycopg.errors.UndefinedTable:
+            return []
+    if not Path(state).exists():
+        return []
+    with contextlib.closing(sqlite3.connect(f"file:{state}?mode=ro", uri=True)) as db:
+        try:
+            return [(str(o), int(n)) for o, n in db.execute(sql).fetchall()]
+        except sqlite3.OperationalError:
+            return []
+
+
 def _signed(data: Path, specs: list[tuple[str, Path, str]]) -> dict[tuple[str, int], float]:
     """(origin, size) → when the box signed that checkpoint (its store's time_ns)."""
-    import sqlite3
-
     out = {}
     for origin, _, url in specs:
         store = data / url.rsplit("/", 1)[1] / "log.sqlite"
@@ -295,8 +378,6 @@ def _readings(state: str) -> list[tuple[str, int, float]]:
     if state.startswith("postgresql://"):
         with psycopg.connect(state) as c:
             return [(str(o), int(i), float(t)) for o, i, t in c.execute(sql).fetchall()]
-    import sqlite3
-
     with contextlib.closing(sqlite3.connect(state)) as db:
         return [(str(o), int(i), float(t)) for o, i, t in db.execute(sql).fetchall()]
 
@@ -317,6 +398,11 @@ def main() -> None:
         choices=["dir", "http"],
         default="dir",
         help="boxes write into nginx's root (dir) or PUT to nginx (http); the monitor GETs",
+    )
+    ap.add_argument(
+        "--catch-up",
+        action="store_true",
+        help="run the fleet first, then time the monitors verifying its whole backlog",
     )
     args = ap.parse_args()
     # SIGTERM unwinds like Ctrl-C: the runs' processes, nginx, Mosquitto and PostgreSQL stop.
@@ -359,7 +445,19 @@ def main() -> None:
                             web=web,
                             publish=args.publish,
                             pg_url=pg.url,
+                            catch_up=args.catch_up,
                         )
+                        if args.catch_up:
+                            print(
+                                f"{n:>6} {kind:>9} {r['instances']:>4} catch-up: "
+                                f"{r['entries']} entries in {r['seconds']} s = "
+                                f"{r['verified_entries_per_s']} entries/s, CPU {r['cpu_pct']} %, "
+                                f"RSS {r['rss_max_mib']} Mi, boxes/inst "
+                                f"{'/'.join(map(str, r['boxes_per_instance']))}",
+                                flush=True,
+                            )
+                            print("  " + json.dumps(r, sort_keys=True), flush=True)
+                            continue
                         print(
                             f"{n:>6} {kind:>9} {r['instances']:>4} {r['fleet_entries_per_s']!s:>9} "
                             f"{r['verified_entries_per_s']:>10} {r['lag_p50_s']:>6} s "

@@ -29,6 +29,8 @@ __all__ = ["Sharding", "default_instance"]
 
 logger = logging.getLogger(__name__)
 
+_SETTLE_S = 2.0  # longest wait between announcing this instance and its first claim
+
 
 def default_instance() -> str:
     """``<host>-<pid>``: unique per running instance, so a restart is a new owner."""
@@ -59,6 +61,13 @@ class Sharding:
     async def _leases(self) -> None:
         mon = self.monitor
         origins = list(mon.boxes)
+        # Be counted before taking anything: instances started together then share the
+        # boxes from their first claim instead of the first one taking all of them.
+        try:
+            await self.leases.claim([], self.instance, self.lease_s)
+        except StateError as exc:
+            logger.warning("lease heartbeat: %s", exc)
+        await asyncio.sleep(min(_SETTLE_S, self.lease_s / 3))
         while True:
             try:
                 held = await self.leases.claim(origins, self.instance, self.lease_s)
