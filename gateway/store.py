@@ -17,6 +17,13 @@ open: copied with SQLite's online backup to ``<name>.v1-backup``, the copy
 checked (``PRAGMA integrity_check`` and the root of its latest checkpoint
 recomputed the version 2 way), and only then the live file changed in one
 transaction. A read-only open reads version 1 as it is.
+
+Schema version 3 replaces the index on (sensor, seq) by a ``sensors`` table —
+each sensor's newest seq, its index and the last instant its records cover —
+upserted once per sensor per batch in the batch's transaction: the index put a
+page of its own under every reading. A version 2 database gets the table filled
+from the index and the index dropped in one transaction at its first writable
+open; a read-only open reads version 2 (or 1) on the index as it is.
 """
 
 from __future__ import annotations
@@ -58,8 +65,9 @@ __all__ = [
     "store_problems",
 ]
 
-SCHEMA_VERSION = 2
-"""2: only tile-level subtree hashes (tree levels 0, 8, 16, …). 1: every level."""
+SCHEMA_VERSION = 3
+"""3: a ``sensors`` table instead of the (sensor, seq) index. 2: only tile-level
+subtree hashes (tree levels 0, 8, 16, …). 1: every level."""
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +85,20 @@ copied once. SQLite's default is 1000 pages."""
 
 _RANGES_PER_QUERY = 300  # three bound values each: under SQLite's oldest limit of 999
 
-_SCHEMA = """
+# Schema 3: per sensor, its newest seq and index and the last instant its records cover,
+# upserted once per sensor per batch. It replaces the index entries_sensor_seq, whose
+# leaf for each sensor every reading dirtied (a page more per reading to write and to
+# copy at each WAL checkpoint: docs/operations.md, "Writes and the SD card").
+_SENSORS = """
+CREATE TABLE sensors (
+    sensor     TEXT PRIMARY KEY,
+    seq        INTEGER NOT NULL,
+    idx        INTEGER NOT NULL,
+    covered_ns INTEGER
+) WITHOUT ROWID;
+"""
+_SCHEMA = (
+    """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE entries (
     idx     INTEGER PRIMARY KEY,
@@ -89,7 +110,6 @@ CREATE TABLE entries (
     data    BLOB NOT NULL
 );
 CREATE UNIQUE INDEX entries_dedup ON entries (sensor, dedup) WHERE dedup IS NOT NULL;
-CREATE INDEX entries_sensor_seq ON entries (sensor, seq) WHERE sensor IS NOT NULL;
 CREATE INDEX entries_time ON entries (time_ns);
 CREATE TABLE nodes (
     level INTEGER NOT NULL,
@@ -118,6 +138,16 @@ CREATE TABLE anchors (
 CREATE INDEX anchors_by_backend ON anchors (backend, checkpoint);
 CREATE INDEX anchors_open ON anchors (backend, checkpoint) WHERE state != 'final';
 """
+    + _SENSORS
+)
+
+
+_UPSERT_SENSOR = (
+    "INSERT INTO sensors VALUES (?, ?, ?, ?) ON CONFLICT (sensor) DO UPDATE SET "
+    "seq = MAX(seq, excluded.seq), idx = MAX(idx, excluded.idx), "
+    "covered_ns = MAX(COALESCE(covered_ns, excluded.covered_ns), "
+    "COALESCE(excluded.covered_ns, covered_ns))"
+)
 
 # Witness cosignature lines (gateway/witnessing.py), one per checkpoint and witness vkey.
 # Added without a schema version: created on any writable open, absent from older files.
@@ -386,6 +416,9 @@ class Store:
         if version == 1 and not self.readonly:
             await self._migrate_v1()
             version = await self._schema_version()
+        if version == 2 and not self.readonly:
+            await self._migrate_v2()
+            version = await self._schema_version()
         self.schema_version = version
         if not self.readonly:
             await self.db.executescript(_COSIGNATURES)
@@ -432,6 +465,46 @@ class Store:
             checked,
         )
 
+    async def _migrate_v2(self) -> None:
+        """Schema 2 → 3: the ``sensors`` table filled from the (sensor, seq) index, then the
+        index dropped, in one transaction (a crash leaves the version 2 file as it was).
+
+        One index lookup per sensor and its ``covered_until`` walk: seconds at most on a
+        10-million-entry log of a few hundred sensors. No backup: nothing is lost that
+        the entries do not still hold.
+        """
+        db = self.db
+        async with _mapped("migrating the log database from schema version 2", self.path):
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                if await self._schema_version() != 2:  # another process migrated it first
+                    await db.execute("ROLLBACK")
+                    return
+                await db.execute(_SENSORS)
+                rows = []
+                for sensor, seq in await self._scan_last_seqs():
+                    cur = await db.execute(
+                        "SELECT idx FROM entries WHERE sensor = ? ORDER BY seq DESC LIMIT 1",
+                        (sensor,),
+                    )
+                    (idx,) = await cur.fetchone() or (None,)
+                    covered = await self._walk_covered_until(sensor)
+                    rows.append((sensor, seq, idx, covered))
+                await db.executemany("INSERT INTO sensors VALUES (?, ?, ?, ?)", rows)
+                await db.execute("DROP INDEX entries_sensor_seq")
+                await db.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+                await db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    await db.execute("ROLLBACK")
+                raise
+        logger.warning(
+            "migrated %s from schema version 2 to 3: %d sensors' last seq, index and covered "
+            "time moved into the sensors table, the index entries_sensor_seq dropped",
+            self.path,
+            len(rows),
+        )
+
     # --- meta -------------------------------------------------------------
 
     async def get_meta(self, key: str) -> str | None:
@@ -457,11 +530,28 @@ class Store:
         return int(row[0]) if row else 0
 
     async def last_seqs(self) -> dict[str, int]:
+        """Each sensor's newest seq: one row per sensor of the ``sensors`` table (the index
+        scan on a read-only version 1 or 2 file)."""
         async with _mapped("reading sequence numbers"):
-            cur = await self.db.execute(
-                "SELECT sensor, MAX(seq) FROM entries WHERE sensor IS NOT NULL GROUP BY sensor"
-            )
+            if self.schema_version < 3:
+                return dict(await self._scan_last_seqs())
+            cur = await self.db.execute("SELECT sensor, seq FROM sensors")
             return {str(s): int(q) for s, q in await cur.fetchall()}
+
+    async def _scan_last_seqs(self) -> list[tuple[str, int]]:
+        cur = await self.db.execute(
+            "SELECT sensor, MAX(seq) FROM entries WHERE sensor IS NOT NULL GROUP BY sensor"
+        )
+        return [(str(s), int(q)) for s, q in await cur.fetchall()]
+
+    async def sensor_rows(self) -> dict[str, tuple[int, int, int | None]]:
+        """The ``sensors`` table: sensor → (newest seq, its index, ``covered_until``)."""
+        async with _mapped("reading the sensors table"):
+            cur = await self.db.execute("SELECT sensor, seq, idx, covered_ns FROM sensors")
+            return {
+                str(s): (int(q), int(i), None if c is None else int(c))
+                for s, q, i, c in await cur.fetchall()
+            }
 
     async def existing_dedup(self, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
         """Which (sensor, dedup key) pairs are already in the log."""
@@ -488,14 +578,7 @@ class Store:
         async with _mapped("committing entries", self.path):
             await self.db.execute("BEGIN IMMEDIATE")
             try:
-                await self.db.executemany(
-                    "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (e.index, e.kind, e.sensor, e.seq, e.time_ns, e.dedup, e.data)
-                        for e in entries
-                    ],
-                )
-                await self.db.executemany("INSERT INTO nodes VALUES (?, ?, ?)", nodes)
+                await self._insert_entries(entries, nodes)
                 if checkpoint is not None:
                     await self._insert_checkpoint(checkpoint)
                 await self.db.execute("COMMIT")
@@ -503,6 +586,17 @@ class Store:
                 with contextlib.suppress(sqlite3.Error):
                     await self.db.execute("ROLLBACK")
                 raise
+
+    async def _insert_entries(
+        self, entries: Sequence[EntryRow], nodes: Sequence[tuple[int, int, bytes]]
+    ) -> None:
+        await self.db.executemany(
+            "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(e.index, e.kind, e.sensor, e.seq, e.time_ns, e.dedup, e.data) for e in entries],
+        )
+        await self.db.executemany("INSERT INTO nodes VALUES (?, ?, ?)", nodes)
+        if self.schema_version >= 3:
+            await self.db.executemany(_UPSERT_SENSOR, _sensor_rows(entries))
 
     async def _insert_checkpoint(self, cp: CheckpointRow) -> None:
         await self.db.execute(
@@ -525,14 +619,7 @@ class Store:
         async with _mapped("committing entries and meta", self.path):
             await self.db.execute("BEGIN IMMEDIATE")
             try:
-                await self.db.executemany(
-                    "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (e.index, e.kind, e.sensor, e.seq, e.time_ns, e.dedup, e.data)
-                        for e in entries
-                    ],
-                )
-                await self.db.executemany("INSERT INTO nodes VALUES (?, ?, ?)", nodes)
+                await self._insert_entries(entries, nodes)
                 if checkpoint is not None:
                     await self._insert_checkpoint(checkpoint)
                 await self.db.executemany(
@@ -699,9 +786,20 @@ class Store:
         is written once its span has ended), so nothing older can be later.
         Usually two or three rows, however long the log.
         """
+        if self.schema_version >= 3:
+            async with _mapped("reading a sensor's covered time"):
+                cur = await self.db.execute(
+                    "SELECT covered_ns FROM sensors WHERE sensor = ?", (sensor,)
+                )
+                row = await cur.fetchone()
+            return None if row is None or row[0] is None else int(row[0])
+        async with _mapped("reading a sensor's last records"):
+            return await self._walk_covered_until(sensor)
+
+    async def _walk_covered_until(self, sensor: str) -> int | None:
+        """``covered_until`` from the (sensor, seq) index of a version 1 or 2 file."""
         best: int | None = None
         async with (
-            _mapped("reading a sensor's last records"),
             self.db.execute(
                 "SELECT kind, time_ns, data FROM entries WHERE sensor = ? ORDER BY seq DESC",
                 (sensor,),
@@ -985,6 +1083,24 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ANCHOR_COLS = (
     "checkpoint, backend, digest, state, receipt, attempts, last_error, created_ns, updated_ns"
 )
+
+
+def _sensor_rows(entries: Iterable[EntryRow]) -> list[tuple[str, int, int, int | None]]:
+    """The ``sensors`` upserts for a batch: per sensor, its newest seq and index and the
+    latest reading ``time`` or gap ``to`` among its records (``covered_until``)."""
+    rows: dict[str, tuple[int, int, int | None]] = {}
+    for e in entries:
+        if e.sensor is None or e.seq is None:
+            continue
+        covered = None
+        if e.kind in ("reading", "gap"):
+            instant = _rec(e.data).get("time" if e.kind == "reading" else "to")
+            covered = _time_ns(instant) if isinstance(instant, str) else None
+        seq, idx, best = rows.get(e.sensor, (e.seq, e.index, covered))
+        if best is None or (covered is not None and covered > best):
+            best = covered
+        rows[e.sensor] = (max(seq, e.seq), max(idx, e.index), best)
+    return [(s, q, i, c) for s, (q, i, c) in rows.items()]
 
 
 def _rec(data: Any) -> dict[str, Any]:

@@ -172,7 +172,7 @@ async def test_a_v1_store_migrates_after_a_checked_backup(
 
     with caplog.at_level(logging.INFO, logger="gateway.store"):
         async with Store(db) as store:
-            assert store.schema_version == SCHEMA_VERSION == 2
+            assert store.schema_version == SCHEMA_VERSION == 3
             assert await proofs(store, 3_000, indices, sizes) == want
             assert [c.root for c in await store.checkpoints()] == [
                 tree.root(s) for s in (700, 2_048, 3_000)
@@ -181,7 +181,7 @@ async def test_a_v1_store_migrates_after_a_checked_backup(
     assert "3,000 leaf hashes give the root of checkpoint 3000" in caplog.text
 
     version, v2_rows, v2_levels = node_rows(db)
-    assert (version, v2_levels) == ("2", {0, 8})
+    assert (version, v2_levels) == ("3", {0, 8})  # and on to 3 (test_store_sensors.py)
     assert v2_rows == 3_000 + 3_000 // 256
     # The backup is the version 1 database, whole and sound, in one file.
     backup = db.parent / "log.sqlite.v1-backup"
@@ -295,11 +295,11 @@ async def test_the_migration_is_one_transaction_even_if_killed(tmp_path: Path) -
         assert raw.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     raw.close()
     async with Store(db) as store:  # and the next open migrates it
-        assert store.schema_version == 2
+        assert store.schema_version == 3
         assert await proofs(store, 5_000, [4_999], [1_000]) == expected_proofs(
             tree, 5_000, [4_999], [1_000]
         )
-    assert node_rows(db)[0] == "2"
+    assert node_rows(db)[0] == "3"
 
 
 async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
@@ -307,10 +307,10 @@ async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     async with Store(db):
         pass
     with sqlite3.connect(db) as raw:
-        raw.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+        raw.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
     raw.close()
     for readonly in (False, True):
-        with pytest.raises(StoreError, match="schema version 3"):
+        with pytest.raises(StoreError, match="schema version 4"):
             async with Store(db, readonly=readonly):
                 pass
 
