@@ -97,6 +97,15 @@ CREATE TABLE sensors (
     covered_ns INTEGER
 ) WITHOUT ROWID;
 """
+# The dedup index leads with the node's time in the key (``src_seq:<seq>@<time>``: what
+# follows the first "@"; a key without "@", ``senml:<time>:…``, whole), so that keys
+# arriving together sort together: a batch's keys land in the index's last leaf or two
+# instead of one leaf per sensor (the key text, ``seq`` first, sorts 10 before 9).
+# Unique on (order, sensor, dedup) is unique on (sensor, dedup): order is dedup's function.
+# Stores made before schema 3 keep their (sensor, dedup) index (``Store._dedup_ordered``):
+# rebuilding it would hold a big log's first start for minutes.
+_DEDUP_ORDER = "substr(dedup, instr(dedup, '@') + 1)"
+
 _SCHEMA = (
     """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -109,7 +118,10 @@ CREATE TABLE entries (
     dedup   TEXT,
     data    BLOB NOT NULL
 );
-CREATE UNIQUE INDEX entries_dedup ON entries (sensor, dedup) WHERE dedup IS NOT NULL;
+CREATE UNIQUE INDEX entries_dedup ON entries ("""
+    + _DEDUP_ORDER
+    + """, sensor, dedup)
+    WHERE dedup IS NOT NULL;
 CREATE INDEX entries_time ON entries (time_ns);
 CREATE TABLE nodes (
     level INTEGER NOT NULL,
@@ -318,6 +330,8 @@ class Store:
         self._closed = False
         self.schema_version = 0
         """The database's schema version once open (1 only for a read-only version 1 file)."""
+        self._dedup_ordered = False
+        """Its dedup index leads with ``_DEDUP_ORDER`` (made at schema 3 or later)."""
 
     async def __aenter__(self) -> Store:
         if self._closed:
@@ -402,6 +416,7 @@ class Store:
                 + f"INSERT INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}');COMMIT;"
             )
             self.schema_version = SCHEMA_VERSION
+            self._dedup_ordered = True
             return
         cur = await self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")
         missing = _TABLES - {str(n) for (n,) in await cur.fetchall()}
@@ -420,6 +435,11 @@ class Store:
             await self._migrate_v2()
             version = await self._schema_version()
         self.schema_version = version
+        cur = await self.db.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'entries_dedup'"
+        )
+        row = await cur.fetchone()
+        self._dedup_ordered = row is not None and _DEDUP_ORDER in str(row[0])
         if not self.readonly:
             await self.db.executescript(_COSIGNATURES)
 
@@ -557,13 +577,18 @@ class Store:
         """Which (sensor, dedup key) pairs are already in the log."""
         pairs = list(keys)
         found: set[tuple[str, str]] = set()
+        if self._dedup_ordered:  # the index's leading expression, computed here alike
+            term = f"({_DEDUP_ORDER} = ? AND sensor = ? AND dedup = ?)"
+            values: list[tuple[str, ...]] = [(d[d.find("@") + 1 :], s, d) for s, d in pairs]
+        else:
+            term = "(sensor = ? AND dedup = ?)"
+            values = list(pairs)
         async with _mapped("checking duplicates"):
-            for start in range(0, len(pairs), 400):
-                chunk = pairs[start : start + 400]
-                where = " OR ".join(["(sensor = ? AND dedup = ?)"] * len(chunk))
+            for start in range(0, len(values), _RANGES_PER_QUERY):
+                chunk = values[start : start + _RANGES_PER_QUERY]
                 cur = await self.db.execute(
-                    f"SELECT sensor, dedup FROM entries WHERE {where}",
-                    [v for pair in chunk for v in pair],
+                    f"SELECT sensor, dedup FROM entries WHERE {' OR '.join([term] * len(chunk))}",
+                    [v for row in chunk for v in row],
                 )
                 found.update((str(s), str(d)) for s, d in await cur.fetchall())
         return found
@@ -799,12 +824,11 @@ class Store:
     async def _walk_covered_until(self, sensor: str) -> int | None:
         """``covered_until`` from the (sensor, seq) index of a version 1 or 2 file."""
         best: int | None = None
-        async with (
-            self.db.execute(
-                "SELECT kind, time_ns, data FROM entries WHERE sensor = ? ORDER BY seq DESC",
-                (sensor,),
-            ) as cur,
-        ):
+        cur = await self.db.execute(
+            "SELECT kind, time_ns, data FROM entries WHERE sensor = ? ORDER BY seq DESC",
+            (sensor,),
+        )
+        async with cur:
             async for kind, time_ns, data in cur:
                 if (best is not None and int(time_ns) < best) or not data:
                     break  # (a pruned body: all before it are pruned too)
