@@ -17,7 +17,16 @@ smaller than ``GATHER_TARGET`` waits for more, and is committed at the first of:
   gap between arrivals (a moving average, at least ``PAUSE_MIN_S``). A source
   that may have only N messages unacknowledged at once (Mosquitto's
   ``max_inflight_messages``) stops sending after N until they are committed;
-  without this rule it would wait a whole window every N messages.
+  without this rule it would wait a whole window every N messages;
+- it holds an event (``boot``, ``stop``, ``config``, ``clock-step``): events are
+  rare, and the daemon waits for its boot event before it starts the sources;
+- one of its readings has been held its sensor's hold limit (the daemon gives
+  half the sensor's ``interval_s``): a serial driver polls its next slot only
+  once its reading is committed, so holding it longer would make it miss slots.
+
+The usual gap is measured from the later of the previous arrival and the last
+commit, so a source that waits for each commit before it sends again is seen
+as the quick stream it is, not as one as slow as the window it waited through.
 
 Being the one Sink of every driver, it is also where silence is noticed: each
 reading that arrives and each refusal (``reject``) is told to the silence
@@ -35,7 +44,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -54,7 +63,7 @@ logger = logging.getLogger(__name__)
 RECENT_KEYS = 256
 """Per sensor, how many committed dedup keys are remembered to recognise a redelivery."""
 
-GATHER_TARGET = 16
+GATHER_TARGET = 32
 """A batch this large commits at once: a commit's fixed cost (about 1 ms of CPU and an
 fsync) is then a small share of each reading's, and at 1,000 readings/s the wait
 for it is about 16 ms."""
@@ -92,8 +101,11 @@ class Ingest:
         monotonic: Callable[[], float] = time.monotonic,
         silence: SilenceTracker | None = None,
         storage: StorageGuard | None = None,
+        hold_limits: Mapping[str, float] | None = None,
     ) -> None:
         self.log = log_
+        self._hold_limits = dict(hold_limits or {})
+        """Per sensor, the most one of its readings is held for a batch (under the window)."""
         self.storage = storage
         """Asked before each commit; while it refuses, batches are refused unwritten."""
         self.config = config
@@ -116,6 +128,7 @@ class Ingest:
         self._last_cp_time = monotonic()
         self._stopping = False
         self._last_arrival: float | None = None
+        self._last_commit: float | None = None
         self._usual_gap: float | None = None
         """Moving average of the time between arrivals (seconds)."""
 
@@ -159,8 +172,12 @@ class Ingest:
     def _arrived(self) -> float:
         """Note an arrival for the pause rule; its time."""
         now = self._monotonic()
+        # From the later of the last arrival and the last commit: a source that sends
+        # its next reading only once the previous one is committed must not make the
+        # usual gap as long as the gathering it waited through.
+        since = max(self._last_arrival or 0.0, self._last_commit or 0.0)
         if self._last_arrival is not None:
-            gap = max(0.0, now - self._last_arrival)
+            gap = max(0.0, now - since)
             old = self._usual_gap
             self._usual_gap = gap if old is None else old + (gap - old) / 8
         self._last_arrival = now
@@ -223,7 +240,7 @@ class Ingest:
                     return
                 batch.append(first)
             final = self._take_queued(batch)
-            if batch and not final:
+            if batch and not final and not _has_event(batch):
                 final = await self._gather(batch)
             await self._write(batch, final=final)
             if final:
@@ -244,6 +261,7 @@ class Ingest:
         target = min(GATHER_TARGET, self.config.max_batch)
         deadline = batch[0][2] + window
         while len(batch) < target and not self._stopping:
+            deadline = min(deadline, *(self._hold_deadline(q, window) for q in batch))
             now = self._monotonic()
             last = self._last_arrival if self._last_arrival is not None else now
             until = min(deadline, last + self._pause(window))
@@ -261,7 +279,15 @@ class Ingest:
             batch.append(nxt)
             if self._take_queued(batch):
                 return True
+            if _has_event(batch):
+                return False
         return False
+
+    def _hold_deadline(self, queued: _Queued, window: float) -> float:
+        item, _, arrived = queued
+        if isinstance(item, Reading):
+            return arrived + min(window, self._hold_limits.get(item.sensor, window))
+        return arrived + window
 
     def _pause(self, window: float) -> float:
         if self._usual_gap is None:  # one arrival ever: no rate known yet
@@ -302,6 +328,7 @@ class Ingest:
                 await self._write([], final=True)
             return
         self.stats.batches += 1
+        self._last_commit = self._monotonic()
         for (it, fut, _), res in zip(batch, results, strict=True):
             if res is None:
                 self.stats.duplicates += 1
@@ -375,3 +402,9 @@ class Ingest:
 def _log_lost_gap(fut: asyncio.Future[int | None]) -> None:
     if not fut.cancelled() and fut.exception() is not None:
         logger.error("a gap record could not be committed: %s", fut.exception())
+
+
+def _has_event(batch: list[_Queued]) -> bool:
+    """An event (boot, stop, config, clock-step) is rare and what comes next may wait on it:
+    the batch holding it is committed without gathering."""
+    return any(isinstance(item, Event) for item, _, _ in batch)

@@ -28,7 +28,7 @@ from gateway.errors import ConfigError
 from gateway.ingest import GATHER_TARGET, Ingest
 from gateway.keys import create_device_key
 from gateway.log import Log
-from gateway.pipeline import Reading, Value
+from gateway.pipeline import Event, Reading, Value
 from gateway.store import Store
 
 
@@ -54,13 +54,21 @@ def committed(db: Path) -> int:
 
 @contextlib.asynccontextmanager
 async def writer(
-    tmp_path: Path, window: float, clock: Clock | None = None
+    tmp_path: Path,
+    window: float,
+    clock: Clock | None = None,
+    hold_limits: dict[str, float] | None = None,
 ) -> AsyncIterator[Ingest]:
     key = create_device_key(tmp_path / "device.key")
     async with Store(tmp_path / "log.sqlite") as store:
         log = Log(store, key)
         await log.open()
-        ingest = Ingest(log, LogConfig(commit_window_s=window), monotonic=clock or time.monotonic)
+        ingest = Ingest(
+            log,
+            LogConfig(commit_window_s=window),
+            monotonic=clock or time.monotonic,
+            hold_limits=hold_limits,
+        )
         async with asyncio.TaskGroup() as tg:
             tg.create_task(ingest.run(), name="gateway.ingest")
             yield ingest
@@ -92,6 +100,51 @@ async def test_a_lone_reading_waits_the_window_on_the_clock_and_is_acked_after_c
         assert await asyncio.wait_for(pending, 5) is True
         assert committed(db) == 1  # acknowledged: on disk, seen by another connection
         assert (ingest.stats.batches, ingest.stats.window_expired) == (1, 1)
+
+
+async def test_an_event_is_committed_at_once_with_what_gathers_before_it(tmp_path: Path) -> None:
+    clock = Clock()  # never moves: only the event can close the batch
+    db = tmp_path / "log.sqlite"
+    async with writer(tmp_path, 10.0, clock) as ingest:
+        boot = Event("boot", time.time_ns(), {"cause": "test"})
+        await asyncio.wait_for(ingest.submit_event(boot), 5)  # the daemon waits on its boot
+        assert ingest.stats.batches == 1
+        pending = asyncio.create_task(ingest.submit(reading(1)))
+        await asyncio.sleep(0.3)
+        assert not pending.done()  # a reading alone gathers
+        await asyncio.wait_for(ingest.submit_event(Event("config", time.time_ns())), 5)
+        assert await asyncio.wait_for(pending, 5) is True
+        assert committed(db) == 1
+        assert ingest.stats.window_expired == 0
+
+
+async def test_a_reading_is_held_no_longer_than_its_sensors_hold_limit(tmp_path: Path) -> None:
+    clock = Clock()
+    async with writer(tmp_path, 10.0, clock, hold_limits={"s1": 0.5}) as ingest:
+        pending = asyncio.create_task(ingest.submit(reading(1)))  # sensor s1
+        await asyncio.sleep(0.3)
+        clock.now += 0.49
+        await asyncio.sleep(0.3)
+        assert not pending.done()
+        clock.now += 0.02  # half its 1 s interval: the serial driver's next slot is safe
+        assert await asyncio.wait_for(pending, 5) is True
+
+
+async def test_a_source_that_waits_for_each_commit_is_not_held_a_window_each_time(
+    tmp_path: Path,
+) -> None:
+    # A serial driver (or a publisher with one message in flight) sends its next
+    # reading only once the previous one is committed. Only its first reading, when
+    # no rate is known, may wait the window; the 30 after it go at the stream's pace.
+    async with writer(tmp_path, 1.0) as ingest:
+        assert await asyncio.wait_for(ingest.submit(reading(0)), 5) is True
+        started = time.monotonic()
+        for n in range(1, 31):
+            assert await asyncio.wait_for(ingest.submit(reading(n)), 5) is True
+        elapsed = time.monotonic() - started
+        # One window each would be 30 s; the pause rule gives milliseconds each.
+        assert elapsed < 10, f"30 sequential readings took {elapsed:.1f} s"
+        assert ingest.stats.window_expired <= 2
 
 
 async def test_a_burst_inside_the_window_is_one_commit_closed_by_the_pause(
