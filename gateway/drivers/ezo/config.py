@@ -77,7 +77,10 @@ def _outputs(t: Table, circuit: str) -> tuple[str, ...] | None:
         lambda xs: all(isinstance(x, str) and x.upper() in by_upper for x in xs),
         f"must list outputs from {known}",
     )
-    wanted = {by_upper[x.upper()] for x in raw}
+    # A problem is collected, not raised: keep parsing with the outputs that are known.
+    wanted = {
+        by_upper[x.upper()] for x in raw or () if isinstance(x, str) and x.upper() in by_upper
+    }
     return tuple(name for name in known if name in wanted)
 
 
