@@ -367,11 +367,20 @@ def _served_status(cfg: GatewayConfig) -> dict[str, Any] | None:
 
 def _live_status(cfg: GatewayConfig) -> dict[str, Any] | None:
     """The running daemon's document: asked of its status server, else its status.json
-    if the process that wrote it still runs and wrote it lately."""
+    if the process that wrote it still runs and wrote it lately. status.json is looked
+    for in ``$RUNTIME_DIRECTORY`` (run under the unit's environment), then in the data
+    directory, where the daemon under systemd leaves a symlink to its runtime copy
+    (gateway/daemon.py ``status_file``)."""
     served = _served_status(cfg)
     if served is not None:
         return served
-    doc = _status_json(cfg.data_dir / "status.json")
+    doc = None
+    if runtime := os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]:
+        doc = _status_json(Path(runtime) / "status.json")
+        if doc is not None and doc.get("data_dir") != str(cfg.data_dir.resolve()):
+            doc = None  # another daemon's
+    if doc is None:
+        doc = _status_json(cfg.data_dir / "status.json")
     if doc is None:
         return None
     pid = doc.get("pid")

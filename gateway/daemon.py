@@ -27,7 +27,9 @@ last values and their age, counts, the real last error (a driver that knows
 its link is down says why, and the gap records carry the same reason), the
 silence it is in and its QC flags by name; per source its restarts; the log,
 its last checkpoint, the oldest entry not anchored final, each ledger, disk use
-and clock sync. It is written to ``status.json`` every ``status_every_s`` and
+and clock sync. It is written to ``status.json`` every ``status_every_s`` (in
+systemd's ``$RUNTIME_DIRECTORY`` when it gives one, a tmpfs, with a symlink to
+it in the data directory: ``status_file``; else in the data directory) and
 served, as JSON, Prometheus metrics and a page, by the ``gateway.http`` task
 (gateway/health/http.py, ``[status] listen``).
 
@@ -50,7 +52,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -217,6 +219,30 @@ async def plan_boot(store: Store, config: GatewayConfig, boot_ns: int) -> BootPl
     return BootPlan(previous, None if boot is None else boot[0], sensors, change, gaps)
 
 
+def status_file(data_dir: Path, environ: Mapping[str, str]) -> Path:
+    """Where the daemon writes status.json: ``$RUNTIME_DIRECTORY`` (systemd's
+    ``RuntimeDirectory=``, a tmpfs under /run) when set, so that a rewrite every few
+    seconds costs the SD card nothing, with ``<data_dir>/status.json`` made a symlink
+    to it once (what ``gateway status`` and ``rotate-key`` read); else the data
+    directory itself."""
+    local = data_dir / "status.json"
+    runtime = environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    if not runtime:
+        return local
+    target = Path(runtime) / "status.json"
+    try:
+        if local.is_symlink() and local.readlink() == target:
+            return target
+        link = local.with_suffix(".link")
+        link.unlink(missing_ok=True)
+        link.symlink_to(target)
+        os.replace(link, local)
+    except OSError as exc:
+        logger.warning("status.json stays in %s: no symlink to %s (%s)", data_dir, target, exc)
+        return local
+    return target
+
+
 class Gateway:
     def __init__(
         self,
@@ -241,6 +267,7 @@ class Gateway:
         self._sources = sources
         self._backends = backends
         self.status_every_s = status_every_s
+        self._status_path: Path | None = None  # status_file, found at the first write
         self.ingest: Ingest | None = None
         self.anchorer: Anchorer | None = None
         self.witnessing: Witnessing | None = None
@@ -332,7 +359,12 @@ class Gateway:
                 else None
             )
             self.ingest = ingest = Ingest(
-                log_, cfg.log, on_checkpoint=checkpoint_signed, silence=silence, storage=storage
+                log_,
+                cfg.log,
+                on_checkpoint=checkpoint_signed,
+                silence=silence,
+                storage=storage,
+                hold_limits={s.id: s.interval_s / 2 for s in cfg.sensors},
             )
             boot = {
                 **self._boot_detail(),
@@ -738,7 +770,9 @@ class Gateway:
         no room for a new file, over the old one's bytes in place (it is padded with
         spaces to whole 4 KiB blocks so that it usually fits them): status must still
         say the disk is full when it is."""
-        path: Path = self.config.data_dir / "status.json"
+        if self._status_path is None:
+            self._status_path = status_file(self.config.data_dir, os.environ)
+        path = self._status_path
         tmp = path.with_suffix(".tmp")
         text = json.dumps(self.status(), indent=1, sort_keys=True) + "\n"
         data = text.encode().ljust(-(-len(text) // 4096) * 4096, b" ")

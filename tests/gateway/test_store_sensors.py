@@ -1,5 +1,6 @@
 """Store schema version 3: the ``sensors`` table against a scan of the entries, and the
-migration from version 2 (index entries_sensor_seq → sensors table), kill -9 included."""
+migration from version 2 (index entries_sensor_seq → sensors table), kill -9 included;
+and where the daemon writes status.json (gateway/daemon.py ``status_file``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.daemon import status_file
 from gateway.keys import DeviceKey, create_device_key
 from gateway.log import Event, Log
 from gateway.pipeline import Gap, Reading, Value
@@ -255,3 +257,22 @@ async def test_a_migration_killed_before_its_commit_leaves_v2(
         assert store.schema_version == 3
         assert await answers(store) == want
     assert schema(db)[0] == "3" and "entries_sensor_seq" not in schema(db)[1]
+
+
+# --- status.json off the SD card ---------------------------------------------------
+
+
+def test_status_json_goes_to_the_runtime_directory_with_a_link(tmp_path: Path) -> None:
+    data, run = tmp_path / "data", tmp_path / "run"
+    data.mkdir()
+    run.mkdir()
+    (data / "status.json").write_text("{}")  # left by a daemon run outside systemd
+    assert status_file(data, {}) == data / "status.json"
+    target = status_file(data, {"RUNTIME_DIRECTORY": f"{run}:{tmp_path / 'other'}"})
+    assert target == run / "status.json"
+    assert (data / "status.json").is_symlink()
+    assert (data / "status.json").readlink() == target
+    target.write_text('{"pid": 1}')
+    assert (data / "status.json").read_text() == '{"pid": 1}'  # readers find it there
+    assert status_file(data, {"RUNTIME_DIRECTORY": str(run)}) == target  # the link stays
+    assert not (data / "status.link").exists()
