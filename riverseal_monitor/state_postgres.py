@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncGenerator, Iterable, Sequence
 from typing import Any
 
 import psycopg
@@ -353,7 +353,7 @@ class PostgresState:
             except psycopg.Error as exc:
                 raise self._error(exc) from exc
 
-    async def forwarded(self) -> AsyncIterator[str]:
+    async def forwarded(self) -> AsyncGenerator[str, None]:
         try:
             if self._listen is None:
                 self._listen = await psycopg.AsyncConnection.connect(self.url, autocommit=True)

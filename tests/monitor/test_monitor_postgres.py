@@ -12,10 +12,16 @@ one shared-subscription group, state in PostgreSQL, 3 s leases:
    boxes it took over, and the cut-off box's ``silent`` and ``box-silent``
    alerts are raised exactly once (one row each, one JSON line in all the
    instances' outputs).
+
+``test_leases_alerts_and_forwarding`` checks the same rules on the state alone:
+fair shares, excess given back, expired leases taken over, alerts unique among
+open ones, boxes only moving forward, notes forwarded with NOTIFY.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
 import subprocess
@@ -27,6 +33,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from riverseal_monitor.follow import Alert, Verified
+from riverseal_monitor.state_postgres import PostgresState
 from tests.monitor.fleet_monitor import (
     MONITOR,
     boxes_of,
@@ -37,8 +45,6 @@ from tests.monitor.fleet_monitor import (
 )
 from tests.servers.postgres import Postgres, PostgresMissing, running_postgres
 from tests.servers.web_server import NginxMissing, WebServer, running_web_server
-
-pytestmark = pytest.mark.slow  # two fleets, two monitors, a takeover: about 30 s
 
 LEASE_S = 3.0
 ALLOWANCE_S = 4.0
@@ -90,6 +96,7 @@ def verified_by(log: Path, since: int) -> set[str]:
     return set(re.findall(r"riverseal_monitor\.monitor: (\S+): verified checkpoint", text))
 
 
+@pytest.mark.slow  # two fleets, two monitors, a takeover: about 30 s
 def test_two_instances_split_a_fleet_and_take_over(
     tmp_path: Path,
     mosquitto: tuple[str, int],
@@ -218,3 +225,50 @@ def test_two_instances_split_a_fleet_and_take_over(
     )
     keys = sorted(json.loads(x)["key"] for x in listed.stdout.decode().splitlines())
     assert keys == ["box-silent", "silent:ph-1"]
+
+
+async def test_leases_alerts_and_forwarding(postgres: Postgres) -> None:
+    origins = [f"riverseal/rs-{i:012x}" for i in range(5)]
+    async with (
+        PostgresState(postgres.url, instance="a") as a,
+        PostgresState(postgres.url, instance="b") as b,
+    ):
+        # Alone, a takes every box; once b is counted, a gives back all beyond its share.
+        assert await a.claim(origins, "a", 2.0) == set(origins)
+        assert await b.claim(origins, "b", 2.0) == set()  # nothing free yet
+        kept = await a.claim(origins, "a", 2.0)
+        assert len(kept) == 3
+        assert await b.claim(origins, "b", 2.0) == set(origins) - kept
+        assert sorted((await a.owners()).items()) == sorted(
+            [(o, "a") for o in kept] + [(o, "b") for o in set(origins) - kept]
+        )
+        # a stops renewing: after its lease, b (now the only live instance) takes all.
+        await asyncio.sleep(2.2)
+        assert await b.claim(origins, "b", 2.0) == set(origins)
+
+        # One open alert per (origin, key), whoever raises it; a cleared one may return.
+        alert = Alert(origins[0], "silent", "silent:ph-1", 1.0, "no reading")
+        assert await a.raise_alert(alert) is True
+        assert await b.raise_alert(alert) is False
+        assert await b.open_alerts() == {(origins[0], "silent:ph-1")}
+        assert await a.clear(origins[0], ["silent:ph-1", "box-silent"], 2.0) == ["silent:ph-1"]
+        assert await b.raise_alert(alert) is True
+
+        # The verified state only moves forward.
+        big = Verified(9, b"\x01" * 32, (b"\x02" * 32,), "note 9")
+        small = Verified(4, b"\x03" * 32, (b"\x04" * 32,), "note 4")
+        await a.commit(origins[1], big, [], [], None, 3.0)
+        await b.commit(origins[1], small, [], [], None, 4.0)
+        assert await a.load(origins[1]) == big
+
+        # A note forwarded by one instance reaches the others' listeners.
+        async with contextlib.aclosing(b.forwarded()) as heard:
+
+            async def first() -> str:
+                return await anext(heard)
+
+            listening = asyncio.create_task(first())
+            await asyncio.sleep(0.3)  # LISTEN is in place
+            note = f"{origins[2]}\n12\nroot\n\n— sig\n"
+            await a.forward(note)
+            assert await asyncio.wait_for(listening, 5) == note
