@@ -33,7 +33,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from riverseal_monitor.follow import Alert, Verified
+from riverseal_monitor.follow import Alert, GapSpan, Reading, Verified
 from riverseal_monitor.state_postgres import PostgresState
 from tests.monitor.fleet_monitor import (
     MONITOR,
@@ -260,6 +260,36 @@ async def test_leases_alerts_and_forwarding(postgres: Postgres) -> None:
         await a.commit(origins[1], big, [], [], None, 3.0)
         await b.commit(origins[1], small, [], [], None, 4.0)
         assert await a.load(origins[1]) == big
+
+        # What the page reads: stations with their open alerts, a station's series.
+        more = Verified(11, b"\x05" * 32, (b"\x06" * 32,), "note 11")
+        reading = Reading(
+            origins[1], "ph-1", 9, "2026-12-06T00:00:09Z", 9.0, (("ph", "pH", 7.25, 3),)
+        )
+        gap = GapSpan(
+            origins[1], "ph-1", 10, "2026-12-06T00:00:09Z", "2026-12-06T00:01:00Z", "probe-lost"
+        )
+        await b.commit(origins[1], more, [reading], [gap], None, 5.0)
+        series = await a.series(origins[1], 0.0, 10)
+        assert series == {
+            "sensors": {
+                "ph-1": {
+                    "unit": "ph [pH]",
+                    "points": [[9.0, 7.25, 3]],
+                    "gaps": [
+                        {
+                            "start": "2026-12-06T00:00:09Z",
+                            "end": "2026-12-06T00:01:00Z",
+                            "reason": "probe-lost",
+                        }
+                    ],
+                }
+            },
+            "checkpoint": {"size": 11, "verified_s": 5.0},
+        }
+        stations = {st["origin"]: st for st in await a.stations()}
+        assert stations[origins[1]]["verified_size"] == 11
+        assert stations[origins[1]]["owner"] == "b" and stations[origins[1]]["open"] == []
 
         # A note forwarded by one instance reaches the others' listeners.
         async with contextlib.aclosing(b.forwarded()) as heard:
