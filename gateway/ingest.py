@@ -20,6 +20,7 @@ smaller than ``GATHER_TARGET`` waits for more, and is committed at the first of:
   without this rule it would wait a whole window every N messages;
 - it holds an event (``boot``, ``stop``, ``config``, ``clock-step``): events are
   rare, and the daemon waits for its boot event before it starts the sources;
+- a checkpoint falls due (``checkpoint_every_seconds`` since the last one);
 - one of its readings has been held its sensor's hold limit (the daemon gives
   half the sensor's ``interval_s``): a serial driver polls its next slot only
   once its reading is committed, so holding it longer would make it miss slots.
@@ -263,6 +264,9 @@ class Ingest:
         deadline = batch[0][2] + window
         while len(batch) < target and not self._stopping:
             deadline = min(deadline, *(self._hold_deadline(q, window) for q in batch))
+            # Never past a due checkpoint: what gathers goes into it, so a live uplink
+            # publishes a reading within one checkpoint interval.
+            deadline = min(deadline, self._last_cp_time + self.config.checkpoint_every_seconds)
             now = self._monotonic()
             last = self._last_arrival if self._last_arrival is not None else now
             until = min(deadline, last + self._pause(window))

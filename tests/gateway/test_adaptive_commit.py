@@ -58,6 +58,7 @@ async def writer(
     window: float,
     clock: Clock | None = None,
     hold_limits: dict[str, float] | None = None,
+    checkpoint_every_s: float = 60.0,
 ) -> AsyncIterator[Ingest]:
     key = create_device_key(tmp_path / "device.key")
     async with Store(tmp_path / "log.sqlite") as store:
@@ -65,7 +66,7 @@ async def writer(
         await log.open()
         ingest = Ingest(
             log,
-            LogConfig(commit_window_s=window),
+            LogConfig(commit_window_s=window, checkpoint_every_seconds=checkpoint_every_s),
             monotonic=clock or time.monotonic,
             hold_limits=hold_limits,
         )
@@ -128,6 +129,21 @@ async def test_a_reading_is_held_no_longer_than_its_sensors_hold_limit(tmp_path:
         assert not pending.done()
         clock.now += 0.02  # half its 1 s interval: the serial driver's next slot is safe
         assert await asyncio.wait_for(pending, 5) is True
+
+
+async def test_gathering_never_runs_past_a_due_checkpoint(tmp_path: Path) -> None:
+    clock = Clock()
+    async with writer(tmp_path, 10.0, clock, checkpoint_every_s=1.0) as ingest:
+        pending = asyncio.create_task(ingest.submit(reading(1)))
+        await asyncio.sleep(0.3)
+        clock.now += 0.99
+        await asyncio.sleep(0.3)
+        assert not pending.done()
+        clock.now += 0.02  # a checkpoint is due: the reading goes into it, not after it
+        assert await asyncio.wait_for(pending, 5) is True
+        assert ingest.stats.checkpoints == 1
+        cp = ingest.log.last_checkpoint
+        assert cp is not None and cp.size == ingest.log.size
 
 
 async def test_a_source_that_waits_for_each_commit_is_not_held_a_window_each_time(
