@@ -60,6 +60,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from gateway.store import decode_data
+
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 TASKSET = shutil.which("taskset")
 TICK = os.sysconf("SC_CLK_TCK")
@@ -198,7 +200,7 @@ def poll_new(db: sqlite3.Connection, after: int, seen_ns: int, out: list[float])
     """Latency of every reading committed since index ``after``; the new last index."""
     for idx, data in db.execute("SELECT idx, data FROM entries WHERE idx > ?", (after,)):
         after = idx
-        rec = json.loads(bytes(data))["rec"]
+        rec = json.loads(decode_data(data))["rec"]
         if rec.get("kind") == "reading" and "sensor_time" in rec:
             out.append((seen_ns - parse_stamp(rec["sensor_time"])) / 1e6)
     return after

@@ -39,7 +39,7 @@ from gateway.config import load_config
 from gateway.keys import load_device_key
 from gateway.log import Log
 from gateway.pipeline import Gap, Reading, Value
-from gateway.store import Store
+from gateway.store import Store, decode_data
 from ledger_client.note import Verifier
 from ledger_client.records import parse_entry
 
@@ -173,7 +173,7 @@ def raw_verify_rate(db: Path, sample: int = 20_000) -> float:
     """Ed25519 verifies/s over this log's own record signatures, one core."""
     with sqlite3.connect(db) as conn:
         rows = conn.execute("SELECT data FROM entries WHERE idx % 37 = 0 LIMIT ?", (sample,))
-        entries = [parse_entry(bytes(r[0])) for r in rows]
+        entries = [parse_entry(decode_data(r[0])) for r in rows]
     key = load_device_key_from_db(db)
     t = time.process_time()
     for e in entries:

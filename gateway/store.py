@@ -24,6 +24,14 @@ upserted once per sensor per batch in the batch's transaction: the index put a
 page of its own under every reading. A version 2 database gets the table filled
 from the index and the index dropped in one transaction at its first writable
 open; a read-only open reads version 2 (or 1) on the index as it is.
+
+An entry's ``data`` column holds its bytes deflated (``encode_data``: a 0x01
+byte, then raw deflate) whenever that is shorter: a ~500-byte signed record
+then fits its 512-byte leaf page instead of costing an overflow page, written
+to the WAL and again to the database file. Rows written before, raw JSON
+(``{`` first), and bodies pruned by retention (empty) read as they are; every
+read here returns the original bytes (``decode_data``), so leaf hashes, entry
+bundles and exports are over the same bytes as before.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ import json
 import logging
 import os
 import sqlite3
+import zlib
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -59,6 +68,8 @@ __all__ = [
     "CheckpointRow",
     "EntryRow",
     "Store",
+    "decode_data",
+    "encode_data",
     "file_problem",
     "header_problem",
     "store_error",
@@ -82,6 +93,32 @@ WAL_AUTOCHECKPOINT_BYTES = 4 << 20
 """WAL size (in pages of the database's own size) before SQLite copies it into the
 database file: a page committed many times in between (a sensor's index leaf) is
 copied once. SQLite's default is 1000 pages."""
+
+_DEFLATED = b"\x01"
+"""First byte of a deflated ``data`` value: never the first byte of an entry (JSON, ``{``)."""
+
+_DEFLATE_LEVEL = 6
+"""zlib's default: ~6 µs for a 500-byte record here; lower levels gain nothing on it."""
+
+
+def encode_data(data: bytes) -> bytes:
+    """What the ``data`` column stores for entry bytes ``data``: ``_DEFLATED`` and its raw
+    deflate stream when that is shorter, else ``data`` itself."""
+    packed = _DEFLATED + zlib.compress(data, _DEFLATE_LEVEL, wbits=-15)
+    return packed if len(packed) < len(data) else data
+
+
+def decode_data(blob: Any) -> bytes:
+    """The entry bytes of a stored ``data`` value: deflated (``encode_data``), raw (rows of
+    an older riverseal, or not worth deflating) or empty (pruned by retention)."""
+    raw = bytes(blob)
+    if raw[:1] != _DEFLATED:
+        return raw
+    try:
+        return zlib.decompress(raw[1:], wbits=-15)
+    except zlib.error as exc:
+        raise StoreError(f"log database holds an entry body that does not inflate: {exc}") from exc
+
 
 _RANGES_PER_QUERY = 300  # three bound values each: under SQLite's oldest limit of 999
 
@@ -617,7 +654,10 @@ class Store:
     ) -> None:
         await self.db.executemany(
             "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(e.index, e.kind, e.sensor, e.seq, e.time_ns, e.dedup, e.data) for e in entries],
+            [
+                (e.index, e.kind, e.sensor, e.seq, e.time_ns, e.dedup, encode_data(e.data))
+                for e in entries
+            ],
         )
         await self.db.executemany("INSERT INTO nodes VALUES (?, ?, ?)", nodes)
         if self.schema_version >= 3:
@@ -755,7 +795,7 @@ class Store:
         if any(not d for (d,) in rows):
             raise StoreError(_pruned(first))
         try:
-            return encode_entry_bundle(bytes(d) for (d,) in rows)
+            return encode_entry_bundle(decode_data(d) for (d,) in rows)
         except ValueError as exc:
             raise StoreError(f"entry bundle {index}: {exc}") from exc
 
@@ -771,7 +811,7 @@ class Store:
             async for r in cur:
                 if not r[6]:
                     raise StoreError(_pruned(int(r[0])))
-                yield EntryRow(int(r[0]), r[1], r[2], r[3], int(r[4]), r[5], bytes(r[6]))
+                yield EntryRow(int(r[0]), r[1], r[2], r[3], int(r[4]), r[5], decode_data(r[6]))
 
     async def index_range(
         self, since_ns: int | None, until_ns: int | None
@@ -1130,7 +1170,7 @@ def _sensor_rows(entries: Iterable[EntryRow]) -> list[tuple[str, int, int, int |
 def _rec(data: Any) -> dict[str, Any]:
     """The ``rec`` of stored entry bytes (StoreError if they are not an entry)."""
     try:
-        rec = json.loads(bytes(data))["rec"]
+        rec = json.loads(decode_data(data))["rec"]
     except (ValueError, TypeError, KeyError) as exc:
         raise StoreError(f"log database holds an entry that is not a record: {exc}") from exc
     if not isinstance(rec, dict):

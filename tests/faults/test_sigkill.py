@@ -37,7 +37,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.store import file_problem
+from gateway.store import decode_data, file_problem
 from ledger_client.checkpoint import open_checkpoint
 from ledger_client.merkle import MerkleTree, verify_consistency
 from ledger_client.note import Verifier
@@ -89,7 +89,7 @@ def logged(db: Path) -> Counter[tuple[str, int]]:
         rows = c.execute("SELECT data FROM entries WHERE kind = 'reading'").fetchall()
     out: Counter[tuple[str, int]] = Counter()
     for (data,) in rows:
-        rec = json.loads(bytes(data))["rec"]
+        rec = json.loads(decode_data(data))["rec"]
         out[(rec["sensor"], int(rec["src_seq"]))] += 1
     return out
 
@@ -188,7 +188,7 @@ async def test_fifty_kill_9s_at_2000_readings_per_second_lose_and_repeat_nothing
         assert seen.setdefault(size, (root, note))[0] == root, f"checkpoint {size} changed"
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as c:
         vkey = str(c.execute("SELECT value FROM meta WHERE key = 'vkey'").fetchone()[0])
-        entries = [bytes(d) for (d,) in c.execute("SELECT data FROM entries ORDER BY idx")]
+        entries = [decode_data(d) for (d,) in c.execute("SELECT data FROM entries ORDER BY idx")]
     tree = MerkleTree(entries)
     last_size, last_root, last_note = final[-1]
     assert last_size == len(entries)

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gateway.store import decode_data
+
 GATEWAY = [sys.executable, "-m", "gateway"]
 
 
@@ -43,4 +45,4 @@ def records(db: Path) -> list[dict[str, Any]]:
             if "no such table" in str(exc):  # the daemon has made the file, not yet its schema
                 return []
             raise
-    return [json.loads(bytes(d))["rec"] for (d,) in rows]
+    return [json.loads(decode_data(d))["rec"] for (d,) in rows]

@@ -27,6 +27,7 @@ from gateway.config import load_config
 from gateway.daemon import Gateway
 from gateway.history import HistoryConflict, high_water_path, read_high_water
 from gateway.keys import create_device_key
+from gateway.store import decode_data
 from ledger_client.checkpoint import Checkpoint
 from ledger_client.note import split_note
 
@@ -79,7 +80,7 @@ def remove_db(data: Path) -> None:
 def entries(db: Path) -> list[dict[str, Any]]:
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as c:
         rows = c.execute("SELECT data FROM entries ORDER BY idx").fetchall()
-    return [json.loads(bytes(d))["rec"] for (d,) in rows]
+    return [json.loads(decode_data(d))["rec"] for (d,) in rows]
 
 
 def test_a_lost_or_old_database_is_refused_until_the_history_is_reset(tmp_path: Path) -> None:

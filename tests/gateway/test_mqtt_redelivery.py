@@ -31,6 +31,7 @@ import pytest
 from gateway.config import MqttConfig, MqttSensorConfig
 from gateway.drivers.mqtt.source import SEQUENCE_GAP, MqttSource
 from gateway.pipeline import Gap
+from gateway.store import decode_data
 from ledger_client.records import parse_entry
 
 if TYPE_CHECKING:
@@ -271,7 +272,7 @@ def logged(db: Path) -> list[tuple[str, int | None]]:
         rows = c.execute("SELECT data FROM entries ORDER BY idx").fetchall()
     out = []
     for (data,) in rows:
-        rec = parse_entry(bytes(data)).rec
+        rec = parse_entry(decode_data(data)).rec
         if rec["kind"] != "event":
             out.append((str(rec["kind"]), rec.get("src_seq")))
     return out

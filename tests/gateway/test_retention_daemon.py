@@ -37,7 +37,7 @@ from gateway.health.metrics import render_metrics
 from gateway.keys import load_device_key
 from gateway.log import Log
 from gateway.pipeline import Reading, Value
-from gateway.store import Store
+from gateway.store import Store, decode_data
 from ledger_client.records import format_time
 from tests.gateway.daemon_procs import GATEWAY, start
 
@@ -48,7 +48,7 @@ DAY_NS = 86_400 * 10**9
 def rows(db: Path) -> list[tuple[int, bytes]]:
     """(index, record body) of every entry, read-only while the daemon writes."""
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as c:
-        return [(int(i), bytes(d)) for i, d in c.execute("SELECT idx, data FROM entries")]
+        return [(int(i), decode_data(d)) for i, d in c.execute("SELECT idx, data FROM entries")]
 
 
 def meta(db: Path, key: str) -> int | None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
+from gateway.store import decode_data
 from ledger_client import merkle
 from ledger_client.records import parse_entry
 from tests.gateway.daemon_procs import GATEWAY, start
@@ -53,7 +54,7 @@ def readings(db: Path) -> list[tuple[int, int, int]]:
         rows = c.execute("SELECT data FROM entries WHERE kind = 'reading' ORDER BY idx").fetchall()
     out = []
     for (data,) in rows:
-        e = parse_entry(bytes(data))
+        e = parse_entry(decode_data(data))
         out.append((e.index, e.seq or 0, int(e.rec["src_seq"])))
     return out
 
@@ -148,7 +149,7 @@ async def test_kill_9_loses_no_acknowledged_reading_and_duplicates_none(
     assert [k for k, _ in seqs].count("gap") == 2
     # The log after both crashes extends every checkpoint signed before them.
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
-        entries = [bytes(d) for (d,) in c.execute("SELECT data FROM entries ORDER BY idx")]
+        entries = [decode_data(d) for (d,) in c.execute("SELECT data FROM entries ORDER BY idx")]
     tree = merkle.MerkleTree(entries)
     assert checkpoints_before
     for size, root in checkpoints_before:

@@ -18,7 +18,7 @@ from gateway.daemon import status_file
 from gateway.keys import DeviceKey, create_device_key
 from gateway.log import Event, Log
 from gateway.pipeline import Gap, Reading, Value
-from gateway.store import SCHEMA_VERSION, Store
+from gateway.store import SCHEMA_VERSION, Store, decode_data
 from ledger_client.records import format_time, parse_entry, parse_time
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -71,7 +71,7 @@ def scanned(path: Path) -> dict[str, tuple[int, int, int | None]]:
         rows = db.execute("SELECT idx, data FROM entries ORDER BY idx").fetchall()
     db.close()
     for idx, data in rows:
-        e = parse_entry(bytes(data))
+        e = parse_entry(decode_data(data))
         if e.sensor is None or e.seq is None:
             continue
         instant = e.rec.get("time") if e.kind == "reading" else e.rec.get("to")
