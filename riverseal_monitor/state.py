@@ -12,9 +12,66 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-__all__ = ["LEVELS", "Display", "Leases", "level_of", "series_doc"]
+if TYPE_CHECKING:
+    from .follow import Alert
+
+__all__ = [
+    "ALERT_COLUMNS",
+    "LEVELS",
+    "SERIES_SCHEMA",
+    "Display",
+    "Leases",
+    "alert_docs",
+    "alert_values",
+    "level_of",
+    "series_doc",
+]
+
+SERIES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS readings (
+    origin      TEXT NOT NULL,
+    idx         BIGINT NOT NULL,
+    sensor      TEXT NOT NULL,
+    time        TEXT NOT NULL,
+    time_s      DOUBLE PRECISION NOT NULL,
+    qc          TEXT NOT NULL,
+    vals        TEXT NOT NULL,
+    verified_s  DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (origin, idx)
+);
+CREATE INDEX IF NOT EXISTS readings_series ON readings (origin, sensor, time_s);
+CREATE TABLE IF NOT EXISTS gaps (
+    origin      TEXT NOT NULL,
+    idx         BIGINT NOT NULL,
+    sensor      TEXT NOT NULL,
+    start       TEXT NOT NULL,
+    stop        TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    PRIMARY KEY (origin, idx)
+);
+"""
+"""The readings and gaps a monitor keeps for display: the same DDL in SQLite and PostgreSQL."""
+
+ALERT_COLUMNS = "origin, kind, key, sensor, entry, size, raised_s, cleared_s, message, detail"
+"""What ``riverseal-monitor alerts`` reads of each alert, in the order ``alert_docs`` takes."""
+
+
+def alert_values(a: Alert) -> tuple[Any, ...]:
+    """An alert as the values of the columns origin, key, kind, sensor, entry, size,
+    raised_s, message and detail (JSON), in that order."""
+    detail = json.dumps(dict(a.detail), sort_keys=True)
+    return (a.origin, a.key, a.kind, a.sensor, a.entry, a.size, a.time_s, a.message, detail)
+
+
+def alert_docs(rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
+    """Rows of ``ALERT_COLUMNS`` as the JSON documents of docs/monitor.md §4."""
+    names = ("origin", "kind", "key", "sensor", "entry", "size", "time_s", "cleared_s", "message")
+    return [
+        {**dict(zip(names, row[:-1], strict=True)), "detail": json.loads(row[-1])} for row in rows
+    ]
+
 
 LEVELS = ("FAILED", "ALERT", "VERIFIED", "PENDING")
 """A station's verdict on the page, worst first (docs/monitor.md, "The page")."""

@@ -33,7 +33,7 @@ from ledger_client.merkle import HASH_SIZE
 
 from .errors import StateError
 from .follow import Alert, GapSpan, Reading, Verified
-from .state import series_doc
+from .state import ALERT_COLUMNS, SERIES_SCHEMA, alert_docs, alert_values, series_doc
 
 __all__ = ["CHANNEL", "PostgresState", "is_postgres_url", "read_alerts_pg", "read_status_pg"]
 
@@ -43,7 +43,8 @@ CHANNEL = "riverseal_monitor"
 _LOCK = 0x7276_7365_616C  # pg_advisory_xact_lock key: schema creation and lease claims
 _NOTIFY_MAX = 7900  # NOTIFY payloads are capped at 8000 bytes
 
-SCHEMA = """
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS boxes (
     origin      TEXT PRIMARY KEY,
     size        BIGINT NOT NULL,
@@ -70,27 +71,9 @@ CREATE TABLE IF NOT EXISTS alerts (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS alerts_one_open ON alerts (origin, key)
     WHERE cleared_s IS NULL;
-CREATE TABLE IF NOT EXISTS readings (
-    origin      TEXT NOT NULL,
-    idx         BIGINT NOT NULL,
-    sensor      TEXT NOT NULL,
-    time        TEXT NOT NULL,
-    time_s      DOUBLE PRECISION NOT NULL,
-    qc          TEXT NOT NULL,
-    vals        TEXT NOT NULL,
-    verified_s  DOUBLE PRECISION NOT NULL,
-    PRIMARY KEY (origin, idx)
-);
-CREATE INDEX IF NOT EXISTS readings_series ON readings (origin, sensor, time_s);
-CREATE TABLE IF NOT EXISTS gaps (
-    origin      TEXT NOT NULL,
-    idx         BIGINT NOT NULL,
-    sensor      TEXT NOT NULL,
-    start       TEXT NOT NULL,
-    stop        TEXT NOT NULL,
-    reason      TEXT NOT NULL,
-    PRIMARY KEY (origin, idx)
-);
+"""
+    + SERIES_SCHEMA
+    + """
 CREATE TABLE IF NOT EXISTS leases (
     origin      TEXT PRIMARY KEY,
     owner       TEXT NOT NULL,
@@ -101,6 +84,7 @@ CREATE TABLE IF NOT EXISTS instances (
     seen_s      DOUBLE PRECISION NOT NULL
 );
 """
+)
 
 _NOW = "extract(epoch from clock_timestamp())"
 
@@ -242,18 +226,7 @@ class PostgresState:
                     "INSERT INTO alerts (origin, key, kind, sensor, entry, size, raised_s, "
                     "message, detail, raised_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
                     "ON CONFLICT (origin, key) WHERE cleared_s IS NULL DO NOTHING RETURNING id",
-                    (
-                        a.origin,
-                        a.key,
-                        a.kind,
-                        a.sensor,
-                        a.entry,
-                        a.size,
-                        a.time_s,
-                        a.message,
-                        json.dumps(dict(a.detail), sort_keys=True),
-                        self.instance or None,
-                    ),
+                    (*alert_values(a), self.instance or None),
                 )
                 row = await cur.fetchone()
             except psycopg.Error as exc:
@@ -445,20 +418,11 @@ async def read_alerts_pg(url: str, *, open_only: bool = False) -> list[dict[str,
     where = " WHERE cleared_s IS NULL" if open_only else ""
     async with PostgresState(url) as st:
         try:
-            cur = await st.db.execute(
-                "SELECT origin, kind, key, sensor, entry, size, raised_s, cleared_s, message, "
-                f"detail FROM alerts{where} ORDER BY id"
-            )
+            cur = await st.db.execute(f"SELECT {ALERT_COLUMNS} FROM alerts{where} ORDER BY id")
             rows = await cur.fetchall()
         except psycopg.Error as exc:
             raise st._error(exc) from exc
-    names = ("origin", "kind", "key", "sensor", "entry", "size", "time_s", "cleared_s", "message")
-    out = []
-    for row in rows:
-        doc = dict(zip(names, row[:-1], strict=True))
-        doc["detail"] = json.loads(row[-1])
-        out.append(doc)
-    return out
+    return alert_docs(rows)
 
 
 async def read_status_pg(url: str) -> list[dict[str, Any]]:

@@ -24,10 +24,12 @@ from ledger_client.merkle import HASH_SIZE
 
 from .errors import StateError
 from .follow import Alert, GapSpan, Reading, Verified
+from .state import ALERT_COLUMNS, SERIES_SCHEMA, alert_docs, alert_values
 
 __all__ = ["SCHEMA", "SqliteState", "State"]
 
-SCHEMA = """
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS boxes (
     origin      TEXT PRIMARY KEY,
     size        BIGINT NOT NULL,
@@ -52,28 +54,9 @@ CREATE TABLE IF NOT EXISTS alerts (
     detail      TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS alerts_open ON alerts (origin, key, cleared_s);
-CREATE TABLE IF NOT EXISTS readings (
-    origin      TEXT NOT NULL,
-    idx         BIGINT NOT NULL,
-    sensor      TEXT NOT NULL,
-    time        TEXT NOT NULL,
-    time_s      DOUBLE PRECISION NOT NULL,
-    qc          TEXT NOT NULL,
-    vals        TEXT NOT NULL,
-    verified_s  DOUBLE PRECISION NOT NULL,
-    PRIMARY KEY (origin, idx)
-);
-CREATE INDEX IF NOT EXISTS readings_series ON readings (origin, sensor, time_s);
-CREATE TABLE IF NOT EXISTS gaps (
-    origin      TEXT NOT NULL,
-    idx         BIGINT NOT NULL,
-    sensor      TEXT NOT NULL,
-    start       TEXT NOT NULL,
-    stop        TEXT NOT NULL,
-    reason      TEXT NOT NULL,
-    PRIMARY KEY (origin, idx)
-);
 """
+    + SERIES_SCHEMA
+)
 
 
 class State(Protocol):
@@ -243,17 +226,7 @@ class SqliteState:
                 db.execute(
                     "INSERT INTO alerts (origin, key, kind, sensor, entry, size, raised_s, "
                     "message, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        a.origin,
-                        a.key,
-                        a.kind,
-                        a.sensor,
-                        a.entry,
-                        a.size,
-                        a.time_s,
-                        a.message,
-                        json.dumps(dict(a.detail), sort_keys=True),
-                    ),
+                    alert_values(a),
                 )
             db.execute("COMMIT")
         except BaseException:
@@ -291,19 +264,10 @@ def read_alerts(path: Path, *, open_only: bool = False) -> list[dict[str, Any]]:
     where = " WHERE cleared_s IS NULL" if open_only else ""
     try:
         with _readonly(path) as db:
-            rows = db.execute(
-                "SELECT origin, kind, key, sensor, entry, size, raised_s, cleared_s, message, "
-                f"detail FROM alerts{where} ORDER BY id"
-            ).fetchall()
+            rows = db.execute(f"SELECT {ALERT_COLUMNS} FROM alerts{where} ORDER BY id").fetchall()
     except sqlite3.Error as exc:
         raise StateError(f"monitor state {path}: {exc}") from exc
-    names = ("origin", "kind", "key", "sensor", "entry", "size", "time_s", "cleared_s", "message")
-    out = []
-    for row in rows:
-        doc = dict(zip(names, row[:-1], strict=True))
-        doc["detail"] = json.loads(row[-1])
-        out.append(doc)
-    return out
+    return alert_docs(rows)
 
 
 def read_status(path: Path) -> list[dict[str, Any]]:
