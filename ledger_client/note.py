@@ -28,9 +28,41 @@ _MAX_SIGNATURES = 100  # a bound on work per note, as Go's note package has
 _KEY_ID_HEX = re.compile(r"[0-9a-f]{8}")  # docs/bundle-format.md §1, §3: lower-case hex
 
 
-def key_id(name: str, public_key: bytes) -> bytes:
-    """The 4-byte C2SP key ID of an Ed25519 key."""
-    return hashlib.sha256(name.encode() + b"\n" + bytes([ALG_ED25519]) + public_key).digest()[:4]
+def key_id(name: str, public_key: bytes, alg: int = ALG_ED25519) -> bytes:
+    """The 4-byte C2SP key ID of an Ed25519 key signing with type ``alg``."""
+    return hashlib.sha256(name.encode() + b"\n" + bytes([alg]) + public_key).digest()[:4]
+
+
+def parse_vkey(s: str, *, alg: int, what: str, kind: str) -> tuple[str, str, bytes]:
+    """``name+hex(keyid)+base64(alg||pub)`` as (name, hex key ID, public key); base64 may
+    itself hold '+'. ``what`` names the key in messages, ``kind`` what ``alg`` stands for.
+    The caller checks the key ID against the key it builds."""
+    parts = s.strip().split("+", 2)
+    if len(parts) != 3:
+        raise MalformedNote(f"{what} {s!r} is not name+keyid+key")
+    name, hex_id, b64 = parts
+    _check_name(name)
+    if not _KEY_ID_HEX.fullmatch(hex_id):
+        raise MalformedNote(f"{what} {name!r}: key ID {hex_id!r} is not 8 lower-case hex digits")
+    raw = _b64decode(b64, f"{what} {name!r}")
+    if len(raw) != 33 or raw[0] != alg:
+        raise MalformedNote(f"{what} {name!r} is not {kind}")
+    return name, hex_id, raw[1:]
+
+
+def parse_skey(s: str, *, alg: int, what: str, kind: str) -> tuple[str, str, bytes]:
+    """``PRIVATE+KEY+name+hex(keyid)+base64(alg||seed)`` as (name, hex key ID, seed)."""
+    prefix = "PRIVATE+KEY+"
+    if not s.startswith(prefix):
+        raise MalformedNote(f"{what} does not start with PRIVATE+KEY+")
+    parts = s.strip()[len(prefix) :].split("+", 2)
+    if len(parts) != 3:
+        raise MalformedNote(f"{what} is not PRIVATE+KEY+name+keyid+key")
+    name, hex_id, b64 = parts
+    raw = _b64decode(b64, f"{what} {name!r}")
+    if len(raw) != 33 or raw[0] != alg:
+        raise MalformedNote(f"{what} {name!r} is not {kind}")
+    return name, hex_id, raw[1:]
 
 
 def _check_name(name: str) -> None:
@@ -64,21 +96,11 @@ class Verifier:
     @classmethod
     def from_vkey(cls, s: str) -> Verifier:
         """Parse ``name+hex(keyid)+base64(0x01||pub)``; base64 may itself hold '+'."""
-        parts = s.strip().split("+", 2)
-        if len(parts) != 3:
-            raise MalformedNote(f"verifier key {s!r} is not name+keyid+key")
-        name, hex_id, b64 = parts
-        _check_name(name)
-        if not _KEY_ID_HEX.fullmatch(hex_id):
-            raise MalformedNote(
-                f"verifier key {name!r}: key ID {hex_id!r} is not 8 lower-case hex digits"
-            )
-        claimed = bytes.fromhex(hex_id)
-        raw = _b64decode(b64, f"verifier key {name!r}")
-        if len(raw) != 33 or raw[0] != ALG_ED25519:
-            raise MalformedNote(f"verifier key {name!r} is not an Ed25519 key")
-        v = cls.from_public_key(name, raw[1:])
-        if v.key_id != claimed:
+        name, hex_id, public_key = parse_vkey(
+            s, alg=ALG_ED25519, what="verifier key", kind="an Ed25519 key"
+        )
+        v = cls.from_public_key(name, public_key)
+        if v.key_id.hex() != hex_id:
             raise MalformedNote(f"verifier key {name!r}: key ID {hex_id} does not match its key")
         return v
 
@@ -116,17 +138,10 @@ class Signer:
     @classmethod
     def from_skey(cls, s: str) -> Signer:
         """Parse ``PRIVATE+KEY+name+hex(keyid)+base64(0x01||seed)``."""
-        prefix = "PRIVATE+KEY+"
-        if not s.startswith(prefix):
-            raise MalformedNote("signer key does not start with PRIVATE+KEY+")
-        parts = s.strip()[len(prefix) :].split("+", 2)
-        if len(parts) != 3:
-            raise MalformedNote("signer key is not PRIVATE+KEY+name+keyid+key")
-        name, hex_id, b64 = parts
-        raw = _b64decode(b64, f"signer key {name!r}")
-        if len(raw) != 33 or raw[0] != ALG_ED25519:
-            raise MalformedNote(f"signer key {name!r} is not an Ed25519 key")
-        signer = cls.from_seed(name, raw[1:])
+        name, hex_id, seed = parse_skey(
+            s, alg=ALG_ED25519, what="signer key", kind="an Ed25519 key"
+        )
+        signer = cls.from_seed(name, seed)
         if signer.key_id.hex() != hex_id.lower():
             raise MalformedNote(f"signer key {name!r}: key ID {hex_id} does not match its key")
         return signer

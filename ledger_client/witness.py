@@ -19,7 +19,6 @@ docs/witness.md describes the protocol as riverseal uses it.
 from __future__ import annotations
 
 import base64
-import hashlib
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +29,16 @@ import nacl.signing
 from .checkpoint import Checkpoint
 from .errors import LedgerClientError, MalformedNote, MalformedProof, ProofError, SignatureError
 from .merkle import EMPTY_ROOT, HASH_SIZE, verify_consistency
-from .note import _KEY_ID_HEX, Verifier, _b64decode, _check_name, open_note, split_note
+from .note import (
+    Verifier,
+    _b64decode,
+    _check_name,
+    key_id,
+    open_note,
+    parse_skey,
+    parse_vkey,
+    split_note,
+)
 
 __all__ = [
     "ALG_COSIGNATURE_V1",
@@ -59,14 +67,14 @@ MAX_PROOF_LINES = 63
 SIZE_CONTENT_TYPE = "text/x.tlog.size"
 """The Content-Type of a 409 reply, whose body is the witness's size and a newline."""
 _DASH = "\u2014"
+_WHAT = "witness key"
+_KIND = "an Ed25519 cosignature/v1 key (type 0x04)"
 _MAX_TIME = 2**63 - 1
 
 
 def cosigner_key_id(name: str, public_key: bytes) -> bytes:
     """The 4-byte key ID of an Ed25519 cosigner (signature type 0x04)."""
-    return hashlib.sha256(
-        name.encode() + b"\n" + bytes([ALG_COSIGNATURE_V1]) + public_key
-    ).digest()[:4]
+    return key_id(name, public_key, ALG_COSIGNATURE_V1)
 
 
 def cosignature_message(body: str, timestamp: int) -> bytes:
@@ -100,21 +108,8 @@ class WitnessKey:
     @classmethod
     def from_vkey(cls, s: str) -> WitnessKey:
         """Parse ``name+hex(keyid)+base64(0x04||pub)``; base64 may itself hold '+'."""
-        parts = s.strip().split("+", 2)
-        if len(parts) != 3:
-            raise MalformedNote(f"witness key {s!r} is not name+keyid+key")
-        name, hex_id, b64 = parts
-        _check_name(name)
-        if not _KEY_ID_HEX.fullmatch(hex_id):
-            raise MalformedNote(
-                f"witness key {name!r}: key ID {hex_id!r} is not 8 lower-case hex digits"
-            )
-        raw = _b64decode(b64, f"witness key {name!r}")
-        if len(raw) != 33 or raw[0] != ALG_COSIGNATURE_V1:
-            raise MalformedNote(
-                f"witness key {name!r} is not an Ed25519 cosignature/v1 key (type 0x04)"
-            )
-        key = cls.from_public_key(name, raw[1:])
+        name, hex_id, public_key = parse_vkey(s, alg=ALG_COSIGNATURE_V1, what=_WHAT, kind=_KIND)
+        key = cls.from_public_key(name, public_key)
         if key.key_id.hex() != hex_id:
             raise MalformedNote(f"witness key {name!r}: key ID {hex_id} does not match its key")
         return key
@@ -146,21 +141,9 @@ class WitnessSigner:
 
     @classmethod
     def from_skey(cls, s: str) -> WitnessSigner:
-        prefix = "PRIVATE+KEY+"
-        s = s.strip()
-        if not s.startswith(prefix):
-            raise MalformedNote("witness key does not start with PRIVATE+KEY+")
-        parts = s[len(prefix) :].split("+", 2)
-        if len(parts) != 3:
-            raise MalformedNote("witness key is not PRIVATE+KEY+name+keyid+key")
-        name, hex_id, b64 = parts
+        name, hex_id, seed = parse_skey(s.strip(), alg=ALG_COSIGNATURE_V1, what=_WHAT, kind=_KIND)
         _check_name(name)
-        raw = _b64decode(b64, f"witness key {name!r}")
-        if len(raw) != 33 or raw[0] != ALG_COSIGNATURE_V1:
-            raise MalformedNote(
-                f"witness key {name!r} is not an Ed25519 cosignature/v1 key (type 0x04)"
-            )
-        signer = cls(name, nacl.signing.SigningKey(raw[1:]))
+        signer = cls(name, nacl.signing.SigningKey(seed))
         if signer.key.key_id.hex() != hex_id.lower():
             raise MalformedNote(f"witness key {name!r}: key ID {hex_id} does not match its key")
         return signer
