@@ -261,12 +261,11 @@ class Ingest:
         """Wait for more while the rule of the module docstring says so; True at the sentinel."""
         window = self.config.commit_window_s
         target = min(GATHER_TARGET, self.config.max_batch)
-        deadline = batch[0][2] + window
+        # Never past a due checkpoint: what gathers goes into it, so a live uplink
+        # publishes a reading within one checkpoint interval.
+        due = self._last_cp_time + self.config.checkpoint_every_seconds
+        deadline = min(due, *(self._hold_deadline(q, window) for q in batch))
         while len(batch) < target and not self._stopping:
-            deadline = min(deadline, *(self._hold_deadline(q, window) for q in batch))
-            # Never past a due checkpoint: what gathers goes into it, so a live uplink
-            # publishes a reading within one checkpoint interval.
-            deadline = min(deadline, self._last_cp_time + self.config.checkpoint_every_seconds)
             now = self._monotonic()
             last = self._last_arrival if self._last_arrival is not None else now
             until = min(deadline, last + self._pause(window))
@@ -281,10 +280,13 @@ class Ingest:
                 continue  # look again: an arrival may have moved the pause on
             if nxt is None:
                 return True
+            seen = len(batch)
             batch.append(nxt)
             if self._take_queued(batch):
                 return True
-            if _has_event(batch):
+            new = batch[seen:]  # only what just came can bring the deadline closer
+            deadline = min(deadline, *(self._hold_deadline(q, window) for q in new))
+            if _has_event(new):
                 return False
         return False
 
