@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.persistent_broker import MOSQUITTO, PersistentBroker
 from tests.gateway.conftest import procs
+from tests.servers.persistent_broker import MOSQUITTO, NO_LOSS, PersistentBroker
 
 __all__ = ["persistent_broker", "procs"]
 
@@ -21,7 +21,7 @@ def persistent_broker(tmp_path: Path) -> Iterator[PersistentBroker]:
         pytest.fail("mosquitto is not installed: run scripts/setup --dev")
     workdir = tmp_path / "broker"
     workdir.mkdir()
-    broker = PersistentBroker(workdir)
+    broker = PersistentBroker(workdir, NO_LOSS)
     broker.start()
     try:
         yield broker

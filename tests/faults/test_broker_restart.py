@@ -3,7 +3,7 @@
 tests/gateway/test_mqtt_redelivery.py already restarts a persistent broker between two
 bursts and shows the out-of-order redelivery verifies with no gap; this adds what happens
 *during* the outage. Two nodes publish 100 readings/s each with QoS 1 through a broker
-run for no loss (tests/faults/persistent_broker.py). The broker is stopped for three
+run for no loss (tests/servers/persistent_broker.py). The broker is stopped for three
 seconds while the nodes keep trying (each keeps every seq PUBACKed and re-sends what
 was not), then started again on the same port. The gateway's status names the cause
 while the broker is away, the gateway reconnects by itself within its capped, jittered
@@ -25,10 +25,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from tests.faults.persistent_broker import PersistentBroker
 from tests.faults.publishers import Node, run_nodes
 from tests.faults.verifying import export_and_verify
 from tests.gateway.daemon_procs import GATEWAY, records, start
+from tests.servers.persistent_broker import NO_LOSS, PersistentBroker
 
 OUTAGE_S = 3.0
 RATE_EACH = 100.0
@@ -157,7 +157,8 @@ async def test_what_a_broker_loses_is_declared_lost_by_signed_gap_records(
     or declared lost, and the verifier accepts the log."""
     workdir = tmp_path / "broker"
     workdir.mkdir()
-    broker = PersistentBroker(workdir, "max_inflight_messages 1\nautosave_interval 3600\n")
+    lossy = "max_inflight_messages 1\nautosave_interval 3600\n"
+    broker = PersistentBroker(workdir, NO_LOSS + lossy)
     broker.start()
     try:
         await lossy_broker_run(tmp_path, broker, procs)

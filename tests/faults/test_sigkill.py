@@ -1,7 +1,7 @@
 """SIGKILL at random moments: a real ``gateway run`` killed 50 times while MQTT nodes publish.
 
 Four nodes publish 560 readings/s each (2,240/s offered; at least 2,000/s must be
-acknowledged) with QoS 1 to a broker run for no loss (tests/faults/persistent_broker.py);
+acknowledged) with QoS 1 to a broker run for no loss (tests/servers/persistent_broker.py);
 each keeps the seqs the broker PUBACKed.
 The gateway is killed with SIGKILL at a random moment: every other kill within a second
 of its start (before or after its lock, its boot event, its connection), the others
@@ -41,10 +41,10 @@ from gateway.store import decode_data, file_problem
 from ledger_client.checkpoint import open_checkpoint
 from ledger_client.merkle import MerkleTree, verify_consistency
 from ledger_client.note import Verifier
-from tests.faults.persistent_broker import PersistentBroker
 from tests.faults.publishers import Node, RawNode, run_nodes
 from tests.faults.verifying import export_and_verify
 from tests.gateway.daemon_procs import GATEWAY, start
+from tests.servers.persistent_broker import PersistentBroker
 
 KILLS = 50
 NODES = 4

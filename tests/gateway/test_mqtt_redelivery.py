@@ -11,11 +11,8 @@ regulator's verifier accept the exported bundle.
 from __future__ import annotations
 
 import asyncio
-import getpass
 import json
-import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -33,65 +30,12 @@ from gateway.drivers.mqtt.source import SEQUENCE_GAP, MqttSource
 from gateway.pipeline import Gap
 from gateway.store import decode_data
 from ledger_client.records import parse_entry
+from tests.servers.persistent_broker import MOSQUITTO, PersistentBroker
 
 if TYPE_CHECKING:
     from tests.gateway.recording_sink import RecordingSink
 
 GATEWAY = [sys.executable, "-m", "gateway"]
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class PersistentBroker:
-    """A Mosquitto that saves its sessions and queued messages to disk when stopped and
-    loads them when started again, on the same port."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.host = "127.0.0.1"
-        self.port = _free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        conf = self.workdir / "mosquitto.conf"
-        conf.write_text(
-            f"listener {self.port} {self.host}\nallow_anonymous true\n"
-            f"persistence true\npersistence_location {self.workdir}/\n"
-            # Run as root, Mosquitto would switch to user "mosquitto", who cannot write here.
-            f"user {getpass.getuser()}\nlog_dest stderr\n"
-        )
-        with (self.workdir / "mosquitto.log").open("ab") as out:
-            self.process = subprocess.Popen(
-                [MOSQUITTO, "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError((self.workdir / "mosquitto.log").read_text(errors="replace"))
-            try:
-                socket.create_connection((self.host, self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError("mosquitto did not start listening")
-
-    def stop(self) -> None:
-        """SIGTERM: Mosquitto writes its persistence file as it exits."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-        self.process = None
-
-    def restart(self) -> None:
-        self.stop()
-        assert (self.workdir / "mosquitto.db").exists(), "the broker saved nothing"
-        self.start()
 
 
 @pytest.fixture

@@ -1,10 +1,10 @@
-"""A Mosquitto run the way docs/operations.md says to run one for no loss, which tests stop
-and start again on the same port.
+"""A Mosquitto with persistence, which tests stop and start again on the same port.
 
-Persistence on (sessions, subscriptions and queued QoS 1 messages are saved to disk when
-it stops and every 10 s, and loaded when it starts), no cap on the messages queued
-for a disconnected persistent session, and room for the gateway's acknowledgements in
-flight.
+It saves sessions, subscriptions and queued QoS 1 messages when it stops and
+loads them when it starts. ``NO_LOSS`` holds the further settings
+docs/operations.md gives for running one for no loss: a save every 10 s, no cap
+on the messages queued for a disconnected persistent session, and room for the
+gateway's acknowledgements in flight.
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ import subprocess
 import time
 from pathlib import Path
 
-__all__ = ["MOSQUITTO", "PersistentBroker"]
+__all__ = ["MOSQUITTO", "NO_LOSS", "PersistentBroker"]
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+NO_LOSS = "autosave_interval 10\nmax_queued_messages 0\nmax_inflight_messages 1000\n"
 
 
 def _free_port() -> int:
@@ -28,7 +30,7 @@ def _free_port() -> int:
 
 
 class PersistentBroker:
-    """``settings``: further mosquitto.conf lines, overriding the ones above."""
+    """``settings``: further mosquitto.conf lines (``NO_LOSS``, and what a test adds)."""
 
     def __init__(self, workdir: Path, settings: str = "") -> None:
         self.workdir = workdir
@@ -42,8 +44,6 @@ class PersistentBroker:
         conf.write_text(
             f"listener {self.port} {self.host}\nallow_anonymous true\n"
             f"persistence true\npersistence_location {self.workdir}/\n"
-            "autosave_interval 10\n"
-            "max_queued_messages 0\nmax_inflight_messages 1000\n"
             # Run as root, Mosquitto would switch to user "mosquitto", who cannot write here.
             f"user {getpass.getuser()}\nlog_dest stderr\n" + self.settings
         )
@@ -75,3 +75,9 @@ class PersistentBroker:
             self.process.kill()
             self.process.wait(timeout=10)
         self.process = None
+
+    def restart(self) -> None:
+        """Stop (it saves) and start again; it must have saved something."""
+        self.stop()
+        assert (self.workdir / "mosquitto.db").exists(), "the broker saved nothing"
+        self.start()
