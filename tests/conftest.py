@@ -30,8 +30,9 @@ from pathlib import Path
 import pytest
 
 from tests.servers.anvil_node import AnvilMissing, AnvilNode, anvil_binary, running_anvil
-from tests.servers.broker import TlsBroker
+from tests.servers.broker import Broker, TlsBroker
 from tests.servers.tsa_server import TestTsa, running_tsa
+from tests.servers.web_server import NginxMissing, WebServer, running_web_server
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
@@ -104,3 +105,37 @@ def anvil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnvilNode]:
         pytest.fail(str(exc))
     with running_anvil(tmp_path_factory.mktemp("anvil")) as node:
         yield node
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """``gateway run`` (or monitor) processes a test started; killed at its end."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+@pytest.fixture
+def web_server(tmp_path: Path) -> Iterator[WebServer]:
+    """A real nginx taking PUTs into its own document root (tests/servers/web_server.py)."""
+    try:
+        with running_web_server(tmp_path / "nginx") as server:
+            yield server
+    except NginxMissing as exc:
+        pytest.fail(str(exc))
+
+
+@pytest.fixture
+def announce_broker(tmp_path: Path) -> Iterator[Broker]:
+    """A Mosquitto of the test's own, which it may stop and start (checkpoint announcements)."""
+    work = tmp_path / "announce-broker"
+    work.mkdir()
+    broker = Broker(work)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()

@@ -1,5 +1,4 @@
-"""Fixtures of the fault harness: the gateway processes of tests/gateway, a broker that keeps
-its state on disk."""
+"""Fixtures of the fault harness: a broker that keeps its state on disk."""
 
 from __future__ import annotations
 
@@ -8,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.gateway.conftest import procs
 from tests.servers.persistent_broker import MOSQUITTO, NO_LOSS, PersistentBroker
 
-__all__ = ["persistent_broker", "procs"]
+__all__ = ["persistent_broker"]
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from gateway.publish import HttpTarget, PublishError, publish
 from gateway.store import Store
 from ledger_client.cli import main as verify_main
 from ledger_client.note import Signer
-from tests.servers.web_server import NginxMissing, WebServer, running_web_server
+from tests.servers.web_server import WebServer
 
 T0 = 1_772_323_200_000_000_000  # 2026-03-01T00:00:00Z
 SEED = 41
@@ -36,15 +35,6 @@ def device_key(seed: int = SEED) -> DeviceKey:
     raw = bytes([seed]) * 32
     device = device_id_for(bytes(nacl.signing.SigningKey(raw).verify_key))
     return DeviceKey(device, Signer.from_seed(f"riverseal/{device}", raw))
-
-
-@pytest.fixture
-def web_server(tmp_path: Path) -> Iterator[WebServer]:
-    try:
-        with running_web_server(tmp_path / "nginx") as server:
-            yield server
-    except NginxMissing as exc:
-        pytest.fail(str(exc))
 
 
 class CutOff(httpx.AsyncBaseTransport):

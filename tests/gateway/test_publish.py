@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -36,7 +35,7 @@ from ledger_client.tiles import (
     parse_tile_path,
     tiles_for,
 )
-from tests.servers.web_server import NginxMissing, WebServer, running_web_server
+from tests.servers.web_server import WebServer
 
 T0 = 1_700_000_000_000_000_000
 
@@ -49,16 +48,6 @@ def fixed_key(seed: int) -> DeviceKey:
 
 def clock() -> int:
     return T0
-
-
-@pytest.fixture
-def web_server(tmp_path: Path) -> Iterator[WebServer]:
-    """A real nginx taking PUTs into its own document root (tests/servers/web_server.py)."""
-    try:
-        with running_web_server(tmp_path / "nginx") as server:
-            yield server
-    except NginxMissing as exc:
-        pytest.fail(str(exc))
 
 
 class OpenLog:

@@ -23,7 +23,7 @@ import sqlite3
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -48,29 +48,7 @@ from ledger_client.cli import main as verify_main
 from tests.gateway.daemon_procs import GATEWAY, records, start
 from tests.gateway.test_mirror_verify import device_key
 from tests.servers.broker import Broker, TlsBroker
-from tests.servers.web_server import NginxMissing, WebServer, running_web_server
-
-
-@pytest.fixture
-def web_server(tmp_path: Path) -> Iterator[WebServer]:
-    try:
-        with running_web_server(tmp_path / "nginx") as server:
-            yield server
-    except NginxMissing as exc:
-        pytest.fail(str(exc))
-
-
-@pytest.fixture
-def announce_broker(tmp_path: Path) -> Iterator[Broker]:
-    work = tmp_path / "announce-broker"
-    work.mkdir()
-    broker = Broker(work)
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
-
+from tests.servers.web_server import WebServer
 
 T0 = 1_772_323_200_000_000_000  # 2026-03-01T00:00:00Z
 

@@ -46,22 +46,13 @@ from riverseal_monitor.config import load_config
 from riverseal_monitor.monitor import Monitor
 from riverseal_monitor.state_sqlite import SqliteState, read_alerts, read_status
 from tests.gateway.daemon_procs import GATEWAY, records, start
-from tests.servers.web_server import NginxMissing, WebServer, running_web_server
+from tests.servers.web_server import WebServer
 
 pytestmark = pytest.mark.slow  # one box and two monitors end to end: about 40 s
 
 INTERVAL_S = 1.0  # the box's checkpoint_every_seconds
 ALLOWANCE_S = 1.5  # interval_s 1 + half of it (an MQTT sensor's grace; docs/operations.md)
 MONITOR = [sys.executable, "-m", "riverseal_monitor.monitor_cli"]
-
-
-@pytest.fixture
-def web_server(tmp_path: Path) -> Iterator[WebServer]:
-    try:
-        with running_web_server(tmp_path / "nginx") as server:
-            yield server
-    except NginxMissing as exc:
-        pytest.fail(str(exc))
 
 
 def _killed_at_end() -> Iterator[list[subprocess.Popen[bytes]]]:

@@ -13,11 +13,9 @@ import asyncio
 import contextlib
 import io
 import ssl
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiomqtt
-import pytest
 
 from ledger_client.note import Signer
 from riverseal_monitor.config import load_config
@@ -25,18 +23,9 @@ from riverseal_monitor.monitor import Monitor
 from riverseal_monitor.state_sqlite import SqliteState
 from tests.monitor.test_monitor_follow import Box
 from tests.servers.broker import TlsBroker
-from tests.servers.web_server import NginxMissing, WebServer, running_web_server
+from tests.servers.web_server import WebServer
 
 BOXES = 6
-
-
-@pytest.fixture
-def web_server(tmp_path: Path) -> Iterator[WebServer]:
-    try:
-        with running_web_server(tmp_path / "nginx") as server:
-            yield server
-    except NginxMissing as exc:
-        pytest.fail(str(exc))
 
 
 async def test_two_instances_split_the_announcements(

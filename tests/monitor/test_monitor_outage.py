@@ -16,11 +16,9 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from gateway.keys import load_device_key
 from ledger_client.checkpoint import Checkpoint
@@ -37,43 +35,12 @@ from tests.monitor.test_monitor_live import (
     until,
 )
 from tests.servers.broker import Broker
-from tests.servers.web_server import NginxMissing, WebServer, running_web_server
+from tests.servers.web_server import WebServer
 
 # More than box_silent_intervals (3) checkpoint intervals. RIVERSEAL_OUTAGE_S=150 runs the
 # same test through outages of minutes (issue 12, acceptance 1; pytest --timeout 600): it
 # passed in 158 s, the monitor caught up within its 30 s bound.
 OUTAGE_S = float(os.environ.get("RIVERSEAL_OUTAGE_S", "8"))
-
-
-@pytest.fixture
-def web_server(tmp_path: Path) -> Iterator[WebServer]:
-    try:
-        with running_web_server(tmp_path / "nginx") as server:
-            yield server
-    except NginxMissing as exc:
-        pytest.fail(str(exc))
-
-
-@pytest.fixture
-def announce_broker(tmp_path: Path) -> Iterator[Broker]:
-    work = tmp_path / "announce-broker"
-    work.mkdir()
-    broker = Broker(work)
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
 
 
 async def test_monitor_catches_up_after_web_and_broker_outages(

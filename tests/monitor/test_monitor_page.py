@@ -16,7 +16,6 @@ import sqlite3
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -30,18 +29,9 @@ from tests.monitor.fleet_monitor import (
     run_monitor,
     start_fleet,
 )
-from tests.servers.web_server import NginxMissing, WebServer, running_web_server
+from tests.servers.web_server import WebServer
 
 procs = pytest.fixture(killed_at_end, name="procs")
-
-
-@pytest.fixture
-def web_server(tmp_path: Path) -> Iterator[WebServer]:
-    try:
-        with running_web_server(tmp_path / "nginx") as server:
-            yield server
-    except NginxMissing as exc:
-        pytest.fail(str(exc))
 
 
 def readings(db: Path) -> int:

@@ -44,21 +44,12 @@ from tests.monitor.fleet_monitor import (
     start_fleet,
 )
 from tests.servers.postgres import Postgres, PostgresMissing, running_postgres
-from tests.servers.web_server import NginxMissing, WebServer, running_web_server
+from tests.servers.web_server import WebServer
 
 LEASE_S = 3.0
 ALLOWANCE_S = 4.0
 
 procs = pytest.fixture(killed_at_end, name="procs")
-
-
-@pytest.fixture
-def web_server(tmp_path: Path) -> Iterator[WebServer]:
-    try:
-        with running_web_server(tmp_path / "nginx") as server:
-            yield server
-    except NginxMissing as exc:
-        pytest.fail(str(exc))
 
 
 @pytest.fixture

@@ -13,25 +13,14 @@ import io
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiomqtt
 import httpx
-import pytest
 
 from ledger_client.cli import main as verify_main
 from tests.servers.broker import Broker
-from tests.servers.web_server import NginxMissing, WebServer, running_web_server
-
-
-@pytest.fixture
-def web_server(tmp_path: Path) -> Iterator[WebServer]:
-    try:
-        with running_web_server(tmp_path / "nginx") as server:
-            yield server
-    except NginxMissing as exc:
-        pytest.fail(str(exc))
+from tests.servers.web_server import WebServer
 
 
 async def retained(broker: Broker, topic_filter: str, want: int) -> dict[str, bytes]:
