@@ -8,7 +8,6 @@ import asyncio
 import logging
 import sqlite3
 import sys
-import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from gateway.log import Event, Log
 from gateway.pipeline import Gap, Reading, Value
 from gateway.store import SCHEMA_VERSION, Store, decode_data
 from ledger_client.records import format_time, parse_entry, parse_time
+from tests.gateway.migration_kill import kill_before_commit
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 T0 = 1_700_000_000 * 10**9
@@ -208,35 +208,7 @@ def await_sound(path: Path) -> bool:
     return ok
 
 
-_KILL_BEFORE_COMMIT = textwrap.dedent(
-    """
-    import asyncio, os, signal, sys
-    from pathlib import Path
-
-    import aiosqlite
-
-    from gateway.store import Store
-
-    execute = aiosqlite.Connection.execute
-    dropped = False
-
-    async def dying_execute(self, sql, parameters=None):
-        global dropped
-        if sql.startswith("DROP INDEX entries_sensor_seq"):
-            dropped = True
-        elif sql == "COMMIT" and dropped:
-            os.kill(os.getpid(), signal.SIGKILL)  # the power goes, the transaction is open
-        return await execute(self, sql, parameters)
-
-    aiosqlite.Connection.execute = dying_execute
-
-    async def main():
-        async with Store(Path(sys.argv[1])):
-            pass
-
-    asyncio.run(main())
-    """
-)
+_KILL_BEFORE_COMMIT = kill_before_commit("DROP INDEX entries_sensor_seq")
 
 
 async def test_a_migration_killed_before_its_commit_leaves_v2(

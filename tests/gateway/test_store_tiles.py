@@ -6,7 +6,6 @@ import asyncio
 import logging
 import sqlite3
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from ledger_client.tiles import (
     split_hashes,
     tiles_for,
 )
+from tests.gateway.migration_kill import kill_before_commit
 
 # The schema of version 1 exactly as riverseal 0.1.0 created it: frozen here, never
 # to follow the store's current schema.
@@ -249,35 +249,7 @@ async def test_a_v1_store_whose_copy_fails_its_check_is_left_alone(
     assert not (db.parent / "log.sqlite.v1-backup.tmp").exists()
 
 
-_KILL_BEFORE_COMMIT = textwrap.dedent(
-    """
-    import asyncio, os, signal, sys
-    from pathlib import Path
-
-    import aiosqlite
-
-    from gateway.store import Store
-
-    execute = aiosqlite.Connection.execute
-    deleted = False
-
-    async def dying_execute(self, sql, parameters=None):
-        global deleted
-        if sql.startswith("DELETE FROM nodes"):
-            deleted = True
-        elif sql == "COMMIT" and deleted:
-            os.kill(os.getpid(), signal.SIGKILL)  # the power goes, the transaction is open
-        return await execute(self, sql, parameters)
-
-    aiosqlite.Connection.execute = dying_execute
-
-    async def main():
-        async with Store(Path(sys.argv[1])):
-            pass
-
-    asyncio.run(main())
-    """
-)
+_KILL_BEFORE_COMMIT = kill_before_commit("DELETE FROM nodes")
 
 
 async def test_the_migration_is_one_transaction_even_if_killed(tmp_path: Path) -> None:
