@@ -14,8 +14,10 @@ interruption costs at most one step. Uploads are paced by a token bucket of
 ``max_bytes_per_s``; each file is read from the store just before it goes up
 (one tile, at most 256 entries, per query), so a week-long outage drains
 without holding the store or the event loop that ingest commits on. Failures
-back off with capped, jittered delays; nothing here ever waits on ingest or
-makes ingest wait.
+back off with capped, jittered delays, cut short when the box signs a new
+checkpoint (an endpoint back after a long outage then gets it at once, not up
+to ``retry_max_seconds`` later); nothing here ever waits on ingest or makes
+ingest wait.
 
 After each upload the published size is raised in the store's meta
 (gateway/retention.py's ``published_size``, by publish_checkpoint): retention
@@ -75,6 +77,9 @@ _POLL_S = 30.0
 """With nothing new signalled, the store is looked at this often anyway (a witness's
 cosignature added to a published checkpoint makes its note new)."""
 _BACKOFF_BASE_S = 1.0
+_WAKE_FLOOR_S = 1.0
+"""A retry woken by a new checkpoint still waits this long after a failure (at most the
+back-off delay), so a box signing often does not hammer a dead endpoint."""
 
 
 class AnnounceError(GatewayError):
@@ -292,7 +297,9 @@ class Uplink:
 
     Use ``async with Uplink(...) as up`` and run ``up.run()`` as a task; call
     ``notify`` from the on-checkpoint hook. ``target`` and ``announcer`` may be
-    given (a simulated fleet shares one client and one broker connection).
+    given (a simulated fleet shares one client and one broker connection);
+    ``backoff`` paces retries after failures (default: from 1 s, capped at
+    ``retry_max_seconds``).
     """
 
     def __init__(
@@ -304,6 +311,7 @@ class Uplink:
         announcer: Announcer | None = None,
         client: httpx.AsyncClient | None = None,
         poll_s: float = _POLL_S,
+        backoff: Backoff | None = None,
     ) -> None:
         self.log = log
         self.config = config
@@ -312,6 +320,7 @@ class Uplink:
         self._announcer = announcer
         self._own_announcer = False
         self._poll_s = poll_s
+        self._backoff = backoff or Backoff(_BACKOFF_BASE_S, config.retry_max_seconds)
         self._stack = contextlib.AsyncExitStack()
         self._wake = asyncio.Event()
         self._entered = False
@@ -330,6 +339,10 @@ class Uplink:
         self.last_error: str | None = None
         self.last_error_ns: int | None = None
         self.failures = 0
+        self.retry_until: float | None = None
+        """While waiting to retry after a failure: when the wait ends (event loop time)."""
+        self.woken = 0
+        """Retries started before their back-off ended because a new checkpoint was signed."""
         self.bytes_total = 0
         self.files_total = 0
         self._entry_bytes: float | None = None
@@ -379,20 +392,35 @@ class Uplink:
             tg.create_task(self._follow(), name="gateway.uplink.publish")
 
     async def _follow(self) -> None:
-        backoff = Backoff(_BACKOFF_BASE_S, self.config.retry_max_seconds)
+        backoff = self._backoff
         while True:
             self._wake.clear()
             try:
                 caught_up = await self.step()
             except GatewayError as exc:
                 self._failed(exc)
-                await backoff.sleep()
+                await self._retry_wait(backoff.next_delay())
                 continue
             backoff.reset()
             if caught_up:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._poll_s):
                         await self._wake.wait()
+
+    async def _retry_wait(self, delay: float) -> None:
+        """The back-off ``delay`` after a failure, ended early (after ``_WAKE_FLOOR_S``) by a
+        checkpoint signed since the failed try began. The back-off keeps its count: if
+        the endpoint is still down, the next wait is as long as it would have been."""
+        loop = asyncio.get_running_loop()
+        self.retry_until = end = loop.time() + delay
+        try:
+            await asyncio.sleep(min(delay, _WAKE_FLOOR_S))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(end):
+                    await self._wake.wait()
+                    self.woken += 1
+        finally:
+            self.retry_until = None
 
     async def finish(self, timeout_s: float = 5.0) -> None:
         """At shutdown: a bounded last try to publish the final checkpoint (and announce it)."""

@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import io
 import json
+import random
 import signal
 import socket
 import sqlite3
@@ -32,6 +33,7 @@ import aiomqtt
 import httpx
 import pytest
 
+from gateway.backoff import Backoff
 from gateway.config import parse_config
 from gateway.config.uplink import AnnounceConfig, UplinkConfig
 from gateway.drivers.mqtt.config import MqttConfig
@@ -519,3 +521,70 @@ def test_gateway_check_names_a_missing_announce_ca(tmp_path: Path) -> None:
     assert run.returncode == 2, run.stdout + run.stderr
     assert "uplink.announce.tls_ca" in run.stdout + run.stderr
     assert str(tmp_path / "no-ca.pem") in run.stdout + run.stderr
+
+
+class _Longest(random.Random):
+    """Every back-off delay at its bound, so the waits are known (not a jitter draw)."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+async def test_a_new_checkpoint_cuts_the_retry_wait_short(
+    tmp_path: Path, web_server: WebServer
+) -> None:
+    """The endpoint down: each try fails and the back-off grows (60 s, then 120 s), a
+    new checkpoint waking each wait early; the endpoint back: the next checkpoint is
+    published at once, while the 120 s wait it would otherwise sit out still runs."""
+    to = f"{web_server.url}/wake-{uuid.uuid4().hex[:6]}"
+    config = UplinkConfig(to=to, retry_max_seconds=3600)
+    backoff = Backoff(60.0, config.retry_max_seconds, rng=_Longest())
+    loop = asyncio.get_running_loop()
+
+    async def wait_for(what: str, check: Callable[[], bool]) -> None:
+        deadline = loop.time() + 30  # well inside the 60 s first wait
+        while not check():
+            assert loop.time() < deadline, f"{what}: not within 30 s"
+            await asyncio.sleep(0.05)
+
+    async with Store(tmp_path / "log.sqlite") as store:
+        log = Log(store, device_key(78))
+        await log.open()
+
+        async def sign(size: int) -> None:
+            """Readings up to ``size`` entries and a checkpoint, told to the uplink."""
+            n = size - log.size
+            t = T0 + log.size * 10**9
+            batch = [Reading("ph-1", (Value("ph", 7.0, "pH"),), t + i * 10**9) for i in range(n)]
+            await log.append(batch, checkpoint=True)
+            cp = log.last_checkpoint
+            assert cp is not None and cp.size == size
+            uplink.notify(cp)
+
+        async with Uplink(log, config, backoff=backoff, poll_s=3600) as uplink:
+            runner = asyncio.create_task(uplink.run())
+            try:
+                await sign(10)
+                await wait_for("checkpoint 10 published", lambda: uplink.published == 10)
+                await asyncio.to_thread(web_server.stop)
+                await sign(20)
+                await wait_for("a first failure", lambda: uplink.retry_until is not None)
+                assert (uplink.failures, backoff.attempt, uplink.woken) == (1, 1, 0)
+                await sign(30)  # still down: woken, it fails again and waits longer
+                await wait_for("a second failure", lambda: uplink.failures == 2)
+                await wait_for("the second wait", lambda: uplink.retry_until is not None)
+                assert (backoff.attempt, uplink.woken) == (2, 1)
+                ends = uplink.retry_until
+                assert ends is not None and ends - loop.time() > 100  # the 120 s wait
+                await asyncio.to_thread(web_server.start)
+                await sign(40)
+                await wait_for("checkpoint 40 published", lambda: uplink.published == 40)
+                assert loop.time() < ends, "published only after the back-off ran out"
+                assert (uplink.woken, uplink.failures, uplink.last_error) == (2, 0, None)
+                assert backoff.attempt == 0  # a success resets the back-off
+            finally:
+                runner.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await runner
+    note = httpx.get(f"{to}/checkpoint", timeout=5).text
+    assert checkpoint_size(note.encode()) == 40
