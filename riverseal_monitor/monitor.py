@@ -9,7 +9,8 @@
   reconnecting with a capped, jittered back-off.
 - ``monitor.poll``: each box's ``checkpoint`` at start and every poll interval
   (a shared subscription gets no retained message, and the broker may be down).
-- ``monitor.tick``: time-based alerts; ``monitor.manifest``: anchors.
+- ``monitor.tick``: time-based alerts; ``monitor.manifest``: anchors (overdue, and
+  their times stored for the page).
 - ``monitor.webhook``: POSTs each new alert, with retries.
 
 Alerts and clearances are printed as JSON lines to ``out`` (stdout by default).
@@ -36,6 +37,7 @@ from ledger_client.errors import LedgerClientError
 from ledger_client.note import split_note
 from ledger_client.witness import WitnessSigner, cosign
 
+from .anchors import AnchorBook
 from .config import MonitorConfig
 from .errors import FetchError, StateError
 from .follow import Alert, BoxSpec, Follower
@@ -114,6 +116,7 @@ class _Box:
     spec: BoxSpec
     follower: Follower
     fetcher: HttpFetcher
+    anchors: AnchorBook
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     pending: str | None = None
     failures: int = 0
@@ -179,7 +182,8 @@ class Monitor:
         for spec in self.config.boxes:
             verified = await self.state.load(spec.origin)
             fetcher = HttpFetcher(self._client, spec.url, self._limit, self.cache)
-            self.boxes[spec.origin] = _Box(spec, Follower(spec, verified, now), fetcher)
+            book = AnchorBook(spec.origin, [k.verifier for k in spec.keys])
+            self.boxes[spec.origin] = _Box(spec, Follower(spec, verified, now), fetcher, book)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -202,8 +206,7 @@ class Monitor:
                 tg.create_task(self._mqtt(), name="monitor.mqtt")
             tg.create_task(self._poll(), name="monitor.poll")
             tg.create_task(self._tick(), name="monitor.tick")
-            if any(b.spec.anchor_overdue_s > 0 for b in self.boxes.values()):
-                tg.create_task(self._manifests(), name="monitor.manifest")
+            tg.create_task(self._manifests(), name="monitor.manifest")
             if self.config.webhook is not None:
                 tg.create_task(self._post(self.config.webhook), name="monitor.webhook")
 
@@ -342,16 +345,25 @@ class Monitor:
 
     async def _manifests(self) -> None:
         while True:
-            now = self.clock()
             for origin, box in self.boxes.items():
-                if box.spec.anchor_overdue_s <= 0 or not self.follows(origin):
+                if not self.follows(origin):
                     continue
+                now = self.clock()
                 try:
                     data = await box.fetcher.get("riverseal-bundle.json")
-                    cleared = [] if data is None else box.follower.manifest(data, now)
+                    if data is None:
+                        continue
+                    overdue = box.spec.anchor_overdue_s > 0
+                    cleared = box.follower.manifest(data, now) if overdue else []
+                    marks = box.anchors.read(data)
                 except (FetchError, LedgerClientError) as exc:
                     logger.warning("%s: manifest: %s", origin, exc)
                     continue
+                try:
+                    await self.state.record_anchors(origin, marks, now)
+                except StateError as exc:
+                    box.anchors.forget(marks)  # read them again next time
+                    logger.warning("%s: anchors not stored: %s", origin, exc)
                 await self._clear(origin, cleared)
             await asyncio.sleep(self.config.manifest_interval_s)
 

@@ -5,7 +5,8 @@
 the boxes: a lease per box (owner instance, expiry on the database's clock),
 and a channel to hand an announcement to the instance that owns its box.
 ``Display`` is what the page reads (riverseal_monitor.web): per station its
-verdict and last alert, per sensor its series.
+verdict and last alert, per sensor its series, the box's anchoring times and the
+monitor's cosigned checkpoint.
 """
 
 from __future__ import annotations
@@ -15,16 +16,21 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from .anchors import AnchorMark
     from .follow import Alert
 
 __all__ = [
     "ALERT_COLUMNS",
+    "ANCHORS_SHOWN",
+    "ANCHORS_SQL",
+    "ANCHOR_UPSERT",
     "LEVELS",
     "SERIES_SCHEMA",
     "Display",
     "Leases",
     "alert_docs",
     "alert_values",
+    "anchor_values",
     "level_of",
     "series_doc",
 ]
@@ -51,8 +57,36 @@ CREATE TABLE IF NOT EXISTS gaps (
     reason      TEXT NOT NULL,
     PRIMARY KEY (origin, idx)
 );
+CREATE TABLE IF NOT EXISTS anchors (
+    origin      TEXT NOT NULL,
+    checkpoint  BIGINT NOT NULL,
+    backend     TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    time_s      DOUBLE PRECISION,
+    status      TEXT NOT NULL,
+    seen_s      DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (origin, checkpoint, backend)
+);
 """
-"""The readings and gaps a monitor keeps for display: the same DDL in SQLite and PostgreSQL."""
+"""The readings, gaps and anchors a monitor keeps for display: the same DDL in SQLite and
+PostgreSQL (``IF NOT EXISTS``: a state made before a table existed gets it at the next start)."""
+
+ANCHOR_UPSERT = (
+    "INSERT INTO anchors (origin, checkpoint, backend, state, time_s, status, seen_s) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (origin, checkpoint, backend) DO UPDATE "
+    "SET state = excluded.state, time_s = excluded.time_s, status = excluded.status"
+)
+"""One anchor read from a manifest (SQLite placeholders); a receipt that moved on (included
+to final) replaces its row, ``seen_s`` stays when the monitor first saw it."""
+
+ANCHORS_SHOWN = 200
+"""Anchors per station in a series answer (the newest checkpoints)."""
+
+
+def anchor_values(origin: str, marks: Iterable[AnchorMark], now: float) -> list[tuple[Any, ...]]:
+    """Rows for ``ANCHOR_UPSERT``."""
+    return [(origin, m.checkpoint, m.backend, m.state, m.time_s, m.status, now) for m in marks]
+
 
 ALERT_COLUMNS = "origin, kind, key, sensor, entry, size, raised_s, cleared_s, message, detail"
 """What ``riverseal-monitor alerts`` reads of each alert, in the order ``alert_docs`` takes."""
@@ -128,12 +162,21 @@ class Display(Protocol):
         ``after`` (seconds, the box's clock), at most ``limit`` per sensor (the newest)."""
         ...
 
+    async def cosigned(self, origin: str) -> str | None:
+        """The last verified checkpoint of ``origin`` with the monitor's cosignature (None:
+        not verified, or the monitor has no witness key)."""
+        ...
+
 
 def series_doc(
-    readings: Iterable[Sequence[Any]], gaps: Iterable[Sequence[Any]], box: Sequence[Any] | None
+    readings: Iterable[Sequence[Any]],
+    gaps: Iterable[Sequence[Any]],
+    box: Sequence[Any] | None,
+    anchors: Iterable[Sequence[Any]] = (),
 ) -> dict[str, Any]:
     """The page's JSON for one station from rows of (sensor, time_s, vals JSON),
-    (sensor, start, stop, reason) and (size, verified_s)."""
+    (sensor, start, stop, reason), (size, verified_s) and (checkpoint, backend, state,
+    time_s, status) of ``ANCHORS_SQL``."""
     sensors: dict[str, dict[str, Any]] = {}
     for sensor, time_s, vals in readings:
         s = sensors.setdefault(str(sensor), {"points": [], "gaps": []})
@@ -145,4 +188,22 @@ def series_doc(
         s = sensors.setdefault(str(sensor), {"points": [], "gaps": []})
         s["gaps"].append({"start": start, "end": stop, "reason": reason})
     checkpoint = None if box is None else {"size": int(box[0]), "verified_s": float(box[1])}
-    return {"sensors": sensors, "checkpoint": checkpoint}
+    marks = [
+        {
+            "checkpoint": int(size),
+            "backend": backend,
+            "state": state,
+            "time_s": None if time_s is None else float(time_s),
+            "status": status,
+        }
+        for size, backend, state, time_s, status in anchors
+    ]
+    marks.sort(key=lambda m: (m["checkpoint"], m["backend"]))
+    return {"sensors": sensors, "checkpoint": checkpoint, "anchors": marks}
+
+
+ANCHORS_SQL = (
+    "SELECT checkpoint, backend, state, time_s, status FROM anchors WHERE origin = ? "
+    f"ORDER BY checkpoint DESC, backend LIMIT {ANCHORS_SHOWN}"
+)
+"""A station's newest anchors for ``series_doc`` (SQLite placeholders)."""

@@ -31,9 +31,19 @@ import psycopg
 
 from ledger_client.merkle import HASH_SIZE
 
+from .anchors import AnchorMark
 from .errors import StateError
 from .follow import Alert, GapSpan, Reading, Verified
-from .state import ALERT_COLUMNS, SERIES_SCHEMA, alert_docs, alert_values, series_doc
+from .state import (
+    ALERT_COLUMNS,
+    ANCHOR_UPSERT,
+    ANCHORS_SQL,
+    SERIES_SCHEMA,
+    alert_docs,
+    alert_values,
+    anchor_values,
+    series_doc,
+)
 
 __all__ = ["CHANNEL", "PostgresState", "is_postgres_url", "read_alerts_pg", "read_status_pg"]
 
@@ -246,6 +256,18 @@ class PostgresState:
                 raise self._error(exc) from exc
         return sorted(str(k) for (k,) in rows)
 
+    async def record_anchors(self, origin: str, marks: Sequence[AnchorMark], now: float) -> None:
+        if not marks:
+            return
+        async with self._mutex:
+            try:
+                async with self.db.transaction(), self.db.cursor() as cur:
+                    await cur.executemany(
+                        ANCHOR_UPSERT.replace("?", "%s"), anchor_values(origin, marks, now)
+                    )
+            except psycopg.Error as exc:
+                raise self._error(exc) from exc
+
     # --- Leases ----------------------------------------------------------------------
 
     async def claim(self, origins: Sequence[str], owner: str, lease_s: float) -> set[str]:
@@ -408,9 +430,22 @@ class PostgresState:
                     "SELECT size, verified_s FROM boxes WHERE origin = %s", (origin,)
                 )
                 box = await cur.fetchone()
+                cur = await self.db.execute(ANCHORS_SQL.replace("?", "%s"), (origin,))
+                anchors = await cur.fetchall()
             except psycopg.Error as exc:
                 raise self._error(exc) from exc
-        return series_doc(readings, gaps, box)
+        return series_doc(readings, gaps, box, anchors)
+
+    async def cosigned(self, origin: str) -> str | None:
+        async with self._mutex:
+            try:
+                cur = await self.db.execute(
+                    "SELECT cosigned FROM boxes WHERE origin = %s", (origin,)
+                )
+                row = await cur.fetchone()
+            except psycopg.Error as exc:
+                raise self._error(exc) from exc
+        return None if row is None or row[0] is None else str(row[0])
 
 
 async def read_alerts_pg(url: str, *, open_only: bool = False) -> list[dict[str, Any]]:

@@ -22,9 +22,17 @@ from typing import Any, Protocol
 
 from ledger_client.merkle import HASH_SIZE
 
+from .anchors import AnchorMark
 from .errors import StateError
 from .follow import Alert, GapSpan, Reading, Verified
-from .state import ALERT_COLUMNS, SERIES_SCHEMA, alert_docs, alert_values
+from .state import (
+    ALERT_COLUMNS,
+    ANCHOR_UPSERT,
+    SERIES_SCHEMA,
+    alert_docs,
+    alert_values,
+    anchor_values,
+)
 
 __all__ = ["SCHEMA", "SqliteState", "State"]
 
@@ -88,6 +96,10 @@ class State(Protocol):
 
     async def clear(self, origin: str, keys: Iterable[str], now: float) -> list[str]:
         """Close the open alerts of ``origin`` with these keys; the keys that were open."""
+        ...
+
+    async def record_anchors(self, origin: str, marks: Sequence[AnchorMark], now: float) -> None:
+        """Anchors read from ``origin``'s manifest, new or changed (``anchors`` table)."""
         ...
 
     async def close(self) -> None: ...
@@ -253,6 +265,19 @@ class SqliteState:
     async def clear(self, origin: str, keys: Iterable[str], now: float) -> list[str]:
         result: list[str] = await self._call(self._clear, origin, sorted(set(keys)), now)
         return result
+
+    def _anchors(self, origin: str, marks: Sequence[AnchorMark], now: float) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.executemany(ANCHOR_UPSERT, anchor_values(origin, marks, now))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    async def record_anchors(self, origin: str, marks: Sequence[AnchorMark], now: float) -> None:
+        if marks:
+            await self._call(self._anchors, origin, marks, now)
 
     async def close(self) -> None:
         with self._mutex:

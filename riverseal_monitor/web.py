@@ -6,13 +6,16 @@ connection, a bounded request head read within a timeout, at most
 
 - ``/``: the page (inline script and style, no external resource): every
   station with its verdict level and last alert; per station shown, a chart per
-  sensor as inline SVG (values, QC flags, gaps with their reasons, the last
-  verified checkpoint).
+  sensor as inline SVG (values, QC flags, gaps with their reasons, anchoring
+  times, the last verified checkpoint).
 - ``/api/stations?seen=TOKEN``: the stations as JSON; when TOKEN is the current
   one, the answer waits (up to ``WAIT_S``) for a change: the page long-polls, so
   it updates as soon as new readings are verified (at most once a second)
   without reloading.
-- ``/api/series?origin=O``: one station's series as JSON (state.Display.series).
+- ``/api/series?origin=O``: one station's series as JSON (state.Display.series),
+  with the box's anchoring times (riverseal_monitor.anchors).
+- ``/api/boxes/<origin>/checkpoint``: the box's last verified checkpoint with the
+  monitor's cosignature, as a signed note (text/plain); 404 when there is none.
 
 Nothing is written: the page only reads the state.
 """
@@ -27,10 +30,10 @@ import logging
 import sqlite3
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from .config import MonitorConfig
-from .state import Display, level_of, series_doc
+from .state import ANCHORS_SQL, Display, level_of, series_doc
 
 __all__ = [
     "MAX_CLIENTS",
@@ -54,6 +57,7 @@ _CHECK_S = 0.25  # how often a waiting long poll looks for a change
 _MAX_HEAD = 8192
 _HEAD_TIMEOUT_S = 5.0
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
+_BOXES, _CHECKPOINT = "/api/boxes/", "/checkpoint"  # /api/boxes/<origin>/checkpoint
 _CSP = (
     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'"
 )
@@ -118,10 +122,17 @@ class SqliteDisplay:
             "SELECT sensor, start, stop, reason FROM gaps WHERE origin = ? ORDER BY idx", origin
         )
         box = self._query("SELECT size, verified_s FROM boxes WHERE origin = ?", origin)
-        return series_doc(readings, gaps, box[0] if box else None)
+        anchors = self._query(ANCHORS_SQL, origin)
+        return series_doc(readings, gaps, box[0] if box else None, anchors)
 
     async def series(self, origin: str, after: float, limit: int) -> dict[str, Any]:
         return await asyncio.to_thread(self._series, origin, after, limit)
+
+    async def cosigned(self, origin: str) -> str | None:
+        rows = await asyncio.to_thread(
+            self._query, "SELECT cosigned FROM boxes WHERE origin = ?", origin
+        )
+        return None if not rows or rows[0][0] is None else str(rows[0][0])
 
 
 def _token(stations: list[dict[str, Any]]) -> str:
@@ -196,6 +207,11 @@ class PageServer:
         if url.path == "/api/series" and "origin" in query:
             doc = await self.display.series(query["origin"], 0.0, POINTS)
             return 200, "application/json", _json(doc)
+        if url.path.startswith(_BOXES) and url.path.endswith(_CHECKPOINT):
+            origin = unquote(url.path[len(_BOXES) : -len(_CHECKPOINT)])
+            note = await self.display.cosigned(origin) if origin else None
+            if note is not None:
+                return 200, "text/plain; charset=utf-8", note.encode()
         return 404, "text/plain", b"not found\n"
 
     async def _stations(self, seen: str) -> dict[str, Any]:
@@ -250,6 +266,7 @@ svg.chart { background: #fafafa; border: 1px solid #ddd; display: block; }
 const PAUSE_MS = 1000;  // at most a redraw a second, however busy the monitor
 const SHOWN = 12;  // stations charted without a selection (#origin in the address selects one)
 const COLORS = {1: "#2e7d32", 2: "#9e9e9e", 3: "#f9a825", 4: "#c62828", 9: "#9e9e9e"};
+const ANCHOR_COLORS = {local: "#6d4c41", ledger: "#6a1b9a"};
 let token = "";
 const el = (tag, attrs, text) => {
   const e = document.createElementNS(tag === "svg" || attrs.svg ? "http://www.w3.org/2000/svg"
@@ -277,14 +294,19 @@ function renderStations(stations) {
   }
 }
 
-function chart(origin, sensor, s, checkpoint) {
+function chart(origin, sensor, s, checkpoint, anchors) {
   const W = 640, H = 140, P = 30;
   const svg = el("svg", {class: "chart", width: W, height: H, viewBox: `0 0 ${W} ${H}`,
     "data-origin": origin, "data-sensor": sensor, "data-points": s.points.length});
   const pts = s.points.filter(p => p[1] !== null);
   const ts = s.points.map(p => p[0]);
-  // The axis runs to the last verification, so a sensor gone quiet shows as empty space.
-  const t0 = Math.min(...ts), t1 = Math.max(...ts, t0 + 1, checkpoint ? checkpoint.verified_s : 0);
+  // Anchors from a second before the first reading (a TSA's genTime may be whole seconds).
+  const marks = anchors.filter(a => a.time_s !== null && a.time_s >= Math.min(...ts) - 1);
+  const t0 = Math.min(...ts, ...marks.map(a => a.time_s));
+  // The axis runs to the last verification (a sensor gone quiet shows as empty space)
+  // and to the newest anchoring time.
+  const t1 = Math.max(...ts, t0 + 1, checkpoint ? checkpoint.verified_s : 0,
+    ...marks.map(a => a.time_s));
   const vs = pts.map(p => p[1]);
   let v0 = Math.min(...vs), v1 = Math.max(...vs);
   if (!(v1 > v0)) { v0 -= 1; v1 += 1; }
@@ -305,6 +327,26 @@ function chart(origin, sensor, s, checkpoint) {
     const what = `checkpoint ${checkpoint.size} verified ${when(checkpoint.verified_s)}`;
     l.append(el("title", {svg: 1}, what));
     svg.append(l);
+  }
+  const kinds = new Set();
+  for (const a of marks) {
+    const ax = x(a.time_s), kind = a.status === "local" ? "local" : "ledger";
+    kinds.add(kind);
+    const l = el("line", {svg: 1, class: "anchor anchor-" + kind, x1: ax, x2: ax, y1: 14, y2: H,
+      stroke: ANCHOR_COLORS[kind], "stroke-width": 2, "data-backend": a.backend,
+      "data-checkpoint": a.checkpoint});
+    l.append(el("title", {svg: 1}, `checkpoint ${a.checkpoint} anchored by ${a.backend} ` +
+      `(${a.state}) at ${when(a.time_s)}; ${a.status === "local" ? "the box's own journal"
+        : "receipt checked offline, the ledger itself not asked"}`));
+    svg.append(l);
+  }
+  let lx = W - P;
+  for (const kind of [...kinds].sort().reverse()) {
+    const label = kind === "local" ? "| anchored (box journal)" : "| anchored (ledger)";
+    const t = el("text", {svg: 1, class: "anchor-legend", x: lx, y: H - 3, "font-size": 10,
+      "text-anchor": "end", fill: ANCHOR_COLORS[kind]}, label);
+    svg.append(t);
+    lx -= 140;
   }
   if (pts.length) {
     svg.append(el("polyline", {svg: 1, fill: "none", stroke: "#1565c0", "stroke-width": 1.5,
@@ -331,12 +373,22 @@ async function renderCharts(stations) {
     const doc = await (await fetch("api/series?origin=" + encodeURIComponent(s.origin))).json();
     const sec = el("section", {class: "station-series", "data-origin": s.origin});
     sec.append(el("h2", {}, s.origin));
+    const anchors = doc.anchors || [];
     for (const [sensor, series] of Object.entries(doc.sensors)) {
-      if (series.points.length) sec.append(chart(s.origin, sensor, series, doc.checkpoint));
+      if (series.points.length)
+        sec.append(chart(s.origin, sensor, series, doc.checkpoint, anchors));
       for (const g of series.gaps)
         sec.append(el("p", {class: "note gap-reason"},
           `${sensor}: no readings ${g.start} to ${g.end}: ${g.reason}`));
     }
+    const last = anchors.filter(a => a.time_s !== null).pop();
+    if (last)
+      sec.append(el("p", {class: "note anchor-last"}, `last anchored: checkpoint ` +
+        `${last.checkpoint} by ${last.backend} (${last.state}, ${last.status}) at ` +
+        when(last.time_s)));
+    for (const a of anchors.filter(a => a.status.startsWith("failed")))
+      sec.append(el("p", {class: "note anchor-failed"},
+        `anchor of checkpoint ${a.checkpoint} by ${a.backend}: ${a.status}`));
     parts.push(sec);
   }
   box.replaceChildren(...parts);
@@ -356,6 +408,12 @@ async function loop() {
       if (document.body.dataset.firstPoints === undefined)
         document.body.dataset.firstPoints = String(points);
       document.body.dataset.points = String(points);
+      // The newest anchored checkpoint drawn, at first and now (tests watch it grow).
+      const anchored = [...document.querySelectorAll("line.anchor")]
+        .reduce((n, l) => Math.max(n, Number(l.dataset.checkpoint)), 0);
+      if (document.body.dataset.firstAnchored === undefined)
+        document.body.dataset.firstAnchored = String(anchored);
+      document.body.dataset.anchored = String(anchored);
       document.getElementById("status").textContent =
         `${doc.stations.length} station(s), updated ${new Date().toISOString()}`;
       await new Promise(ok => setTimeout(ok, PAUSE_MS));

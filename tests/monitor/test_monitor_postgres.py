@@ -277,6 +277,7 @@ async def test_leases_alerts_and_forwarding(postgres: Postgres) -> None:
                 }
             },
             "checkpoint": {"size": 11, "verified_s": 5.0},
+            "anchors": [],
         }
         stations = {st["origin"]: st for st in await a.stations()}
         assert stations[origins[1]]["verified_size"] == 11

@@ -1,0 +1,361 @@
+"""Anchoring times on the monitor's page, and its cosignatures served (issue 12).
+
+A box runs in this process on the gateway's own code: its ``Log``, an
+``Anchorer`` with the ``local`` journal and a real RFC 3161 timestamp authority
+(simulators/tsa.py, openssl), and an ``Uplink`` to a real nginx. A
+``riverseal-monitor run`` process (SQLite state, a witness key, the page)
+follows it by polling. The monitor reads the box's manifest, checks each
+receipt offline and stores when each checkpoint was anchored; headless
+Chromium sees the marks drawn, and more of them as the box anchors new
+checkpoints while the page is open. ``/api/boxes/<origin>/checkpoint`` serves the
+monitor's cosigned checkpoint. The SQLite and PostgreSQL states answer the
+page alike, and ``AnchorBook``'s offline checks refuse what does not hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import re
+import subprocess
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+
+from gateway.anchoring.anchorer import Anchorer
+from gateway.anchoring.local import LocalJournal
+from gateway.anchoring.rfc3161 import Rfc3161Backend
+from gateway.config.uplink import UplinkConfig
+from gateway.log import Log
+from gateway.pipeline import Reading, Value
+from gateway.store import Store
+from gateway.uplink import Uplink
+from ledger_client.bundle import AnchorReceipt
+from ledger_client.bundle_v2 import Manifest
+from ledger_client.checkpoint import Checkpoint
+from ledger_client.evm import anchor_calldata
+from ledger_client.note import Signer, open_note, sign_note
+from ledger_client.tsa import load_tsa_roots
+from ledger_client.witness import WitnessSigner, cosign, cosignatures
+from riverseal_monitor.anchors import AnchorBook, AnchorMark
+from riverseal_monitor.follow import Reading as MonitorReading
+from riverseal_monitor.follow import Verified
+from riverseal_monitor.state_postgres import PostgresState
+from riverseal_monitor.state_sqlite import SqliteState
+from riverseal_monitor.web import PageServer, SqliteDisplay
+from simulators.tsa import LocalTsa
+from tests.gateway.test_mirror_verify import device_key
+from tests.monitor.fleet_monitor import free_port, run_monitor
+from tests.monitor.test_monitor_page import dump_dom
+from tests.servers.postgres import Postgres, PostgresMissing, running_postgres
+from tests.servers.web_server import WebServer
+
+TSA = "rfc3161:local-tsa"
+T1 = datetime(2026, 12, 6, 0, 0, 1, tzinfo=UTC).timestamp()
+
+
+@pytest.fixture
+def postgres() -> Iterator[Postgres]:
+    try:
+        with running_postgres() as pg:
+            yield pg
+    except PostgresMissing as exc:
+        pytest.fail(str(exc))
+
+
+async def until(what: str, check: Callable[[], Awaitable[Any]], s: float, log: Path) -> Any:
+    deadline = time.monotonic() + s
+    while True:
+        found = await check()
+        if found:
+            return found
+        tail = log.read_text()[-3000:] if log.exists() else ""
+        assert time.monotonic() < deadline, f"{what}: not within {s} s\n{tail}"
+        await asyncio.sleep(0.2)
+
+
+def monitor_config(folder: Path, port: int, origin: str, vkey: str, url: str) -> Path:
+    folder.mkdir(parents=True)
+    key = folder / "witness.key"
+    key.write_text(WitnessSigner.generate("regulator.example/monitor").to_skey())
+    key.chmod(0o600)
+    cfg = folder / "monitor.toml"
+    cfg.write_text(
+        '[monitor]\nstate = "monitor.sqlite"\nwitness_key = "witness.key"\n'
+        f'listen = "127.0.0.1:{port}"\npoll_interval_s = 0.5\nmanifest_interval_s = 0.5\n'
+        "tick_s = 0.25\ncheckpoint_interval_s = 60\n"
+        f'[[box]]\norigin = "{origin}"\nvkey = "{vkey}"\nurl = "{url}"\n'
+    )
+    return cfg
+
+
+async def test_anchoring_marks_and_the_cosigned_checkpoint_on_the_page(
+    tmp_path: Path, web_server: WebServer, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    key = device_key(91)
+    to = f"{web_server.url}/anchors-{uuid.uuid4().hex[:6]}"
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    cfg = monitor_config(tmp_path / "monitor", port, key.origin, key.vkey, to)
+    log_file = cfg.parent / "monitor.log"
+    (tmp_path / "box").mkdir()
+    async with (
+        LocalTsa() as tsa,
+        Store(tmp_path / "box" / "log.sqlite") as store,
+        httpx.AsyncClient(timeout=15) as http,
+    ):
+        log = Log(store, key)
+        await log.open()
+        journal = LocalJournal(tmp_path / "box" / "journal.sqlite")
+        stamps = Rfc3161Backend("local-tsa", tsa.url, load_tsa_roots([tsa.roots_pem]))
+        anchorer = Anchorer(store, [journal, stamps])
+        async with Uplink(log, UplinkConfig(to=to), poll_s=3600) as uplink:
+
+            async def checkpoint() -> int:
+                """Five readings up to now, a checkpoint, anchored by both, published."""
+                now = time.time_ns()
+                batch = [
+                    Reading("ph-1", (Value("ph", 7.0 + i / 10, "pH"),), now - (4 - i) * 10**8)
+                    for i in range(5)
+                ]
+                await log.append(batch, checkpoint=True)
+                cp = log.last_checkpoint
+                assert cp is not None
+                await anchorer.step()  # the journal and the TSA answer final at once
+                uplink.notify(cp)
+                return cp.size
+
+            async def series() -> dict[str, Any]:
+                r = await http.get(f"{api}/series", params={"origin": key.origin})
+                return dict(r.json())
+
+            async def anchored(size: int) -> bool:
+                try:
+                    marks = (await series())["anchors"]
+                except httpx.HTTPError:
+                    return False  # the page is not served yet
+                return {(a["checkpoint"], a["backend"]) for a in marks} >= {
+                    (size, "local"),
+                    (size, TSA),
+                }
+
+            runner = asyncio.create_task(uplink.run())
+            producer: asyncio.Task[None] | None = None
+            try:
+                began = time.time()
+                sizes = [await checkpoint() for _ in range(3)]
+                assert sizes == [5, 10, 15]
+                run_monitor(cfg, "monitor", procs)
+                await until(
+                    "checkpoint 15 anchored on the page", lambda: anchored(15), 30, log_file
+                )
+                doc = await series()
+                ended = time.time()
+                by = {(a["checkpoint"], a["backend"]): a for a in doc["anchors"]}
+                assert sorted(by) == [(s, b) for s in sizes for b in ("local", TSA)]
+                for (_, backend), a in by.items():
+                    assert a["state"] == "final"
+                    assert a["status"] == ("local" if backend == "local" else "unchecked")
+                    # The journal's time, the token's genTime (whole seconds from openssl).
+                    assert int(began) <= a["time_s"] <= ended, a
+
+                # The cosigned checkpoint: the box's note, the monitor's valid cosignature.
+                served = await until(
+                    "the cosigned checkpoint",
+                    lambda: http.get(f"{api}/boxes/{key.origin}/checkpoint"),
+                    10,
+                    log_file,
+                )
+                assert served.status_code == 200, served.text
+                assert served.headers["content-type"].startswith("text/plain")
+                note = served.text
+                cp = Checkpoint.parse(open_note(note, key.signer.verifier()))
+                assert cp.origin == key.origin and cp.size >= 15
+                signer_vkey = (cfg.parent / "witness.key").read_text()
+                witness = WitnessSigner.from_skey(signer_vkey).key
+                found, problems = cosignatures(note, [witness])
+                assert len(found) == 1 and problems == [], problems
+                encoded = await http.get(f"{api}/boxes/{quote(key.origin, safe='')}/checkpoint")
+                assert encoded.text == note
+                for missing in ("riverseal/rs-nobody", ""):
+                    r = await http.get(f"{api}/boxes/{missing}/checkpoint")
+                    assert r.status_code == 404, missing
+
+                # The page, open while the box goes on anchoring: new marks appear.
+                async def produce() -> None:
+                    while True:
+                        await checkpoint()
+                        await asyncio.sleep(0.3)
+
+                before = max(a["checkpoint"] for a in (await series())["anchors"])
+                producer = asyncio.create_task(produce())
+                dom = await asyncio.to_thread(
+                    dump_dom, tmp_path, f"http://127.0.0.1:{port}/", 6_000
+                )
+            finally:
+                for task in (producer, runner):
+                    if task is not None:
+                        task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await task
+                await journal.aclose()
+                await stamps.aclose()
+
+    lines = re.findall(
+        r'<line class="anchor anchor-(local|ledger)"[^>]*data-backend="([^"]+)" '
+        r'data-checkpoint="(\d+)"><title>([^<]*)</title>',
+        dom,
+    )
+    assert lines, dom[:3000]
+    drawn = {(b, int(n)) for _, b, n, _ in lines}
+    local = {n for b, n in drawn if b == "local"}
+    assert {5, 10, 15} <= local and {n for b, n in drawn if b == TSA} >= {5, 10, 15}
+    assert all((kind == "local") == (b == "local") for kind, b, _, _ in lines)
+    assert all(f"checkpoint {n} anchored by {b} (final) at " in t for _, b, n, t in lines)
+    first = re.search(r'<body[^>]* data-first-anchored="(\d+)"', dom)
+    now = re.search(r'<body[^>]* data-anchored="(\d+)"', dom)
+    assert first is not None and now is not None, dom[:2000]
+    # Marks for checkpoints anchored after the page was loaded were drawn without a reload.
+    assert int(now[1]) == max(local) > max(int(first[1]), before), (now[1], first[1], before)
+    assert "| anchored (box journal)" in dom and "| anchored (ledger)" in dom
+    assert re.search(r'class="note anchor-last">last anchored: checkpoint \d+ by ', dom)
+
+
+def _box(origin: str) -> tuple[Verified, MonitorReading]:
+    reading = MonitorReading(
+        origin, "ph-1", 0, "2026-12-06T00:00:00Z", 1.7969792e9, (("ph", "pH", 7.1, 1),)
+    )
+    return Verified(1, bytes(32), (bytes(32),), f"{origin}\n1\nroot\n"), reading
+
+
+async def _page_answers(display: Any, origin: str) -> tuple[dict[str, Any], int, str, int]:
+    """The series answer, and the status and body of the cosigned checkpoint URLs."""
+    page = PageServer(display, "127.0.0.1", 0)
+    server = asyncio.create_task(page.serve())
+    await page.bound.wait()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{page.port}") as c:
+            series = (await c.get("/api/series", params={"origin": origin})).json()
+            known = await c.get(f"/api/boxes/{origin}/checkpoint")
+            unknown = await c.get("/api/boxes/riverseal/rs-other/checkpoint")
+    finally:
+        server.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await server
+    return series, known.status_code, known.text, unknown.status_code
+
+
+async def test_anchors_and_cosignatures_alike_in_sqlite_and_postgresql(
+    tmp_path: Path, postgres: Postgres
+) -> None:
+    origin = "riverseal/rs-parity"
+    verified, reading = _box(origin)
+    marks = [
+        AnchorMark(5, "local", "final", 1.7969792e9, "local"),
+        AnchorMark(5, TSA, "final", 1.7969793e9, "unchecked"),
+        AnchorMark(9, "evm:31337", "included", 1.7969794e9, "unchecked"),
+        AnchorMark(9, "local", "final", None, "failed: the digest is not checkpoint 9's"),
+    ]
+    moved = AnchorMark(9, "evm:31337", "final", 1.7969794e9, "unchecked")
+    answers = []
+    witness = WitnessSigner.generate("regulator.example/monitor")
+    sqlite = SqliteState(tmp_path / "monitor.sqlite")
+    async with PostgresState(postgres.url) as pg:
+        for state, display in ((sqlite, SqliteDisplay(sqlite.path)), (pg, pg)):
+            await state.commit(origin, verified, [reading], [], None, 100.0)
+            series, status, _, _ = await _page_answers(display, origin)
+            assert status == 404  # verified, but not cosigned: no witness key
+            await state.record_anchors(origin, marks, 101.0)
+            await state.record_anchors(origin, marks, 102.0)  # read again: no new rows
+            await state.record_anchors(origin, [moved], 103.0)  # included, then final
+            cosigned = verified.note + cosign(witness, "body\n", 7)
+            bigger = Verified(2, verified.root, verified.edge, verified.note)
+            await state.commit(origin, bigger, [], [], cosigned, 104.0)
+            answers.append(await _page_answers(display, origin))
+    await sqlite.close()
+    assert answers[0] == answers[1]
+    series, status, text, unknown = answers[0]
+    assert (status, text, unknown) == (200, cosigned, 404)
+    assert series["anchors"] == [
+        {"checkpoint": 5, "backend": "local", "state": "final", "time_s": 1.7969792e9,
+         "status": "local"},
+        {"checkpoint": 5, "backend": TSA, "state": "final", "time_s": 1.7969793e9,
+         "status": "unchecked"},
+        {"checkpoint": 9, "backend": "evm:31337", "state": "final", "time_s": 1.7969794e9,
+         "status": "unchecked"},
+        {"checkpoint": 9, "backend": "local", "state": "final", "time_s": None,
+         "status": "failed: the digest is not checkpoint 9's"},
+    ]  # fmt: skip
+
+
+def test_anchor_book_checks_receipts_offline() -> None:
+    key = device_key(92)
+    origin = key.origin
+    stranger = Signer.generate(origin)  # the box's name, a key the monitor does not trust
+
+    def note(size: int, signer: Signer = key.signer) -> tuple[str, bytes]:
+        body = f"{origin}\n{size}\n{base64.b64encode(bytes([size]) * 32).decode()}\n"
+        return sign_note(body, signer), Checkpoint.parse(body).digest()
+
+    n4, d4 = note(4)
+    n8, d8 = note(8)
+    n9, d9 = note(9, stranger)
+    calldata = "0x" + anchor_calldata(d8, 8).hex()
+
+    def manifest(anchors: list[AnchorReceipt]) -> bytes:
+        return Manifest(
+            origin, key.device_id, (), (n4, n8, n9), tuple(anchors), 0, None, "x", "t"
+        ).dumps()
+
+    good = [
+        AnchorReceipt(4, "local", d4, "final", {"journal": "j", "seq": 1,
+                                                "time": "2026-12-06T00:00:01Z"}),
+        AnchorReceipt(8, "evm:31337", d8, "included", {"calldata": calldata,
+                                                       "block_time": "2026-12-06T00:00:02Z"}),
+        AnchorReceipt(8, "local", d8, "pending", {}),  # not anchored yet: left out
+        AnchorReceipt(4, "x-ledger", d4, "final", {}),  # unknown here: no time
+    ]  # fmt: skip
+    bad = [
+        AnchorReceipt(9, "local", d9, "final", {"journal": "j", "seq": 2, "time": "2026"}),
+        AnchorReceipt(8, "rfc3161:t", d8, "final", {"token": "bm90IGEgdG9rZW4="}),
+        AnchorReceipt(4, "evm:1", d4, "final", {"calldata": calldata}),  # commits to 8
+        AnchorReceipt(8, "local", d4, "final", {"journal": "j", "seq": 3, "time": "x"}),
+        AnchorReceipt(12, "local", d4, "final", {}),
+    ]
+    book = AnchorBook(origin, [key.signer.verifier()])
+    marks = book.read(manifest(good + bad))
+    by = {(m.checkpoint, m.backend): m for m in marks}
+    assert by[(4, "local")] == AnchorMark(4, "local", "final", T1, "local")
+    assert by[(8, "evm:31337")] == AnchorMark(8, "evm:31337", "included", T1 + 1, "unchecked")
+    assert by[(4, "x-ledger")].time_s is None and by[(4, "x-ledger")].status == "unchecked"
+    assert all(m.state != "pending" for m in marks)
+    failures = {k: m.status for k, m in by.items() if m.status.startswith("failed")}
+    assert set(failures) == {
+        (9, "local"),
+        (8, "rfc3161:t"),
+        (4, "evm:1"),
+        (8, "local"),
+        (12, "local"),
+    }
+    assert "does not verify under the box's keys" in failures[(9, "local")]
+    assert "token cannot be read" in failures[(8, "rfc3161:t")]
+    assert "another digest or size" in failures[(4, "evm:1")]
+    assert "not checkpoint 8's" in failures[(8, "local")]
+    assert "not in the manifest" in failures[(12, "local")]
+    assert all(by[k].time_s is None for k in failures)
+    # Read again: nothing new; a receipt that moved on (included to final) is new.
+    assert book.read(manifest(good + bad)) == []
+    final = AnchorReceipt(8, "evm:31337", d8, "final", good[1].receipt)
+    assert book.read(manifest([good[0], final])) == [
+        AnchorMark(8, "evm:31337", "final", T1 + 1, "unchecked")
+    ]
+    book.forget([by[(4, "local")]])
+    assert book.read(manifest([good[0], final])) == [by[(4, "local")]]
