@@ -10,7 +10,7 @@
                       [--profile seeed-ectds10 --slave 2 ...] [--seed N] [--baudrate B]
     sensor-sim station --config station.toml [--gateway-config sensors.toml]
     sensor-sim fleet --boxes N --to DIR|URL --data DIR [--broker HOST:PORT] [--seconds S]
-                     [--rate R] [--commit-every S] [--checkpoint-every S]
+                     [--rate R] [--commit-every S] [--checkpoint-every S] [--procs K]
 
 Both exit 0 on SIGINT or SIGTERM; `mqtt --count N` also exits 0 once N
 messages are acknowledged.
@@ -128,10 +128,30 @@ def build_parser() -> argparse.ArgumentParser:
     fleet.add_argument("--broker", metavar="HOST:PORT", help="announce checkpoints on this broker")
     fleet.add_argument("--seconds", type=float, help="run this long (default: until signalled)")
     fleet.add_argument("--rate", type=float, default=1.0, help="readings per box per second")
-    fleet.add_argument("--commit-every", type=float, default=1.0, metavar="S")
-    fleet.add_argument("--checkpoint-every", type=float, default=10.0, metavar="S")
+    fleet.add_argument(
+        "--commit-every",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="each box commits what it read every S seconds, on a fixed schedule (default 2)",
+    )
+    fleet.add_argument(
+        "--checkpoint-every",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="each box signs and publishes a checkpoint every S seconds (default 30)",
+    )
     fleet.add_argument("--max-bytes-per-s", type=int, default=262_144, help="each box's uplink")
     fleet.add_argument("--seed", type=int, default=0, help="box keys derive from it")
+    fleet.add_argument(
+        "--procs",
+        type=int,
+        metavar="K",
+        help="worker processes the boxes are split across "
+        "(default: one per 250 boxes, at most one per core)",
+    )
+    fleet.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set by the parent
     return parser
 
 
@@ -162,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _fleet(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     # The fleet runs the gateway's own code: imported only when asked for.
-    from simulators.fleet import FleetConfig, fleet_main
+    from simulators.fleet import FleetConfig, default_procs, fleet_main
 
     broker = None
     if args.broker:
@@ -172,6 +192,11 @@ def _fleet(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         broker = (host, int(port))
     if args.boxes < 1 or args.rate <= 0 or args.commit_every <= 0:
         parser.error("--boxes, --rate and --commit-every must be positive")
+    procs = default_procs(args.boxes) if args.procs is None else args.procs
+    if not 1 <= procs <= args.boxes:
+        parser.error("--procs must be between 1 and --boxes")
+    if args.worker is not None and not 0 <= args.worker < procs:
+        parser.error("--worker must be below --procs")
     config = FleetConfig(
         boxes=args.boxes,
         to=args.to,
@@ -183,6 +208,8 @@ def _fleet(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         checkpoint_every_s=args.checkpoint_every,
         max_bytes_per_s=args.max_bytes_per_s,
         seed=args.seed,
+        procs=procs,
+        worker=args.worker,
     )
     return asyncio.run(fleet_main(config))
 
