@@ -267,6 +267,9 @@ const PAUSE_MS = 1000;  // at most a redraw a second, however busy the monitor
 const SHOWN = 12;  // stations charted without a selection (#origin in the address selects one)
 const COLORS = {1: "#2e7d32", 2: "#9e9e9e", 3: "#f9a825", 4: "#c62828", 9: "#9e9e9e"};
 const ANCHOR_COLORS = {local: "#6d4c41", ledger: "#6a1b9a"};
+const ANCHOR_LABELS = {local: "anchored in the box's own journal",
+  ledger: "anchored on a ledger (receipt checked offline)"};
+const anchorKind = a => a.status === "local" ? "local" : "ledger";
 let token = "";
 const el = (tag, attrs, text) => {
   const e = document.createElementNS(tag === "svg" || attrs.svg ? "http://www.w3.org/2000/svg"
@@ -328,10 +331,8 @@ function chart(origin, sensor, s, checkpoint, anchors) {
     l.append(el("title", {svg: 1}, what));
     svg.append(l);
   }
-  const kinds = new Set();
   for (const a of marks) {
-    const ax = x(a.time_s), kind = a.status === "local" ? "local" : "ledger";
-    kinds.add(kind);
+    const ax = x(a.time_s), kind = anchorKind(a);
     const l = el("line", {svg: 1, class: "anchor anchor-" + kind, x1: ax, x2: ax, y1: 14, y2: H,
       stroke: ANCHOR_COLORS[kind], "stroke-width": 2, "data-backend": a.backend,
       "data-checkpoint": a.checkpoint});
@@ -339,14 +340,6 @@ function chart(origin, sensor, s, checkpoint, anchors) {
       `(${a.state}) at ${when(a.time_s)}; ${a.status === "local" ? "the box's own journal"
         : "receipt checked offline, the ledger itself not asked"}`));
     svg.append(l);
-  }
-  let lx = W - P;
-  for (const kind of [...kinds].sort().reverse()) {
-    const label = kind === "local" ? "| anchored (box journal)" : "| anchored (ledger)";
-    const t = el("text", {svg: 1, class: "anchor-legend", x: lx, y: H - 3, "font-size": 10,
-      "text-anchor": "end", fill: ANCHOR_COLORS[kind]}, label);
-    svg.append(t);
-    lx -= 140;
   }
   if (pts.length) {
     svg.append(el("polyline", {svg: 1, fill: "none", stroke: "#1565c0", "stroke-width": 1.5,
@@ -381,7 +374,17 @@ async function renderCharts(stations) {
         sec.append(el("p", {class: "note gap-reason"},
           `${sensor}: no readings ${g.start} to ${g.end}: ${g.reason}`));
     }
-    const last = anchors.filter(a => a.time_s !== null).pop();
+    const timed = anchors.filter(a => a.time_s !== null);
+    if (timed.length) {
+      const legend = el("p", {class: "note anchor-legend"});
+      const kinds = new Set(timed.map(anchorKind));
+      for (const kind of Object.keys(ANCHOR_LABELS).filter(k => kinds.has(k))) {
+        legend.append(el("span", {style: `color: ${ANCHOR_COLORS[kind]}`}, "\u2503 "));
+        legend.append(el("span", {class: "anchor-label"}, ANCHOR_LABELS[kind] + "  "));
+      }
+      sec.append(legend);
+    }
+    const last = timed[timed.length - 1];
     if (last)
       sec.append(el("p", {class: "note anchor-last"}, `last anchored: checkpoint ` +
         `${last.checkpoint} by ${last.backend} (${last.state}, ${last.status}) at ` +

@@ -18,6 +18,7 @@ import asyncio
 import base64
 import contextlib
 import re
+import sqlite3
 import subprocess
 import time
 import uuid
@@ -49,7 +50,7 @@ from riverseal_monitor.anchors import AnchorBook, AnchorMark
 from riverseal_monitor.follow import Reading as MonitorReading
 from riverseal_monitor.follow import Verified
 from riverseal_monitor.state_postgres import PostgresState
-from riverseal_monitor.state_sqlite import SqliteState
+from riverseal_monitor.state_sqlite import SCHEMA, SqliteState
 from riverseal_monitor.web import PageServer, SqliteDisplay
 from simulators.tsa import LocalTsa
 from tests.gateway.test_mirror_verify import device_key
@@ -168,13 +169,11 @@ async def test_anchoring_marks_and_the_cosigned_checkpoint_on_the_page(
                     assert int(began) <= a["time_s"] <= ended, a
 
                 # The cosigned checkpoint: the box's note, the monitor's valid cosignature.
-                served = await until(
-                    "the cosigned checkpoint",
-                    lambda: http.get(f"{api}/boxes/{key.origin}/checkpoint"),
-                    10,
-                    log_file,
-                )
-                assert served.status_code == 200, served.text
+                async def cosigned() -> httpx.Response | None:
+                    r = await http.get(f"{api}/boxes/{key.origin}/checkpoint")
+                    return r if r.status_code == 200 and r.text.split("\n")[1] == "15" else None
+
+                served = await until("checkpoint 15 cosigned", cosigned, 10, log_file)
                 assert served.headers["content-type"].startswith("text/plain")
                 note = served.text
                 cp = Checkpoint.parse(open_note(note, key.signer.verifier()))
@@ -225,7 +224,11 @@ async def test_anchoring_marks_and_the_cosigned_checkpoint_on_the_page(
     assert first is not None and now is not None, dom[:2000]
     # Marks for checkpoints anchored after the page was loaded were drawn without a reload.
     assert int(now[1]) == max(local) > max(int(first[1]), before), (now[1], first[1], before)
-    assert "| anchored (box journal)" in dom and "| anchored (ledger)" in dom
+    legend = re.findall(r'<span class="anchor-label">([^<]*)</span>', dom)
+    assert [x.strip() for x in legend] == [
+        "anchored in the box's own journal",
+        "anchored on a ledger (receipt checked offline)",
+    ]
     assert re.search(r'class="note anchor-last">last anchored: checkpoint \d+ by ', dom)
 
 
@@ -359,3 +362,31 @@ def test_anchor_book_checks_receipts_offline() -> None:
     ]
     book.forget([by[(4, "local")]])
     assert book.read(manifest([good[0], final])) == [by[(4, "local")]]
+
+
+async def test_a_state_made_before_anchors_were_kept_gains_the_table(tmp_path: Path) -> None:
+    """A state file of an older monitor (no ``anchors`` table): the page answers without
+    anchors, and the next monitor start adds the table, keeping what was there."""
+    path = tmp_path / "old.sqlite"
+    old_schema = SCHEMA[: SCHEMA.index("CREATE TABLE IF NOT EXISTS anchors")]
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.executescript(old_schema)
+        db.execute(
+            "INSERT INTO boxes VALUES ('riverseal/rs-old', 3, x'00', x'', 'n', NULL, 1.0, 3)"
+        )
+        db.commit()
+    display = SqliteDisplay(path)
+    before = await display.series("riverseal/rs-old", 0.0, 10)
+    assert before["anchors"] == [] and before["checkpoint"] == {"size": 3, "verified_s": 1.0}
+    state = SqliteState(path)
+    try:
+        await state.record_anchors(
+            "riverseal/rs-old", [AnchorMark(3, "local", "final", T1, "local")], 2.0
+        )
+    finally:
+        await state.close()
+    after = await display.series("riverseal/rs-old", 0.0, 10)
+    assert after["checkpoint"] == before["checkpoint"]
+    assert after["anchors"] == [
+        {"checkpoint": 3, "backend": "local", "state": "final", "time_s": T1, "status": "local"}
+    ]
