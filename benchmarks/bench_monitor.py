@@ -1,11 +1,13 @@
 """riverseal-monitor following a simulated fleet: throughput, lag, CPU and RSS, 1 and 2 instances.
 
     .venv/bin/python benchmarks/bench_monitor.py [--boxes 1000] [--seconds 60]
-        [--checkpoint-every 5] [--runs sqlite:1 postgres:1 postgres:2] [--publish dir|http]
+        [--commit-every 2] [--checkpoint-every 30] [--procs K]
+        [--runs sqlite:1 postgres:1 postgres:2] [--publish dir|http] [--catch-up]
 
 For each run, ``sensor-sim fleet --boxes N`` (one reading per box per second,
-a commit every second, a checkpoint every ``--checkpoint-every`` s) publishes
-for ``--seconds`` into the document root of a real nginx (``--publish dir``, the
+committed every ``--commit-every`` s, a checkpoint every ``--checkpoint-every``
+s, the boxes in ``--procs`` worker processes, by default the fleet's choice)
+publishes for ``--seconds`` into the document root of a real nginx (``--publish dir``, the
 default: the uplink's directory target, so the fleet's CPU goes to the boxes'
 logs rather than to a thousand HTTP uploads; ``--publish http``: WebDAV PUT)
 and announces each checkpoint on a real Mosquitto; ``riverseal-monitor
@@ -15,8 +17,9 @@ leases splitting the boxes). Each run has a fresh fleet (its own seed) and state
 
 Figures, over the steady state (the second half of the fleet's run):
 
-- fleet e/s: readings the fleet committed per second over its whole run (it
-  shares the cores: a thousand boxes may not reach one reading a second);
+- fleet e/s: readings the fleet committed per second over its whole run, and
+  how late its commits ran against their schedule (p99): it shares the cores
+  with the monitors, and keeps up while that stays well under a commit interval;
 - verified entries/s: entries the monitors verified (from their ``-v`` log lines
   "verified checkpoint N (k new entries)"), per second;
 - lag p50/p99: for each reading the box committed in that half, from its time
@@ -28,8 +31,10 @@ Figures, over the steady state (the second half of the fleet's run):
 - checkpoint lag p50/p99: from the box signing a checkpoint (its store's time)
   to the monitor verifying it: the uplink, the announcement and the monitor,
   without the wait for the next checkpoint;
+- monitor lag p50/p99: the monitor's part of that, from a checkpoint being
+  offered (announced or polled) to its being verified (its log line says);
 - CPU (% of one core, all instances together) and RSS (the largest instance),
-  sampled from /proc once a second.
+  sampled from /proc once a second; the fleet's CPU (all its processes) beside it.
 
 With ``--catch-up`` the fleet runs first with no monitor, then the monitors
 verify its whole backlog: entries/s, CPU and RSS of the monitors alone on the
@@ -72,7 +77,7 @@ _TICK = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _VERIFIED = re.compile(
     r"^(\S+ \S+) INFO riverseal_monitor\.monitor: (\S+): verified checkpoint (\d+) "
-    r"\((\d+) new entries\)",
+    r"\((\d+) new entries\)(?: ([\d.]+) s after it was offered)?",
     re.M,
 )
 
@@ -113,16 +118,36 @@ def monitor_toml(
     return path
 
 
+def tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (the fleet's worker processes)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        with contextlib.suppress(OSError):
+            todo.extend(int(k) for k in Path(f"/proc/{p}/task/{p}/children").read_text().split())
+    return out
+
+
 def _sample(
     mons: list[subprocess.Popen[bytes]], fleet: subprocess.Popen[str], every: float
-) -> list[tuple[float, float, int]]:
+) -> list[tuple[float, float, int, float]]:
     """Sample the monitors until the fleet ended and ``every`` + 10 s passed; stop them."""
-    samples: list[tuple[float, float, int]] = []  # (wall time, CPU s of all, largest RSS)
+    # (wall time, CPU s of all monitors, largest RSS, CPU s of the fleet's processes)
+    samples: list[tuple[float, float, int, float]] = []
     grace_until = None
     while True:
         got = [sample(m.pid) for m in mons]
+        fleet_cpu = sum(s[0] for s in map(sample, tree(fleet.pid)) if s is not None)
         if all(g is not None for g in got):
-            samples.append((time.time(), sum(g[0] for g in got if g), max(g[1] for g in got if g)))
+            samples.append(
+                (
+                    time.time(),
+                    sum(g[0] for g in got if g),
+                    max(g[1] for g in got if g),
+                    fleet_cpu,
+                )
+            )
         if fleet.poll() is not None and grace_until is None:
             grace_until = time.monotonic() + every + 10
         if grace_until is not None and time.monotonic() > grace_until:
@@ -151,6 +176,8 @@ def run(
     web: WebServer,
     publish: str,
     pg_url: str | None,
+    commit_every: float = 2.0,
+    fleet_procs: int | None = None,
     catch_up: bool = False,
 ) -> dict[str, Any]:
     work.mkdir()
@@ -177,7 +204,8 @@ def run(
         *(sys.executable, "-m", "simulators.cli", "fleet", "--boxes", str(boxes)),
         *("--to", to, "--data", str(work / "fleet"), "--seed", str(seed)),
         *("--broker", f"{broker.host}:{broker.port}", "--seconds", str(seconds)),
-        *("--rate", "1", "--commit-every", "1", "--checkpoint-every", str(every)),
+        *("--rate", "1", "--commit-every", str(commit_every), "--checkpoint-every", str(every)),
+        *(("--procs", str(fleet_procs)) if fleet_procs is not None else ()),
     ]
     if catch_up:
         # The backlog first, with no monitor running: then the monitor alone on the cores.
@@ -229,15 +257,19 @@ def run(
 
     events: dict[str, list[tuple[int, float]]] = {}
     verified_in_window = 0
+    own_lags: list[float] = []  # offered to verified, the monitor's own part
     followers: dict[str, set[int]] = {}  # in the steady state, who verified each box
     per_instance = []
     for k in range(instances):
         mine = set()
-        for stamp, origin, size, new in _VERIFIED.findall((work / f"m{k + 1}.log").read_text()):
+        log = (work / f"m{k + 1}.log").read_text()
+        for stamp, origin, size, new, after in _VERIFIED.findall(log):
             at = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
             events.setdefault(origin, []).append((int(size), at))
             if steady[0] <= at <= steady[1]:
                 verified_in_window += int(new)
+                if after:
+                    own_lags.append(float(after))
                 followers.setdefault(origin, set()).add(k)
                 mine.add(origin)
         per_instance.append(len(mine))
@@ -262,7 +294,9 @@ def run(
         if (origin, size) in signed and steady[0] <= signed[(origin, size)] <= steady[1]
     ]
     window = [s for s in samples if steady[0] <= s[0] <= steady[1]]
-    cpu = (window[-1][1] - window[0][1]) / max(window[-1][0] - window[0][0], 1e-9)
+    span = max(window[-1][0] - window[0][0], 1e-9)
+    cpu = (window[-1][1] - window[0][1]) / span
+    fleet_cpu = (window[-1][3] - window[0][3]) / span
     return {
         "state": kind,
         "instances": instances,
@@ -273,6 +307,8 @@ def run(
         "lag_p99_s": round(percentile(lags, 99), 2),
         "checkpoint_lag_p50_s": round(percentile(cp_lags, 50), 2),
         "checkpoint_lag_p99_s": round(percentile(cp_lags, 99), 2),
+        "monitor_lag_p50_s": round(percentile(own_lags, 50), 2),
+        "monitor_lag_p99_s": round(percentile(own_lags, 99), 2),
         "readings_in_window": len(lags) + unverified,
         "boxes_per_instance": per_instance,
         "boxes_verified_by_two": sum(len(v) > 1 for v in followers.values()),
@@ -282,6 +318,9 @@ def run(
         # What the fleet managed: with the monitor on the same cores, a thousand boxes
         # may commit fewer than one reading per box per second.
         "fleet_entries_per_s": round(report[0]["entries"] / seconds, 1) if report else None,
+        "fleet_commit_late_p99_s": report[0]["commit_late_p99_s"] if report else None,
+        "fleet_cpu_pct": round(100 * fleet_cpu, 1),
+        "fleet_procs": report[0]["procs"] if report else None,
         "fleet_caught_up": report[0]["caught_up"] if report else None,
         "fleet_startup_s": round(start - (time.time() - (time.monotonic() - t0)), 1),
     }
@@ -386,7 +425,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--boxes", type=int, nargs="+", default=[1000])
     ap.add_argument("--seconds", type=float, default=60.0)
-    ap.add_argument("--checkpoint-every", type=float, default=5.0, metavar="S")
+    ap.add_argument("--checkpoint-every", type=float, default=30.0, metavar="S")
+    ap.add_argument("--commit-every", type=float, default=2.0, metavar="S")
+    ap.add_argument("--procs", type=int, metavar="K", help="the fleet's worker processes")
     ap.add_argument(
         "--runs",
         nargs="+",
@@ -408,16 +449,18 @@ def main() -> None:
     # SIGTERM unwinds like Ctrl-C: the runs' processes, nginx, Mosquitto and PostgreSQL stop.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     print(
-        f"riverseal-monitor following sensor-sim fleet: 1 reading/box/s, commit every 1 s, "
-        f"checkpoint every {args.checkpoint_every:g} s, published by {args.publish}, "
-        f"{args.seconds:g} s per run "
-        f"(figures over its second half); {os.cpu_count()} cores"
+        f"riverseal-monitor following sensor-sim fleet: 1 reading/box/s, commit every "
+        f"{args.commit_every:g} s, checkpoint every {args.checkpoint_every:g} s, published by "
+        f"{args.publish}, {args.seconds:g} s per run (figures over its second half); "
+        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start"
     )
-    print(
-        f"{'boxes':>6} {'state':>9} {'inst':>4} {'fleet e/s':>9} {'entries/s':>10} {'lag p50':>8} "
-        f"{'lag p99':>8} {'cp p50':>7} {'cp p99':>7} {'unverif.':>8} {'CPU %':>7} "
-        f"{'RSS max':>9} {'boxes/inst':>12}"
-    )
+    if not args.catch_up:
+        print(
+            f"{'boxes':>6} {'state':>9} {'inst':>4} {'fleet e/s':>9} {'late p99':>8} "
+            f"{'fleet CPU':>9} {'entries/s':>10} {'lag p50':>8} {'lag p99':>8} {'cp p50':>7} "
+            f"{'cp p99':>7} {'mon p50':>7} {'mon p99':>7} {'unverif.':>8} {'CPU %':>7} "
+            f"{'RSS max':>9} {'boxes/inst':>12}"
+        )
     with tempfile.TemporaryDirectory(prefix="bench-monitor-") as tmp:
         work = Path(tmp)
         (work / "broker").mkdir()
@@ -445,6 +488,8 @@ def main() -> None:
                             web=web,
                             publish=args.publish,
                             pg_url=pg.url,
+                            commit_every=args.commit_every,
+                            fleet_procs=args.procs,
                             catch_up=args.catch_up,
                         )
                         if args.catch_up:
@@ -460,9 +505,11 @@ def main() -> None:
                             continue
                         print(
                             f"{n:>6} {kind:>9} {r['instances']:>4} {r['fleet_entries_per_s']!s:>9} "
+                            f"{r['fleet_commit_late_p99_s']!s:>6} s {r['fleet_cpu_pct']:>7} % "
                             f"{r['verified_entries_per_s']:>10} {r['lag_p50_s']:>6} s "
                             f"{r['lag_p99_s']:>6} s {r['checkpoint_lag_p50_s']:>5} s "
-                            f"{r['checkpoint_lag_p99_s']:>5} s {r['unverified']:>8} "
+                            f"{r['checkpoint_lag_p99_s']:>5} s {r['monitor_lag_p50_s']:>5} s "
+                            f"{r['monitor_lag_p99_s']:>5} s {r['unverified']:>8} "
                             f"{r['cpu_pct']:>7} "
                             f"{r['rss_max_mib']:>6} Mi "
                             f"{'/'.join(map(str, r['boxes_per_instance'])):>12}",
