@@ -25,6 +25,12 @@ page of its own under every reading. A version 2 database gets the table filled
 from the index and the index dropped in one transaction at its first writable
 open; a read-only open reads version 2 (or 1) on the index as it is.
 
+Schema version 4 (new stores only) indexes duplicates by a number, ``dkey``
+(``dedup_number``), instead of the dedup key's text: an index entry of some 15
+bytes instead of 70, a third fewer pages written per commit. A version 3 store
+keeps its text index and its version: converting it would mean reading every
+row of a long log at the first start after an upgrade.
+
 An entry's ``data`` column holds its bytes deflated (``encode_data``: a 0x01
 byte, then raw deflate with a preset dictionary of a record's keys) whenever
 that is shorter: a ~500-byte signed record shrinks to some 150–250 bytes, so
@@ -52,7 +58,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import aiosqlite
 
@@ -77,18 +83,20 @@ __all__ = [
     "store_problems",
 ]
 
-SCHEMA_VERSION = 3
-"""3: a ``sensors`` table instead of the (sensor, seq) index. 2: only tile-level
+SCHEMA_VERSION = 4
+"""4: entries carry ``dkey``, a number made from the dedup key (``dedup_number``),
+indexed instead of the dedup text (new stores only: a version 3 store keeps its layout).
+3: a ``sensors`` table instead of the (sensor, seq) index. 2: only tile-level
 subtree hashes (tree levels 0, 8, 16, …). 1: every level."""
 
 logger = logging.getLogger(__name__)
 
-PAGE_SIZE = 512
+PAGE_SIZE = 1024
 """Page size of a new log database. Each commit writes every page it dirtied to the
-WAL again, and a reading dirties about five (its entries row, the tail of the time
-index and of the level-0 ``nodes`` rows, and its sensor's leaf in each of the two
-per-sensor indexes): at SQLite's default of 4096 that is ~20 KB per commit, at 1024
-a quarter of it. Entries (~500 bytes) still fit one page."""
+WAL again: the tails of the entries, leaves, dedup and time trees, page 1 and the
+sensors table. At SQLite's default of 4096 that is ~20 KB per commit; at 512 an entry
+(~300 bytes deflated) takes a page of its own, at 1024 three share one. Measured
+(benchmarks/bench_field_rates.py, 10 readings/s): 1024 writes some 7 % less than 512."""
 
 WAL_AUTOCHECKPOINT_BYTES = 4 << 20
 """WAL size (in pages of the database's own size) before SQLite copies it into the
@@ -145,6 +153,22 @@ def decode_data(blob: Any) -> bytes:
     return out
 
 
+_ORDER_DIGITS = 14
+"""Digits of the node time a dedup number keeps: YYYYMMDDhhmmss of an RFC 3339 time."""
+
+
+def dedup_number(sensor: str, dedup: str) -> int:
+    """The ``dkey`` of a (sensor, dedup key): a 63-bit number whose high part is the first
+    digits of the node's time (what follows the key's first "@", or the whole key) so that
+    readings arriving together land in the index's last leaf, and whose low 16 bits are a
+    hash of both. Stable across processes and versions: stored rows are looked up by it."""
+    order = dedup[dedup.find("@") + 1 :]
+    digits = "".join(c for c in order if "0" <= c <= "9")[:_ORDER_DIGITS]
+    high = int(digits.ljust(_ORDER_DIGITS, "0")) if digits else 0
+    tag = hashlib.blake2b(f"{sensor}\0{dedup}".encode(), digest_size=2).digest()
+    return high << 16 | int.from_bytes(tag, "big")
+
+
 _RANGES_PER_QUERY = 300  # three bound values each: under SQLite's oldest limit of 999
 
 # Schema 3: per sensor, its newest seq and index and the last instant its records cover,
@@ -159,15 +183,25 @@ CREATE TABLE sensors (
     covered_ns INTEGER
 ) WITHOUT ROWID;
 """
-# The dedup index leads with the node's time in the key (``src_seq:<seq>@<time>``: what
+# Schema 3's dedup index leads with the node's time in the key (``src_seq:<seq>@<time>``: what
 # follows the first "@"; a key without "@", ``senml:<time>:…``, whole), so that keys
 # arriving together sort together: a batch's keys land in the index's last leaf or two
 # instead of one leaf per sensor (the key text, ``seq`` first, sorts 10 before 9).
 # Unique on (order, sensor, dedup) is unique on (sensor, dedup): order is dedup's function.
-# Stores made before schema 3 keep their (sensor, dedup) index (``Store._dedup_ordered``):
-# rebuilding it would hold a big log's first start for minutes.
+# Stores made before schema 3 keep their (sensor, dedup) index, and stores made before 4
+# this one (``Store._dedup_index``): rebuilding it would hold a big log's first start for
+# minutes.
 _DEDUP_ORDER = "substr(dedup, instr(dedup, '@') + 1)"
 
+# Schema 4: level-0 hashes (one per entry) in ``leaves``, keyed by rowid: a batch's rows
+# append to the last leaf page, where in ``nodes`` (a WITHOUT ROWID tree, which SQLite
+# rebalances across three siblings when a page fills) they rewrote four or five pages
+# per commit. ``nodes`` keeps the levels 8, 16, … (one row per 256 below).
+# And the dedup index holds a number (``dedup_number``: the node time's digits, then
+# 16 bits of a hash of sensor and key), not ~70 bytes of text. Equal numbers only make a
+# candidate: ``existing_dedup`` compares sensor and key on the row itself. It is not
+# UNIQUE: a single writer (the data directory's lock) checks before it inserts, and the
+# number cannot be unique. A quarter of the index bytes, a third of the pages per commit.
 _SCHEMA = (
     """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -178,12 +212,11 @@ CREATE TABLE entries (
     seq     INTEGER,
     time_ns INTEGER NOT NULL,
     dedup   TEXT,
-    data    BLOB NOT NULL
+    data    BLOB NOT NULL,
+    dkey    INTEGER
 );
-CREATE UNIQUE INDEX entries_dedup ON entries ("""
-    + _DEDUP_ORDER
-    + """, sensor, dedup)
-    WHERE dedup IS NOT NULL;
+CREATE INDEX entries_dkey ON entries (dkey) WHERE dkey IS NOT NULL;
+CREATE TABLE leaves (idx INTEGER PRIMARY KEY, hash BLOB NOT NULL);
 CREATE INDEX entries_time ON entries (time_ns);
 CREATE TABLE nodes (
     level INTEGER NOT NULL,
@@ -392,8 +425,11 @@ class Store:
         self._closed = False
         self.schema_version = 0
         """The database's schema version once open (1 only for a read-only version 1 file)."""
-        self._dedup_ordered = False
-        """Its dedup index leads with ``_DEDUP_ORDER`` (made at schema 3 or later)."""
+        self._leaves = True
+        """Level-0 hashes are in ``leaves`` (made at schema 4 or later), not in ``nodes``."""
+        self._dedup_index: Literal["number", "ordered", "pair"] = "number"
+        """What its dedup index holds: ``dkey`` (made at schema 4 or later), the key text led
+        by ``_DEDUP_ORDER`` (schema 3) or (sensor, key) (older)."""
 
     async def __aenter__(self) -> Store:
         if self._closed:
@@ -478,7 +514,8 @@ class Store:
                 + f"INSERT INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}');COMMIT;"
             )
             self.schema_version = SCHEMA_VERSION
-            self._dedup_ordered = True
+            self._dedup_index = "number"
+            self._leaves = True
             return
         cur = await self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")
         missing = _TABLES - {str(n) for (n,) in await cur.fetchall()}
@@ -498,10 +535,20 @@ class Store:
             version = await self._schema_version()
         self.schema_version = version
         cur = await self.db.execute(
-            "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'entries_dedup'"
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'leaves'"
         )
-        row = await cur.fetchone()
-        self._dedup_ordered = row is not None and _DEDUP_ORDER in str(row[0])
+        self._leaves = await cur.fetchone() is not None
+        cur = await self.db.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' "
+            "AND name IN ('entries_dkey', 'entries_dedup')"
+        )
+        made = {str(name): str(sql) for name, sql in await cur.fetchall()}
+        if "entries_dkey" in made:
+            self._dedup_index = "number"
+        elif _DEDUP_ORDER in made.get("entries_dedup", ""):
+            self._dedup_index = "ordered"
+        else:
+            self._dedup_index = "pair"
         if not self.readonly:
             await self.db.executescript(_COSIGNATURES)
 
@@ -639,7 +686,25 @@ class Store:
         """Which (sensor, dedup key) pairs are already in the log."""
         pairs = list(keys)
         found: set[tuple[str, str]] = set()
-        if self._dedup_ordered:  # the index's leading expression, computed here alike
+        if self._dedup_index == "number":
+            wanted = set(pairs)
+            numbers = sorted({dedup_number(s, d) for s, d in wanted})
+            async with _mapped("checking duplicates"):
+                for start in range(0, len(numbers), _RANGES_PER_QUERY):
+                    part = numbers[start : start + _RANGES_PER_QUERY]
+                    cur = await self.db.execute(
+                        "SELECT sensor, dedup FROM entries WHERE dkey IN "
+                        f"({', '.join('?' * len(part))})",
+                        part,
+                    )
+                    # A number names candidates; the row's own sensor and key decide.
+                    found.update(
+                        p
+                        for p in ((str(s), str(d)) for s, d in await cur.fetchall())
+                        if p in wanted
+                    )
+            return found
+        if self._dedup_index == "ordered":  # the index's leading expression, computed alike
             term = f"({_DEDUP_ORDER} = ? AND sensor = ? AND dedup = ?)"
             values: list[tuple[str, ...]] = [(d[d.find("@") + 1 :], s, d) for s, d in pairs]
         else:
@@ -677,14 +742,42 @@ class Store:
     async def _insert_entries(
         self, entries: Sequence[EntryRow], nodes: Sequence[tuple[int, int, bytes]]
     ) -> None:
-        await self.db.executemany(
-            "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [
-                (e.index, e.kind, e.sensor, e.seq, e.time_ns, e.dedup, encode_data(e.data))
-                for e in entries
-            ],
-        )
-        await self.db.executemany("INSERT INTO nodes VALUES (?, ?, ?)", nodes)
+        if self._dedup_index == "number":
+            await self.db.executemany(
+                "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        e.index,
+                        e.kind,
+                        e.sensor,
+                        e.seq,
+                        e.time_ns,
+                        e.dedup,
+                        encode_data(e.data),
+                        None
+                        if e.dedup is None or e.sensor is None
+                        else dedup_number(e.sensor, e.dedup),
+                    )
+                    for e in entries
+                ],
+            )
+        else:
+            await self.db.executemany(
+                "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (e.index, e.kind, e.sensor, e.seq, e.time_ns, e.dedup, encode_data(e.data))
+                    for e in entries
+                ],
+            )
+        if self._leaves:
+            await self.db.executemany(
+                "INSERT INTO leaves VALUES (?, ?)", [(i, h) for lv, i, h in nodes if lv == 0]
+            )
+            await self.db.executemany(
+                "INSERT INTO nodes VALUES (?, ?, ?)", [n for n in nodes if n[0] != 0]
+            )
+        else:
+            await self.db.executemany("INSERT INTO nodes VALUES (?, ?, ?)", nodes)
         if self.schema_version >= 3:
             await self.db.executemany(_UPSERT_SENSOR, _sensor_rows(entries))
 
@@ -773,7 +866,7 @@ class Store:
         ranges = _tile_level_ranges(wanted)
         rows: dict[int, dict[int, bytes]] = {level: {} for level in ranges}
         async with _mapped("reading subtree hashes"):
-            for sql, params in _range_queries(ranges):
+            for sql, params in _range_queries(ranges, leaves=self._leaves):
                 cur = await self.db.execute(sql, params)
                 for level, idx, h in await cur.fetchall():
                     rows[level][idx] = h
@@ -789,10 +882,16 @@ class Store:
             raise ValueError(f"no tile ({level}, {index}) of width {width}")
         first = index * TILE_WIDTH
         async with _mapped("reading a hash tile"):
-            cur = await self.db.execute(
-                "SELECT hash FROM nodes WHERE level = ? AND idx BETWEEN ? AND ? ORDER BY idx",
-                (level * TILE_HEIGHT, first, first + width - 1),
-            )
+            if level == 0 and self._leaves:
+                cur = await self.db.execute(
+                    "SELECT hash FROM leaves WHERE idx BETWEEN ? AND ? ORDER BY idx",
+                    (first, first + width - 1),
+                )
+            else:
+                cur = await self.db.execute(
+                    "SELECT hash FROM nodes WHERE level = ? AND idx BETWEEN ? AND ? ORDER BY idx",
+                    (level * TILE_HEIGHT, first, first + width - 1),
+                )
             rows = list(await cur.fetchall())
         if len(rows) != width:
             raise StoreError(
@@ -1250,10 +1349,21 @@ def _tile_level_ranges(wanted: Iterable[Node]) -> dict[int, list[tuple[int, int]
 
 
 def _range_queries(
-    ranges: dict[int, list[tuple[int, int]]],
+    ranges: dict[int, list[tuple[int, int]]], *, leaves: bool
 ) -> Iterator[tuple[str, list[int]]]:
-    """SELECT level, idx, hash for the ranges: each range one primary-key range search."""
+    """SELECT level, idx, hash for the ranges: each range one primary-key range search
+    (level 0 in ``leaves`` when the store has that table)."""
     flat = [(level, lo, hi) for level, rs in ranges.items() for lo, hi in rs]
+    if leaves:
+        level0 = [(lo, hi) for level, lo, hi in flat if level == 0]
+        flat = [r for r in flat if r[0] != 0]
+        for start in range(0, len(level0), _RANGES_PER_QUERY):
+            part = level0[start : start + _RANGES_PER_QUERY]
+            yield (
+                f"WITH w (a, b) AS (VALUES {','.join(['(?, ?)'] * len(part))}) "
+                "SELECT 0, n.idx, n.hash FROM w JOIN leaves AS n ON n.idx BETWEEN w.a AND w.b",
+                [v for r in part for v in r],
+            )
     for start in range(0, len(flat), _RANGES_PER_QUERY):
         chunk = flat[start : start + _RANGES_PER_QUERY]
         values = ",".join(["(?, ?, ?)"] * len(chunk))

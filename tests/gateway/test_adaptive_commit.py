@@ -266,7 +266,7 @@ async def test_a_new_log_has_small_pages_and_an_old_one_keeps_its_own(
                 out.append(int(row[0]))
         return out[0], out[1], out[2]
 
-    assert await pragmas(tmp_path / "new.sqlite") == (512, 8192, 2)  # 2: FULL
+    assert await pragmas(tmp_path / "new.sqlite") == (1024, 4096, 2)  # 2: FULL
     monkeypatch.setattr(store_module, "PAGE_SIZE", 4096)  # made by an older riverseal
     await pragmas(tmp_path / "old.sqlite")
     monkeypatch.undo()

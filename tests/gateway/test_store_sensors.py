@@ -104,9 +104,26 @@ def schema(path: Path) -> tuple[str, set[str], set[str]]:
     )
 
 
+def make_v3(path: Path) -> None:
+    """Turn a version 4 file into the version 3 file riverseal made before: no ``dkey``
+    column, the unique dedup index on the key text led by the node time."""
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            """
+            DROP INDEX entries_dkey;
+            ALTER TABLE entries DROP COLUMN dkey;
+            CREATE UNIQUE INDEX entries_dedup ON entries
+                (substr(dedup, instr(dedup, '@') + 1), sensor, dedup) WHERE dedup IS NOT NULL;
+            UPDATE meta SET value = '3' WHERE key = 'schema_version';
+            """
+        )
+    db.close()
+
+
 def make_v2(path: Path) -> None:
-    """Turn a version 3 file into the version 2 file riverseal made before: the index on
+    """Turn a version 4 file into the version 2 file riverseal made before: the index on
     (sensor, seq), the dedup index on (sensor, dedup), no sensors table."""
+    make_v3(path)
     with sqlite3.connect(path) as db:
         db.executescript(
             """
@@ -141,30 +158,40 @@ async def test_the_sensors_table_answers_what_a_scan_finds(tmp_path: Path, key: 
     assert scan["b"][2] == T0 + 130 * 10**9
     assert scan["d"] == (0, scan["d"][1], T0 + 7 * 10**9)
     async with Store(db) as store:
-        assert store.schema_version == SCHEMA_VERSION == 3
+        assert store.schema_version == SCHEMA_VERSION == 4
         assert await store.sensor_rows() == scan
         assert await answers(store) == expected(db)
     version, indexes, tables = schema(db)
-    assert version == "3"
+    assert version == "4"
     assert "entries_sensor_seq" not in indexes and "sensors" in tables
 
 
-async def test_dedup_still_refuses_a_key_already_logged(tmp_path: Path, key: DeviceKey) -> None:
+@pytest.mark.parametrize("version", [4, 3])
+async def test_dedup_still_refuses_a_key_already_logged(
+    tmp_path: Path, key: DeviceKey, version: int
+) -> None:
     db = tmp_path / "log.sqlite"
     await fill(db, key)
+    if version == 3:
+        make_v3(db)
     again = reading("a", 3, T0 + 3 * 10**9)
     async with Store(db) as store:
+        assert store.schema_version == version
         log = Log(store, key)
         await log.open()
         size = log.size
         fresh = reading("a", 3, T0 + 4 * 10**9)  # same seq, another time: not a duplicate
         assert await log.append([again, fresh, fresh]) == [None, size, None]
-    with sqlite3.connect(db) as raw, pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
-        raw.execute(  # the index itself refuses it too
-            "INSERT INTO entries VALUES (?, 'reading', 'a', 999, 0, ?, x'00')",
-            (size + 1, again.dedup_key),
-        )
-    raw.close()
+        assert await store.existing_dedup([("a", str(again.dedup_key)), ("b", "x@1")]) == {
+            ("a", str(again.dedup_key))
+        }
+    if version == 3:
+        with sqlite3.connect(db) as raw, pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
+            raw.execute(  # version 3's index itself refuses it too
+                "INSERT INTO entries VALUES (?, 'reading', 'a', 999, 0, ?, x'00')",
+                (size + 1, again.dedup_key),
+            )
+        raw.close()
 
 
 async def test_a_v2_store_migrates_with_the_same_answers(
