@@ -197,6 +197,10 @@ _DEDUP_ORDER = "substr(dedup, instr(dedup, '@') + 1)"
 # append to the last leaf page, where in ``nodes`` (a WITHOUT ROWID tree, which SQLite
 # rebalances across three siblings when a page fills) they rewrote four or five pages
 # per commit. ``nodes`` keeps the levels 8, 16, … (one row per 256 below).
+# No index on time_ns: ``leaves.top`` is the latest entry time up to and including the
+# row's entry (a running maximum, so it never decreases along the log) and the time
+# questions are binary searches over it (``_first_top_at_least``): the index rewrote
+# three or four pages per commit for questions asked at boot, hourly and per export.
 # And the dedup index holds a number (``dedup_number``: the node time's digits, then
 # 16 bits of a hash of sensor and key), not ~70 bytes of text. Equal numbers only make a
 # candidate: ``existing_dedup`` compares sensor and key on the row itself. It is not
@@ -216,8 +220,7 @@ CREATE TABLE entries (
     dkey    INTEGER
 );
 CREATE INDEX entries_dkey ON entries (dkey) WHERE dkey IS NOT NULL;
-CREATE TABLE leaves (idx INTEGER PRIMARY KEY, hash BLOB NOT NULL);
-CREATE INDEX entries_time ON entries (time_ns);
+CREATE TABLE leaves (idx INTEGER PRIMARY KEY, hash BLOB NOT NULL, top INTEGER NOT NULL);
 CREATE TABLE nodes (
     level INTEGER NOT NULL,
     idx   INTEGER NOT NULL,
@@ -426,7 +429,10 @@ class Store:
         self.schema_version = 0
         """The database's schema version once open (1 only for a read-only version 1 file)."""
         self._leaves = True
-        """Level-0 hashes are in ``leaves`` (made at schema 4 or later), not in ``nodes``."""
+        """Level-0 hashes are in ``leaves`` (made at schema 4 or later), not in ``nodes``;
+        entry times are then searched through ``leaves.top``, not an index."""
+        self._top: int | None = None
+        """The newest ``leaves.top`` (schema 4): the latest entry time so far."""
         self._dedup_index: Literal["number", "ordered", "pair"] = "number"
         """What its dedup index holds: ``dkey`` (made at schema 4 or later), the key text led
         by ``_DEDUP_ORDER`` (schema 3) or (sensor, key) (older)."""
@@ -538,6 +544,10 @@ class Store:
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'leaves'"
         )
         self._leaves = await cur.fetchone() is not None
+        if self._leaves:
+            cur = await self.db.execute("SELECT top FROM leaves ORDER BY idx DESC LIMIT 1")
+            row = await cur.fetchone()
+            self._top = None if row is None else int(row[0])
         cur = await self.db.execute(
             "SELECT name, sql FROM sqlite_master WHERE type = 'index' "
             "AND name IN ('entries_dkey', 'entries_dedup')"
@@ -730,10 +740,11 @@ class Store:
         async with _mapped("committing entries", self.path):
             await self.db.execute("BEGIN IMMEDIATE")
             try:
-                await self._insert_entries(entries, nodes)
+                top = await self._insert_entries(entries, nodes)
                 if checkpoint is not None:
                     await self._insert_checkpoint(checkpoint)
                 await self.db.execute("COMMIT")
+                self._top = top
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
                     await self.db.execute("ROLLBACK")
@@ -741,7 +752,8 @@ class Store:
 
     async def _insert_entries(
         self, entries: Sequence[EntryRow], nodes: Sequence[tuple[int, int, bytes]]
-    ) -> None:
+    ) -> int | None:
+        """Insert the rows; the newest entry time once they are committed (``_top``)."""
         if self._dedup_index == "number":
             await self.db.executemany(
                 "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -770,16 +782,47 @@ class Store:
                 ],
             )
         if self._leaves:
-            await self.db.executemany(
-                "INSERT INTO leaves VALUES (?, ?)", [(i, h) for lv, i, h in nodes if lv == 0]
-            )
+            top, tops = self._top, {}
+            for e in sorted(entries, key=lambda e: e.index):
+                top = e.time_ns if top is None else max(top, e.time_ns)
+                tops[e.index] = top
+            try:
+                leaves = [(i, h, tops[i]) for lv, i, h in nodes if lv == 0]
+            except KeyError as exc:
+                raise StoreError(f"a leaf hash for index {exc} came without its entry") from None
+            await self.db.executemany("INSERT INTO leaves VALUES (?, ?, ?)", leaves)
             await self.db.executemany(
                 "INSERT INTO nodes VALUES (?, ?, ?)", [n for n in nodes if n[0] != 0]
             )
         else:
+            top = None
             await self.db.executemany("INSERT INTO nodes VALUES (?, ?, ?)", nodes)
         if self.schema_version >= 3:
             await self.db.executemany(_UPSERT_SENSOR, _sensor_rows(entries))
+        return top
+
+    async def _first_top_at_least(self, time_ns: int) -> int | None:
+        """Schema 4: the lowest index whose ``leaves.top`` is ``time_ns`` or later — the
+        first entry received at or after it, as ``top`` only grows. A binary search
+        over the rowid: some 24 lookups in a 10-million-entry log."""
+        if self._top is None or self._top < time_ns:
+            return None
+        cur = await self.db.execute("SELECT MIN(idx), MAX(idx) FROM leaves")
+        row = await cur.fetchone()
+        if row is None or row[0] is None:  # _top is set, so a leaf was committed
+            raise CorruptDatabase(self.path, "leaves: empty, though entries are logged")
+        lo, hi = int(row[0]), int(row[1])  # top[hi] >= time_ns
+        while lo < hi:
+            mid = (lo + hi) // 2
+            cur = await self.db.execute("SELECT top FROM leaves WHERE idx = ?", (mid,))
+            found = await cur.fetchone()
+            if found is None:
+                raise CorruptDatabase(self.path, f"leaves: no row for index {mid}")
+            if int(found[0]) >= time_ns:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
 
     async def _insert_checkpoint(self, cp: CheckpointRow) -> None:
         await self.db.execute(
@@ -802,7 +845,7 @@ class Store:
         async with _mapped("committing entries and meta", self.path):
             await self.db.execute("BEGIN IMMEDIATE")
             try:
-                await self._insert_entries(entries, nodes)
+                top = await self._insert_entries(entries, nodes)
                 if checkpoint is not None:
                     await self._insert_checkpoint(checkpoint)
                 await self.db.executemany(
@@ -811,6 +854,7 @@ class Store:
                     list(meta.items()),
                 )
                 await self.db.execute("COMMIT")
+                self._top = top
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
                     await self.db.execute("ROLLBACK")
@@ -819,6 +863,8 @@ class Store:
     async def first_entry_at_or_after(self, time_ns: int) -> int | None:
         """The lowest index of an entry received at or after ``time_ns`` (None: none is)."""
         async with _mapped("selecting entries"):
+            if self._leaves:
+                return await self._first_top_at_least(time_ns)
             cur = await self.db.execute(
                 "SELECT MIN(idx) FROM entries WHERE time_ns >= ?", (time_ns,)
             )
@@ -851,6 +897,8 @@ class Store:
 
     async def newest_entry_time(self) -> int | None:
         """The latest record time (ns) of any entry, or None for an empty log."""
+        if self._leaves:
+            return self._top
         async with _mapped("reading entry times"):
             cur = await self.db.execute("SELECT MAX(time_ns) FROM entries")
             row = await cur.fetchone()
@@ -940,7 +988,29 @@ class Store:
     async def index_range(
         self, since_ns: int | None, until_ns: int | None
     ) -> tuple[int, int] | None:
-        """First and last index of entries received in [since, until]; None if none."""
+        """First and last index of entries received in [since, until]; None if none.
+
+        Schema 4 has no time index: the first entry received at or after ``since`` is
+        found through ``leaves.top``, and the rows from there to the end are read for
+        the rest (record times are not strictly in log order: a gap is stamped when it
+        is logged, and clocks step). A recent window reads a few rows; an old one reads
+        the log from the window on, as an export of it then does."""
+        if self._leaves:
+            async with _mapped("selecting entries"):
+                start = 0 if since_ns is None else await self._first_top_at_least(since_ns)
+                if start is None:
+                    return None
+                cur = await self.db.execute(
+                    "SELECT MIN(idx), MAX(idx) FROM entries "
+                    "WHERE idx >= ? AND time_ns >= ? AND time_ns <= ?",
+                    (
+                        start,
+                        since_ns if since_ns is not None else -(2**62),
+                        until_ns if until_ns is not None else 2**62,
+                    ),
+                )
+                row = await cur.fetchone()
+            return None if row is None or row[0] is None else (int(row[0]), int(row[1]))
         async with _mapped("selecting entries"):
             cur = await self.db.execute(
                 "SELECT MIN(idx), MAX(idx) FROM entries WHERE time_ns >= ? AND time_ns <= ?",

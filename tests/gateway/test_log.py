@@ -132,7 +132,10 @@ async def test_a_failed_commit_leaves_memory_and_disk_in_step(
         root = log.root()
         # Another writer takes index 2 behind our back: our next commit must fail whole.
         with sqlite3.connect(db) as other:
-            other.execute("INSERT INTO entries VALUES (2, 'reading', 'x', 0, 0, NULL, x'00')")
+            other.execute(
+                "INSERT INTO entries (idx, kind, sensor, seq, time_ns, dedup, data) "
+                "VALUES (2, 'reading', 'x', 0, 0, NULL, x'00')"
+            )
         with pytest.raises(StoreError, match="committing entries"):
             await log.append([reading("a", 3), reading("b", 4)], checkpoint=True)
         assert (log.size, log.root()) == (2, root)

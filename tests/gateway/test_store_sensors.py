@@ -106,12 +106,16 @@ def schema(path: Path) -> tuple[str, set[str], set[str]]:
 
 def make_v3(path: Path) -> None:
     """Turn a version 4 file into the version 3 file riverseal made before: no ``dkey``
-    column, the unique dedup index on the key text led by the node time."""
+    column, the unique dedup index on the key text led by the node time, level-0 hashes
+    in ``nodes`` and an index on time_ns."""
     with sqlite3.connect(path) as db:
         db.executescript(
             """
             DROP INDEX entries_dkey;
             ALTER TABLE entries DROP COLUMN dkey;
+            INSERT INTO nodes SELECT 0, idx, hash FROM leaves;
+            DROP TABLE leaves;
+            CREATE INDEX entries_time ON entries (time_ns);
             CREATE UNIQUE INDEX entries_dedup ON entries
                 (substr(dedup, instr(dedup, '@') + 1), sensor, dedup) WHERE dedup IS NOT NULL;
             UPDATE meta SET value = '3' WHERE key = 'schema_version';
