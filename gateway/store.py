@@ -53,7 +53,15 @@ import logging
 import os
 import sqlite3
 import zlib
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -702,17 +710,13 @@ class Store:
             async with _mapped("checking duplicates"):
                 for start in range(0, len(numbers), _RANGES_PER_QUERY):
                     part = numbers[start : start + _RANGES_PER_QUERY]
-                    cur = await self.db.execute(
+                    rows = await self.db.execute_fetchall(  # one hand-over, not two
                         "SELECT sensor, dedup FROM entries WHERE dkey IN "
                         f"({', '.join('?' * len(part))})",
                         part,
                     )
                     # A number names candidates; the row's own sensor and key decide.
-                    found.update(
-                        p
-                        for p in ((str(s), str(d)) for s, d in await cur.fetchall())
-                        if p in wanted
-                    )
+                    found.update(p for p in ((str(s), str(d)) for s, d in rows) if p in wanted)
             return found
         if self._dedup_index == "ordered":  # the index's leading expression, computed alike
             term = f"({_DEDUP_ORDER} = ? AND sensor = ? AND dedup = ?)"
@@ -737,50 +741,63 @@ class Store:
         checkpoint: CheckpointRow | None = None,
     ) -> None:
         """Write entries, their subtree hashes and maybe a checkpoint in one transaction."""
+        statements, top = self._batch_statements(entries, nodes, checkpoint)
         async with _mapped("committing entries", self.path):
-            await self.db.execute("BEGIN IMMEDIATE")
-            try:
-                top = await self._insert_entries(entries, nodes)
-                if checkpoint is not None:
-                    await self._insert_checkpoint(checkpoint)
-                await self.db.execute("COMMIT")
-                self._top = top
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    await self.db.execute("ROLLBACK")
-                raise
+            await self._transaction(statements)
+        self._top = top
 
-    async def _insert_entries(
-        self, entries: Sequence[EntryRow], nodes: Sequence[tuple[int, int, bytes]]
-    ) -> int | None:
-        """Insert the rows; the newest entry time once they are committed (``_top``)."""
+    async def _transaction(self, statements: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
+        """``statements`` in one transaction, in one call to the connection's thread.
+
+        Each awaited statement is a hand-over to aiosqlite's thread and back (a queue,
+        a future, a wake-up of the event loop): at 1,000 readings/s, with eight of
+        them per commit, those hand-overs cost more CPU than the inserts. aiosqlite
+        has no public way to run a function on its thread; ``_execute`` is what its
+        own methods use (pinned below 1.0 in pyproject.toml).
+        """
+        run: Callable[..., Awaitable[None]] = self.db._execute
+        await run(_run_transaction, self.db._conn, statements)
+
+    def _batch_statements(
+        self,
+        entries: Sequence[EntryRow],
+        nodes: Sequence[tuple[int, int, bytes]],
+        checkpoint: CheckpointRow | None,
+    ) -> tuple[list[tuple[str, list[tuple[Any, ...]]]], int | None]:
+        """The inserts of a batch, and the newest entry time once it is committed (``_top``)."""
+        out: list[tuple[str, list[tuple[Any, ...]]]] = []
         if self._dedup_index == "number":
-            await self.db.executemany(
-                "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        e.index,
-                        e.kind,
-                        e.sensor,
-                        e.seq,
-                        e.time_ns,
-                        e.dedup,
-                        encode_data(e.data),
-                        None
-                        if e.dedup is None or e.sensor is None
-                        else dedup_number(e.sensor, e.dedup),
-                    )
-                    for e in entries
-                ],
+            out.append(
+                (
+                    "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            e.index,
+                            e.kind,
+                            e.sensor,
+                            e.seq,
+                            e.time_ns,
+                            e.dedup,
+                            encode_data(e.data),
+                            None
+                            if e.dedup is None or e.sensor is None
+                            else dedup_number(e.sensor, e.dedup),
+                        )
+                        for e in entries
+                    ],
+                )
             )
         else:
-            await self.db.executemany(
-                "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (e.index, e.kind, e.sensor, e.seq, e.time_ns, e.dedup, encode_data(e.data))
-                    for e in entries
-                ],
+            out.append(
+                (
+                    "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (e.index, e.kind, e.sensor, e.seq, e.time_ns, e.dedup, encode_data(e.data))
+                        for e in entries
+                    ],
+                )
             )
+        top = None
         if self._leaves:
             top, tops = self._top, {}
             for e in sorted(entries, key=lambda e: e.index):
@@ -790,16 +807,15 @@ class Store:
                 leaves = [(i, h, tops[i]) for lv, i, h in nodes if lv == 0]
             except KeyError as exc:
                 raise StoreError(f"a leaf hash for index {exc} came without its entry") from None
-            await self.db.executemany("INSERT INTO leaves VALUES (?, ?, ?)", leaves)
-            await self.db.executemany(
-                "INSERT INTO nodes VALUES (?, ?, ?)", [n for n in nodes if n[0] != 0]
-            )
+            out.append(("INSERT INTO leaves VALUES (?, ?, ?)", leaves))
+            out.append(("INSERT INTO nodes VALUES (?, ?, ?)", [n for n in nodes if n[0] != 0]))
         else:
-            top = None
-            await self.db.executemany("INSERT INTO nodes VALUES (?, ?, ?)", nodes)
+            out.append(("INSERT INTO nodes VALUES (?, ?, ?)", list(nodes)))
         if self.schema_version >= 3:
-            await self.db.executemany(_UPSERT_SENSOR, _sensor_rows(entries))
-        return top
+            out.append((_UPSERT_SENSOR, list(_sensor_rows(entries))))
+        if checkpoint is not None:
+            out.append((_INSERT_CHECKPOINT, [_checkpoint_values(checkpoint)]))
+        return out, top
 
     async def _first_top_at_least(self, time_ns: int) -> int | None:
         """Schema 4: the lowest index whose ``leaves.top`` is ``time_ns`` or later — the
@@ -824,15 +840,9 @@ class Store:
                 lo = mid + 1
         return lo
 
-    async def _insert_checkpoint(self, cp: CheckpointRow) -> None:
-        await self.db.execute(
-            "INSERT OR IGNORE INTO checkpoints VALUES (?, ?, ?, ?)",
-            (cp.size, cp.root, cp.note, cp.time_ns),
-        )
-
     async def add_checkpoint(self, cp: CheckpointRow) -> None:
         async with _mapped("writing a checkpoint"):
-            await self._insert_checkpoint(cp)
+            await self.db.execute(_INSERT_CHECKPOINT, _checkpoint_values(cp))
 
     async def commit_batch_with_meta(
         self,
@@ -842,23 +852,17 @@ class Store:
         meta: Mapping[str, str],
     ) -> None:
         """``commit_batch`` and these meta values in one transaction (a key rotation)."""
+        statements, top = self._batch_statements(entries, nodes, checkpoint)
+        statements.append(
+            (
+                "INSERT INTO meta VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                list(meta.items()),
+            )
+        )
         async with _mapped("committing entries and meta", self.path):
-            await self.db.execute("BEGIN IMMEDIATE")
-            try:
-                top = await self._insert_entries(entries, nodes)
-                if checkpoint is not None:
-                    await self._insert_checkpoint(checkpoint)
-                await self.db.executemany(
-                    "INSERT INTO meta VALUES (?, ?) "
-                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    list(meta.items()),
-                )
-                await self.db.execute("COMMIT")
-                self._top = top
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    await self.db.execute("ROLLBACK")
-                raise
+            await self._transaction(statements)
+        self._top = top
 
     async def first_entry_at_or_after(self, time_ns: int) -> int | None:
         """The lowest index of an entry received at or after ``time_ns`` (None: none is)."""
@@ -1341,6 +1345,30 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ANCHOR_COLS = (
     "checkpoint, backend, digest, state, receipt, attempts, last_error, created_ns, updated_ns"
 )
+
+
+_INSERT_CHECKPOINT = "INSERT OR IGNORE INTO checkpoints VALUES (?, ?, ?, ?)"
+
+
+def _checkpoint_values(cp: CheckpointRow) -> tuple[int, bytes, str, int]:
+    return (cp.size, cp.root, cp.note, cp.time_ns)
+
+
+def _run_transaction(
+    conn: sqlite3.Connection, statements: list[tuple[str, list[tuple[Any, ...]]]]
+) -> None:
+    """On the connection's thread: the statements between BEGIN IMMEDIATE and COMMIT,
+    rolled back whole if any fails."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for sql, rows in statements:
+            if rows:
+                conn.executemany(sql, rows)
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
 
 
 def _sensor_rows(entries: Iterable[EntryRow]) -> list[tuple[str, int, int, int | None]]:
