@@ -19,7 +19,6 @@ Alerts and clearances are printed as JSON lines to ``out`` (stdout by default).
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import logging
 import random
@@ -50,12 +49,6 @@ from .web import PageServer, page_server
 __all__ = ["HttpFetcher", "Monitor", "TileCache"]
 
 logger = logging.getLogger(__name__)
-
-# httpcore asks for sniffio on every request (to tell asyncio from trio); without it,
-# each ask is a failed import that searches sys.path again: ~40 µs, a thousand times a
-# second when following a thousand boxes. A None entry makes the failure immediate.
-if importlib.util.find_spec("sniffio") is None:
-    sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]
 
 _RETRY_CAP_S = 30.0  # a box whose files cannot be fetched is retried at least this often
 _WEBHOOK_CAP_S = 60.0
