@@ -1276,6 +1276,17 @@ class Store:
             )
             return [_anchor_row(r) for r in await cur.fetchall()]
 
+    async def anchor_counts(self) -> tuple[int, int]:
+        """(anchor rows, of them not final): both change when an anchor is added or
+        becomes final, and both are counted on an index."""
+        async with _mapped("reading anchors"):
+            rows = await self.db.execute_fetchall(
+                "SELECT (SELECT COUNT(*) FROM anchors),"
+                "       (SELECT COUNT(*) FROM anchors WHERE state != 'final')"
+            )
+        ((total, open_),) = rows
+        return int(total), int(open_)
+
     async def anchor_marks(self, backend: str) -> tuple[int | None, int | None]:
         """(newest final, newest of any state) anchored checkpoint size of ``backend``."""
         async with _mapped("reading anchors"):

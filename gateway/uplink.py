@@ -320,6 +320,8 @@ class Uplink:
         self._announcer = announcer
         self._own_announcer = False
         self._poll_s = poll_s
+        self._anchors_published: tuple[int, int] | None = None
+        """``Store.anchor_counts`` when the manifest was last written (None: not yet)."""
         self._backoff = backoff or Backoff(_BACKOFF_BASE_S, config.retry_max_seconds)
         self._stack = contextlib.AsyncExitStack()
         self._wake = asyncio.Event()
@@ -456,7 +458,14 @@ class Uplink:
             held = self._held = await position(self.log, self.target, newest)
             await self._moved(held.size, newest)
         if held.size == newest.size and held.note == note:
+            # Caught up; but an anchor that became final since the manifest was written
+            # must reach the regulator before the next checkpoint does.
+            counts = await store.anchor_counts()
+            if counts != self._anchors_published:
+                await publish_checkpoint(self.log, self.target, newest, at=held, pace=self._pace)
+                self._anchors_published = counts
             return True
+        counts = await store.anchor_counts()
         cp = newest
         if newest.size - held.size > self.config.step_entries:
             cp = await self._step_checkpoint(held.size)
@@ -469,6 +478,7 @@ class Uplink:
             pace=self._pace,
         )
         self._held = Position(cp.size, cp.note.encode("utf-8"))
+        self._anchors_published = counts  # the manifest just written read at least these
         await self._published(stats, cp, newest)
         return cp.size == newest.size
 

@@ -33,6 +33,8 @@ import aiomqtt
 import httpx
 import pytest
 
+from gateway.anchoring.anchorer import Anchorer
+from gateway.anchoring.local import LocalJournal
 from gateway.backoff import Backoff
 from gateway.config import parse_config
 from gateway.config.uplink import AnnounceConfig, UplinkConfig
@@ -588,3 +590,30 @@ async def test_a_new_checkpoint_cuts_the_retry_wait_short(
                     await runner
     note = httpx.get(f"{to}/checkpoint", timeout=5).text
     assert checkpoint_size(note.encode()) == 40
+
+
+async def test_an_anchor_final_after_the_checkpoint_is_published_without_a_new_one(
+    tmp_path: Path,
+) -> None:
+    mirror = tmp_path / "mirror"
+    async with Store(tmp_path / "log.sqlite") as store:
+        log = Log(store, device_key())
+        await log.open()
+        await log.append(
+            [Reading("ph-1", (Value("ph", 7.0, "pH"),), time.time_ns())], checkpoint=True
+        )
+        async with Uplink(log, UplinkConfig(to=str(mirror)), poll_s=3600) as uplink:
+            assert await uplink.step()  # the checkpoint and its manifest, no anchor yet
+            manifest = mirror / "riverseal-bundle.json"
+            assert json.loads(manifest.read_text())["anchors"] == []
+            assert await uplink.step()  # nothing new: the manifest is not rewritten
+            journal = LocalJournal(tmp_path / "journal.sqlite")
+            try:
+                await Anchorer(store, [journal]).step()
+            finally:
+                await journal.aclose()
+            assert await uplink.step()  # caught up, but the anchor is new
+            anchors = json.loads(manifest.read_text())["anchors"]
+            assert [(a["checkpoint"], a["backend"], a["state"]) for a in anchors] == [
+                (1, "local", "final")
+            ]
