@@ -494,7 +494,9 @@ class Store:
         The WAL counts against the data directory's quota and only a checkpoint
         shrinks it (gateway/storage.py asks for this before refusing writes)."""
         async with _mapped("checkpointing the WAL", self.path):
-            await self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            # Its result row read to the end: a checkpoint statement left unfinished counts
+            # as a write in progress, and the next COMMIT would fail on it.
+            await self.db.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
 
     async def __aexit__(
         self,
