@@ -29,8 +29,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.monitor.fleet_monitor import killed_at_end
 from tests.servers.anvil_node import AnvilMissing, AnvilNode, anvil_binary, running_anvil
 from tests.servers.broker import Broker, TlsBroker
+from tests.servers.postgres import Postgres, PostgresMissing, running_postgres
 from tests.servers.tsa_server import TestTsa, running_tsa
 from tests.servers.web_server import NginxMissing, WebServer, running_web_server
 
@@ -107,15 +109,18 @@ def anvil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnvilNode]:
         yield node
 
 
+# ``gateway run`` (or monitor) processes a test started; killed at its end.
+procs = pytest.fixture(killed_at_end, name="procs")
+
+
 @pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    """``gateway run`` (or monitor) processes a test started; killed at its end."""
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+def postgres() -> Iterator[Postgres]:
+    """A throw-away PostgreSQL cluster (tests/servers/postgres.py)."""
+    try:
+        with running_postgres() as pg:
+            yield pg
+    except PostgresMissing as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture

@@ -24,10 +24,9 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,26 +45,16 @@ from riverseal_monitor.config import load_config
 from riverseal_monitor.monitor import Monitor
 from riverseal_monitor.state_sqlite import SqliteState, read_alerts, read_status
 from tests.gateway.daemon_procs import GATEWAY, records, start
+from tests.monitor.fleet_monitor import MONITOR, killed_at_end
 from tests.servers.web_server import WebServer
 
 pytestmark = pytest.mark.slow  # one box and two monitors end to end: about 40 s
 
 INTERVAL_S = 1.0  # the box's checkpoint_every_seconds
 ALLOWANCE_S = 1.5  # interval_s 1 + half of it (an MQTT sensor's grace; docs/operations.md)
-MONITOR = [sys.executable, "-m", "riverseal_monitor.monitor_cli"]
 
 
-def _killed_at_end() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-
-
-procs = pytest.fixture(_killed_at_end, name="procs")  # gateway runs (daemon_procs.start)
-monitors = pytest.fixture(_killed_at_end, name="monitors")  # riverseal-monitor runs
+monitors = pytest.fixture(killed_at_end, name="monitors")  # riverseal-monitor runs
 
 
 def _free_port() -> int:

@@ -24,14 +24,11 @@ import pytest
 from tests.monitor.fleet_monitor import (
     boxes_of,
     free_port,
-    killed_at_end,
     monitor_toml,
     run_monitor,
     start_fleet,
 )
 from tests.servers.web_server import WebServer
-
-procs = pytest.fixture(killed_at_end, name="procs")
 
 
 def readings(db: Path) -> int:

@@ -22,14 +22,13 @@ import sqlite3
 import subprocess
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
-import pytest
 
 from gateway.anchoring.anchorer import Anchorer
 from gateway.anchoring.local import LocalJournal
@@ -56,20 +55,11 @@ from simulators.tsa import LocalTsa
 from tests.gateway.test_mirror_verify import device_key
 from tests.monitor.fleet_monitor import free_port, run_monitor
 from tests.monitor.test_monitor_page import dump_dom
-from tests.servers.postgres import Postgres, PostgresMissing, running_postgres
+from tests.servers.postgres import Postgres
 from tests.servers.web_server import WebServer
 
 TSA = "rfc3161:local-tsa"
 T1 = datetime(2026, 12, 6, 0, 0, 1, tzinfo=UTC).timestamp()
-
-
-@pytest.fixture
-def postgres() -> Iterator[Postgres]:
-    try:
-        with running_postgres() as pg:
-            yield pg
-    except PostgresMissing as exc:
-        pytest.fail(str(exc))
 
 
 async def until(what: str, check: Callable[[], Awaitable[Any]], s: float, log: Path) -> Any:

@@ -26,7 +26,7 @@ import json
 import re
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,27 +38,15 @@ from riverseal_monitor.state_postgres import PostgresState
 from tests.monitor.fleet_monitor import (
     MONITOR,
     boxes_of,
-    killed_at_end,
     monitor_toml,
     run_monitor,
     start_fleet,
 )
-from tests.servers.postgres import Postgres, PostgresMissing, running_postgres
+from tests.servers.postgres import Postgres
 from tests.servers.web_server import WebServer
 
 LEASE_S = 3.0
 ALLOWANCE_S = 4.0
-
-procs = pytest.fixture(killed_at_end, name="procs")
-
-
-@pytest.fixture
-def postgres() -> Iterator[Postgres]:
-    try:
-        with running_postgres() as pg:
-            yield pg
-    except PostgresMissing as exc:
-        pytest.fail(str(exc))
 
 
 def query(url: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
