@@ -20,6 +20,31 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def spawn_mosquitto(conf: Path, *listeners: tuple[str, int]) -> subprocess.Popen[bytes]:
+    """Mosquitto on ``conf``, its output appended to mosquitto.log beside it, once it
+    listens on every (host, port); RuntimeError with that log if it exits first."""
+    log_file = conf.with_name("mosquitto.log")
+    with log_file.open("ab") as log:
+        process = subprocess.Popen(
+            [MOSQUITTO, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT
+        )
+    deadline = time.monotonic() + 10
+    waiting = list(listeners)
+    while waiting:
+        if process.poll() is not None:
+            raise RuntimeError(f"mosquitto exited early:\n{log_file.read_text(errors='replace')}")
+        try:
+            socket.create_connection(waiting[0], timeout=0.2).close()
+            waiting.pop(0)
+        except OSError:
+            if time.monotonic() > deadline:
+                process.kill()
+                process.wait()
+                raise RuntimeError(f"mosquitto did not start listening on {waiting[0]}") from None
+            time.sleep(0.02)
+    return process
+
+
 @dataclass
 class Broker:
     """A Mosquitto process that tests can stop and start again on the same port."""
@@ -37,21 +62,7 @@ class Broker:
             "persistence false\n"
             "log_dest stderr\n"
         )
-        with (self.workdir / "mosquitto.log").open("ab") as log:
-            self.process = subprocess.Popen(
-                [MOSQUITTO, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                log_text = (self.workdir / "mosquitto.log").read_text(errors="replace")
-                raise RuntimeError(f"mosquitto exited early:\n{log_text}")
-            try:
-                socket.create_connection((self.host, self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError("mosquitto did not start listening")
+        self.process = spawn_mosquitto(conf, (self.host, self.port))
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -160,27 +171,12 @@ class TlsBroker:
             f"listener {self.mtls_port} {self.host}\n{tls}require_certificate true\n"
             f"listener {self.other_name_port} 127.0.0.2\n{tls}require_certificate false\n"
         )
-        with (d / "mosquitto.log").open("ab") as log:
-            self.process = subprocess.Popen(
-                [MOSQUITTO, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + 10
-        for host, port in (
+        self.process = spawn_mosquitto(
+            conf,
             (self.host, self.port),
             (self.host, self.mtls_port),
             ("127.0.0.2", self.other_name_port),
-        ):
-            while True:
-                if self.process.poll() is not None:
-                    text = (d / "mosquitto.log").read_text(errors="replace")
-                    raise RuntimeError(f"mosquitto exited early:\n{text}")
-                try:
-                    socket.create_connection((host, port), timeout=0.2).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError("mosquitto (TLS) did not start listening") from None
-                    time.sleep(0.02)
+        )
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

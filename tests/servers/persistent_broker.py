@@ -10,23 +10,15 @@ gateway's acknowledgements in flight.
 from __future__ import annotations
 
 import getpass
-import shutil
-import socket
 import subprocess
-import time
 from pathlib import Path
+
+from tests.servers.broker import MOSQUITTO, spawn_mosquitto
+from tests.servers.broker import _free_port as free_port
 
 __all__ = ["MOSQUITTO", "NO_LOSS", "PersistentBroker"]
 
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-
 NO_LOSS = "autosave_interval 10\nmax_queued_messages 0\nmax_inflight_messages 1000\n"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PersistentBroker:
@@ -36,7 +28,7 @@ class PersistentBroker:
         self.workdir = workdir
         self.settings = settings
         self.host = "127.0.0.1"
-        self.port = _free_port()
+        self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -47,20 +39,7 @@ class PersistentBroker:
             # Run as root, Mosquitto would switch to user "mosquitto", who cannot write here.
             f"user {getpass.getuser()}\nlog_dest stderr\n" + self.settings
         )
-        with (self.workdir / "mosquitto.log").open("ab") as out:
-            self.process = subprocess.Popen(
-                [MOSQUITTO, "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError((self.workdir / "mosquitto.log").read_text(errors="replace"))
-            try:
-                socket.create_connection((self.host, self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError("mosquitto did not start listening")
+        self.process = spawn_mosquitto(conf, (self.host, self.port))
 
     def stop(self) -> None:
         """SIGTERM: Mosquitto writes its persistence file as it exits."""
