@@ -93,6 +93,33 @@ logger = logging.getLogger(__name__)
 VERSION = "0.1.0"
 _RESTART_CAP_S = 60.0
 _SILENCE_POLL_MAX_S = 30.0  # wake at least this often, in case the wall clock steps
+# Each step of a stop is bounded (the final anchor, witness and uplink tries: 5 s or so);
+# a stop still running after this long is a bug, and the log says where it waits.
+_SLOW_STOP_S = 20.0
+
+
+def _report_slow_stop() -> None:
+    waiting = "; ".join(
+        f"{task.get_name()} at {_awaiting(task)}" for task in asyncio.all_tasks() if not task.done()
+    )
+    logger.warning("still stopping after %g s, waiting in: %s", _SLOW_STOP_S, waiting)
+
+
+def _awaiting(task: asyncio.Task[Any]) -> str:
+    """Where ``task`` is suspended: its chain of awaits, outermost first."""
+    where: list[str] = []
+    coro: Any = task.get_coro()
+    while coro is not None and len(where) < 12:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None)
+        if frame is None:
+            where.append(type(coro).__name__)
+            break
+        where.append(
+            f"{frame.f_code.co_name} ({Path(frame.f_code.co_filename).name}:{frame.f_lineno})"
+        )
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "ag_await", None)
+    return " > ".join(where)
+
 
 GATEWAY_DOWN = "gateway-down"
 """The reason of the gaps that cover the time the gateway was not running."""
@@ -443,6 +470,8 @@ class Gateway:
                     self.notifier.ready(self.summary())
                     await stop.wait()
                     logger.info("stopping: sources first, then the log")
+                    slow = asyncio.get_running_loop().call_later(_SLOW_STOP_S, _report_slow_stop)
+                    stack.callback(slow.cancel)
                     self.notifier.stopping("stopping: committing what the sources handed over")
                     for t in [*feeds, watcher, *pings]:
                         t.cancel()

@@ -179,6 +179,12 @@ def dedup_number(sensor: str, dedup: str) -> int:
 
 _RANGES_PER_QUERY = 300  # three bound values each: under SQLite's oldest limit of 999
 
+# Every read takes its rows whole in one call to aiosqlite's thread (execute_fetchall),
+# long scans a page of rows at a time. The connection is shared by the daemon's tasks:
+# a SELECT left unfinished across an await is a statement in progress under another
+# task's COMMIT or WAL checkpoint, which then fails (SQLITE_LOCKED).
+_ROWS_PER_READ = 256
+
 # Schema 3: per sensor, its newest seq and index and the last instant its records cover,
 # upserted once per sensor per batch. It replaces the index entries_sensor_seq, whose
 # leaf for each sensor every reading dirtied (a page more per reading to write and to
@@ -321,7 +327,8 @@ async def _mapped(what: str, path: Path | None = None) -> AsyncIterator[None]:
 
 
 # SQLite's primary result codes (the low byte of an extended code).
-_SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_NOTADB = 10, 11, 13, 26
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_IOERR, _SQLITE_CORRUPT = 5, 6, 10, 11
+_SQLITE_FULL, _SQLITE_NOTADB = 13, 26
 
 
 def store_error(what: str, exc: sqlite3.Error, path: Path | None = None) -> StoreError:
@@ -466,8 +473,8 @@ class Store:
                 # FULL, not NORMAL: in WAL mode NORMAL skips the fsync at each commit, so
                 # an acknowledged batch could be lost in a power cut.
                 await self._db.execute("PRAGMA synchronous=FULL")
-                cur = await self._db.execute("PRAGMA page_size")
-                row = await cur.fetchone()
+                found = await self._db.execute_fetchall("PRAGMA page_size")
+                row = _first(found)
                 pages = WAL_AUTOCHECKPOINT_BYTES // int(row[0] if row else PAGE_SIZE)
                 await self._db.execute(f"PRAGMA wal_autocheckpoint={pages}")
                 await self._db.execute("PRAGMA busy_timeout=10000")
@@ -483,8 +490,8 @@ class Store:
         """Every page of every table and index read once: a page of garbage is found
         at open, not when an export reaches it (benchmarks/store_check.py times it)."""
         async with _mapped("PRAGMA quick_check", self.path):
-            cur = await self.db.execute("PRAGMA quick_check(10)")
-            rows = [str(r[0]) for r in await cur.fetchall()]
+            found = await self.db.execute_fetchall("PRAGMA quick_check(10)")
+            rows = [str(r[0]) for r in found]
         if rows != ["ok"]:
             raise CorruptDatabase(self.path, "PRAGMA quick_check: " + "; ".join(rows))
 
@@ -496,7 +503,14 @@ class Store:
         async with _mapped("checkpointing the WAL", self.path):
             # Its result row read to the end: a checkpoint statement left unfinished counts
             # as a write in progress, and the next COMMIT would fail on it.
-            await self.db.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
+            try:
+                await self.db.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.OperationalError as exc:
+                if getattr(exc, "sqlite_errorcode", 0) & 0xFF not in (_SQLITE_BUSY, _SQLITE_LOCKED):
+                    raise
+                # A reader (another process, an export) holds the WAL: it stays as long as
+                # it is, the caller goes on refusing, and asks again at the next commit.
+                logger.warning("%s: the WAL could not be truncated now: %s", self.path, exc)
 
     async def __aexit__(
         self,
@@ -517,10 +531,10 @@ class Store:
         return self._db
 
     async def _migrate(self) -> None:
-        cur = await self.db.execute(
+        found = await self.db.execute_fetchall(
             "SELECT name FROM sqlite_master WHERE type='table' AND name='meta'"
         )
-        if await cur.fetchone() is None:
+        if _first(found) is None:
             if self.readonly:
                 raise StoreError(f"{self.path} is not a riverseal log database")
             await self.db.executescript(
@@ -533,8 +547,8 @@ class Store:
             self._dedup_index = "number"
             self._leaves = True
             return
-        cur = await self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")
-        missing = _TABLES - {str(n) for (n,) in await cur.fetchall()}
+        found = await self.db.execute_fetchall("SELECT name FROM sqlite_master WHERE type='table'")
+        missing = _TABLES - {str(n) for (n,) in found}
         if missing:
             raise CorruptDatabase(self.path, f"tables missing: {', '.join(sorted(missing))}")
         version = await self._schema_version()
@@ -550,19 +564,21 @@ class Store:
             await self._migrate_v2()
             version = await self._schema_version()
         self.schema_version = version
-        cur = await self.db.execute(
+        found = await self.db.execute_fetchall(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'leaves'"
         )
-        self._leaves = await cur.fetchone() is not None
+        self._leaves = _first(found) is not None
         if self._leaves:
-            cur = await self.db.execute("SELECT top FROM leaves ORDER BY idx DESC LIMIT 1")
-            row = await cur.fetchone()
+            found = await self.db.execute_fetchall(
+                "SELECT top FROM leaves ORDER BY idx DESC LIMIT 1"
+            )
+            row = _first(found)
             self._top = None if row is None else int(row[0])
-        cur = await self.db.execute(
+        found = await self.db.execute_fetchall(
             "SELECT name, sql FROM sqlite_master WHERE type = 'index' "
             "AND name IN ('entries_dkey', 'entries_dedup')"
         )
-        made = {str(name): str(sql) for name, sql in await cur.fetchall()}
+        made = {str(name): str(sql) for name, sql in found}
         if "entries_dkey" in made:
             self._dedup_index = "number"
         elif _DEDUP_ORDER in made.get("entries_dedup", ""):
@@ -632,11 +648,11 @@ class Store:
                 await db.execute(_SENSORS)
                 rows = []
                 for sensor, seq in await self._scan_last_seqs():
-                    cur = await db.execute(
+                    found = await db.execute_fetchall(
                         "SELECT idx FROM entries WHERE sensor = ? ORDER BY seq DESC LIMIT 1",
                         (sensor,),
                     )
-                    (idx,) = await cur.fetchone() or (None,)
+                    (idx,) = _first(found) or (None,)
                     covered = await self._walk_covered_until(sensor)
                     rows.append((sensor, seq, idx, covered))
                 await db.executemany("INSERT INTO sensors VALUES (?, ?, ?, ?)", rows)
@@ -658,8 +674,8 @@ class Store:
 
     async def get_meta(self, key: str) -> str | None:
         async with _mapped("reading meta"):
-            cur = await self.db.execute("SELECT value FROM meta WHERE key = ?", (key,))
-            row = await cur.fetchone()
+            found = await self.db.execute_fetchall("SELECT value FROM meta WHERE key = ?", (key,))
+            row = _first(found)
         return None if row is None else str(row[0])
 
     async def set_meta(self, key: str, value: str) -> None:
@@ -674,8 +690,8 @@ class Store:
 
     async def size(self) -> int:
         async with _mapped("counting entries"):
-            cur = await self.db.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM entries")
-            row = await cur.fetchone()
+            found = await self.db.execute_fetchall("SELECT COALESCE(MAX(idx) + 1, 0) FROM entries")
+            row = _first(found)
         return int(row[0]) if row else 0
 
     async def last_seqs(self) -> dict[str, int]:
@@ -684,23 +700,22 @@ class Store:
         async with _mapped("reading sequence numbers"):
             if self.schema_version < 3:
                 return dict(await self._scan_last_seqs())
-            cur = await self.db.execute("SELECT sensor, seq FROM sensors")
-            return {str(s): int(q) for s, q in await cur.fetchall()}
+            found = await self.db.execute_fetchall("SELECT sensor, seq FROM sensors")
+            return {str(s): int(q) for s, q in found}
 
     async def _scan_last_seqs(self) -> list[tuple[str, int]]:
-        cur = await self.db.execute(
+        found = await self.db.execute_fetchall(
             "SELECT sensor, MAX(seq) FROM entries WHERE sensor IS NOT NULL GROUP BY sensor"
         )
-        return [(str(s), int(q)) for s, q in await cur.fetchall()]
+        return [(str(s), int(q)) for s, q in found]
 
     async def sensor_rows(self) -> dict[str, tuple[int, int, int | None]]:
         """The ``sensors`` table: sensor → (newest seq, its index, ``covered_until``)."""
         async with _mapped("reading the sensors table"):
-            cur = await self.db.execute("SELECT sensor, seq, idx, covered_ns FROM sensors")
-            return {
-                str(s): (int(q), int(i), None if c is None else int(c))
-                for s, q, i, c in await cur.fetchall()
-            }
+            found = await self.db.execute_fetchall(
+                "SELECT sensor, seq, idx, covered_ns FROM sensors"
+            )
+            return {str(s): (int(q), int(i), None if c is None else int(c)) for s, q, i, c in found}
 
     async def existing_dedup(self, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
         """Which (sensor, dedup key) pairs are already in the log."""
@@ -729,11 +744,11 @@ class Store:
         async with _mapped("checking duplicates"):
             for start in range(0, len(values), _RANGES_PER_QUERY):
                 chunk = values[start : start + _RANGES_PER_QUERY]
-                cur = await self.db.execute(
+                rows = await self.db.execute_fetchall(
                     f"SELECT sensor, dedup FROM entries WHERE {' OR '.join([term] * len(chunk))}",
                     [v for row in chunk for v in row],
                 )
-                found.update((str(s), str(d)) for s, d in await cur.fetchall())
+                found.update((str(s), str(d)) for s, d in rows)
         return found
 
     async def commit_batch(
@@ -825,18 +840,19 @@ class Store:
         over the rowid: some 24 lookups in a 10-million-entry log."""
         if self._top is None or self._top < time_ns:
             return None
-        cur = await self.db.execute("SELECT MIN(idx), MAX(idx) FROM leaves")
-        row = await cur.fetchone()
+        found = await self.db.execute_fetchall("SELECT MIN(idx), MAX(idx) FROM leaves")
+        row = _first(found)
         if row is None or row[0] is None:  # _top is set, so a leaf was committed
             raise CorruptDatabase(self.path, "leaves: empty, though entries are logged")
         lo, hi = int(row[0]), int(row[1])  # top[hi] >= time_ns
         while lo < hi:
             mid = (lo + hi) // 2
-            cur = await self.db.execute("SELECT top FROM leaves WHERE idx = ?", (mid,))
-            found = await cur.fetchone()
-            if found is None:
+            top = _first(
+                await self.db.execute_fetchall("SELECT top FROM leaves WHERE idx = ?", (mid,))
+            )
+            if top is None:
                 raise CorruptDatabase(self.path, f"leaves: no row for index {mid}")
-            if int(found[0]) >= time_ns:
+            if int(top[0]) >= time_ns:
                 hi = mid
             else:
                 lo = mid + 1
@@ -871,10 +887,10 @@ class Store:
         async with _mapped("selecting entries"):
             if self._leaves:
                 return await self._first_top_at_least(time_ns)
-            cur = await self.db.execute(
+            found = await self.db.execute_fetchall(
                 "SELECT MIN(idx) FROM entries WHERE time_ns >= ?", (time_ns,)
             )
-            row = await cur.fetchone()
+            row = _first(found)
         return None if row is None or row[0] is None else int(row[0])
 
     async def prune_bodies(self, start: int, below: int, meta: Mapping[str, str]) -> int:
@@ -906,8 +922,8 @@ class Store:
         if self._leaves:
             return self._top
         async with _mapped("reading entry times"):
-            cur = await self.db.execute("SELECT MAX(time_ns) FROM entries")
-            row = await cur.fetchone()
+            found = await self.db.execute_fetchall("SELECT MAX(time_ns) FROM entries")
+            row = _first(found)
         return None if row is None or row[0] is None else int(row[0])
 
     async def nodes(self, nodes: Iterable[Node]) -> dict[Node, bytes]:
@@ -921,8 +937,8 @@ class Store:
         rows: dict[int, dict[int, bytes]] = {level: {} for level in ranges}
         async with _mapped("reading subtree hashes"):
             for sql, params in _range_queries(ranges, leaves=self._leaves):
-                cur = await self.db.execute(sql, params)
-                for level, idx, h in await cur.fetchall():
+                found = await self.db.execute_fetchall(sql, params)
+                for level, idx, h in found:
                     rows[level][idx] = h
         return _fold_from_tile_levels(wanted, ranges, rows)
 
@@ -937,16 +953,16 @@ class Store:
         first = index * TILE_WIDTH
         async with _mapped("reading a hash tile"):
             if level == 0 and self._leaves:
-                cur = await self.db.execute(
+                found = await self.db.execute_fetchall(
                     "SELECT hash FROM leaves WHERE idx BETWEEN ? AND ? ORDER BY idx",
                     (first, first + width - 1),
                 )
             else:
-                cur = await self.db.execute(
+                found = await self.db.execute_fetchall(
                     "SELECT hash FROM nodes WHERE level = ? AND idx BETWEEN ? AND ? ORDER BY idx",
                     (level * TILE_HEIGHT, first, first + width - 1),
                 )
-            rows = list(await cur.fetchall())
+            rows = list(found)
         if len(rows) != width:
             raise StoreError(
                 f"hash tile {level}/{index} of width {width}: the tree has only {len(rows)} of "
@@ -960,11 +976,11 @@ class Store:
             raise ValueError(f"no entry bundle {index} of width {width}")
         first = index * TILE_WIDTH
         async with _mapped("reading an entry bundle"):
-            cur = await self.db.execute(
+            found = await self.db.execute_fetchall(
                 "SELECT data FROM entries WHERE idx BETWEEN ? AND ? ORDER BY idx",
                 (first, first + width - 1),
             )
-            rows = list(await cur.fetchall())
+            rows = list(found)
         if len(rows) != width:
             raise StoreError(
                 f"entry bundle {index} of width {width}: the log has only {len(rows)} of "
@@ -978,18 +994,24 @@ class Store:
             raise StoreError(f"entry bundle {index}: {exc}") from exc
 
     async def entries(self, first: int, last: int) -> AsyncIterator[EntryRow]:
-        async with (
-            _mapped("reading entries"),
-            self.db.execute(
-                "SELECT idx, kind, sensor, seq, time_ns, dedup, data FROM entries "
-                "WHERE idx BETWEEN ? AND ? ORDER BY idx",
-                (first, last),
-            ) as cur,
-        ):
-            async for r in cur:
+        """Entries ``first`` … ``last`` in index order, read a page of rows at a time."""
+        at = first
+        while at <= last:
+            async with _mapped("reading entries"):
+                rows = list(
+                    await self.db.execute_fetchall(
+                        "SELECT idx, kind, sensor, seq, time_ns, dedup, data FROM entries "
+                        "WHERE idx BETWEEN ? AND ? ORDER BY idx LIMIT ?",
+                        (at, last, _ROWS_PER_READ),
+                    )
+                )
+            for r in rows:
                 if not r[6]:
                     raise StoreError(_pruned(int(r[0])))
                 yield EntryRow(int(r[0]), r[1], r[2], r[3], int(r[4]), r[5], decode_data(r[6]))
+            if len(rows) < _ROWS_PER_READ:
+                return
+            at = int(rows[-1][0]) + 1
 
     async def index_range(
         self, since_ns: int | None, until_ns: int | None
@@ -1006,7 +1028,7 @@ class Store:
                 start = 0 if since_ns is None else await self._first_top_at_least(since_ns)
                 if start is None:
                     return None
-                cur = await self.db.execute(
+                found = await self.db.execute_fetchall(
                     "SELECT MIN(idx), MAX(idx) FROM entries "
                     "WHERE idx >= ? AND time_ns >= ? AND time_ns <= ?",
                     (
@@ -1015,17 +1037,17 @@ class Store:
                         until_ns if until_ns is not None else 2**62,
                     ),
                 )
-                row = await cur.fetchone()
+                row = _first(found)
             return None if row is None or row[0] is None else (int(row[0]), int(row[1]))
         async with _mapped("selecting entries"):
-            cur = await self.db.execute(
+            found = await self.db.execute_fetchall(
                 "SELECT MIN(idx), MAX(idx) FROM entries WHERE time_ns >= ? AND time_ns <= ?",
                 (
                     since_ns if since_ns is not None else -(2**62),
                     until_ns if until_ns is not None else 2**62,
                 ),
             )
-            row = await cur.fetchone()
+            row = _first(found)
         if row is None or row[0] is None:
             return None
         return int(row[0]), int(row[1])
@@ -1036,8 +1058,10 @@ class Store:
         """The record of entry ``index`` (its ``rec``), None if the log has no such entry or
         its body was pruned (gateway/retention.py)."""
         async with _mapped("reading an entry"):
-            cur = await self.db.execute("SELECT data FROM entries WHERE idx = ?", (index,))
-            row = await cur.fetchone()
+            found = await self.db.execute_fetchall(
+                "SELECT data FROM entries WHERE idx = ?", (index,)
+            )
+            row = _first(found)
         return None if row is None or not row[0] else _rec(row[0])
 
     async def covered_until(self, sensor: str) -> int | None:
@@ -1053,10 +1077,10 @@ class Store:
         """
         if self.schema_version >= 3:
             async with _mapped("reading a sensor's covered time"):
-                cur = await self.db.execute(
+                found = await self.db.execute_fetchall(
                     "SELECT covered_ns FROM sensors WHERE sensor = ?", (sensor,)
                 )
-                row = await cur.fetchone()
+                row = _first(found)
             return None if row is None or row[0] is None else int(row[0])
         async with _mapped("reading a sensor's last records"):
             return await self._walk_covered_until(sensor)
@@ -1064,14 +1088,18 @@ class Store:
     async def _walk_covered_until(self, sensor: str) -> int | None:
         """``covered_until`` from the (sensor, seq) index of a version 1 or 2 file."""
         best: int | None = None
-        cur = await self.db.execute(
-            "SELECT kind, time_ns, data FROM entries WHERE sensor = ? ORDER BY seq DESC",
-            (sensor,),
-        )
-        async with cur:
-            async for kind, time_ns, data in cur:
+        after = (2**62, 2**62)  # (seq, idx) of the last row read; seq repeats across kinds
+        while True:
+            rows = list(
+                await self.db.execute_fetchall(
+                    "SELECT kind, time_ns, data, seq, idx FROM entries WHERE sensor = ? "
+                    "AND (seq < ? OR (seq = ? AND idx < ?)) ORDER BY seq DESC, idx DESC LIMIT ?",
+                    (sensor, after[0], after[0], after[1], _ROWS_PER_READ),
+                )
+            )
+            for kind, time_ns, data, _, _ in rows:
                 if (best is not None and int(time_ns) < best) or not data:
-                    break  # (a pruned body: all before it are pruned too)
+                    return best  # (a pruned body: all before it are pruned too)
                 rec = _rec(data)
                 instant = rec.get("time") if kind == "reading" else rec.get("to")
                 if kind not in ("reading", "gap") or not isinstance(instant, str):
@@ -1079,7 +1107,9 @@ class Store:
                 ns = _time_ns(instant)
                 if best is None or ns > best:
                     best = ns
-        return best
+            if len(rows) < _ROWS_PER_READ:
+                return best
+            after = (int(rows[-1][3]), int(rows[-1][4]))
 
     async def last_event(
         self, names: Iterable[str], *, before: int | None = None
@@ -1092,20 +1122,25 @@ class Store:
         that it does not walk a year of readings (gateway/daemon.py).
         """
         wanted = set(names)
-        async with (
-            _mapped("looking for an event"),
-            self.db.execute(
-                "SELECT idx, data FROM entries WHERE kind = 'event' AND idx < ? ORDER BY idx DESC",
-                (before if before is not None else 2**62,),
-            ) as cur,
-        ):
-            async for idx, data in cur:
+        below = before if before is not None else 2**62
+        while True:
+            async with _mapped("looking for an event"):
+                rows = list(
+                    await self.db.execute_fetchall(
+                        "SELECT idx, data FROM entries WHERE kind = 'event' AND idx < ? "
+                        "ORDER BY idx DESC LIMIT ?",
+                        (below, _ROWS_PER_READ),
+                    )
+                )
+            for idx, data in rows:
                 if not data:
-                    break  # pruned by retention, and everything before it
+                    return None  # pruned by retention, and everything before it
                 rec = _rec(data)
                 if rec.get("event") in wanted:
                     return int(idx), rec
-        return None
+            if len(rows) < _ROWS_PER_READ:
+                return None
+            below = int(rows[-1][0])
 
     async def root_at(self, size: int) -> bytes:
         """The tree root of the first ``size`` entries (StoreError if the log is smaller)."""
@@ -1116,8 +1151,8 @@ class Store:
     async def largest_anchored(self) -> int | None:
         """The largest checkpoint size any anchor row names, None if there is none."""
         async with _mapped("reading anchors"):
-            cur = await self.db.execute("SELECT MAX(checkpoint) FROM anchors")
-            row = await cur.fetchone()
+            found = await self.db.execute_fetchall("SELECT MAX(checkpoint) FROM anchors")
+            row = _first(found)
         return None if row is None or row[0] is None else int(row[0])
 
     # --- checkpoints and anchors ----------------------------------------------
@@ -1126,25 +1161,23 @@ class Store:
         self, min_size: int = 0, max_size: int | None = None
     ) -> list[CheckpointRow]:
         async with _mapped("reading checkpoints"):
-            cur = await self.db.execute(
+            found = await self.db.execute_fetchall(
                 "SELECT size, root, note, time_ns FROM checkpoints WHERE size >= ? AND size <= ? "
                 "ORDER BY size",
                 (min_size, max_size if max_size is not None else 2**62),
             )
-            rows = [
-                CheckpointRow(int(s), bytes(r), n, int(t)) for s, r, n, t in await cur.fetchall()
-            ]
+            rows = [CheckpointRow(int(s), bytes(r), n, int(t)) for s, r, n, t in found]
         return await self._cosigned(rows)
 
     async def checkpoint_sizes_around(self, index: int) -> tuple[int | None, int | None]:
         """(largest checkpoint size ≤ ``index``, smallest ≥ ``index``), each None if none."""
         async with _mapped("reading checkpoints"):
-            cur = await self.db.execute(
+            found = await self.db.execute_fetchall(
                 "SELECT (SELECT MAX(size) FROM checkpoints WHERE size <= ?1),"
                 "       (SELECT MIN(size) FROM checkpoints WHERE size >= ?1)",
                 (index,),
             )
-            row = await cur.fetchone()
+            row = _first(found)
         assert row is not None
         return (None if row[0] is None else int(row[0]), None if row[1] is None else int(row[1]))
 
@@ -1169,17 +1202,17 @@ class Store:
             "ON a.checkpoint = c.size"
         )
         async with _mapped("choosing checkpoints"):
-            cur = await self.db.execute(
+            found = await self.db.execute_fetchall(
                 f"SELECT COUNT(*), MIN(time_ns), MAX(time_ns) FROM ({anchored})", (low, high)
             )
-            row = await cur.fetchone()
+            row = _first(found)
             assert row is not None
             count, first_ns, last_ns = int(row[0]), row[1], row[2]
             span_ns = 1
             if count > at_most:
                 hour = 3600 * 10**9
                 span_ns = max(hour, -(-(int(last_ns) - int(first_ns) + 1) // at_most))
-            cur = await self.db.execute(
+            found = await self.db.execute_fetchall(
                 f"WITH b AS (SELECT size, time_ns / ?3 AS span, indep FROM ({anchored})), "
                 " pick AS (SELECT COALESCE(MIN(CASE WHEN indep THEN size END), MIN(size)) "
                 "          AS size FROM b GROUP BY span) "
@@ -1187,19 +1220,17 @@ class Store:
                 f"WHERE size IN (SELECT size FROM pick) OR size IN ({marks}) ORDER BY size",
                 (low, high, span_ns, *keep),
             )
-            cps = [
-                CheckpointRow(int(s), bytes(r), n, int(t)) for s, r, n, t in await cur.fetchall()
-            ]
+            cps = [CheckpointRow(int(s), bytes(r), n, int(t)) for s, r, n, t in found]
             sizes = [c.size for c in cps]
             anchors: list[AnchorRow] = []
             for start in range(0, len(sizes), 500):
                 chunk = sizes[start : start + 500]
-                cur = await self.db.execute(
+                found = await self.db.execute_fetchall(
                     f"SELECT {_ANCHOR_COLS} FROM anchors WHERE state != 'pending' AND "
                     f"checkpoint IN ({','.join('?' * len(chunk))}) ORDER BY checkpoint, backend",
                     chunk,
                 )
-                anchors.extend(_anchor_row(r) for r in await cur.fetchall())
+                anchors.extend(_anchor_row(r) for r in found)
         return await self._cosigned(cps), anchors
 
     async def add_cosignature(self, checkpoint: int, witness: str, line: str) -> None:
@@ -1212,10 +1243,10 @@ class Store:
     async def cosigned_size(self, witness: str) -> int | None:
         """The largest checkpoint ``witness`` (a vkey) has cosigned, None if none."""
         async with _mapped("reading cosignatures"):
-            cur = await self.db.execute(
+            found = await self.db.execute_fetchall(
                 "SELECT MAX(checkpoint) FROM cosignatures WHERE witness = ?", (witness,)
             )
-            row = await cur.fetchone()
+            row = _first(found)
         return None if row is None or row[0] is None else int(row[0])
 
     async def _cosigned(self, rows: list[CheckpointRow]) -> list[CheckpointRow]:
@@ -1224,18 +1255,18 @@ class Store:
         if not rows:
             return rows
         async with _mapped("reading cosignatures"):
-            cur = await self.db.execute(
+            found = await self.db.execute_fetchall(
                 "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'cosignatures'"
             )
-            if await cur.fetchone() is None:  # a read-only open of an older file
+            if _first(found) is None:  # a read-only open of an older file
                 return rows
-            cur = await self.db.execute(
+            found = await self.db.execute_fetchall(
                 "SELECT checkpoint, line FROM cosignatures WHERE checkpoint BETWEEN ? AND ? "
                 "ORDER BY checkpoint, witness",
                 (rows[0].size, rows[-1].size),
             )
             lines: dict[int, str] = {}
-            for size, line in await cur.fetchall():
+            for size, line in found:
                 lines[int(size)] = lines.get(int(size), "") + str(line)
         return [
             dataclasses.replace(r, note=r.note + lines[r.size]) if r.size in lines else r
@@ -1244,10 +1275,10 @@ class Store:
 
     async def latest_checkpoint(self) -> CheckpointRow | None:
         async with _mapped("reading checkpoints"):
-            cur = await self.db.execute(
+            found = await self.db.execute_fetchall(
                 "SELECT size, root, note, time_ns FROM checkpoints ORDER BY size DESC LIMIT 1"
             )
-            row = await cur.fetchone()
+            row = _first(found)
         if row is None:
             return None
         [cp] = await self._cosigned(
@@ -1258,25 +1289,25 @@ class Store:
     async def anchors(self, backend: str | None = None) -> list[AnchorRow]:
         async with _mapped("reading anchors"):
             if backend is None:
-                cur = await self.db.execute(
+                found = await self.db.execute_fetchall(
                     f"SELECT {_ANCHOR_COLS} FROM anchors ORDER BY checkpoint"
                 )
             else:
-                cur = await self.db.execute(
+                found = await self.db.execute_fetchall(
                     f"SELECT {_ANCHOR_COLS} FROM anchors WHERE backend = ? ORDER BY checkpoint",
                     (backend,),
                 )
-            return [_anchor_row(r) for r in await cur.fetchall()]
+            return [_anchor_row(r) for r in found]
 
     async def open_anchors(self, backend: str) -> list[AnchorRow]:
         """Anchors of ``backend`` not yet final: the few the anchorer must poll."""
         async with _mapped("reading anchors"):
-            cur = await self.db.execute(
+            found = await self.db.execute_fetchall(
                 f"SELECT {_ANCHOR_COLS} FROM anchors WHERE backend = ? AND state != 'final' "
                 "ORDER BY checkpoint",
                 (backend,),
             )
-            return [_anchor_row(r) for r in await cur.fetchall()]
+            return [_anchor_row(r) for r in found]
 
     async def anchor_counts(self) -> tuple[int, int]:
         """(anchor rows, of them not final): both change when an anchor is added or
@@ -1292,32 +1323,34 @@ class Store:
     async def anchor_marks(self, backend: str) -> tuple[int | None, int | None]:
         """(newest final, newest of any state) anchored checkpoint size of ``backend``."""
         async with _mapped("reading anchors"):
-            cur = await self.db.execute(
+            found = await self.db.execute_fetchall(
                 "SELECT (SELECT MAX(checkpoint) FROM anchors "
                 "        WHERE backend = ?1 AND state = 'final'),"
                 "       (SELECT MAX(checkpoint) FROM anchors WHERE backend = ?1)",
                 (backend,),
             )
-            row = await cur.fetchone()
+            row = _first(found)
         assert row is not None
         return (None if row[0] is None else int(row[0]), None if row[1] is None else int(row[1]))
 
     async def last_final_anchor(self, backend: str) -> AnchorRow | None:
         """The final anchor of ``backend`` with the largest checkpoint, if any."""
         async with _mapped("reading anchors"):
-            cur = await self.db.execute(
+            found = await self.db.execute_fetchall(
                 f"SELECT {_ANCHOR_COLS} FROM anchors WHERE backend = ? AND state = 'final' "
                 "ORDER BY checkpoint DESC LIMIT 1",
                 (backend,),
             )
-            row = await cur.fetchone()
+            row = _first(found)
         return None if row is None else _anchor_row(row)
 
     async def anchor_backends(self) -> list[str]:
         """Every backend label that has an anchor row."""
         async with _mapped("reading anchors"):
-            cur = await self.db.execute("SELECT DISTINCT backend FROM anchors ORDER BY backend")
-            return [str(b) for (b,) in await cur.fetchall()]
+            found = await self.db.execute_fetchall(
+                "SELECT DISTINCT backend FROM anchors ORDER BY backend"
+            )
+            return [str(b) for (b,) in found]
 
     async def drop_unsent_anchor(self, checkpoint: int, backend: str) -> bool:
         """Delete an anchor that never reached its ledger (pending, empty receipt).
@@ -1400,6 +1433,11 @@ def _sensor_rows(entries: Iterable[EntryRow]) -> list[tuple[str, int, int, int |
             best = covered
         rows[e.sensor] = (max(seq, e.seq), max(idx, e.index), best)
     return [(s, q, i, c) for s, (q, i, c) in rows.items()]
+
+
+def _first(rows: Iterable[Any]) -> Any:
+    """The first of ``rows`` (an execute_fetchall answer), None if there is none."""
+    return next(iter(rows), None)
 
 
 def _rec(data: Any) -> dict[str, Any]:

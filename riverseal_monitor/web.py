@@ -147,6 +147,7 @@ class PageServer:
         self.host = host
         self.port = port
         self._clients = 0
+        self._writers: set[asyncio.StreamWriter] = set()
         self.bound = asyncio.Event()
         """Set once listening; ``port`` is then the real one (``port`` 0 picks one)."""
 
@@ -155,14 +156,19 @@ class PageServer:
         self.port = int(server.sockets[0].getsockname()[1])
         logger.info("page on http://%s:%d/", self.host, self.port)
         self.bound.set()
-        async with server:
-            await server.serve_forever()
+        try:
+            async with server:
+                await server.serve_forever()
+        finally:
+            for writer in list(self._writers):  # Server.close_clients() is Python 3.13+
+                writer.close()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._clients >= MAX_CLIENTS:
             writer.close()
             return
         self._clients += 1
+        self._writers.add(writer)
         try:
             async with asyncio.timeout(_HEAD_TIMEOUT_S):
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -189,6 +195,7 @@ class PageServer:
             pass  # the client went away, stalled or sent too much: nothing to answer
         finally:
             self._clients -= 1
+            self._writers.discard(writer)
             writer.close()
 
     async def _respond(self, head: bytes) -> tuple[int, str, bytes]:
