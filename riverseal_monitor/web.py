@@ -157,11 +157,12 @@ class PageServer:
         logger.info("page on http://%s:%d/", self.host, self.port)
         self.bound.set()
         try:
-            async with server:
-                await server.serve_forever()
+            await server.serve_forever()
         finally:
+            server.close()
             for writer in list(self._writers):  # Server.close_clients() is Python 3.13+
                 writer.close()
+            await server.wait_closed()  # from Python 3.12 on, waits for those to close
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._clients >= MAX_CLIENTS:
