@@ -34,7 +34,7 @@ import pytest
 from gateway.keys import create_anchor_key, load_device_key
 from tests.faults.publishers import Node, run_nodes
 from tests.faults.verifying import export_and_verify
-from tests.gateway.daemon_procs import GATEWAY, records, start
+from tests.gateway.daemon_procs import GATEWAY, records, start, subscribed
 from tests.servers.anvil_node import AnvilNode, evm_toml, running_anvil
 from tests.servers.tsa_server import TestTsa, make_authority, rfc3161_toml
 
@@ -152,6 +152,7 @@ async def test_ledgers_down_ingest_goes_on_and_anchors_catch_up(
         db = tmp_path / "data" / "log.sqlite"
         daemon = start(cfg, procs)
         await wait_for("the status server", lambda: _status_or_none(status_port))
+        await subscribed(cfg, daemon)
         publisher = Node("node-1", "outage/node-1")
         stop_node = asyncio.Event()
         publishing = asyncio.create_task(

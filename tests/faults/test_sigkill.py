@@ -43,7 +43,7 @@ from ledger_client.merkle import MerkleTree, verify_consistency
 from ledger_client.note import Verifier
 from tests.faults.publishers import Node, RawNode, run_nodes
 from tests.faults.verifying import export_and_verify
-from tests.gateway.daemon_procs import GATEWAY, start
+from tests.gateway.daemon_procs import GATEWAY, start, subscribed
 from tests.servers.persistent_broker import PersistentBroker
 
 KILLS = 50
@@ -124,10 +124,7 @@ async def test_fifty_kill_9s_at_2000_readings_per_second_lose_and_repeat_nothing
 
     # The gateway's persistent session must exist before the nodes publish: a first run.
     proc = start(cfg, procs)
-    deadline = time.monotonic() + 20
-    while b"mqtt: connected" not in (tmp_path / "gateway.log").read_bytes():
-        assert proc.poll() is None and time.monotonic() < deadline, "the gateway did not connect"
-        await asyncio.sleep(0.05)
+    await subscribed(cfg, proc)
 
     nodes: list[Node] = [RawNode(f"node-{i}", f"soak/node-{i}") for i in range(NODES)]
     stop_nodes = asyncio.Event()

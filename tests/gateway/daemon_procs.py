@@ -5,12 +5,14 @@ The ``procs`` fixture (tests/gateway/conftest.py) kills whatever a test left run
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -46,3 +48,19 @@ def records(db: Path) -> list[dict[str, Any]]:
                 return []
             raise
     return [json.loads(decode_data(d))["rec"] for (d,) in rows]
+
+
+async def subscribed(
+    cfg: Path, proc: subprocess.Popen[bytes], times: int = 1, within_s: float = 30.0
+) -> None:
+    """Until the daemon's MQTT source has connected and subscribed ``times`` times.
+
+    A broker acknowledges a node's PUBLISH whether or not anyone subscribes: a
+    reading published before the gateway's first subscription is the broker's
+    to drop, never the gateway's to log."""
+    log = cfg.parent / "gateway.log"
+    deadline = time.monotonic() + within_s
+    while log.read_bytes().count(b"mqtt: connected") < times:
+        assert proc.poll() is None, f"the gateway exited:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"the gateway did not subscribe within {within_s} s"
+        await asyncio.sleep(0.05)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import aiomqtt
 
-from tests.gateway.daemon_procs import records, start
+from tests.gateway.daemon_procs import records, start, subscribed
 
 WINDOW_S = 3.0
 
@@ -54,14 +54,6 @@ def logged_seqs(db: Path) -> list[int]:
     return [int(r["src_seq"]) for r in records(db) if r["kind"] == "reading"]
 
 
-async def connected(log: Path, times: int, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while log.read_bytes().count(b"mqtt: connected") < times:
-        assert proc.poll() is None, log.read_text()
-        assert time.monotonic() < deadline, "the gateway did not connect"
-        await asyncio.sleep(0.05)
-
-
 async def test_kill_inside_the_window_loses_no_acknowledged_reading(
     tmp_path: Path, mosquitto: tuple[str, int], procs: list[subprocess.Popen[bytes]]
 ) -> None:
@@ -69,7 +61,7 @@ async def test_kill_inside_the_window_loses_no_acknowledged_reading(
     db = tmp_path / "data" / "log.sqlite"
     gateway_log = tmp_path / "gateway.log"
     proc = start(cfg, procs)
-    await connected(gateway_log, 1, proc)
+    await subscribed(cfg, proc)
     await asyncio.sleep(1.5)  # a quiet spell since the boot event
     await publish(mosquitto, range(1, 4))  # each one PUBACKed by the broker
     # A lone burst after a quiet spell waits the window: killed inside it, these

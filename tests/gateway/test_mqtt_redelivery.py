@@ -30,6 +30,7 @@ from gateway.drivers.mqtt.source import SEQUENCE_GAP, MqttSource
 from gateway.pipeline import Gap
 from gateway.store import decode_data
 from ledger_client.records import parse_entry
+from tests.gateway.daemon_procs import subscribed
 from tests.servers.persistent_broker import MOSQUITTO, PersistentBroker
 
 if TYPE_CHECKING:
@@ -240,10 +241,7 @@ async def test_redelivered_after_a_broker_restart_the_bundle_verifies_with_no_ga
         proc = subprocess.Popen([*GATEWAY, "run", "--config", str(cfg)], stdout=out, stderr=out)
     try:
         # The gateway's persistent session exists once it has subscribed.
-        deadline = time.monotonic() + 20
-        while b"mqtt: connected" not in (tmp_path / "gateway.log").read_bytes():
-            assert time.monotonic() < deadline and proc.poll() is None, "gateway did not connect"
-            await asyncio.sleep(0.05)
+        await subscribed(cfg, proc)
         await publish(broker.host, broker.port, topic, [1, 2, 5])
         await wait_for_readings(db, 3)
         broker.restart()  # the session and its subscription come back from disk

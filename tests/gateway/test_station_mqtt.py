@@ -21,7 +21,7 @@ import pytest
 from gateway.store import decode_data
 from ledger_client import merkle
 from ledger_client.records import parse_entry
-from tests.gateway.daemon_procs import GATEWAY, start
+from tests.gateway.daemon_procs import GATEWAY, start, subscribed
 
 
 def payload(seq: int, value: float = 12.0) -> bytes:
@@ -76,8 +76,8 @@ async def test_duplicates_and_malformed_payloads_through_the_whole_gateway(
     proc = start(cfg, procs)
     db = tmp_path / "data" / "log.sqlite"
     topic = "dup-test/node-1"
+    await subscribed(cfg, proc)
     async with aiomqtt.Client(mosquitto[0], mosquitto[1], identifier="dup-pub") as pub:
-        await asyncio.sleep(1.0)  # let the gateway subscribe
         for seq in range(20):
             await pub.publish(topic, payload(seq), qos=1)
             if seq % 5 == 0:  # the node retries: the very same message again
@@ -115,8 +115,8 @@ async def test_kill_9_loses_no_acknowledged_reading_and_duplicates_none(
     topic = "crash-test/node-1"
     proc = start(cfg, procs)
     checkpoints_before: list[tuple[int, bytes]] = []
+    await subscribed(cfg, proc)  # its persistent session exists from then on
     async with aiomqtt.Client(mosquitto[0], mosquitto[1], identifier="crash-pub") as pub:
-        await asyncio.sleep(1.0)
         for round_ in range(3):  # kill twice mid-stream, then let it finish
             lo, hi = round_ * total // 3, (round_ + 1) * total // 3
             for seq in range(lo, hi):
