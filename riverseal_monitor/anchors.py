@@ -18,9 +18,11 @@ Then the receipt itself, by backend:
 - anything else: ``unchecked``, with no time.
 
 A receipt that fails a check is kept with status ``failed: <why>`` (the page
-shows it), never with a time. Receipts still ``pending`` (nothing anchored
-yet) are left out. The book remembers what it read, so an unchanged receipt is
-not checked again at the next read: a manifest holds up to 10,000 of them.
+shows it), never with a time, and is a ``bad-anchor`` alert (``anchor_alerts``)
+until the box publishes a receipt for that checkpoint and backend that passes.
+Receipts still ``pending`` (nothing anchored yet) are left out. The book
+remembers what it read, so an unchanged receipt is not checked again at the
+next read: a manifest holds up to 10,000 of them.
 """
 
 from __future__ import annotations
@@ -39,7 +41,12 @@ from ledger_client.evm import parse_anchor_calldata
 from ledger_client.note import Verifier, open_note, split_note
 from ledger_client.records import parse_time
 
-__all__ = ["AnchorBook", "AnchorMark"]
+from .follow import Alert
+
+__all__ = ["AnchorBook", "AnchorMark", "anchor_alerts"]
+
+FAILED = "failed: "
+"""How the status of a receipt failing an offline check begins."""
 
 ANCHORED_STATES = ("included", "final")
 """Receipt states with a ledger time (``pending``: sent, not anchored yet)."""
@@ -104,7 +111,7 @@ class AnchorBook:
                 problem = str(exc)
             else:
                 return AnchorMark(a.checkpoint, a.backend, a.state, time_s, status)
-        return AnchorMark(a.checkpoint, a.backend, a.state, None, f"failed: {problem}")
+        return AnchorMark(a.checkpoint, a.backend, a.state, None, f"{FAILED}{problem}")
 
     def _checkpoint_problem(self, a: AnchorReceipt, note: str | None) -> str | None:
         if note is None:
@@ -122,6 +129,34 @@ class AnchorBook:
 
 class _Failed(Exception):
     """A receipt failing an offline check (caught in AnchorBook._check)."""
+
+
+def anchor_alerts(
+    origin: str, marks: Sequence[AnchorMark], now: float
+) -> tuple[list[Alert], list[str]]:
+    """The ``bad-anchor`` alerts of newly read ``marks``, and the keys they clear: a
+    receipt read again that passes clears its checkpoint and backend's alert."""
+    raised: list[Alert] = []
+    cleared: list[str] = []
+    for m in marks:
+        key = f"bad-anchor:{m.checkpoint}:{m.backend}"
+        if not m.status.startswith(FAILED):
+            cleared.append(key)
+            continue
+        why = m.status.removeprefix(FAILED)
+        raised.append(
+            Alert(
+                origin,
+                "bad-anchor",
+                key,
+                now,
+                f"checkpoint {m.checkpoint}: the {m.backend} receipt fails its offline "
+                f"check: {why}",
+                size=m.checkpoint,
+                detail=(("backend", m.backend), ("state", m.state), ("why", why)),
+            )
+        )
+    return raised, cleared
 
 
 def _notes_by_size(notes: Sequence[str]) -> dict[int, str]:

@@ -53,6 +53,7 @@ ALERT_KINDS = (
     "silent",
     "qc-burst",
     "anchor-overdue",
+    "bad-anchor",
     "box-silent",
 )
 """Every ``kind`` an alert may have (docs/monitor.md §4)."""

@@ -37,7 +37,7 @@ from ledger_client.errors import LedgerClientError
 from ledger_client.note import split_note
 from ledger_client.witness import WitnessSigner, cosign
 
-from .anchors import AnchorBook
+from .anchors import AnchorBook, anchor_alerts
 from .config import MonitorConfig
 from .errors import FetchError, StateError
 from .follow import Alert, BoxSpec, Follower
@@ -371,7 +371,10 @@ class Monitor:
                 except StateError as exc:
                     box.anchors.forget(marks)  # read them again next time
                     logger.warning("%s: anchors not stored: %s", origin, exc)
-                await self._clear(origin, cleared)
+                    marks = []
+                bad, passed = anchor_alerts(origin, marks, now)
+                await self._raise(bad)
+                await self._clear(origin, [*cleared, *passed])
             await asyncio.sleep(self.config.manifest_interval_s)
 
     async def _mqtt(self) -> None:

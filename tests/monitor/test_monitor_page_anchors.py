@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
+import os
 import re
 import sqlite3
 import subprocess
@@ -45,7 +47,7 @@ from ledger_client.evm import anchor_calldata
 from ledger_client.note import Signer, open_note, sign_note
 from ledger_client.tsa import load_tsa_roots
 from ledger_client.witness import WitnessSigner, cosign, cosignatures
-from riverseal_monitor.anchors import AnchorBook, AnchorMark
+from riverseal_monitor.anchors import AnchorBook, AnchorMark, anchor_alerts
 from riverseal_monitor.follow import Reading as MonitorReading
 from riverseal_monitor.follow import Verified
 from riverseal_monitor.state_postgres import PostgresState
@@ -221,6 +223,39 @@ async def test_anchoring_marks_and_the_cosigned_checkpoint_on_the_page(
     ]
     assert re.search(r'class="note anchor-last">last anchored: checkpoint \d+ by ', dom)
 
+    # A receipt on the web server that fails its offline check is a bad-anchor alert;
+    # put right, the alert is cleared.
+    manifest = web_server.root / to.rsplit("/", 1)[1] / "riverseal-bundle.json"
+    genuine = manifest.read_bytes()
+    doc = json.loads(genuine)
+    (receipt,) = [a for a in doc["anchors"] if (a["checkpoint"], a["backend"]) == (5, "local")]
+    receipt["receipt"]["seq"] = -1
+
+    def replace(data: bytes) -> None:  # whole, never half-written under nginx
+        (manifest.parent / "tmp").write_bytes(data)
+        os.replace(manifest.parent / "tmp", manifest)
+
+    def events(kind: str) -> list[dict[str, Any]]:
+        out = cfg.parent / "monitor.jsonl"
+        docs = [json.loads(x) for x in out.read_text().splitlines() if x.strip()]
+        return [d for d in docs if d["event"] == kind and d["key"] == "bad-anchor:5:local"]
+
+    async def seen(kind: str) -> list[dict[str, Any]]:
+        return events(kind)
+
+    replace(json.dumps(doc).encode())
+    (alert,) = await until("a bad-anchor alert", lambda: seen("alert"), 10, log_file)
+    assert alert["kind"] == "bad-anchor" and alert["size"] == 5
+    assert alert["detail"] == {
+        "backend": "local",
+        "state": "final",
+        "why": "the receipt's seq is not a non-negative integer",
+    }
+    assert "checkpoint 5: the local receipt fails its offline check" in alert["message"]
+    replace(genuine)
+    await until("the bad-anchor alert cleared", lambda: seen("cleared"), 10, log_file)
+    assert len(events("alert")) == 1
+
 
 def _box(origin: str) -> tuple[Verified, MonitorReading]:
     reading = MonitorReading(
@@ -344,6 +379,13 @@ def test_anchor_book_checks_receipts_offline() -> None:
     assert "not checkpoint 8's" in failures[(8, "local")]
     assert "not in the manifest" in failures[(12, "local")]
     assert all(by[k].time_s is None for k in failures)
+    raised, passed = anchor_alerts(origin, marks, 7.0)
+    assert {a.key: (a.kind, a.size, a.time_s) for a in raised} == {
+        f"bad-anchor:{c}:{b}": ("bad-anchor", c, 7.0) for c, b in failures
+    }
+    assert sorted(passed) == sorted(f"bad-anchor:{c}:{b}" for c, b in set(by) - set(failures))
+    evm = next(a for a in raised if a.key == "bad-anchor:4:evm:1")
+    assert dict(evm.detail)["why"] == failures[(4, "evm:1")].removeprefix("failed: ")
     # Read again: nothing new; a receipt that moved on (included to final) is new.
     assert book.read(manifest(good + bad)) == []
     final = AnchorReceipt(8, "evm:31337", d8, "final", good[1].receipt)
