@@ -33,9 +33,12 @@ from urllib.parse import quote
 import httpx
 
 from gateway.anchoring.anchorer import Anchorer
+from gateway.anchoring.evm import EvmBackend
 from gateway.anchoring.local import LocalJournal
 from gateway.anchoring.rfc3161 import Rfc3161Backend
+from gateway.config.anchor_evm import EvmAnchorConfig
 from gateway.config.uplink import UplinkConfig
+from gateway.keys import create_anchor_key
 from gateway.log import Log
 from gateway.pipeline import Reading, Value
 from gateway.store import Store
@@ -57,6 +60,7 @@ from simulators.tsa import LocalTsa
 from tests.gateway.test_mirror_verify import device_key
 from tests.monitor.fleet_monitor import free_port, run_monitor
 from tests.monitor.test_monitor_page import dump_dom
+from tests.servers.anvil_node import AnvilNode
 from tests.servers.postgres import Postgres
 from tests.servers.web_server import WebServer
 
@@ -255,6 +259,75 @@ async def test_anchoring_marks_and_the_cosigned_checkpoint_on_the_page(
     replace(genuine)
     await until("the bad-anchor alert cleared", lambda: seen("cleared"), 10, log_file)
     assert len(events("alert")) == 1
+
+
+async def test_an_evm_anchor_on_the_page_from_a_real_chain(
+    tmp_path: Path, web_server: WebServer, anvil: AnvilNode, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    """A box anchoring on anvil: the page's mark carries the block's own time, and the
+    receipt passes the monitor's offline checks (calldata against the checkpoint)."""
+    key = device_key(93)
+    to = f"{web_server.url}/evm-{uuid.uuid4().hex[:6]}"
+    port = free_port()
+    cfg = monitor_config(tmp_path / "monitor", port, key.origin, key.vkey, to)
+    log_file = cfg.parent / "monitor.log"
+    anchor_key = create_anchor_key(tmp_path / "anchor.key")
+    anvil.fund(anchor_key.address)
+    evm = EvmBackend(
+        EvmAnchorConfig(
+            name=str(anvil.chain_id),
+            chain_id=anvil.chain_id,
+            rpc=(anvil.url,),
+            finality="confirmations",
+            confirmations=2,
+            timeout_seconds=5.0,
+        ),
+        anchor_key,
+    )
+    backend = f"evm:{anvil.chain_id}"
+    (tmp_path / "box").mkdir()
+    began = time.time()
+    async with Store(tmp_path / "box" / "log.sqlite") as store, httpx.AsyncClient() as http:
+        log = Log(store, key)
+        await log.open()
+        anchorer = Anchorer(store, [evm])
+        now = time.time_ns()
+        await log.append([Reading("ph-1", (Value("ph", 7.2, "pH"),), now)], checkpoint=True)
+        cp = log.last_checkpoint
+        assert cp is not None and cp.size == 1
+        try:
+            deadline = time.monotonic() + 30
+            while not any(a.state == "final" for a in await store.anchors(backend)):
+                assert time.monotonic() < deadline, await store.anchors(backend)
+                await anchorer.step()
+                await asyncio.sleep(0.3)
+        finally:
+            await evm.aclose()
+        async with Uplink(log, UplinkConfig(to=to), poll_s=3600) as uplink:
+            assert await uplink.step()
+        (row,) = await store.anchors(backend)
+        block = anvil.rpc("eth_getBlockByNumber", hex(json.loads(row.receipt)["block"]), False)
+        block_s = int(block["timestamp"], 16)
+        run_monitor(cfg, "monitor", procs)
+
+        async def marked() -> list[dict[str, Any]]:
+            try:
+                r = await http.get(
+                    f"http://127.0.0.1:{port}/api/series", params={"origin": key.origin}
+                )
+            except httpx.HTTPError:
+                return []  # the page is not served yet
+            return [a for a in r.json()["anchors"] if a["backend"] == backend]
+
+        (mark,) = await until("the EVM anchor on the page", marked, 20, log_file)
+    assert mark == {
+        "checkpoint": 1,
+        "backend": backend,
+        "state": "final",
+        "time_s": float(block_s),
+        "status": "unchecked",
+    }
+    assert began - 2 <= block_s <= time.time() + 2
 
 
 def _box(origin: str) -> tuple[Verified, MonitorReading]:
