@@ -57,6 +57,7 @@ class StatusServer:
         self.config = config
         self._document = document
         self._clients = 0
+        self._writers: set[asyncio.StreamWriter] = set()
         self.listening: str | None = None
         self.error: str | None = None
         self.bound = asyncio.Event()
@@ -91,14 +92,20 @@ class StatusServer:
         self.listening = f"{shown}:{sock[1]}"
         logger.info("status server on http://%s/ (/status, /metrics)", self.listening)
         self.bound.set()
-        async with server:
+        try:
             await server.serve_forever()
+        finally:
+            server.close()
+            for writer in list(self._writers):  # Server.close_clients() is Python 3.13+
+                writer.close()
+            await server.wait_closed()  # from Python 3.12 on, waits for those to close
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._clients >= MAX_CLIENTS:
             writer.close()
             return
         self._clients += 1
+        self._writers.add(writer)
         try:
             answer = await self._respond(reader)
             if answer is None:
@@ -114,6 +121,7 @@ class StatusServer:
             pass  # the client went away or stalled: nothing to answer
         finally:
             self._clients -= 1
+            self._writers.discard(writer)
             writer.close()
             with contextlib.suppress(ConnectionError, TimeoutError):
                 async with asyncio.timeout(1.0):
