@@ -96,6 +96,27 @@ _SILENCE_POLL_MAX_S = 30.0  # wake at least this often, in case the wall clock s
 # Each step of a stop is bounded (the final anchor, witness and uplink tries: 5 s or so);
 # a stop still running after this long is a bug, and the log says where it waits.
 _SLOW_STOP_S = 20.0
+_STOP_TASK_S = 5.0  # a cancelled task ends at its next await: this long is lost
+
+
+async def _stop(*tasks: asyncio.Task[Any]) -> None:
+    """Cancel ``tasks`` and wait until they are done.
+
+    On Python 3.11, ``asyncio.wait_for`` (inside aiomqtt, among others) loses a
+    cancellation that arrives as the awaited future completes, and the task runs on:
+    one still running after ``_STOP_TASK_S`` is logged and cancelled again."""
+    for task in tasks:
+        task.cancel()
+    pending = set(tasks)
+    while pending:
+        _, pending = await asyncio.wait(pending, timeout=_STOP_TASK_S)
+        for task in pending:
+            logger.error(
+                "%s went on after it was cancelled, at %s: cancelling it again",
+                task.get_name(),
+                _awaiting(task),
+            )
+            task.cancel()
 
 
 def _report_slow_stop() -> None:
@@ -473,9 +494,7 @@ class Gateway:
                     slow = asyncio.get_running_loop().call_later(_SLOW_STOP_S, _report_slow_stop)
                     stack.callback(slow.cancel)
                     self.notifier.stopping("stopping: committing what the sources handed over")
-                    for t in [*feeds, watcher, *pings]:
-                        t.cancel()
-                    await asyncio.gather(*feeds, watcher, *pings, return_exceptions=True)
+                    await _stop(*feeds, watcher, *pings)
                     try:
                         # The last entry of a clean run: the next boot's "previous" says so.
                         await ingest.submit_event(
@@ -487,19 +506,14 @@ class Gateway:
                     await writer
                     if log_.last_checkpoint is not None:
                         high_water.write(log_.last_checkpoint)
-                    anchoring.cancel()
-                    await asyncio.gather(anchoring, return_exceptions=True)
+                    await _stop(anchoring)
                     await anchorer.step()  # anchor the final checkpoint before leaving
-                    cosigning.cancel()
-                    await asyncio.gather(cosigning, return_exceptions=True)
+                    await _stop(cosigning)
                     await witnessing.finish()  # one bounded try for the final checkpoint
-                    uplinking.cancel()
-                    await asyncio.gather(uplinking, return_exceptions=True)
+                    await _stop(uplinking)
                     if uplink is not None:
                         await uplink.finish()  # the final checkpoint, bounded
-                    status.cancel()
-                    serving.cancel()
-                    await asyncio.gather(status, serving, return_exceptions=True)
+                    await _stop(status, serving)
                     self._status_snapshot()
             finally:
                 for b in backends:

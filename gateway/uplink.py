@@ -268,6 +268,7 @@ class Announcer:
                     topic, note = next(iter(self._pending.items()))
                     async with asyncio.timeout(timeout):
                         await client.publish(topic, note, qos=1, retain=True)
+                        _raise_lost_cancel()
                     if self._pending.get(topic) is note:
                         del self._pending[topic]
                     self.announced += 1
@@ -285,6 +286,14 @@ class Announcer:
             with contextlib.suppress(aiomqtt.MqttError, OSError, TimeoutError):
                 async with asyncio.timeout(2.0):
                     await client.__aexit__(None, None, None)
+
+
+def _raise_lost_cancel() -> None:
+    """Raise the cancellation aiomqtt's ``asyncio.wait_for`` drops on Python 3.11 when it
+    arrives as the publish completes: else the announcer would idle on, uncancelled."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _broker_name(config: AnnounceConfig) -> str:
