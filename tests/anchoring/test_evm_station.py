@@ -186,6 +186,7 @@ def test_a_station_anchors_on_anvil_and_its_bundle_verifies_against_the_node(
     assert "last final: checkpoint" in out
 
 
+@pytest.mark.slow
 def test_a_ledger_outage_never_stops_ingest_and_the_newest_checkpoint_is_anchored_after(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -90,6 +90,7 @@ def check(data: bytes, workdir: Path) -> None:
         assert set(got[6]) <= set(GOOD_VOUCHED[6]), "a damaged bundle verified"
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, len(GOOD_TEXT) - 1), st.integers(0, 7))
 def test_bit_flips(workdir: Path, position: int, bit: int) -> None:
@@ -139,6 +140,7 @@ def _parent(doc: Any, path: tuple[Any, ...]) -> Any:
     return doc
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(
