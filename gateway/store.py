@@ -179,7 +179,7 @@ def dedup_number(sensor: str, dedup: str) -> int:
 
 _RANGES_PER_QUERY = 300  # three bound values each: under SQLite's oldest limit of 999
 
-# Every read takes its rows whole in one call to aiosqlite's thread (execute_fetchall),
+# Every read takes its rows whole in one call to aiosqlite's thread (``_row``, ``_rows``),
 # long scans a page of rows at a time. The connection is shared by the daemon's tasks:
 # a SELECT left unfinished across an await is a statement in progress under another
 # task's COMMIT or WAL checkpoint, which then fails (SQLITE_LOCKED).
@@ -473,8 +473,7 @@ class Store:
                 # FULL, not NORMAL: in WAL mode NORMAL skips the fsync at each commit, so
                 # an acknowledged batch could be lost in a power cut.
                 await self._db.execute("PRAGMA synchronous=FULL")
-                found = await self._db.execute_fetchall("PRAGMA page_size")
-                row = _first(found)
+                row = await self._row("PRAGMA page_size")
                 pages = WAL_AUTOCHECKPOINT_BYTES // int(row[0] if row else PAGE_SIZE)
                 await self._db.execute(f"PRAGMA wal_autocheckpoint={pages}")
                 await self._db.execute("PRAGMA busy_timeout=10000")
@@ -490,7 +489,7 @@ class Store:
         """Every page of every table and index read once: a page of garbage is found
         at open, not when an export reaches it (benchmarks/store_check.py times it)."""
         async with _mapped("PRAGMA quick_check", self.path):
-            found = await self.db.execute_fetchall("PRAGMA quick_check(10)")
+            found = await self._rows("PRAGMA quick_check(10)")
             rows = [str(r[0]) for r in found]
         if rows != ["ok"]:
             raise CorruptDatabase(self.path, "PRAGMA quick_check: " + "; ".join(rows))
@@ -504,7 +503,7 @@ class Store:
             # Its result row read to the end: a checkpoint statement left unfinished counts
             # as a write in progress, and the next COMMIT would fail on it.
             try:
-                await self.db.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
+                await self._rows("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.OperationalError as exc:
                 if getattr(exc, "sqlite_errorcode", 0) & 0xFF not in (_SQLITE_BUSY, _SQLITE_LOCKED):
                     raise
@@ -530,11 +529,25 @@ class Store:
             raise StoreError("the store is not open")
         return self._db
 
-    async def _migrate(self) -> None:
-        found = await self.db.execute_fetchall(
-            "SELECT name FROM sqlite_master WHERE type='table' AND name='meta'"
+    async def _row(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """The first row ``sql`` answers, None if none. Reads take their rows whole in one
+        call (``_ROWS_PER_READ``, above, says why)."""
+        return next(iter(await self.db.execute_fetchall(sql, params)), None)
+
+    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Every row ``sql`` answers, read whole in one call."""
+        return list(await self.db.execute_fetchall(sql, params))
+
+    async def _has_table(self, name: str) -> bool:
+        return (
+            await self._row(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+            )
+            is not None
         )
-        if _first(found) is None:
+
+    async def _migrate(self) -> None:
+        if not await self._has_table("meta"):
             if self.readonly:
                 raise StoreError(f"{self.path} is not a riverseal log database")
             await self.db.executescript(
@@ -547,7 +560,7 @@ class Store:
             self._dedup_index = "number"
             self._leaves = True
             return
-        found = await self.db.execute_fetchall("SELECT name FROM sqlite_master WHERE type='table'")
+        found = await self._rows("SELECT name FROM sqlite_master WHERE type='table'")
         missing = _TABLES - {str(n) for (n,) in found}
         if missing:
             raise CorruptDatabase(self.path, f"tables missing: {', '.join(sorted(missing))}")
@@ -564,17 +577,11 @@ class Store:
             await self._migrate_v2()
             version = await self._schema_version()
         self.schema_version = version
-        found = await self.db.execute_fetchall(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'leaves'"
-        )
-        self._leaves = _first(found) is not None
+        self._leaves = await self._has_table("leaves")
         if self._leaves:
-            found = await self.db.execute_fetchall(
-                "SELECT top FROM leaves ORDER BY idx DESC LIMIT 1"
-            )
-            row = _first(found)
+            row = await self._row("SELECT top FROM leaves ORDER BY idx DESC LIMIT 1")
             self._top = None if row is None else int(row[0])
-        found = await self.db.execute_fetchall(
+        found = await self._rows(
             "SELECT name, sql FROM sqlite_master WHERE type = 'index' "
             "AND name IN ('entries_dkey', 'entries_dedup')"
         )
@@ -648,11 +655,10 @@ class Store:
                 await db.execute(_SENSORS)
                 rows = []
                 for sensor, seq in await self._scan_last_seqs():
-                    found = await db.execute_fetchall(
+                    (idx,) = await self._row(
                         "SELECT idx FROM entries WHERE sensor = ? ORDER BY seq DESC LIMIT 1",
                         (sensor,),
-                    )
-                    (idx,) = _first(found) or (None,)
+                    ) or (None,)
                     covered = await self._walk_covered_until(sensor)
                     rows.append((sensor, seq, idx, covered))
                 await db.executemany("INSERT INTO sensors VALUES (?, ?, ?, ?)", rows)
@@ -674,8 +680,7 @@ class Store:
 
     async def get_meta(self, key: str) -> str | None:
         async with _mapped("reading meta"):
-            found = await self.db.execute_fetchall("SELECT value FROM meta WHERE key = ?", (key,))
-            row = _first(found)
+            row = await self._row("SELECT value FROM meta WHERE key = ?", (key,))
         return None if row is None else str(row[0])
 
     async def set_meta(self, key: str, value: str) -> None:
@@ -690,8 +695,7 @@ class Store:
 
     async def size(self) -> int:
         async with _mapped("counting entries"):
-            found = await self.db.execute_fetchall("SELECT COALESCE(MAX(idx) + 1, 0) FROM entries")
-            row = _first(found)
+            row = await self._row("SELECT COALESCE(MAX(idx) + 1, 0) FROM entries")
         return int(row[0]) if row else 0
 
     async def last_seqs(self) -> dict[str, int]:
@@ -700,11 +704,11 @@ class Store:
         async with _mapped("reading sequence numbers"):
             if self.schema_version < 3:
                 return dict(await self._scan_last_seqs())
-            found = await self.db.execute_fetchall("SELECT sensor, seq FROM sensors")
+            found = await self._rows("SELECT sensor, seq FROM sensors")
             return {str(s): int(q) for s, q in found}
 
     async def _scan_last_seqs(self) -> list[tuple[str, int]]:
-        found = await self.db.execute_fetchall(
+        found = await self._rows(
             "SELECT sensor, MAX(seq) FROM entries WHERE sensor IS NOT NULL GROUP BY sensor"
         )
         return [(str(s), int(q)) for s, q in found]
@@ -712,9 +716,7 @@ class Store:
     async def sensor_rows(self) -> dict[str, tuple[int, int, int | None]]:
         """The ``sensors`` table: sensor → (newest seq, its index, ``covered_until``)."""
         async with _mapped("reading the sensors table"):
-            found = await self.db.execute_fetchall(
-                "SELECT sensor, seq, idx, covered_ns FROM sensors"
-            )
+            found = await self._rows("SELECT sensor, seq, idx, covered_ns FROM sensors")
             return {str(s): (int(q), int(i), None if c is None else int(c)) for s, q, i, c in found}
 
     async def existing_dedup(self, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
@@ -727,7 +729,7 @@ class Store:
             async with _mapped("checking duplicates"):
                 for start in range(0, len(numbers), _RANGES_PER_QUERY):
                     part = numbers[start : start + _RANGES_PER_QUERY]
-                    rows = await self.db.execute_fetchall(  # one hand-over, not two
+                    rows = await self._rows(
                         "SELECT sensor, dedup FROM entries WHERE dkey IN "
                         f"({', '.join('?' * len(part))})",
                         part,
@@ -744,7 +746,7 @@ class Store:
         async with _mapped("checking duplicates"):
             for start in range(0, len(values), _RANGES_PER_QUERY):
                 chunk = values[start : start + _RANGES_PER_QUERY]
-                rows = await self.db.execute_fetchall(
+                rows = await self._rows(
                     f"SELECT sensor, dedup FROM entries WHERE {' OR '.join([term] * len(chunk))}",
                     [v for row in chunk for v in row],
                 )
@@ -840,16 +842,13 @@ class Store:
         over the rowid: some 24 lookups in a 10-million-entry log."""
         if self._top is None or self._top < time_ns:
             return None
-        found = await self.db.execute_fetchall("SELECT MIN(idx), MAX(idx) FROM leaves")
-        row = _first(found)
+        row = await self._row("SELECT MIN(idx), MAX(idx) FROM leaves")
         if row is None or row[0] is None:  # _top is set, so a leaf was committed
             raise CorruptDatabase(self.path, "leaves: empty, though entries are logged")
         lo, hi = int(row[0]), int(row[1])  # top[hi] >= time_ns
         while lo < hi:
             mid = (lo + hi) // 2
-            top = _first(
-                await self.db.execute_fetchall("SELECT top FROM leaves WHERE idx = ?", (mid,))
-            )
+            top = await self._row("SELECT top FROM leaves WHERE idx = ?", (mid,))
             if top is None:
                 raise CorruptDatabase(self.path, f"leaves: no row for index {mid}")
             if int(top[0]) >= time_ns:
@@ -887,10 +886,7 @@ class Store:
         async with _mapped("selecting entries"):
             if self._leaves:
                 return await self._first_top_at_least(time_ns)
-            found = await self.db.execute_fetchall(
-                "SELECT MIN(idx) FROM entries WHERE time_ns >= ?", (time_ns,)
-            )
-            row = _first(found)
+            row = await self._row("SELECT MIN(idx) FROM entries WHERE time_ns >= ?", (time_ns,))
         return None if row is None or row[0] is None else int(row[0])
 
     async def prune_bodies(self, start: int, below: int, meta: Mapping[str, str]) -> int:
@@ -922,8 +918,7 @@ class Store:
         if self._leaves:
             return self._top
         async with _mapped("reading entry times"):
-            found = await self.db.execute_fetchall("SELECT MAX(time_ns) FROM entries")
-            row = _first(found)
+            row = await self._row("SELECT MAX(time_ns) FROM entries")
         return None if row is None or row[0] is None else int(row[0])
 
     async def nodes(self, nodes: Iterable[Node]) -> dict[Node, bytes]:
@@ -937,7 +932,7 @@ class Store:
         rows: dict[int, dict[int, bytes]] = {level: {} for level in ranges}
         async with _mapped("reading subtree hashes"):
             for sql, params in _range_queries(ranges, leaves=self._leaves):
-                found = await self.db.execute_fetchall(sql, params)
+                found = await self._rows(sql, params)
                 for level, idx, h in found:
                     rows[level][idx] = h
         return _fold_from_tile_levels(wanted, ranges, rows)
@@ -953,16 +948,15 @@ class Store:
         first = index * TILE_WIDTH
         async with _mapped("reading a hash tile"):
             if level == 0 and self._leaves:
-                found = await self.db.execute_fetchall(
+                rows = await self._rows(
                     "SELECT hash FROM leaves WHERE idx BETWEEN ? AND ? ORDER BY idx",
                     (first, first + width - 1),
                 )
             else:
-                found = await self.db.execute_fetchall(
+                rows = await self._rows(
                     "SELECT hash FROM nodes WHERE level = ? AND idx BETWEEN ? AND ? ORDER BY idx",
                     (level * TILE_HEIGHT, first, first + width - 1),
                 )
-            rows = list(found)
         if len(rows) != width:
             raise StoreError(
                 f"hash tile {level}/{index} of width {width}: the tree has only {len(rows)} of "
@@ -976,11 +970,10 @@ class Store:
             raise ValueError(f"no entry bundle {index} of width {width}")
         first = index * TILE_WIDTH
         async with _mapped("reading an entry bundle"):
-            found = await self.db.execute_fetchall(
+            rows = await self._rows(
                 "SELECT data FROM entries WHERE idx BETWEEN ? AND ? ORDER BY idx",
                 (first, first + width - 1),
             )
-            rows = list(found)
         if len(rows) != width:
             raise StoreError(
                 f"entry bundle {index} of width {width}: the log has only {len(rows)} of "
@@ -998,12 +991,10 @@ class Store:
         at = first
         while at <= last:
             async with _mapped("reading entries"):
-                rows = list(
-                    await self.db.execute_fetchall(
-                        "SELECT idx, kind, sensor, seq, time_ns, dedup, data FROM entries "
-                        "WHERE idx BETWEEN ? AND ? ORDER BY idx LIMIT ?",
-                        (at, last, _ROWS_PER_READ),
-                    )
+                rows = await self._rows(
+                    "SELECT idx, kind, sensor, seq, time_ns, dedup, data FROM entries "
+                    "WHERE idx BETWEEN ? AND ? ORDER BY idx LIMIT ?",
+                    (at, last, _ROWS_PER_READ),
                 )
             for r in rows:
                 if not r[6]:
@@ -1028,7 +1019,7 @@ class Store:
                 start = 0 if since_ns is None else await self._first_top_at_least(since_ns)
                 if start is None:
                     return None
-                found = await self.db.execute_fetchall(
+                row = await self._row(
                     "SELECT MIN(idx), MAX(idx) FROM entries "
                     "WHERE idx >= ? AND time_ns >= ? AND time_ns <= ?",
                     (
@@ -1037,17 +1028,15 @@ class Store:
                         until_ns if until_ns is not None else 2**62,
                     ),
                 )
-                row = _first(found)
             return None if row is None or row[0] is None else (int(row[0]), int(row[1]))
         async with _mapped("selecting entries"):
-            found = await self.db.execute_fetchall(
+            row = await self._row(
                 "SELECT MIN(idx), MAX(idx) FROM entries WHERE time_ns >= ? AND time_ns <= ?",
                 (
                     since_ns if since_ns is not None else -(2**62),
                     until_ns if until_ns is not None else 2**62,
                 ),
             )
-            row = _first(found)
         if row is None or row[0] is None:
             return None
         return int(row[0]), int(row[1])
@@ -1058,10 +1047,7 @@ class Store:
         """The record of entry ``index`` (its ``rec``), None if the log has no such entry or
         its body was pruned (gateway/retention.py)."""
         async with _mapped("reading an entry"):
-            found = await self.db.execute_fetchall(
-                "SELECT data FROM entries WHERE idx = ?", (index,)
-            )
-            row = _first(found)
+            row = await self._row("SELECT data FROM entries WHERE idx = ?", (index,))
         return None if row is None or not row[0] else _rec(row[0])
 
     async def covered_until(self, sensor: str) -> int | None:
@@ -1077,10 +1063,7 @@ class Store:
         """
         if self.schema_version >= 3:
             async with _mapped("reading a sensor's covered time"):
-                found = await self.db.execute_fetchall(
-                    "SELECT covered_ns FROM sensors WHERE sensor = ?", (sensor,)
-                )
-                row = _first(found)
+                row = await self._row("SELECT covered_ns FROM sensors WHERE sensor = ?", (sensor,))
             return None if row is None or row[0] is None else int(row[0])
         async with _mapped("reading a sensor's last records"):
             return await self._walk_covered_until(sensor)
@@ -1090,12 +1073,10 @@ class Store:
         best: int | None = None
         after = (2**62, 2**62)  # (seq, idx) of the last row read; seq repeats across kinds
         while True:
-            rows = list(
-                await self.db.execute_fetchall(
-                    "SELECT kind, time_ns, data, seq, idx FROM entries WHERE sensor = ? "
-                    "AND (seq < ? OR (seq = ? AND idx < ?)) ORDER BY seq DESC, idx DESC LIMIT ?",
-                    (sensor, after[0], after[0], after[1], _ROWS_PER_READ),
-                )
+            rows = await self._rows(
+                "SELECT kind, time_ns, data, seq, idx FROM entries WHERE sensor = ? "
+                "AND (seq < ? OR (seq = ? AND idx < ?)) ORDER BY seq DESC, idx DESC LIMIT ?",
+                (sensor, after[0], after[0], after[1], _ROWS_PER_READ),
             )
             for kind, time_ns, data, _, _ in rows:
                 if (best is not None and int(time_ns) < best) or not data:
@@ -1125,12 +1106,10 @@ class Store:
         below = before if before is not None else 2**62
         while True:
             async with _mapped("looking for an event"):
-                rows = list(
-                    await self.db.execute_fetchall(
-                        "SELECT idx, data FROM entries WHERE kind = 'event' AND idx < ? "
-                        "ORDER BY idx DESC LIMIT ?",
-                        (below, _ROWS_PER_READ),
-                    )
+                rows = await self._rows(
+                    "SELECT idx, data FROM entries WHERE kind = 'event' AND idx < ? "
+                    "ORDER BY idx DESC LIMIT ?",
+                    (below, _ROWS_PER_READ),
                 )
             for idx, data in rows:
                 if not data:
@@ -1151,8 +1130,7 @@ class Store:
     async def largest_anchored(self) -> int | None:
         """The largest checkpoint size any anchor row names, None if there is none."""
         async with _mapped("reading anchors"):
-            found = await self.db.execute_fetchall("SELECT MAX(checkpoint) FROM anchors")
-            row = _first(found)
+            row = await self._row("SELECT MAX(checkpoint) FROM anchors")
         return None if row is None or row[0] is None else int(row[0])
 
     # --- checkpoints and anchors ----------------------------------------------
@@ -1161,7 +1139,7 @@ class Store:
         self, min_size: int = 0, max_size: int | None = None
     ) -> list[CheckpointRow]:
         async with _mapped("reading checkpoints"):
-            found = await self.db.execute_fetchall(
+            found = await self._rows(
                 "SELECT size, root, note, time_ns FROM checkpoints WHERE size >= ? AND size <= ? "
                 "ORDER BY size",
                 (min_size, max_size if max_size is not None else 2**62),
@@ -1172,12 +1150,11 @@ class Store:
     async def checkpoint_sizes_around(self, index: int) -> tuple[int | None, int | None]:
         """(largest checkpoint size ≤ ``index``, smallest ≥ ``index``), each None if none."""
         async with _mapped("reading checkpoints"):
-            found = await self.db.execute_fetchall(
+            row = await self._row(
                 "SELECT (SELECT MAX(size) FROM checkpoints WHERE size <= ?1),"
                 "       (SELECT MIN(size) FROM checkpoints WHERE size >= ?1)",
                 (index,),
             )
-            row = _first(found)
         assert row is not None
         return (None if row[0] is None else int(row[0]), None if row[1] is None else int(row[1]))
 
@@ -1202,17 +1179,16 @@ class Store:
             "ON a.checkpoint = c.size"
         )
         async with _mapped("choosing checkpoints"):
-            found = await self.db.execute_fetchall(
+            row = await self._row(
                 f"SELECT COUNT(*), MIN(time_ns), MAX(time_ns) FROM ({anchored})", (low, high)
             )
-            row = _first(found)
             assert row is not None
             count, first_ns, last_ns = int(row[0]), row[1], row[2]
             span_ns = 1
             if count > at_most:
                 hour = 3600 * 10**9
                 span_ns = max(hour, -(-(int(last_ns) - int(first_ns) + 1) // at_most))
-            found = await self.db.execute_fetchall(
+            found = await self._rows(
                 f"WITH b AS (SELECT size, time_ns / ?3 AS span, indep FROM ({anchored})), "
                 " pick AS (SELECT COALESCE(MIN(CASE WHEN indep THEN size END), MIN(size)) "
                 "          AS size FROM b GROUP BY span) "
@@ -1225,7 +1201,7 @@ class Store:
             anchors: list[AnchorRow] = []
             for start in range(0, len(sizes), 500):
                 chunk = sizes[start : start + 500]
-                found = await self.db.execute_fetchall(
+                found = await self._rows(
                     f"SELECT {_ANCHOR_COLS} FROM anchors WHERE state != 'pending' AND "
                     f"checkpoint IN ({','.join('?' * len(chunk))}) ORDER BY checkpoint, backend",
                     chunk,
@@ -1243,10 +1219,9 @@ class Store:
     async def cosigned_size(self, witness: str) -> int | None:
         """The largest checkpoint ``witness`` (a vkey) has cosigned, None if none."""
         async with _mapped("reading cosignatures"):
-            found = await self.db.execute_fetchall(
+            row = await self._row(
                 "SELECT MAX(checkpoint) FROM cosignatures WHERE witness = ?", (witness,)
             )
-            row = _first(found)
         return None if row is None or row[0] is None else int(row[0])
 
     async def _cosigned(self, rows: list[CheckpointRow]) -> list[CheckpointRow]:
@@ -1255,12 +1230,9 @@ class Store:
         if not rows:
             return rows
         async with _mapped("reading cosignatures"):
-            found = await self.db.execute_fetchall(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'cosignatures'"
-            )
-            if _first(found) is None:  # a read-only open of an older file
+            if not await self._has_table("cosignatures"):  # a read-only open of an older file
                 return rows
-            found = await self.db.execute_fetchall(
+            found = await self._rows(
                 "SELECT checkpoint, line FROM cosignatures WHERE checkpoint BETWEEN ? AND ? "
                 "ORDER BY checkpoint, witness",
                 (rows[0].size, rows[-1].size),
@@ -1275,10 +1247,9 @@ class Store:
 
     async def latest_checkpoint(self) -> CheckpointRow | None:
         async with _mapped("reading checkpoints"):
-            found = await self.db.execute_fetchall(
+            row = await self._row(
                 "SELECT size, root, note, time_ns FROM checkpoints ORDER BY size DESC LIMIT 1"
             )
-            row = _first(found)
         if row is None:
             return None
         [cp] = await self._cosigned(
@@ -1289,11 +1260,9 @@ class Store:
     async def anchors(self, backend: str | None = None) -> list[AnchorRow]:
         async with _mapped("reading anchors"):
             if backend is None:
-                found = await self.db.execute_fetchall(
-                    f"SELECT {_ANCHOR_COLS} FROM anchors ORDER BY checkpoint"
-                )
+                found = await self._rows(f"SELECT {_ANCHOR_COLS} FROM anchors ORDER BY checkpoint")
             else:
-                found = await self.db.execute_fetchall(
+                found = await self._rows(
                     f"SELECT {_ANCHOR_COLS} FROM anchors WHERE backend = ? ORDER BY checkpoint",
                     (backend,),
                 )
@@ -1302,7 +1271,7 @@ class Store:
     async def open_anchors(self, backend: str) -> list[AnchorRow]:
         """Anchors of ``backend`` not yet final: the few the anchorer must poll."""
         async with _mapped("reading anchors"):
-            found = await self.db.execute_fetchall(
+            found = await self._rows(
                 f"SELECT {_ANCHOR_COLS} FROM anchors WHERE backend = ? AND state != 'final' "
                 "ORDER BY checkpoint",
                 (backend,),
@@ -1313,7 +1282,7 @@ class Store:
         """(anchor rows, of them not final): both change when an anchor is added or
         becomes final, and both are counted on an index."""
         async with _mapped("reading anchors"):
-            rows = await self.db.execute_fetchall(
+            rows = await self._rows(
                 "SELECT (SELECT COUNT(*) FROM anchors),"
                 "       (SELECT COUNT(*) FROM anchors WHERE state != 'final')"
             )
@@ -1323,33 +1292,29 @@ class Store:
     async def anchor_marks(self, backend: str) -> tuple[int | None, int | None]:
         """(newest final, newest of any state) anchored checkpoint size of ``backend``."""
         async with _mapped("reading anchors"):
-            found = await self.db.execute_fetchall(
+            row = await self._row(
                 "SELECT (SELECT MAX(checkpoint) FROM anchors "
                 "        WHERE backend = ?1 AND state = 'final'),"
                 "       (SELECT MAX(checkpoint) FROM anchors WHERE backend = ?1)",
                 (backend,),
             )
-            row = _first(found)
         assert row is not None
         return (None if row[0] is None else int(row[0]), None if row[1] is None else int(row[1]))
 
     async def last_final_anchor(self, backend: str) -> AnchorRow | None:
         """The final anchor of ``backend`` with the largest checkpoint, if any."""
         async with _mapped("reading anchors"):
-            found = await self.db.execute_fetchall(
+            row = await self._row(
                 f"SELECT {_ANCHOR_COLS} FROM anchors WHERE backend = ? AND state = 'final' "
                 "ORDER BY checkpoint DESC LIMIT 1",
                 (backend,),
             )
-            row = _first(found)
         return None if row is None else _anchor_row(row)
 
     async def anchor_backends(self) -> list[str]:
         """Every backend label that has an anchor row."""
         async with _mapped("reading anchors"):
-            found = await self.db.execute_fetchall(
-                "SELECT DISTINCT backend FROM anchors ORDER BY backend"
-            )
+            found = await self._rows("SELECT DISTINCT backend FROM anchors ORDER BY backend")
             return [str(b) for (b,) in found]
 
     async def drop_unsent_anchor(self, checkpoint: int, backend: str) -> bool:
@@ -1433,11 +1398,6 @@ def _sensor_rows(entries: Iterable[EntryRow]) -> list[tuple[str, int, int, int |
             best = covered
         rows[e.sensor] = (max(seq, e.seq), max(idx, e.index), best)
     return [(s, q, i, c) for s, (q, i, c) in rows.items()]
-
-
-def _first(rows: Iterable[Any]) -> Any:
-    """The first of ``rows`` (an execute_fetchall answer), None if there is none."""
-    return next(iter(rows), None)
 
 
 def _rec(data: Any) -> dict[str, Any]:
