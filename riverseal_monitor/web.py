@@ -146,8 +146,8 @@ class PageServer:
         self.display = display
         self.host = host
         self.port = port
-        self._clients = 0
         self._writers: set[asyncio.StreamWriter] = set()
+        """The open client connections: at most ``MAX_CLIENTS``, closed when serving ends."""
         self.bound = asyncio.Event()
         """Set once listening; ``port`` is then the real one (``port`` 0 picks one)."""
 
@@ -165,10 +165,9 @@ class PageServer:
             await server.wait_closed()  # from Python 3.12 on, waits for those to close
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._clients >= MAX_CLIENTS:
+        if len(self._writers) >= MAX_CLIENTS:
             writer.close()
             return
-        self._clients += 1
         self._writers.add(writer)
         try:
             async with asyncio.timeout(_HEAD_TIMEOUT_S):
@@ -195,7 +194,6 @@ class PageServer:
         ):
             pass  # the client went away, stalled or sent too much: nothing to answer
         finally:
-            self._clients -= 1
             self._writers.discard(writer)
             writer.close()
 

@@ -56,8 +56,8 @@ class StatusServer:
     def __init__(self, config: StatusConfig, document: Callable[[], Mapping[str, Any]]) -> None:
         self.config = config
         self._document = document
-        self._clients = 0
         self._writers: set[asyncio.StreamWriter] = set()
+        """The open client connections: at most ``MAX_CLIENTS``, closed when serving ends."""
         self.listening: str | None = None
         self.error: str | None = None
         self.bound = asyncio.Event()
@@ -101,10 +101,9 @@ class StatusServer:
             await server.wait_closed()  # from Python 3.12 on, waits for those to close
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._clients >= MAX_CLIENTS:
+        if len(self._writers) >= MAX_CLIENTS:
             writer.close()
             return
-        self._clients += 1
         self._writers.add(writer)
         try:
             answer = await self._respond(reader)
@@ -120,7 +119,6 @@ class StatusServer:
         except (ConnectionError, TimeoutError):
             pass  # the client went away or stalled: nothing to answer
         finally:
-            self._clients -= 1
             self._writers.discard(writer)
             writer.close()
             with contextlib.suppress(ConnectionError, TimeoutError):
