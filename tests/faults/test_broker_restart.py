@@ -27,7 +27,7 @@ from typing import Any
 
 from tests.faults.publishers import Node, run_nodes
 from tests.faults.verifying import export_and_verify
-from tests.gateway.daemon_procs import GATEWAY, records, start
+from tests.gateway.daemon_procs import GATEWAY, records, start, subscribed
 from tests.servers.persistent_broker import NO_LOSS, PersistentBroker
 
 OUTAGE_S = 3.0
@@ -44,10 +44,6 @@ def http_status(port: int) -> dict[str, Any]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as reply:
         doc: dict[str, Any] = json.loads(reply.read())
         return doc
-
-
-def connections(log: Path) -> int:
-    return log.read_bytes().count(b"mqtt: connected")
 
 
 async def wait_for(what: str, check: Any, within: float = 20.0) -> Any:
@@ -78,10 +74,9 @@ async def test_a_broker_stopped_while_nodes_publish_loses_nothing_acknowledged(
             for i in range(2)
         )
     )
-    log = tmp_path / "gateway.log"
     db = tmp_path / "data" / "log.sqlite"
     daemon = start(cfg, procs)
-    await wait_for("the gateway's session", lambda: connections(log) >= 1)
+    await subscribed(cfg, daemon)
 
     nodes = [Node(f"node-{i}", f"restart/node-{i}") for i in range(2)]
     stop_nodes = asyncio.Event()
@@ -106,7 +101,7 @@ async def test_a_broker_stopped_while_nodes_publish_loses_nothing_acknowledged(
     acked_before = sum(len(n.acked) for n in nodes)
     await asyncio.to_thread(broker.start)
     restarted = time.monotonic()
-    await wait_for("the gateway to reconnect", lambda: connections(log) >= 2, within=35)
+    await subscribed(cfg, daemon, times=2, within_s=35)
     reconnect_s = time.monotonic() - restarted
     await wait_for(
         "the nodes to be acknowledged again",
@@ -179,10 +174,9 @@ async def lossy_broker_run(
         "reorder_window_s = 1\n"
         '[[sensor]]\nid = "node-0"\ndriver = "mqtt"\ntopic = "lossy/node-0"\ninterval_s = 1\n'
     )
-    log = tmp_path / "gateway.log"
     db = tmp_path / "data" / "log.sqlite"
     daemon = start(cfg, procs)
-    await wait_for("the gateway's session", lambda: connections(log) >= 1)
+    await subscribed(cfg, daemon)
     node = Node("node-0", "lossy/node-0")
     stop_node = asyncio.Event()
     publishing = asyncio.create_task(run_nodes([node], broker.host, broker.port, 50.0, stop_node))
@@ -203,7 +197,7 @@ async def lossy_broker_run(
         await asyncio.to_thread(broker.start)  # empty: no save, no session
     finally:
         daemon.send_signal(signal.SIGCONT)
-    await wait_for("the gateway to reconnect", lambda: connections(log) >= 2, within=35)
+    await subscribed(cfg, daemon, times=2, within_s=35)
     await wait_for("a gap record declaring the loss", declared, within=20)
     await asyncio.sleep(1.0)
     stop_node.set()
